@@ -1,0 +1,110 @@
+"""CLI: ``python -m pipelines <name> [--flag value ...]``; flags and help come from the config dataclass.
+
+Drains the same generator the UI streams, shows a progress bar on stderr, prints where the artifacts are.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from . import PIPELINES, UserInputError
+from .events import ArtifactReady, Done, Log, Progress, run_to_completion
+
+
+def build_parser(name: str, config_cls) -> argparse.ArgumentParser:
+    spec = PIPELINES[name]
+    p = argparse.ArgumentParser(prog=f"python -m pipelines {name}", description=f"{spec.title}: {spec.summary}")
+    docs = config_cls.field_docs()
+    hints = typing.get_type_hints(config_cls)
+    presets = sorted(config_cls.PRESETS)
+    if presets:
+        p.add_argument("--preset", choices=presets, help="start from a preset; explicit flags override it")
+    for f in dataclasses.fields(config_cls):
+        typ = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{docs.get(f.name, '')} (default: {f.default})"}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(typ) is typing.Literal:
+            kw["choices"] = list(typing.get_args(typ))
+        elif typ in (int, float, str):
+            kw["type"] = typ
+        else:
+            continue
+        p.add_argument(flag, **kw)
+    return p
+
+
+def make_config(name: str, argv: list[str]):
+    config_cls, run = PIPELINES[name].load()
+    args = vars(build_parser(name, config_cls).parse_args(argv))
+    preset = args.pop("preset", None)
+    cfg = config_cls()
+    if preset:
+        cfg = cfg.with_preset(preset)
+    return dataclasses.replace(cfg, **args), run
+
+
+class ProgressBar:
+    def __init__(self, stream=sys.stderr, width: int = 28):
+        self.stream, self.width, self.live = stream, width, False
+
+    def __call__(self, ev) -> None:
+        if isinstance(ev, Progress):
+            frac = ev.step / max(1, ev.total)
+            bar = "#" * int(frac * self.width)
+            losses = " ".join(f"{k}={v:.4g}" for k, v in list(ev.losses.items())[:4])
+            stage = f"[{ev.stage}] " if ev.stage else ""
+            self.stream.write(f"\r{stage}[{bar:<{self.width}}] {ev.step}/{ev.total} {losses}\033[K")
+            self.live = True
+        elif isinstance(ev, (Log, ArtifactReady)):
+            self.newline()
+            if isinstance(ev, Log):
+                self.stream.write(f"{ev.level}: {ev.message}\n")
+            else:
+                self.stream.write(f"wrote {ev.artifact.kind}: {ev.artifact.path}\n")
+        self.stream.flush()
+
+    def newline(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.live = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = ", ".join(PIPELINES)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in PIPELINES:
+        print("usage: python -m pipelines <name> [--help] [flags]\n\npipelines:")
+        for key, spec in PIPELINES.items():
+            print(f"  {key:<14} {spec.title}: {spec.summary}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown pipeline {argv[0]!r}; choose one of: {names}", file=sys.stderr)
+            return 2
+        return 0
+    name = argv.pop(0)
+    bar = ProgressBar()
+    try:
+        cfg, run = make_config(name, argv)
+        done: Done = run_to_completion(run(cfg), on_event=bar)
+    except UserInputError as e:
+        bar.newline()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        bar.newline()
+        print("stopped", file=sys.stderr)
+        return 130
+    bar.newline()
+    print(f"done in {done.seconds:.1f}s")
+    for k, v in done.metrics.items():
+        print(f"  {k}: {v:.4g}")
+    for a in done.artifacts:
+        print(f"  {a.kind:<10} {a.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared 3D core: cameras, rays, sampling, compositing, encodings, fields, metrics, geometry, exports."""

@@ -1,0 +1,70 @@
+"""Plain geometry containers and the density/SDF grid -> mesh step (marching cubes via PyMCubes).
+
+Contract: tensors live on any device; ``Mesh.verts`` (V, 3) float, ``faces`` (F, 3) long, optional
+``vert_colors`` (V, 3) in [0, 1]. Conversion to trimesh happens only in ``export.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Mesh:
+    verts: torch.Tensor
+    faces: torch.Tensor
+    vert_colors: torch.Tensor | None = None
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+
+@dataclass
+class PointCloud:
+    xyz: torch.Tensor  # (N, 3)
+    rgb: torch.Tensor | None = None  # (N, 3) in [0, 1]
+
+
+@dataclass
+class Voxels:
+    occupancy: torch.Tensor  # (D, H, W) bool or probabilities, indexed [x, y, z]
+    bounds: tuple[float, float] = (-0.5, 0.5)
+
+
+def grid_points(resolution: int, lo, hi, device=None) -> torch.Tensor:
+    """(R, R, R, 3) cell-corner coordinates of a regular grid over the box [lo, hi]^3, indexed [x, y, z]."""
+    lo_t = torch.as_tensor(lo, dtype=torch.float32).expand(3)
+    hi_t = torch.as_tensor(hi, dtype=torch.float32).expand(3)
+    axes = [torch.linspace(float(lo_t[i]), float(hi_t[i]), resolution, device=device) for i in range(3)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+@torch.no_grad()
+def evaluate_grid(fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, lo, hi, device=None,
+                  chunk: int = 262144) -> torch.Tensor:
+    """Evaluates a scalar field ``fn((N, 3)) -> (N,)`` on the grid, in chunks; returns (R, R, R) on CPU."""
+    pts = grid_points(resolution, lo, hi, device).reshape(-1, 3)
+    out = torch.cat([fn(pts[i:i + chunk]).float().reshape(-1).cpu() for i in range(0, len(pts), chunk)])
+    return out.reshape(resolution, resolution, resolution)
+
+
+def marching_cubes(grid: torch.Tensor | np.ndarray, level: float, lo, hi) -> Mesh:
+    """Iso-surface of a (R, R, R) grid sampled at ``grid_points(R, lo, hi)``; empty Mesh if none.
+
+    For densities pass the density threshold; for SDFs pass ``-sdf`` and level 0 so normals face outwards.
+    """
+    import mcubes
+
+    g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
+    g = np.nan_to_num(g.astype(np.float64), nan=-1e9, posinf=1e9, neginf=-1e9)
+    verts, faces = mcubes.marching_cubes(g, level)
+    lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
+    hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
+    verts = lo_a + verts / (np.array(g.shape) - 1) * (hi_a - lo_a)
+    # PyMCubes winds faces clockwise seen from the "above level" side; flip so normals point outwards.
+    faces = faces[:, ::-1].copy()
+    return Mesh(torch.from_numpy(verts.astype(np.float32)), torch.from_numpy(faces.astype(np.int64)))
