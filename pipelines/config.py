@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from .events import Artifact, ArtifactReady
 
@@ -127,3 +127,24 @@ class RunContext:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def run_guarded(name: str, cfg: PipelineConfig, body: Callable[[PipelineConfig, RunContext], Iterator],
+                oom_hint: str) -> Iterator:
+    """Runs a method's body inside its RunContext and frees memory however it ends.
+
+    The body runs as a sub-generator so that, when a consumer closes us (Stop), its frame and tensors are
+    gone before ``ctx.free()`` empties the CUDA cache; out-of-memory becomes a UserInputError with a hint.
+    """
+    import torch
+
+    ctx = RunContext(cfg, name)
+    out_of_memory = False
+    try:
+        yield from body(cfg, ctx)
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True  # raised below, once this handler has dropped the traceback and its tensors
+    finally:
+        ctx.free()
+    if out_of_memory:
+        raise UserInputError(f"out of GPU memory: {oom_hint}")

@@ -1,16 +1,21 @@
 """NeRF (Mildenhall et al. 2020) from posed images, plus an Instant-NGP-style ``fast`` model.
 
-STUB: the config is final; run() is being written.
+vanilla: positional encoding + 8x256 MLP, 64 stratified coarse samples and 128 importance samples for the
+fine network, both trained with MSE. fast: multiresolution hash grid + tiny MLPs, rays marched through an
+occupancy grid, random background colours while training (nerfacc's recipe).
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from .config import PipelineConfig
-from .events import Event
+from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .events import Done, Event, Log, Preview, Progress
 
-EXAMPLE_SCENE = "assets/scenes/cow"
+EXAMPLE_SCENE = Path(__file__).resolve().parents[1] / "assets" / "scenes" / "cow"
 
 
 @dataclass
@@ -33,6 +38,8 @@ class NerfConfig(PipelineConfig):
     """Held-out views for the final PSNR/SSIM (0: all of the held-out split)."""
     white_background: bool = True
     """Composite transparent images and renders on white (NeRF-synthetic protocol); else black."""
+    bound: float = 1.5
+    """The scene lies in the box [-bound, bound]^3 (NeRF-synthetic objects fit in 1.5)."""
     n_coarse: int = 64
     """vanilla: stratified samples per ray for the coarse network."""
     n_fine: int = 128
@@ -45,22 +52,258 @@ class NerfConfig(PipelineConfig):
     """fast: hash-grid levels."""
     hash_log2_size: int = 19
     """fast: log2 of entries per hash-grid level."""
-    render_step: float = 0.005
-    """fast: ray-marching step as a fraction of the scene box side (smaller: more samples)."""
+    grid_resolution: int = 128
+    """fast: occupancy-grid cells per side."""
+    march_steps: int = 600
+    """fast: ray-marching steps across the scene box's side (step = 2 * bound / march_steps)."""
+    mixed_precision: bool = True
+    """On CUDA, run the MLPs in bfloat16 autocast."""
     mesh_resolution: int = 128
     """Marching-cubes grid resolution for the exported mesh."""
+    mesh_density: float = 10.0
+    """Density level of the exported mesh's surface."""
     turntable_frames: int = 48
     """Frames in the turntable video."""
+    preview_size: int = 200
+    """Longest side of preview and turntable renders, in pixels."""
+    eval_at_seconds: str = ""
+    """Comma-separated training times (s) at which to score all held-out views (benchmarks); the clock
+    pauses while scoring."""
+    max_seconds: float = 0.0
+    """Stop training after this many seconds (0: no limit)."""
     preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
-        "fast": dict(model="fast", steps=1500, downscale=1),
+        "fast": dict(model="fast", steps=1500),
         "quality": dict(model="fast", steps=10000, batch_rays=8192, mesh_resolution=256, turntable_frames=96),
     }
 
 
 CONFIG = NerfConfig
+LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
+
+
+def build_model(cfg: NerfConfig, device):
+    """Returns (modules to optimise, optimiser, lr scheduler, occupancy grid or None)."""
+    import torch
+
+    from .core.fields import NGPField, VanillaNeRF
+    from .core.occupancy import OccupancyGrid
+
+    if cfg.model == "vanilla":
+        coarse = VanillaNeRF(cfg.width, cfg.depth).to(device)
+        fine = VanillaNeRF(cfg.width, cfg.depth).to(device) if cfg.n_fine > 0 else coarse
+        modules = torch.nn.ModuleDict({"coarse": coarse, "fine": fine})
+        opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr or 5e-4)
+        # The paper decays the rate by 10x over training.
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / max(cfg.steps, 1)))
+        return modules, opt, sched, None
+    field = NGPField(cfg.bound, cfg.hash_levels, cfg.hash_log2_size).to(device)
+    grid = OccupancyGrid(cfg.bound, cfg.grid_resolution).to(device)
+    modules = torch.nn.ModuleDict({"field": field, "grid": grid})
+    opt = torch.optim.Adam([
+        {"params": field.encoding.parameters()},
+        {"params": list(field.sigma_net.parameters()) + list(field.rgb_net.parameters()), "weight_decay": 1e-6},
+    ], lr=cfg.lr or 1e-2, betas=(0.9, 0.99), eps=1e-15)
+    milestones = [int(cfg.steps * f) for f in (0.5, 0.75, 0.9)]
+    # nerfacc's schedule: 100 warm-up steps, then x0.33 at 50%, 75% and 90% of training.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, 0.01 + s / 100) * 0.33 ** sum(s >= m for m in milestones))
+    return modules, opt, sched, grid
+
+
+def make_renderer(cfg: NerfConfig, modules, grid):
+    """Returns render(origins, dirs, background, perturb) -> (RenderOut, coarse RenderOut or None)."""
+    from .core.occupancy import render_rays
+    from .core.rays import ray_aabb
+    from .core.volume import render_hierarchical
+
+    step_size = 2 * cfg.bound / cfg.march_steps
+
+    def render(o, d, background, perturb):
+        if grid is None:
+            near, far, _ = ray_aabb(o, d, -cfg.bound, cfg.bound)
+            return render_hierarchical(modules["coarse"], modules["fine"], o, d, near, far, cfg.n_coarse,
+                                       cfg.n_fine, background, perturb)
+        return render_rays(modules["field"], grid, o, d, step_size, background, perturb), None
+
+    return render, step_size
 
 
 def run(cfg: NerfConfig) -> Iterator[Event]:
-    raise NotImplementedError
+    return run_guarded("nerf", cfg, _train, "lower --batch-rays, raise --downscale, or use the 'fast' model")
+
+
+def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
+    import torch
+    import torch.nn.functional as F
+
+    from .core.datasets import load_blender, open_scene, scene_splits
+    from .core.images import colormap, to_uint8
+    from .core.metrics import mse_to_psnr, psnr, ssim
+    from .core.rays import pixel_rays
+    from .core.volume import render_image
+
+    if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
+        raise UserInputError("steps, batch_rays and downscale must be positive")
+    dev = ctx.device
+    started = time.perf_counter()
+    root = open_scene(cfg.scene or EXAMPLE_SCENE, ctx.out_dir)
+    train_split, val_split = scene_splits(root)
+    bg_value = 1.0 if cfg.white_background else 0.0
+    train = load_blender(root, train_split, cfg.downscale, cfg.max_views, bg_value)
+    val = load_blender(root, val_split, cfg.downscale, cfg.eval_views, bg_value)
+    yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
+              f"model '{cfg.model}' on {dev}")
+
+    modules, opt, sched, grid = build_model(cfg, dev)
+    render, step_size = make_renderer(cfg, modules, grid)
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
+    images = train.images.to(dev)
+    # Composited on a random colour per ray while training, so empty space cannot hide in the background.
+    alphas = train.alphas.to(dev) if (train.alphas is not None and grid is not None) else None
+    c2w = train.c2w.to(dev)
+    n_img, h, w = images.shape[:3]
+    bg = torch.full((3,), bg_value, device=dev)
+    preview_cam = val.camera(0).scaled(min(1.0, cfg.preview_size / max(val.width, val.height)))
+    preview_gt = _resize(val.images[0], preview_cam.height, preview_cam.width).to(dev)
+    eval_times = sorted(float(s) for s in cfg.eval_at_seconds.split(",") if s.strip())
+
+    def render_view(cam):
+        with torch.autocast(**amp):
+            return render_image(lambda o, d: render(o, d, bg, False)[0], cam.to(dev), device=dev)
+
+    def evaluate(tag: str) -> dict[str, float]:
+        scores = {"psnr": [], "ssim": []}
+        for i in range(len(val)):
+            out = render_view(val.camera(i))
+            gt = val.images[i].to(dev)
+            scores["psnr"].append(psnr(out["rgb"], gt))
+            scores["ssim"].append(ssim(out["rgb"], gt))
+        return {f"{tag}psnr": sum(scores["psnr"]) / len(val), f"{tag}ssim": sum(scores["ssim"]) / len(val)}
+
+    train_seconds, tick = 0.0, time.perf_counter()
+    loss_acc = torch.zeros((), device=dev)
+    timeline: dict[str, float] = {}
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        modules.train()
+        if grid is not None and (step == 1 or step % 16 == 0):
+            with torch.autocast(**amp):
+                grid.update(modules["field"].density, step_size, step)
+        idx = torch.randint(0, n_img, (cfg.batch_rays,), device=dev)
+        py = torch.randint(0, h, (cfg.batch_rays,), device=dev)
+        px = torch.randint(0, w, (cfg.batch_rays,), device=dev)
+        o, d = pixel_rays(c2w[idx], px + 0.5, py + 0.5, train.fx, train.fy, train.cx, train.cy)
+        target = images[idx, py, px]
+        ray_bg = bg
+        if alphas is not None:
+            ray_bg = torch.rand(cfg.batch_rays, 3, device=dev)
+            target = target + (ray_bg - bg) * (1 - alphas[idx, py, px])
+        with torch.autocast(**amp):
+            out, out_coarse = render(o, d, ray_bg, True)
+        loss = F.mse_loss(out.rgb, target)
+        if out_coarse is not None and out_coarse is not out:
+            loss = loss + F.mse_loss(out_coarse.rgb, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_acc += F.mse_loss(out.rgb.detach(), target)
+
+        if step % LOG_EVERY == 0 or step == cfg.steps:
+            mean_mse = float(loss_acc) / (LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY)
+            loss_acc.zero_()
+            if not math.isfinite(mean_mse):
+                raise UserInputError(f"training diverged (loss is {mean_mse}) at step {step}: lower --lr or "
+                                     "try another --seed")
+            losses = {"loss": mean_mse, "psnr_train": mse_to_psnr(mean_mse)}
+            if ctx.preview_due(step) or step == LOG_EVERY:
+                train_seconds += time.perf_counter() - tick
+                modules.eval()
+                view = render_view(preview_cam)
+                losses["psnr_val"] = psnr(view["rgb"], preview_gt)
+                yield Preview(step, _preview_images(view, to_uint8, colormap),
+                              caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB")
+                tick = time.perf_counter()
+            yield Progress(step, cfg.steps, losses)
+        elapsed = train_seconds + time.perf_counter() - tick
+        if eval_times and elapsed >= eval_times[0]:
+            train_seconds, t_at = elapsed, eval_times.pop(0)
+            modules.eval()
+            scores = evaluate("")
+            timeline.update({f"psnr@{t_at:g}s": scores["psnr"], f"steps@{t_at:g}s": float(step)})
+            yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB, "
+                      f"SSIM {scores['ssim']:.3f}")
+            tick = time.perf_counter()
+        if cfg.max_seconds and elapsed >= cfg.max_seconds:
+            yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
+            break
+    train_seconds += time.perf_counter() - tick
+
+    modules.eval()
+    metrics = evaluate("")
+    metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
+    if dev.type == "cuda":
+        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views")
+    yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
+    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _resize(img, h: int, w: int):
+    import torch.nn.functional as F
+
+    if img.shape[:2] == (h, w):
+        return img
+    return F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
+
+
+def _preview_images(view, to_uint8, colormap) -> dict:
+    opacity = view["opacity"]
+    return {"rgb": to_uint8(view["rgb"]), "depth": colormap(view["depth"], mask=opacity > 0.5),
+            "opacity": to_uint8(opacity)}
+
+
+def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics) -> Iterator[Event]:
+    """Turntable, side-by-side held-out image, coloured mesh and checkpoint."""
+    import numpy as np
+    import torch
+
+    from .core.cameras import orbit_cameras
+    from .core.export import save_image, save_mesh, save_video
+    from .core.geometry import evaluate_grid, marching_cubes, vertex_normals
+    from .core.images import to_uint8
+
+    dev = ctx.device
+    field = modules["field"] if grid is not None else modules["fine"]
+    cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
+    elev = float(torch.rad2deg(torch.asin((train.c2w[:, 2, 3] / train.c2w[:, :3, 3].norm(dim=-1)).clamp(-1, 1))).mean())
+    fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
+    side = min(cfg.preview_size, max(train.width, train.height))
+    frames = [to_uint8(render_view(cam)["rgb"])
+              for cam in orbit_cameras(cfg.turntable_frames, cam_dist, elev, fov, side)]
+    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
+
+    pred = render_view(val.camera(0))["rgb"]
+    side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
+    yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
+
+    with torch.no_grad():
+        density = evaluate_grid(field.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)
+        mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
+        if mesh.num_faces == 0:
+            yield Log(f"no surface above density {cfg.mesh_density}: no mesh written (lower --mesh-density)",
+                      "warning")
+        else:
+            # Colour each vertex as seen from outside, looking along the inward normal.
+            normals = vertex_normals(mesh.verts, mesh.faces).to(dev)
+            verts = mesh.verts.to(dev)
+            colors = [field(verts[i:i + 65536] + 0.01 * normals[i:i + 65536], -normals[i:i + 65536])[1]
+                      for i in range(0, len(verts), 65536)]
+            mesh.vert_colors = torch.cat(colors).float().cpu()
+            metrics["mesh_faces"] = float(mesh.num_faces)
+            yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), "mesh (.glb)")
+            yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
+    torch.save({"config": cfg.__dict__, "state": modules.state_dict()}, ctx.path("model.pt"))
+    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")

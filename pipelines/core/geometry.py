@@ -65,6 +65,13 @@ def marching_cubes(grid: torch.Tensor | np.ndarray, level: float, lo, hi) -> Mes
     lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
     hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
     verts = lo_a + verts / (np.array(g.shape) - 1) * (hi_a - lo_a)
-    # PyMCubes winds faces clockwise seen from the "above level" side; flip so normals point outwards.
-    faces = faces[:, ::-1].copy()
+    # PyMCubes winds faces so that normals point from above ``level`` to below it: outwards for densities.
     return Mesh(torch.from_numpy(verts.astype(np.float32)), torch.from_numpy(faces.astype(np.int64)))
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(V, 3) unit normals: area-weighted sums of the adjacent faces' normals."""
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    n = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
+    return torch.nn.functional.normalize(n, dim=-1)

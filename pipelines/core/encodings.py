@@ -1,0 +1,105 @@
+"""Input encodings: harmonic (NeRF's positional encoding), spherical harmonics for directions, and the
+multiresolution hash grid of Instant-NGP (Mueller et al. 2022) in plain PyTorch.
+
+Contract: each encoding is an ``nn.Module`` with ``out_dim``; inputs (N, D) -> (N, out_dim). The hash grid
+expects points in [0, 1]^3.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class HarmonicEncoding(nn.Module):
+    """gamma(p) = (p, sin(2^0 pi p), cos(2^0 pi p), ..., sin(2^{L-1} pi p), cos(2^{L-1} pi p)).
+
+    NeRF feeds raw coordinates (no pi factor) for its Blender scenes; ``scale`` chooses that (1.0) or pi.
+    """
+
+    def __init__(self, in_dim: int, n_freqs: int, include_input: bool = True, scale: float = 1.0):
+        super().__init__()
+        self.include_input = include_input
+        self.register_buffer("freqs", scale * 2.0 ** torch.arange(n_freqs, dtype=torch.float32), persistent=False)
+        self.out_dim = in_dim * (2 * n_freqs + int(include_input))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = (x[..., None] * self.freqs).flatten(-2)  # (N, D * L)
+        parts = [x] if self.include_input else []
+        return torch.cat(parts + [torch.sin(xf), torch.cos(xf)], dim=-1)
+
+
+class SHEncoding(nn.Module):
+    """Real spherical harmonics of unit directions up to degree 4 (16 values), as Instant-NGP uses."""
+
+    out_dim = 16
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        x, y, z = d.unbind(-1)
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        return torch.stack([
+            torch.full_like(x, 0.28209479177387814),
+            -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+            1.0925484305920792 * xy, -1.0925484305920792 * yz, 0.94617469575755997 * zz - 0.31539156525251999,
+            -1.0925484305920792 * xz, 0.54627421529603959 * (xx - yy),
+            0.59004358992664352 * y * (-3.0 * xx + yy), 2.8906114426405538 * xy * z,
+            0.45704579946446572 * y * (1.0 - 5.0 * zz), 0.3731763325901154 * z * (5.0 * zz - 3.0),
+            0.45704579946446572 * x * (1.0 - 5.0 * zz), 1.4453057213202769 * z * (xx - yy),
+            0.59004358992664352 * x * (-xx + 3.0 * yy),
+        ], dim=-1)
+
+
+# Instant-NGP's hash primes, as int32 with the same low bits: int32 products wrap like uint32 ones, and the
+# table size is a power of two, so masking keeps exactly the bits the uint32 hash would keep.
+_PRIMES = (1, 2654435761 - 2 ** 32, 805459861)
+
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash encoding: L levels of trainable F-dim features, trilinearly interpolated.
+
+    Level l has resolution N_l = floor(N_min * b^l) with b = exp((ln N_max - ln N_min) / (L - 1)); the
+    coarse levels whose dense grid fits in 2^log2_size entries are indexed densely, the others by the
+    spatial hash XOR_i(x_i * pi_i) mod T. All levels are looked up in one batched gather, and the 8 cell
+    corners are formed from per-axis terms (N, L, 2) so no (N, L, 8, 3) integer tensor is ever built.
+    """
+
+    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_size: int = 19, base_res: int = 16,
+                 max_res: int = 2048):
+        super().__init__()
+        growth = math.exp((math.log(max_res) - math.log(base_res)) / max(n_levels - 1, 1))
+        res = [int(math.floor(base_res * growth ** lvl)) for lvl in range(n_levels)]
+        cap = 2 ** log2_size
+        sizes = [min((r + 1) ** 3, cap) for r in res]
+        offsets = [0]
+        for size in sizes:
+            offsets.append(offsets[-1] + size)
+        self.n_levels, self.n_features = n_levels, n_features
+        self.n_dense = sum((r + 1) ** 3 <= cap for r in res)  # resolutions grow, so dense levels come first
+        self.mask = cap - 1
+        self.out_dim = n_levels * n_features
+        self.register_buffer("res", torch.tensor(res, dtype=torch.int32), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
+        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.int32), persistent=False)
+        self.table = nn.Parameter(torch.empty(offsets[-1], n_features).uniform_(-1e-4, 1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3) in [0, 1]^3 -> (N, L * F)."""
+        n = x.shape[0]
+        pos = x.clamp(0, 1)[:, None, :] * self.res[None, :, None].to(x.dtype)  # (N, L, 3)
+        cell = pos.detach().floor().to(torch.int32).clamp_max(self.res[None, :, None] - 1)
+        frac = pos - cell.to(pos.dtype)  # gradients w.r.t. x flow through here (normals need them)
+        two = torch.arange(2, device=x.device, dtype=torch.int32)
+        c = cell[..., None] + two  # (N, L, 3, 2): each axis' lower and upper corner coordinate
+        d = self.n_dense
+        # Dense levels: x + s * y + s^2 * z, with s = N_l + 1.
+        s = (self.res[:d] + 1)[None, :, None]
+        dense = c[:, :d, 0, :, None, None] + s[..., None, None] * (c[:, :d, 1, None, :, None] + s[..., None, None] * c[:, :d, 2, None, None, :])
+        # Hashed levels: (x * p0) ^ (y * p1) ^ (z * p2), masked to the table size.
+        h = c[:, d:] * self.primes[None, None, :, None]
+        hashed = (h[:, :, 0, :, None, None] ^ h[:, :, 1, None, :, None] ^ h[:, :, 2, None, None, :]) & self.mask
+        idx = torch.cat([dense, hashed], 1).reshape(n, self.n_levels, 8) + self.offsets[None, :, None]
+        feats = self.table[idx]  # (N, L, 8, F)
+        wx, wy, wz = (torch.stack([1 - frac[..., i], frac[..., i]], -1) for i in range(3))  # (N, L, 2) each
+        w = (wx[..., :, None, None] * wy[..., None, :, None] * wz[..., None, None, :]).reshape(n, self.n_levels, 8)
+        return (feats * w[..., None].to(feats.dtype)).sum(2).reshape(n, -1)
