@@ -71,6 +71,8 @@ class NerfConfig(PipelineConfig):
     pauses while scoring."""
     max_seconds: float = 0.0
     """Stop training after this many seconds (0: no limit)."""
+    export: bool = True
+    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
     preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
@@ -247,7 +249,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views")
-    yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
+    if cfg.export:
+        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 

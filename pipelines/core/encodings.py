@@ -102,4 +102,4 @@ class HashGridEncoding(nn.Module):
         feats = self.table[idx]  # (N, L, 8, F)
         wx, wy, wz = (torch.stack([1 - frac[..., i], frac[..., i]], -1) for i in range(3))  # (N, L, 2) each
         w = (wx[..., :, None, None] * wy[..., None, :, None] * wz[..., None, None, :]).reshape(n, self.n_levels, 8)
-        return (feats * w[..., None].to(feats.dtype)).sum(2).reshape(n, -1)
+        return (feats * w[..., None].to(feats.dtype)).sum(2).reshape(n, self.out_dim)

@@ -53,7 +53,8 @@ class OccupancyGrid(nn.Module):
         x = (ijk + torch.rand_like(ijk)) / r * (2 * self.bound) - self.bound
         occ = torch.cat([density_fn(x[i:i + chunk]).float() for i in range(0, len(x), chunk)]) * step_size
         self.occs[cells] = torch.maximum(self.occs[cells] * decay, occ)
-        self.binary = self.occs > torch.clamp(self.occs.mean(), max=threshold)
+        # ">=": a freshly initialised field gives (nearly) equal values everywhere, and all of it must count.
+        self.binary = self.occs >= torch.clamp(self.occs.mean(), max=threshold)
 
     def march(self, origins: torch.Tensor, dirs: torch.Tensor, step_size: float, perturb: bool,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
