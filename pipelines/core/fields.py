@@ -54,6 +54,13 @@ class VanillaNeRF(nn.Module):
         self.feature = nn.Linear(width, width)
         self.rgb_head = nn.Sequential(nn.Linear(width + self.dir_enc.out_dim, width // 2), nn.ReLU(inplace=True),
                                       nn.Linear(width // 2, 3))
+        # Glorot-uniform weights and zero biases, as the official (Keras) code: with PyTorch's default init the
+        # 8 ReLU layers shrink activations until the density head's random bias alone decides whether any
+        # ReLU density is alive, and on lego at 256 wide it was not: training stayed at the empty scene.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         gx = self.pos_enc(x)
