@@ -52,18 +52,24 @@ def evaluate_grid(fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, l
     return out.reshape(resolution, resolution, resolution)
 
 
-def marching_cubes(grid: torch.Tensor | np.ndarray, level: float, lo, hi) -> Mesh:
+def marching_cubes(grid: torch.Tensor | np.ndarray, level: float, lo, hi, close: bool = True) -> Mesh:
     """Iso-surface of a (R, R, R) grid sampled at ``grid_points(R, lo, hi)``; empty Mesh if none.
 
     For densities pass the density threshold; for SDFs pass ``-sdf`` and level 0 so normals face outwards.
+    ``close`` pads the grid with one layer of empty cells, so matter touching the box is capped and the mesh
+    stays watertight (and a field that is solid everywhere still yields the box's surface).
     """
     import mcubes
 
     g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
     g = np.nan_to_num(g.astype(np.float64), nan=-1e9, posinf=1e9, neginf=-1e9)
+    lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,)).copy()
+    hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,)).copy()
+    if close:
+        cell = (hi_a - lo_a) / (np.array(g.shape) - 1)
+        g = np.pad(g, 1, constant_values=min(float(g.min()), level) - 1.0)
+        lo_a, hi_a = lo_a - cell, hi_a + cell
     verts, faces = mcubes.marching_cubes(g, level)
-    lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
-    hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
     verts = lo_a + verts / (np.array(g.shape) - 1) * (hi_a - lo_a)
     # PyMCubes winds faces so that normals point from above ``level`` to below it: outwards for densities.
     return Mesh(torch.from_numpy(verts.astype(np.float32)), torch.from_numpy(faces.astype(np.int64)))

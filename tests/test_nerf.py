@@ -1,0 +1,118 @@
+"""NeRF end to end on CPU: both models on a downscaled lego, the CLI, Stop, and bad inputs."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipelines import PIPELINES, UserInputError
+from pipelines.events import ArtifactReady, Done, Log, Preview, Progress, run_to_completion
+from pipelines.nerf import NerfConfig, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = dict(downscale=16, max_views=12, eval_views=2, preview_every=20, turntable_frames=4, mesh_resolution=24,
+            mesh_density=0.01, preview_size=25, device="cpu")
+TINY_MODELS = {
+    "fast": dict(model="fast", steps=60, batch_rays=256, target_samples=8192, hash_levels=4, hash_log2_size=12,
+                 grid_resolution=16, march_steps=48),
+    "vanilla": dict(model="vanilla", steps=60, batch_rays=256, width=32, depth=2, n_coarse=16, n_fine=16,
+                    precrop_steps=10, lr=5e-3),
+}
+
+
+@pytest.mark.parametrize("model", ["fast", "vanilla"])
+def test_nerf_smoke_on_lego(model, lego, tmp_path):
+    cfg = NerfConfig(scene=str(lego), out_dir=str(tmp_path), **TINY, **TINY_MODELS[model])
+    events = list(run(cfg))
+    done = events[-1]
+    assert isinstance(done, Done)
+    kinds = {a.kind for a in done.artifacts}
+    assert {"video", "image", "mesh", "checkpoint"} <= kinds
+    for a in done.artifacts:
+        assert Path(a.path).is_file() and Path(a.path).stat().st_size > 0
+        assert Path(a.path).parent == tmp_path  # nothing is written outside the run folder
+    assert {Path(a.path).suffix for a in done.artifacts if a.kind == "mesh"} == {".glb", ".obj"}
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert previews and set(previews[0].images) == {"rgb", "depth", "opacity"}
+    assert previews[0].images["rgb"].dtype.name == "uint8" and previews[0].images["rgb"].shape[-1] == 3
+    val_curve = [e.losses["psnr_val"] for e in events if isinstance(e, Progress) and "psnr_val" in e.losses]
+    assert len(val_curve) >= 2
+    assert done.metrics["psnr"] == done.metrics["psnr"]  # finite, not NaN
+    assert done.metrics["psnr"] > val_curve[0] + 0.5, (val_curve, done.metrics)
+    assert 0 < done.metrics["ssim"] <= 1
+
+
+def test_stop_closes_the_run_and_frees(monkeypatch, lego, tmp_path):
+    from pipelines import config
+
+    freed = []
+    monkeypatch.setattr(config.RunContext, "free", lambda self: freed.append(True))
+    cfg = NerfConfig(scene=str(lego), out_dir=str(tmp_path), **{**TINY, **TINY_MODELS["fast"], "steps": 1000})
+    gen = run(cfg)
+    for ev in gen:
+        if isinstance(ev, Progress):
+            break
+    assert not freed
+    gen.close()  # what the UI's Stop does
+    assert freed == [True]
+    assert not any(p.suffix == ".pt" for p in tmp_path.iterdir())
+
+
+def test_bad_inputs_are_user_errors(tmp_path):
+    bad_zip = tmp_path / "scene.zip"
+    with zipfile.ZipFile(bad_zip, "w") as zf:
+        zf.writestr("../evil.txt", "x")
+    with pytest.raises(UserInputError, match="evil.txt"):
+        run_to_completion(run(NerfConfig(scene=str(bad_zip), out_dir=str(tmp_path / "out"), device="cpu")))
+    assert not (tmp_path / "evil.txt").exists()
+    with pytest.raises(UserInputError):
+        run_to_completion(run(NerfConfig(steps=0, out_dir=str(tmp_path / "out2"), device="cpu")))
+    with pytest.raises(UserInputError, match="preset"):
+        NerfConfig().with_preset("nope")
+
+
+def test_presets_and_field_docs():
+    docs = NerfConfig.field_docs()
+    assert "hash" in docs["hash_log2_size"] and "seed" in docs["seed"].lower()
+    assert NerfConfig().with_preset("quality").steps > NerfConfig().with_preset("fast").steps
+    cfg_cls, run_fn = PIPELINES["nerf"].load()
+    assert cfg_cls is NerfConfig and run_fn is run
+
+
+def _cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+
+
+def test_cli_help_lists_pipelines_and_flags():
+    top = _cli("--help")
+    assert top.returncode == 0 and "nerf" in top.stdout
+    sub = _cli("nerf", "--help")
+    assert sub.returncode == 0
+    assert "--hash-log2-size" in sub.stdout and "--preset" in sub.stdout and "Blender-format" in sub.stdout
+    unknown = _cli("nope")
+    assert unknown.returncode == 2 and "unknown pipeline" in unknown.stderr
+
+
+def test_cli_runs_the_shipped_example(tmp_path):
+    flags = {**TINY, **TINY_MODELS["fast"], "steps": 20, "downscale": 4, "max_views": 8}
+    args = ["nerf", "--out-dir", str(tmp_path)]
+    for k, v in flags.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    res = _cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "20/20" in res.stderr  # the progress bar reached the end
+    assert "psnr" in res.stdout and str(tmp_path / "mesh.glb") in res.stdout
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    not_zip = tmp_path / "scene.zip"
+    not_zip.write_bytes(b"this is not a zip file")
+    res = _cli("nerf", "--scene", str(not_zip), "--out-dir", str(tmp_path / "out"), "--device", "cpu")
+    assert res.returncode == 2
+    assert res.stderr.startswith("error:") and "Traceback" not in res.stderr and "scene.zip" in res.stderr
