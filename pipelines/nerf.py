@@ -82,6 +82,10 @@ class NerfConfig(PipelineConfig):
     preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
+        # A few minutes on a 2-core CPU (no GPU): fewer levels and samples, same method.
+        "cpu": dict(model="fast", steps=300, batch_rays=512, target_samples=8192, hash_levels=8, hash_log2_size=15,
+                    grid_resolution=64, march_steps=256, preview_every=25, eval_views=4, mesh_resolution=96,
+                    turntable_frames=24, preview_size=100),
         "fast": dict(model="fast", steps=1500),
         "quality": dict(model="fast", steps=10000, batch_rays=8192, mesh_resolution=256, turntable_frames=96),
     }

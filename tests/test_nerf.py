@@ -1,5 +1,4 @@
 """NeRF end to end on CPU: both models on a downscaled lego, the CLI, Stop, and bad inputs."""
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import PIPELINES, UserInputError
-from pipelines.events import ArtifactReady, Done, Log, Preview, Progress, run_to_completion
+from pipelines.events import Done, Preview, Progress, run_to_completion
 from pipelines.nerf import NerfConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]

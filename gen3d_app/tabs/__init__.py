@@ -1,0 +1,8 @@
+"""One module per tab, named after its key in ``pipelines.PIPELINES``; each has ``PIPELINE`` and ``build()``.
+
+To add a tab: write ``tabs/<method>.py`` (copy nerf.py) and add its module to the line below. A pipeline
+without a tab gets a placeholder that points to the CLI.
+"""
+from . import nerf
+
+TABS = {tab.PIPELINE: tab for tab in (nerf,)}

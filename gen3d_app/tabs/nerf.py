@@ -1,0 +1,75 @@
+"""NeRF tab: an example scene or an uploaded .zip -> NerfConfig; wiring only."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from pipelines import UserInputError
+
+from .. import widgets
+
+PIPELINE = "nerf"
+PRESETS = ("custom", "cpu", "fast", "quality")  # "custom": the config defaults; tests check these match NerfConfig
+TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, preview_every=5, n_coarse=16,
+            n_fine=16, width=64, depth=4, hash_levels=8, hash_log2_size=14, mesh_resolution=32,
+            turntable_frames=4)
+"""GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for the browser test."""
+
+
+def make_config(cls, scene, upload, model, preset, steps, seed, downscale):
+    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    if upload:
+        if not str(upload).lower().endswith(".zip"):
+            raise UserInputError("upload a .zip of a Blender-format scene (transforms_*.json + images)")
+        scene = str(upload)
+    elif scene:
+        scene = widgets.asset_path("scenes", scene)
+    cfg = dataclasses.replace(cfg, scene=scene or "", model=model, steps=int(steps), seed=int(seed or 0),
+                              downscale=int(downscale))
+    if widgets.tiny_mode():
+        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    return cfg
+
+
+def preset_values(preset):
+    """Preset -> (model, steps, downscale) shown in the inputs, so a person sees what a preset does."""
+    from pipelines import PIPELINES
+
+    cls, _ = PIPELINES[PIPELINE].load()
+    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
+    return cfg.model, cfg.steps, cfg.downscale
+
+
+def build() -> None:
+    scenes = widgets.example_dirs("scenes")
+    default = "fast" if widgets.has_cuda() else "cpu"  # the cpu preset trains the example in minutes on 2 cores
+    model0, steps0, downscale0 = preset_values(default)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            scene = gr.Dropdown(scenes, value=scenes[0] if scenes else None, label="Example scene",
+                                elem_id="nerf-scene", info="Blender-format posed images in assets/scenes/")
+            upload = gr.File(label="…or upload a scene (.zip)", file_types=[".zip"], height=140,
+                             elem_id="nerf-upload")
+            model = gr.Radio(["fast", "vanilla"], value=model0, label="Model", elem_id="nerf-model",
+                             info="fast: hash grid + occupancy grid; vanilla: the paper's MLP (slow)")
+            preset = gr.Dropdown(list(PRESETS), value=default, label="Preset", elem_id="nerf-preset",
+                                 info="cpu: small and quick without a GPU; fast/quality: for a GPU")
+            steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="nerf-steps")
+            with gr.Accordion("More", open=False):
+                downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
+                                      elem_id="nerf-downscale")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="nerf-seed")
+            run = widgets.run_panel(PIPELINE)
+        with gr.Column(scale=3):
+            preview = widgets.preview_panel(PIPELINE, ("rgb", "depth", "opacity"))
+    arts = widgets.artifacts_panel(PIPELINE)
+    if scenes:
+        gr.Examples([[scenes[0], "fast", default, steps0, 0, 1], [scenes[0], "vanilla", "custom", 500, 0, 2]],
+                    inputs=[scene, model, preset, steps, seed, downscale], cache_examples=False,
+                    elem_id="nerf-examples",
+                    example_labels=[f"{scenes[0]}: fast, {default} preset, {steps0} steps",
+                                    f"{scenes[0]}: vanilla, 500 steps, 1/2 res"])
+    preset.input(preset_values, inputs=[preset], outputs=[model, steps, downscale], queue=False)
+    widgets.wire_run(PIPELINE, make_config, dict(scene=scene, upload=upload, model=model, preset=preset,
+                                                  steps=steps, seed=seed, downscale=downscale), run, preview, arts)

@@ -1,0 +1,216 @@
+"""Panels every tab reuses (run/stop + status, live preview, artifacts) and the one run wiring.
+
+Contract: a tab lays out its inputs, calls ``run_panel``, ``preview_panel`` and ``artifacts_panel`` where it
+wants them, then ``wire_run(pipeline, make_config, inputs, ...)``. The run handler loads the pipeline module
+only when a run starts, gives the run a per-session folder, and streams ``stream.drive`` updates. All runs
+share one queue slot (``concurrency_id="gpu"``, limit ``$GEN3D_GPU_SLOTS``, default 1); Stop cancels the run
+event, which closes the generators down to the pipeline's ``finally:``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from pipelines import PIPELINES
+
+from . import outputs, stream
+
+REPO = Path(__file__).resolve().parent.parent
+GPU_QUEUE = "gpu"
+RELEASE_WAIT_S = 300.0
+"""How long a run waits for a stopped run to reach its finally: before it starts anyway."""
+log = logging.getLogger("gen3d.app")
+
+
+def gpu_slots() -> int:
+    return max(1, int(os.environ.get("GEN3D_GPU_SLOTS", "1")))
+
+
+_GPU = threading.BoundedSemaphore(gpu_slots())
+"""Held from a run's start until its pipeline's finally: has run. Gradio frees the queue slot of a
+cancelled run at once, while the run's current step (in a worker thread) finishes before its generator
+can be closed; this keeps the next run from loading onto the GPU before the stopped one has let go."""
+
+
+def wait_for_gpu(wait_s: float = RELEASE_WAIT_S) -> Iterator[str]:
+    """Yields "waiting" every 0.25 s until a GPU slot is free, then "acquired" (the caller releases it
+    with ``_GPU.release()``), or "timeout" after ``wait_s`` (then nothing is held)."""
+    end = time.monotonic() + wait_s
+    while not _GPU.acquire(timeout=0.25):
+        if time.monotonic() > end:
+            log.warning("a stopped run still holds the GPU after %.0fs; starting the next one anyway", wait_s)
+            yield "timeout"
+            return
+        yield "waiting"
+    yield "acquired"
+
+
+def tiny_mode() -> bool:
+    """GEN3D_TINY=1: tabs cap their runs to a few steps at tiny resolution (browser tests, CPU demos)."""
+    return os.environ.get("GEN3D_TINY", "") not in ("", "0", "false", "False")
+
+
+def example_dirs(kind: str) -> list[str]:
+    """Names of the example folders shipped in ``assets/<kind>/``."""
+    base = REPO / "assets" / kind
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+
+
+def asset_path(kind: str, name: str) -> str:
+    return str(REPO / "assets" / kind / name)
+
+
+@dataclass
+class RunPanel:
+    run: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+
+
+@dataclass
+class PreviewPanel:
+    images: dict[str, gr.Image]
+    plot: gr.Plot
+
+
+@dataclass
+class ArtifactsPanel:
+    model3d: gr.Model3D
+    video: gr.Video
+    files: gr.File
+    metrics: gr.Markdown
+
+
+def run_panel(name: str) -> RunPanel:
+    with gr.Row():
+        run = gr.Button("Run", variant="primary", elem_id=f"{name}-run", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{name}-stop", scale=1)
+    status = gr.Markdown("Ready.", elem_id=f"{name}-status", elem_classes=["gen3d-status"])
+    return RunPanel(run, stop, status)
+
+
+def preview_panel(name: str, keys: tuple[str, ...] = ("rgb", "depth", "opacity")) -> PreviewPanel:
+    with gr.Row(equal_height=True):
+        images = {k: gr.Image(label=k, interactive=False, height=240, elem_id=f"{name}-preview-{k}",
+                              buttons=["fullscreen"], placeholder=f"{k} preview") for k in keys}
+    plot = gr.Plot(label="Loss / PSNR", elem_id=f"{name}-plot")
+    return PreviewPanel(images, plot)
+
+
+def artifacts_panel(name: str) -> ArtifactsPanel:
+    with gr.Row(equal_height=True):
+        model3d = gr.Model3D(label="Mesh (.glb)", height=380, elem_id=f"{name}-model3d", interactive=False)
+        video = gr.Video(label="Turntable", height=380, autoplay=True, loop=True, interactive=False,
+                         elem_id=f"{name}-video")
+    with gr.Row():
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id=f"{name}-files",
+                        scale=1)
+        metrics = gr.Markdown(elem_id=f"{name}-metrics")
+    return ArtifactsPanel(model3d, video, files, metrics)
+
+
+def output_map(run: RunPanel, preview: PreviewPanel, arts: ArtifactsPanel) -> dict[str, gr.components.Component]:
+    """Output name (as ``stream`` uses them) -> component."""
+    comps: dict[str, Any] = {"status": run.status, "plot": preview.plot, "video": arts.video,
+                             "model3d": arts.model3d, "files": arts.files, "metrics": arts.metrics}
+    comps.update({f"image:{k}": img for k, img in preview.images.items()})
+    return comps
+
+
+def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str, Any],
+                 image_keys: tuple[str, ...]) -> Callable[..., Any]:
+    """The run event's function: ``(request, **input values) -> generator of {component: value}``."""
+    spec = PIPELINES[pipeline]
+
+    def run_handler(request: gr.Request, **values: Any):
+        def to_components(update: dict[str, Any]) -> Any:
+            return {comps[k]: v for k, v in update.items() if k in comps} or gr.skip()
+
+        yield to_components(stream.reset(image_keys, spec.title))
+        outputs.sweep()
+        try:
+            config_cls, run_fn = spec.load()
+            cfg = make_config(config_cls, **values)
+        except Exception as e:  # noqa: BLE001 - bad input and missing modules become messages
+            err = stream.to_gr_error(e)
+            yield to_components({"status": f"**{err.title}:** {err.message}"})
+            raise err from e
+        out_dir = outputs.run_dir(getattr(request, "session_hash", None), pipeline)
+        cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
+        state = "waiting"
+        for i, state in enumerate(wait_for_gpu()):
+            if state == "waiting":  # yielding (a no-op update) keeps a waiting run cancellable
+                yield to_components({"status": "**Waiting** for the previous run to free the GPU…"} if i == 0 else {})
+        try:
+            with contextlib.closing(stream.drive(run_fn, cfg, image_keys, title=spec.title)) as updates:
+                next(updates)  # drive's own reset: already sent
+                update, status = {}, ""
+                for update in updates:
+                    status = update.get("status", status)
+                    yield to_components(update)
+            if "model3d" in update:
+                # Gradio 6.31's Model3D stays blank when its value comes in a generator's very last update
+                # (the end-of-run message races the viewer's lazy load): end with the status once more.
+                yield to_components({"status": status})
+        finally:  # after drive closed the pipeline, i.e. after its finally: freed the GPU
+            if state == "acquired":
+                _GPU.release()
+
+    return run_handler
+
+
+def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, Any], run: RunPanel,
+             preview: PreviewPanel, arts: ArtifactsPanel) -> Any:
+    """Connect Run (queued on the shared GPU slot) and Stop (cancels it). Returns the run event."""
+    comps = output_map(run, preview, arts)
+    handler = make_handler(pipeline, make_config, comps, tuple(preview.images))
+    event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
+                          concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",
+                          show_progress_on=[run.status], trigger_mode="once", api_name=f"run_{pipeline}")
+    run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
+                   api_visibility="private")
+    return event
+
+
+def detect_device() -> str:
+    """What runs will use, without importing torch unless something else already did."""
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            return f"CUDA GPU: {torch.cuda.get_device_name(0)}"
+        return "CPU (no CUDA GPU visible to torch)"
+    smi = shutil.which("nvidia-smi")
+    if not (smi or Path("/proc/driver/nvidia/version").exists()):
+        return "CPU (no NVIDIA GPU found): runs are slow, use few steps"
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = ""
+    if "+cpu" in torch_version:
+        return "CPU (a GPU is present but torch is a CPU-only build)"
+    name = ""
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=5)
+            name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"CUDA GPU: {name}" if name else "CUDA GPU"
+
+
+def has_cuda() -> bool:
+    return detect_device().startswith("CUDA")
