@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import PipelineConfig, RunContext, UserInputError
 from .events import Artifact, ArtifactReady, Done, Log, Preview, Progress, run_to_completion
@@ -17,6 +17,8 @@ class PipelineSpec:
     module: str
     """Module that defines ``CONFIG`` (the config dataclass) and ``run(cfg) -> Iterator[Event]``."""
     summary: str
+    commands: dict[str, str] = field(default_factory=dict, hash=False)
+    """Extra CLI subcommands: ``python -m pipelines <name> <command> ...`` calls ``"module:function"(argv)``."""
 
     def load(self):
         """Returns (config class, run function), importing the method module now."""
@@ -26,6 +28,15 @@ class PipelineSpec:
 
 PIPELINES: dict[str, PipelineSpec] = {
     "nerf": PipelineSpec("NeRF", "pipelines.nerf", "posed images to a radiance field: novel views, depth, a mesh"),
+    "volsdf": PipelineSpec("VolSDF", "pipelines.volsdf",
+                           "posed images to a signed distance field (neural or primitives): a watertight mesh",
+                           {"make-scene": "pipelines.volsdf:make_scene_main"}),
+    "single_view": PipelineSpec("Single view", "pipelines.single_view",
+                                "one image to voxels, a point cloud and a mesh (ResNet-18 encoder, three decoders)",
+                                {"data": "pipelines.single_view_data:main"}),
+    "dreamfusion": PipelineSpec("DreamFusion", "pipelines.dreamfusion",
+                                "a text prompt to a NeRF by score distillation from a diffusion model: a turntable "
+                                "and a mesh"),
 }
 
 __all__ = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 import typing
 
@@ -15,7 +16,9 @@ from .events import ArtifactReady, Done, Log, Progress, run_to_completion
 
 def build_parser(name: str, config_cls) -> argparse.ArgumentParser:
     spec = PIPELINES[name]
-    p = argparse.ArgumentParser(prog=f"python -m pipelines {name}", description=f"{spec.title}: {spec.summary}")
+    epilog = "".join(f"subcommand: python -m pipelines {name} {c} --help. " for c in spec.commands) or None
+    p = argparse.ArgumentParser(prog=f"python -m pipelines {name}", description=f"{spec.title}: {spec.summary}",
+                                epilog=epilog)
     docs = config_cls.field_docs()
     hints = typing.get_type_hints(config_cls)
     presets = sorted(config_cls.PRESETS)
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     name = argv.pop(0)
+    if argv and argv[0] in PIPELINES[name].commands:  # e.g. "single_view data": the method's own tool
+        module, _, func = PIPELINES[name].commands[argv[0]].partition(":")
+        return int(getattr(importlib.import_module(module), func or "main")(argv[1:]) or 0)
     bar = ProgressBar()
     try:
         cfg, run = make_config(name, argv)

@@ -109,7 +109,8 @@ class _InterpolateTable(torch.autograd.Function):
 
     Autograd's own backward for ``table[idx]`` sorts all N*L*8 indices (deterministic index_put), which a
     profile on an H200 showed to be most of a training step; this backward scatters with atomic
-    ``index_add_`` instead and never stores the (N, L, 8, F) gathered features.
+    ``index_add_`` instead and never stores the (N, L, 8, F) gathered features. The backward is made of
+    differentiable ops, so it can be differentiated again (an eikonal loss on d features / dx trains the table).
     """
 
     @staticmethod
@@ -118,7 +119,6 @@ class _InterpolateTable(torch.autograd.Function):
         return (table[idx] * w[..., None]).sum(2)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         table, idx, w = ctx.saved_tensors
         grad_table = grad_w = None

@@ -104,15 +104,20 @@ def intervals(t: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], RenderOut], camera: Camera,
-                 chunk: int = 16384, device=None) -> dict[str, torch.Tensor]:
-    """Renders a whole camera in chunks of rays; returns rgb (H, W, 3), depth (H, W), opacity (H, W)."""
+                 chunk: int = 16384, device=None, extras: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Renders a whole camera in chunks of rays; returns rgb (H, W, 3), depth (H, W), opacity (H, W), and
+    each per-ray ``RenderOut.extras[key]`` named in ``extras`` as an (H, W, ...) image (e.g. SDF normals)."""
     o, d = camera_rays(camera, device)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     parts = [render_rays(o[i:i + chunk], d[i:i + chunk]) for i in range(0, o.shape[0], chunk)]
     h, w = camera.height, camera.width
-    return {"rgb": torch.cat([p.rgb for p in parts]).reshape(h, w, 3),
-            "depth": torch.cat([p.depth for p in parts]).reshape(h, w),
-            "opacity": torch.cat([p.opacity for p in parts]).reshape(h, w)}
+    out = {"rgb": torch.cat([p.rgb for p in parts]).reshape(h, w, 3),
+           "depth": torch.cat([p.depth for p in parts]).reshape(h, w),
+           "opacity": torch.cat([p.opacity for p in parts]).reshape(h, w)}
+    for key in extras:
+        values = torch.cat([p.extras[key] for p in parts])
+        out[key] = values.reshape(h, w, *values.shape[1:])
+    return out
 
 
 def render_hierarchical(coarse: Field, fine: Field, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,

@@ -1,0 +1,77 @@
+"""DreamFusion tab: a prompt and a diffusion prior -> DreamFusionConfig; wiring only."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from pipelines import UserInputError
+from pipelines.core import priors
+
+from .. import widgets
+
+PIPELINE = "dreamfusion"
+PRESETS = ("custom", "fast", "quality")  # "custom": the config defaults; tests check these match DreamFusionConfig
+TINY = dict(steps=20, resolution=32, n_samples=16, n_importance=0, width=32, depth=2, preview_every=5,
+            mesh_resolution=32, turntable_frames=4, preview_size=64)
+"""GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU once the prior is loaded, for browser tests."""
+EXAMPLES = ["a DSLR photo of a hamburger", "a ripe strawberry", "a wooden rocking chair", "a blue ceramic teapot"]
+
+
+def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior, preset):
+    if not str(prompt or "").strip():
+        raise UserInputError("write a prompt: what should the 3D object be?")
+    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = dataclasses.replace(cfg, prompt=str(prompt).strip(), negative_prompt=str(negative_prompt or "").strip(),
+                              guidance_scale=float(guidance_scale), steps=int(steps), seed=int(seed or 0),
+                              prior=str(prior or "").strip() or priors.DEFAULT_DIFFUSION)
+    if widgets.tiny_mode():
+        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    return cfg
+
+
+def preset_values(preset):
+    """Preset -> steps shown in the inputs, so a person sees what a preset does."""
+    from pipelines import PIPELINES
+
+    cls, _ = PIPELINES[PIPELINE].load()
+    return (cls() if preset in (None, "custom") else cls().with_preset(preset)).steps
+
+
+def prior_note() -> str:
+    offline = ("The embedded offline prior is available: choose `embedded`." if priors.embedded_diffusion_available()
+               else "**No diffusion prior is available offline:** gen3d does not ship one yet, so a run needs a "
+                    "Stable Diffusion model from the Hugging Face Hub (downloaded once, ~5 GB) or a local folder.")
+    gpu = "" if widgets.has_cuda() else " Without a GPU a Stable Diffusion step takes seconds: use few steps."
+    return f"{offline} The prior: a Hub id or a local diffusers folder (SD 1.x/2.x).{gpu}"
+
+
+def build() -> None:
+    choices = list(priors.KNOWN_DIFFUSION) + ([priors.EMBEDDED] if priors.embedded_diffusion_available() else [])
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="dreamfusion-prompt", lines=2,
+                                info="view suffixes (front / side / back / overhead view) are added per camera")
+            negative = gr.Textbox("", label="Negative prompt", elem_id="dreamfusion-negative",
+                                  placeholder="e.g. blurry, low quality")
+            prior = gr.Dropdown(choices, value=priors.DEFAULT_DIFFUSION, allow_custom_value=True, label="Prior",
+                                elem_id="dreamfusion-prior", info="Hub id or local folder of a diffusers model")
+            gr.Markdown(prior_note(), elem_id="dreamfusion-prior-note")
+            preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="dreamfusion-preset",
+                                 info="fast: hash-grid student, 3000 steps; quality: bigger MLP, growing renders")
+            steps = gr.Slider(1, 20000, value=preset_values("custom"), step=1, label="Steps",
+                              elem_id="dreamfusion-steps")
+            with gr.Accordion("More", open=False):
+                scale = gr.Slider(1, 200, value=100, step=0.5, label="Guidance scale", elem_id="dreamfusion-scale",
+                                  info="classifier-free guidance (DreamFusion: 100)")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="dreamfusion-seed")
+            run = widgets.run_panel(PIPELINE)
+        with gr.Column(scale=3):
+            preview = widgets.preview_panel(PIPELINE, ("rgb", "normal", "opacity", "sds"))
+    arts = widgets.artifacts_panel(PIPELINE)
+    gr.Examples([[p, "", "custom", 0] for p in EXAMPLES], inputs=[prompt, negative, preset, seed],
+                cache_examples=False, elem_id="dreamfusion-examples")
+    preset.input(preset_values, inputs=[preset], outputs=[steps], queue=False)
+    widgets.wire_run(PIPELINE, make_config, dict(prompt=prompt, negative_prompt=negative, guidance_scale=scale,
+                                                  steps=steps, seed=seed, prior=prior, preset=preset),
+                     run, preview, arts)

@@ -1,0 +1,139 @@
+"""Single-view tab: an image (upload or example) -> voxels, points and a mesh side by side; or a training
+run that streams loss curves and predictions. Inputs -> SingleViewConfig; wiring only."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import PIPELINES, UserInputError
+
+from .. import widgets
+
+PIPELINE = "single_view"
+ASSETS = widgets.REPO / "assets" / "single_view"
+PRESETS = ("custom", "cpu", "gpu")  # "custom": the config defaults; tests check these match SingleViewConfig
+HEADS = ["voxels", "points", "mesh"]
+PREVIEW_KEYS = ("input", "voxels", "points", "mesh")
+TINY = dict(steps=6, batch_size=4, image_size=32, width=8, hidden=32, n_points=128, ico_level=2, gt_points=256,
+            preview_every=3, mixed_precision=False)
+"""GEN3D_TINY=1 caps for train runs (steps is a maximum): seconds on a CPU, for the browser test."""
+
+
+def model_status() -> str:
+    """What the predict mode will use; reads the manifest without importing torch."""
+    config, manifest = ASSETS / "model" / "config.json", ASSETS / "model" / "manifest.json"
+    if not config.is_file():
+        return ("**No trained checkpoint is shipped yet** (`assets/single_view/model/`): *Predict* cannot run until "
+                "one is trained. Use *Train* below to watch a model learn from the shipped mini set, or train the "
+                "real model on a GPU: `python -m pipelines single_view --preset gpu` (see the README).")
+    m = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    d, met = m.get("data", {}), m.get("metrics", {})
+    scores = ", ".join(f"{k} {met[k]:.3f}" for k in ("voxels_iou", "points_f1@0.05", "mesh_f1@0.05") if k in met)
+    return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "
+            f"{m.get('created', '')}. Held-out scores: {scores or 'see manifest.json'}.")
+
+
+def make_config(cls, mode, image, preset, steps, heads, seed):
+    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    if mode == "predict":
+        if not image:
+            raise UserInputError("upload an image or pick an example first")
+        return dataclasses.replace(cfg, mode="predict", image=str(image))
+    if not heads:
+        raise UserInputError("pick at least one decoder to train")
+    cfg = dataclasses.replace(cfg, mode="train", steps=int(steps), heads=",".join(heads), seed=int(seed or 0))
+    if widgets.tiny_mode():
+        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    return cfg
+
+
+def points_figure(path: str | None):
+    """A plotly 3D scatter of a .ply point cloud, seen from the input's side (-y), z up."""
+    if not path:
+        return None
+    import numpy as np
+    import plotly.graph_objects as go
+    import trimesh
+
+    pc = trimesh.load(path)
+    xyz = np.asarray(pc.vertices)
+    colors = np.asarray(pc.colors)[:, :3] if getattr(pc, "colors", None) is not None and len(pc.colors) else None
+    marker = dict(size=2.5, color=[f"rgb({r},{g},{b})" for r, g, b in colors] if colors is not None else xyz[:, 2])
+    fig = go.Figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker))
+    axis = dict(range=[-0.6, 0.6], showbackground=False, title="")
+    fig.update_layout(height=380, margin=dict(l=0, r=0, t=0, b=0), scene=dict(
+        xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", camera=dict(eye=dict(x=0.0, y=-1.6, z=0.6))))
+    return fig
+
+
+def three_views(paths: list[str] | None) -> tuple:
+    """(voxels .glb, points figure, mesh .glb) from a run's files."""
+    paths = paths or []
+    find = lambda name: next((p for p in paths if Path(p).name == name), None)  # noqa: E731
+    return find("voxels.glb"), points_figure(find("points.ply")), find("mesh.glb")
+
+
+def preset_values(preset):
+    cls, _ = PIPELINES[PIPELINE].load()
+    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
+    return cfg.steps
+
+
+def build() -> None:
+    examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
+    default = "gpu" if widgets.has_cuda() else "cpu"
+    gr.Markdown(model_status(), elem_id="single_view-model-status")
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            mode = gr.Radio(["predict", "train"], value="predict", label="Mode", elem_id="single_view-mode",
+                            info="predict: reconstruct the image with the trained model; train: watch a model learn")
+            image = gr.Image(type="filepath", label="Image (a PNG with transparency, or one object on a plain "
+                             "background)", height=240, elem_id="single_view-image", sources=["upload", "clipboard"])
+            if examples:
+                gr.Examples(examples, inputs=[image], elem_id="single_view-examples", cache_examples=False,
+                            label="Held-out renders (shapes the model never saw)")
+            with gr.Accordion("Training", open=False):
+                preset = gr.Dropdown(list(PRESETS), value=default, label="Preset", elem_id="single_view-preset",
+                                     info="cpu: a small network on the mini set; gpu: the shipped model's recipe")
+                steps = gr.Slider(1, 20000, value=preset_values(default), step=1, label="Steps",
+                                  elem_id="single_view-steps")
+                heads = gr.CheckboxGroup(HEADS, value=HEADS, label="Decoders to train (jointly)",
+                                         elem_id="single_view-heads")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="single_view-seed")
+            run = widgets.run_panel(PIPELINE)
+        with gr.Column(scale=3):
+            preview = widgets.preview_panel(PIPELINE, PREVIEW_KEYS)
+    with gr.Row(equal_height=True):
+        voxels = gr.Model3D(label="Voxels (.glb)", height=380, elem_id="single_view-voxels", interactive=False)
+        points = gr.Plot(label="Point cloud", elem_id="single_view-points")
+        mesh = gr.Model3D(label="Mesh (.glb)", height=380, elem_id="single_view-mesh", interactive=False)
+    with gr.Row():
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="single_view-files")
+        metrics = gr.Markdown(elem_id="single_view-metrics")
+    credits = ASSETS / "CREDITS.md"
+    with gr.Accordion("Data credits", open=False):
+        gr.Markdown(credits.read_text() if credits.is_file() else "", elem_id="single_view-credits")
+    preset.input(preset_values, inputs=[preset], outputs=[steps], queue=False)
+
+    comps = {"status": run.status, "plot": preview.plot, "files": files, "metrics": metrics}
+    comps.update({f"image:{k}": img for k, img in preview.images.items()})
+    inner = widgets.make_handler(PIPELINE, make_config, comps, PREVIEW_KEYS)
+
+    def run_handler(request: gr.Request, **values):  # the name widgets.make_handler's has (tests look for it)
+        for update in inner(request, **values):
+            if isinstance(update, dict) and files in update:
+                update.update(zip((voxels, points, mesh), three_views(update[files])))
+            yield update
+
+    inputs = dict(mode=mode, image=image, preset=preset, steps=steps, heads=heads, seed=seed)
+    event = run.run.click(run_handler, inputs=None, inputs_kwargs=inputs,
+                          outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=widgets.gpu_slots(),
+                          concurrency_id=widgets.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],
+                          trigger_mode="once", api_name=f"run_{PIPELINE}")
+    run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
+                   api_visibility="private")
+    reset = lambda: (None, None, None)  # noqa: E731 - a new run clears the previous 3D views
+    run.run.click(reset, outputs=[voxels, points, mesh], queue=False, api_visibility="private")

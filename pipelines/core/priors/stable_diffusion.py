@@ -1,0 +1,259 @@
+"""Real tier of the diffusion guidance: Stable Diffusion 1.x/2.x through diffusers, frozen, as an SDS teacher.
+
+Contract: ``load_stable_diffusion(source, device, dtype)`` takes a Hub id or a local diffusers folder (the
+layout ``save_pretrained`` writes: unet/, vae/, text_encoder/, tokenizer/, scheduler/), loads it once per
+process (a cache keyed by (source, dtype, device) that holds one model) and returns a
+``StableDiffusionGuidance``. Hub ids are resolved to a local snapshot first, so every model, the tiny test
+ones included, goes through ``load_folder``. diffusers and transformers are imported only here, inside
+functions. Problems a person can fix (not found, not a Stable Diffusion folder, offline) are
+``UserInputError``s naming what to do.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import torch
+
+from ...config import UserInputError
+from . import where_to_get_models
+from .guidance import DiffusionGuidance, SDSOutput, TextEmbeddings, cfg_combine, sample_timesteps, sds_loss
+
+HUB_FILES = ["model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]
+"""What a Hub snapshot fetches: the five components, not the repository's single-file checkpoints."""
+HUB_SKIP = ["*.bin", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.pb", "*fp16*", "*non_ema*"]
+REQUIRED = {
+    "unet": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "vae": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "text_encoder": (("config.json",), ("model.safetensors", "pytorch_model.bin")),
+    "tokenizer": ((), ("vocab.json", "tokenizer.json")),
+    "scheduler": (("scheduler_config.json",), ()),
+}
+"""Per component: files that must all exist, and files of which one must (the weights)."""
+
+
+class StableDiffusionGuidance(DiffusionGuidance):
+    """SDS with a latent diffusion model: renders -> VAE encoder -> latents; the UNet predicts the noise.
+
+    Args:
+        unet, vae, text_encoder, tokenizer: the diffusers/transformers components, on one device.
+        scheduler_config: the scheduler's config (betas, timesteps, prediction type).
+        name: what the UI shows.
+    """
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, name: str = ""):
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        for m in (unet, vae, text_encoder):
+            m.eval().requires_grad_(False)  # frozen teacher: gradients reach the images, never the weights
+        self.device = next(unet.parameters()).device
+        self.dtype = next(unet.parameters()).dtype
+        self.name = name or "Stable Diffusion"
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = int(unet.config.sample_size) * self.vae_scale
+        self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
+        self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+        self.max_tokens = int(tokenizer.model_max_length)
+        self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise UserInputError(f"{self.name}: prediction type {self.prediction_type!r} is not supported "
+                                 "(epsilon or v_prediction models only)")
+        # alpha_bar_t lives on the device: diffusers' add_noise copies it there on every call, a host sync.
+        self.alphas_cumprod = _alphas_cumprod(scheduler_config).to(self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
+        tok = self.tokenizer
+        n_tokens = len(tok(prompt, truncation=False, verbose=False).input_ids)
+        ids = tok([prompt, negative_prompt], padding="max_length", max_length=tok.model_max_length,
+                  truncation=True, return_tensors="pt").input_ids.to(self.device)
+        emb = self.text_encoder(ids)[0].to(self.dtype)
+        return TextEmbeddings(emb[:1], emb[1:], truncated=n_tokens > tok.model_max_length)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) in [0, 1] -> (B, 4, r/8, r/8) float latents (the posterior mean, scaled), with grad."""
+        x = images.permute(0, 3, 1, 2)
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            x = resize_square(x, self.resolution)
+        x = (x * 2 - 1).to(self.dtype)
+        return self.vae.encode(x).latent_dist.mean.float() * self.latent_scale
+
+    def sds(self, images: torch.Tensor, text: TextEmbeddings, guidance_scale: float = 100.0,
+            t_range: tuple[float, float] = (0.02, 0.98)) -> SDSOutput:
+        return self.sds_latents(self.encode_images(images), text, guidance_scale, t_range)
+
+    def sds_latents(self, latents: torch.Tensor, text: TextEmbeddings, guidance_scale: float = 100.0,
+                    t_range: tuple[float, float] = (0.02, 0.98)) -> SDSOutput:
+        """SDS on latents (B, 4, h, w) directly (renderers that output latents skip the VAE)."""
+        b = latents.shape[0]
+        with torch.no_grad():
+            t = sample_timesteps(b, t_range, self.num_train_timesteps, self.device)
+            noise = torch.randn_like(latents)
+            a = self.alphas_cumprod[t].view(b, 1, 1, 1)
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            cond, uncond = text.cond.expand(b, -1, -1), text.uncond.expand(b, -1, -1)
+            out = self.unet(torch.cat([noisy, noisy]).to(self.dtype), torch.cat([t, t]),
+                            encoder_hidden_states=torch.cat([uncond, cond]).to(self.dtype)).sample.float()
+            eps_uncond, eps_cond = out.chunk(2)
+            if self.prediction_type == "v_prediction":
+                # v = sqrt(a) eps - sqrt(1 - a) x0, so eps = sqrt(a) v + sqrt(1 - a) x_t
+                eps_uncond, eps_cond = (a.sqrt() * v + (1 - a).sqrt() * noisy for v in (eps_uncond, eps_cond))
+            residual = cfg_combine(eps_uncond, eps_cond, guidance_scale) - noise
+            grad = torch.nan_to_num((1 - a) * residual, nan=0.0, posinf=0.0, neginf=0.0)
+        return SDSOutput(sds_loss(latents, grad), t, grad.flatten(1).norm(dim=1).mean(), residual[0])
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of (B, C, H, W) to size x size (antialiased when shrinking)."""
+    shrink = x.shape[-1] > size or x.shape[-2] > size
+    return torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _alphas_cumprod(config: dict) -> torch.Tensor:
+    """alpha_bar_t of the training noise schedule, float32 (the schedules Stable Diffusion uses)."""
+    n = int(config.get("num_train_timesteps", 1000))
+    b0, b1 = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+    schedule = config.get("beta_schedule", "scaled_linear")
+    if config.get("trained_betas") is not None:
+        betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
+    elif schedule == "scaled_linear":
+        betas = torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2
+    elif schedule == "linear":
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    else:
+        raise UserInputError(f"noise schedule {schedule!r} is not supported (Stable Diffusion uses scaled_linear)")
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+# --------------------------------------------------------------------------------------------- loading
+_CACHE: dict[tuple[str, str, str], StableDiffusionGuidance] = {}
+_LOCK = threading.Lock()
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> float16 on CUDA, float32 elsewhere (half precision on CPU is slow and partly unsupported)."""
+    names = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise UserInputError(f"unknown prior dtype {dtype!r}; choose auto, float16, bfloat16 or float32")
+    return names[dtype] if device.type == "cuda" else torch.float32
+
+
+def load_stable_diffusion(source: str, device, dtype: str = "auto") -> StableDiffusionGuidance:
+    """The guidance for a Hub id or local folder, from the cache when the same one was loaded before."""
+    dev = torch.device(device)
+    dt = resolve_dtype(dtype, dev)
+    local = _local_path(source)
+    key = (str(local) if local is not None else source, str(dt), str(dev))
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        folder = local if local is not None else download(source)
+        _CACHE.clear()  # one diffusion model at a time: the previous one's memory goes first
+        guidance = load_folder(folder, dev, dt, name=source if local is None else str(folder))
+        _CACHE[key] = guidance
+        return guidance
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _local_path(source: str) -> Path | None:
+    """The folder ``source`` names, None when it is a Hub id; UserInputError when it is neither."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserInputError(f"prior {source!r} is a file; give a diffusers folder or a Hub id. "
+                                 + where_to_get_models())
+        return path.resolve()
+    if HUB_ID.match(source):  # owner/name: never starts with '/', '.' or '~'
+        return None
+    raise UserInputError(f"no model folder at {source!r}. " + where_to_get_models())
+
+
+def download(repo_id: str) -> Path:
+    """A local snapshot of a Hub repository's diffusers components: the cache first, then the network."""
+    from huggingface_hub import snapshot_download
+
+    kw = dict(repo_id=repo_id, allow_patterns=HUB_FILES, ignore_patterns=HUB_SKIP)
+    try:
+        folder = Path(snapshot_download(local_files_only=True, **kw))
+        if not missing_files(folder):
+            return folder
+    except Exception:  # noqa: BLE001 - not cached (or cached in part): fetch it
+        pass
+    try:
+        folder = Path(snapshot_download(**kw))
+        if missing_files(folder):  # a repository with only .bin weights: fetch those instead
+            kw["ignore_patterns"] = [p for p in HUB_SKIP if p != "*.bin"]
+            folder = Path(snapshot_download(**kw))
+    except Exception as e:  # noqa: BLE001 - offline, no such repository, gated, ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"could not get {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {reason}). "
+                             + where_to_get_models()) from e
+    return folder
+
+
+def missing_files(folder: Path) -> list[str]:
+    """Files of a Stable Diffusion diffusers folder that ``folder`` lacks (empty: complete)."""
+    missing = []
+    for sub, (all_of, one_of) in REQUIRED.items():
+        missing += [f"{sub}/{f}" for f in all_of if not (folder / sub / f).is_file()]
+        if one_of and not any((folder / sub / f).is_file() for f in one_of):
+            missing.append(f"{sub}/{' or '.join(one_of)}")
+    return missing
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, name: str = "") -> StableDiffusionGuidance:
+    """Loads the five components of a diffusers Stable Diffusion folder: the one path every model takes."""
+    folder = Path(folder)
+    missing = missing_files(folder)
+    if missing:
+        raise UserInputError(f"{folder} is not a Stable Diffusion diffusers folder: missing {', '.join(missing)}. "
+                             + where_to_get_models())
+    index = folder / "model_index.json"
+    if index.is_file():
+        try:
+            pipeline_class = json.loads(index.read_text()).get("_class_name", "")
+        except (ValueError, OSError) as e:
+            raise UserInputError(f"{index} is not valid JSON ({e})") from e
+        if "XL" in pipeline_class or "Flux" in pipeline_class or "StableDiffusion3" in pipeline_class:
+            raise UserInputError(f"{folder} holds a {pipeline_class}; only Stable Diffusion 1.x/2.x models work here")
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    def part(sub: str, load):
+        try:
+            return load()
+        except Exception as e:  # noqa: BLE001 - malformed configs or weights: say which file
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise UserInputError(f"could not load {sub}/ of {folder}: {type(e).__name__}: {msg}") from e
+
+    try:
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    except (ValueError, OSError) as e:
+        raise UserInputError(f"could not read scheduler/scheduler_config.json of {folder}: {e}") from e
+    common = dict(torch_dtype=dtype)
+    unet = part("unet", lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **common))
+    vae = part("vae", lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", **common))
+    text_encoder = part("text_encoder", lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                                                              **common))
+    tokenizer = part("tokenizer", lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"))
+    if unet.config.in_channels != vae.config.latent_channels:
+        raise UserInputError(f"{folder}: the UNet takes {unet.config.in_channels} channels but the VAE makes "
+                             f"{vae.config.latent_channels} (an inpainting or depth model?); use a text-to-image one")
+    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
+        raise UserInputError(f"{folder}: the UNet attends to {unet.config.cross_attention_dim}-d text features but "
+                             f"the text encoder makes {text_encoder.config.hidden_size}-d ones")
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format  # faster fp16 convolutions
+    unet.to(device, memory_format=fmt)
+    vae.to(device, memory_format=fmt)
+    text_encoder.to(device)
+    return StableDiffusionGuidance(unet, vae, text_encoder, tokenizer, sched, name=name or str(folder))

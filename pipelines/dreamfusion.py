@@ -1,0 +1,374 @@
+"""DreamFusion (Poole et al. 2022): text to 3D by score distillation from a frozen text-to-image diffusion model.
+
+The student (core.text3d) is a NeRF inside a bounding sphere: density and albedo from an MLP on harmonic
+embeddings of x (the second seed's student) or from a hash grid, plus a density blob at the centre so it
+starts as a soft ball; normals are the negated, normalised density gradient. Each step renders random cameras at 64x64 (or a
+size that grows), shades each point at random with its albedo, Lambertian diffuse under a random point
+light, or textureless (white) diffuse, composites on a background (a small network of the view direction, or
+a random colour) and distils: the SDS gradient of the prior (core.priors: Stable Diffusion 2.1-base by
+default) for the prompt with a view suffix ("..., front/side/back/overhead view"), plus DreamFusion's
+orientation and opacity regularisers. Exports a turntable, a marching-cubes mesh with albedo vertex colours
+and CLIP-free sanity metrics (mean opacity, mesh size).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Iterator, Literal
+
+from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .core.priors import DEFAULT_DIFFUSION
+from .events import Done, Event, Log, Preview, Progress
+
+
+@dataclass
+class DreamFusionConfig(PipelineConfig):
+    prompt: str = "a DSLR photo of a hamburger"
+    """What to make."""
+    negative_prompt: str = ""
+    """What to steer away from: the unconditional side of classifier-free guidance."""
+    prior: str = DEFAULT_DIFFUSION
+    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), or 'embedded'."""
+    prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale (DreamFusion: 100)."""
+    steps: int = 10000
+    """Optimisation steps (one batch of random views each)."""
+    batch_size: int = 1
+    """Random views per step."""
+    lr: float = 0.0
+    """Adam learning rate of the student; 0 picks the default (1e-3 harmonic MLP, 1e-2 hash grid)."""
+    t_min: float = 0.02
+    """Smallest diffusion time drawn, as a fraction of the training timesteps."""
+    t_max: float = 0.98
+    """Largest diffusion time drawn at the start."""
+    t_max_end: float = 0.98
+    """Largest diffusion time at the end: it moves linearly from t_max (equal: DreamFusion's fixed range)."""
+    view_prompts: bool = True
+    """Append the view ('front', 'side', 'back', 'overhead') to the prompt, from each camera's angles."""
+    view_template: str = "{prompt}, {view} view"
+    """How a view-dependent prompt is written."""
+    front_width_deg: float = 90.0
+    """Azimuth sector (centred on azimuth 0, the +x side) that is the front; as wide a sector opposite is the back."""
+    overhead_elevation_deg: float = 60.0
+    """Cameras at or above this elevation get the 'overhead' prompt."""
+    student: Literal["harmonic", "hash"] = "harmonic"
+    """'harmonic': an MLP on harmonic embeddings of x; 'hash': a multiresolution hash grid and a small MLP."""
+    width: int = 64
+    """Student MLP width."""
+    depth: int = 3
+    """Student MLP hidden layers (hash: 1)."""
+    n_freqs: int = 6
+    """harmonic: frequencies of the embedding (sin/cos of 2^k pi x, k < n_freqs)."""
+    hash_levels: int = 16
+    """hash: hash-grid levels."""
+    hash_log2_size: int = 19
+    """hash: log2 of entries per level."""
+    bound: float = 1.0
+    """Radius of the bounding sphere the object lives in (nothing is rendered outside it)."""
+    blob_density: float = 10.0
+    """Density added at the centre, falling linearly to 0 at blob_radius (Magic3D's blob): the start shape."""
+    blob_radius: float = 0.5
+    """Radius of the initial density blob."""
+    resolution: int = 64
+    """Side of the training renders in pixels (resized to the prior's input size)."""
+    resolution_end: int = 0
+    """Grow the renders linearly to this size over the first half of training (0: keep resolution)."""
+    n_samples: int = 64
+    """Stratified samples per ray."""
+    n_importance: int = 32
+    """Extra samples per ray drawn from a density-only first pass (0: none)."""
+    camera_distance_min: float = 1.5
+    """Random cameras: nearest distance from the origin."""
+    camera_distance_max: float = 2.0
+    """Random cameras: farthest distance."""
+    elevation_min: float = -10.0
+    """Random cameras: lowest elevation in degrees."""
+    elevation_max: float = 80.0
+    """Random cameras: highest elevation in degrees."""
+    fov_min: float = 40.0
+    """Random cameras: narrowest field of view in degrees."""
+    fov_max: float = 70.0
+    """Random cameras: widest field of view in degrees."""
+    albedo_warmup: float = 0.2
+    """Fraction of training shaded with the albedo only, before random shading starts."""
+    albedo_prob: float = 0.2
+    """After the warm-up: probability of albedo-only shading."""
+    textureless_prob: float = 0.4
+    """After the warm-up: probability of textureless (white albedo) diffuse shading; the rest is diffuse."""
+    ambient: float = 0.1
+    """Ambient light of diffuse shading."""
+    background: Literal["mlp", "random", "white"] = "mlp"
+    """'mlp': a small network of the view direction; 'random': a random colour per view; 'white'."""
+    lambda_orient: float = 1000.0
+    """Weight of the orientation loss (normals facing away from the camera), ramped up from a hundredth of it
+    over the first half of training."""
+    lambda_opacity: float = 1.0
+    """Weight of the opacity regulariser mean(sqrt(opacity^2 + 0.01)) (DreamFusion's sparsity term)."""
+    mesh_resolution: int = 128
+    """Marching-cubes grid resolution for the exported mesh."""
+    mesh_density: float = 5.0
+    """Density level of the exported mesh's surface."""
+    turntable_frames: int = 48
+    """Frames in the turntable video."""
+    preview_size: int = 128
+    """Side of preview and turntable renders, in pixels."""
+    export: bool = True
+    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
+    preview_every: int = 250
+
+    PRESETS: ClassVar[dict] = {
+        "fast": dict(student="hash", steps=3000, t_max_end=0.5, n_importance=0),
+        "quality": dict(student="harmonic", width=128, depth=4, steps=15000, resolution_end=128, n_importance=64,
+                        mesh_resolution=256, turntable_frames=96, preview_size=256),
+    }
+
+
+CONFIG = DreamFusionConfig
+LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
+PREVIEW_VIEW = dict(elevation=15.0, azimuth=0.0)  # the preview camera looks at the front
+
+
+def run(cfg: DreamFusionConfig) -> Iterator[Event]:
+    return run_guarded("dreamfusion", cfg, _train, "lower --resolution, --n-samples or --batch-size, or use "
+                       "--prior-dtype float16")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The student
+
+
+def build_student(cfg: DreamFusionConfig):
+    """(AlbedoField, BackgroundField) of core.text3d, from the config."""
+    from .core.text3d import AlbedoField, BackgroundField
+
+    field = AlbedoField(cfg.bound, cfg.student, cfg.width, cfg.depth, cfg.n_freqs, cfg.hash_levels, cfg.hash_log2_size,
+                        cfg.blob_density, cfg.blob_radius)
+    return field, BackgroundField()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
+    import torch
+
+    from .core.cameras import look_at, spherical_to_cartesian
+    from .core.images import normals_to_uint8, to_uint8
+    from .core.priors import describe_prior, load_guidance
+    from .core.priors.guidance import TextEmbeddings, annealed_t_range, residual_image
+    from .core.priors.prompts import VIEWS, view_direction, view_prompt
+    from .core.rays import pixel_rays
+    from .core.text3d import render_shaded
+
+    _check(cfg)
+    dev = ctx.device
+    started = time.perf_counter()
+    yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
+    guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
+    yield Log(f"prior: {guidance.name} ({str(guidance.dtype).removeprefix('torch.')} on {dev}); "
+              f"{cfg.resolution}px renders are resized to its {guidance.resolution}px input")
+
+    def prompt_for(view: str) -> str:
+        return view_prompt(cfg.prompt, view, cfg.view_template) if cfg.view_prompts else cfg.prompt
+
+    text = {v: guidance.encode_prompt(prompt_for(v), cfg.negative_prompt) for v in VIEWS}
+    if any(e.truncated for e in text.values()):
+        yield Log(f"the prompt is longer than the text encoder reads ({guidance.max_tokens} "
+                  "tokens with the view suffix): the end was cut off", "warning")
+
+    def direction(elev: float, azim: float) -> str:
+        return view_direction(elev, azim, cfg.front_width_deg, cfg.overhead_elevation_deg)
+
+    student, background = build_student(cfg)
+    student, background = student.to(dev), background.to(dev)
+    modules = torch.nn.ModuleDict({"student": student, "background": background})
+    lr = cfg.lr or (1e-2 if cfg.student == "hash" else 1e-3)
+    opt = torch.optim.Adam([{"params": student.parameters(), "lr": lr},
+                            {"params": background.parameters(), "lr": 1e-3}], betas=(0.9, 0.99), eps=1e-15)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # the prior's convolutions see one input size all run long
+
+    # The whole run's cameras, drawn up front: one host-to-device copy, none inside the loop.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n_views = cfg.steps * cfg.batch_size
+    u = torch.rand(n_views, 4, generator=gen)
+    lerp = lambda lo, hi, x: lo + (hi - lo) * x  # noqa: E731
+    dist = lerp(cfg.camera_distance_min, cfg.camera_distance_max, u[:, 0])
+    elev = lerp(cfg.elevation_min, cfg.elevation_max, u[:, 1])
+    azim = lerp(-180.0, 180.0, u[:, 2])
+    fov = lerp(cfg.fov_min, cfg.fov_max, u[:, 3])
+    c2w_all = look_at(spherical_to_cartesian(dist, torch.deg2rad(elev), torch.deg2rad(azim))).to(dev)
+    views = [direction(e, a) for e, a in zip(elev.tolist(), azim.tolist())]
+    fovs = fov.tolist()
+    shade_rng = random.Random(cfg.seed)
+    grids: dict[int, tuple] = {}
+
+    def rays(c2w, fov_deg: float, res: int):
+        if res not in grids:
+            j, i = torch.meshgrid(torch.arange(res, device=dev) + 0.5, torch.arange(res, device=dev) + 0.5,
+                                  indexing="ij")
+            grids[res] = (i.reshape(-1), j.reshape(-1))
+        f = 0.5 * res / math.tan(math.radians(fov_deg) / 2)
+        return pixel_rays(c2w, *grids[res], f, f, res / 2, res / 2)
+
+    @torch.no_grad()
+    def render_view(c2w, fov_deg: float, res: int, chunk: int = 8192) -> dict:
+        """A preview or turntable frame, albedo-shaded; the normal image is normalised."""
+        o, d = rays(c2w.to(dev), fov_deg, res)
+        bg = background(d) if cfg.background == "mlp" else torch.ones_like(d)
+        parts = [render_shaded(student, o[i:i + chunk], d[i:i + chunk], bg[i:i + chunk], cfg.n_samples,
+                               cfg.n_importance) for i in range(0, len(o), chunk)]
+        view = {k: torch.cat([p[k] for p in parts]).reshape(res, res, -1).squeeze(-1) for k in parts[0]}
+        view["normal"] = torch.nn.functional.normalize(view["normal"], dim=-1)
+        return view
+
+    mid_dist = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max)
+    mid_fov = 0.5 * (cfg.fov_min + cfg.fov_max)
+    preview_c2w = look_at(spherical_to_cartesian(mid_dist, math.radians(PREVIEW_VIEW["elevation"]),
+                                                 math.radians(PREVIEW_VIEW["azimuth"])))
+    preview_prompt = prompt_for(direction(PREVIEW_VIEW["elevation"], PREVIEW_VIEW["azimuth"]))
+    yield Log(f"{cfg.student} student on {dev}, {cfg.steps} steps of {cfg.batch_size} view(s); prompt "
+              f"{cfg.prompt!r}" + (f", negative {cfg.negative_prompt!r}" if cfg.negative_prompt else "")
+              + (f"; view prompts like {preview_prompt!r}" if cfg.view_prompts else ""))
+
+    acc = {k: torch.zeros((), device=dev) for k in ("loss", "sds_grad", "orient", "opacity", "t")}
+    sds = None
+    step = 0
+    load_seconds, train_started = time.perf_counter() - started, time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        modules.train()
+        progress = (step - 1) / cfg.steps
+        res = cfg.resolution
+        if cfg.resolution_end:
+            res = int(round(cfg.resolution + (cfg.resolution_end - cfg.resolution) * min(1.0, 2 * progress)))
+        b = cfg.batch_size
+        idx = range((step - 1) * b, step * b)
+        o, d = zip(*(rays(c2w_all[i], fovs[i], res) for i in idx))
+        o, d = torch.cat(o), torch.cat(d)
+        per_ray = lambda x: x.repeat_interleave(res * res, dim=0)  # noqa: E731 - (B, 3) -> (B * res^2, 3)
+        if cfg.background == "mlp":
+            bg = background(d)
+        elif cfg.background == "random":
+            bg = per_ray(torch.rand(b, 3, device=dev))
+        else:
+            bg = torch.ones(3, device=dev)
+        # DreamFusion's shading: albedo only at first, then at random albedo, diffuse or textureless.
+        roll = shade_rng.random()
+        shading = ("albedo" if progress < cfg.albedo_warmup or roll < cfg.albedo_prob else
+                   "textureless" if roll < cfg.albedo_prob + cfg.textureless_prob else "diffuse")
+        cam_pos = c2w_all[idx.start:idx.stop, :3, 3]
+        light_dir = torch.nn.functional.normalize(cam_pos + torch.randn(b, 3, device=dev), dim=-1)
+        light = per_ray(light_dir * (cam_pos.norm(dim=-1, keepdim=True) + torch.rand(b, 1, device=dev)))
+        out = render_shaded(student, o, d, bg, cfg.n_samples, cfg.n_importance, shading, light, cfg.ambient,
+                            perturb=True, train=True)
+
+        images = out["rgb"].reshape(b, res, res, 3)
+        sds = guidance.sds(images, TextEmbeddings.cat([text[views[i]] for i in idx]), cfg.guidance_scale,
+                           annealed_t_range(progress, cfg.t_min, cfg.t_max, cfg.t_max_end))
+        orient = out["orient"].mean()
+        opacity = (out["opacity"] ** 2 + 0.01).sqrt().mean()
+        loss = sds.loss + cfg.lambda_orient * min(1.0, 0.01 + 2 * progress) * orient + cfg.lambda_opacity * opacity
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in (("loss", loss), ("sds_grad", sds.grad_norm), ("orient", orient), ("opacity", opacity),
+                     ("t", sds.t.float().mean() / guidance.num_train_timesteps)):
+            acc[k] += v.detach()
+
+        if step % LOG_EVERY == 0 or step == cfg.steps:
+            n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY
+            losses = {k: v / n for k, v in zip(acc, torch.stack(list(acc.values())).tolist())}  # one host sync
+            for v in acc.values():
+                v.zero_()
+            if not math.isfinite(losses["loss"]):
+                raise UserInputError(f"training diverged (loss is {losses['loss']}) at step {step}: lower --lr or "
+                                     "--guidance-scale, or try another --seed")
+            if ctx.preview_due(step) or step == LOG_EVERY:
+                modules.eval()
+                view = render_view(preview_c2w, mid_fov, cfg.preview_size)
+                last = prompt_for(views[idx.stop - 1])
+                images = {"rgb": to_uint8(view["rgb"]), "opacity": to_uint8(view["opacity"]),
+                          "normal": normals_to_uint8(view["normal"], view["opacity"][..., None]),
+                          "sds": to_uint8(residual_image(sds.residual))}
+                yield Preview(step, images,
+                              caption=f"step {step} · preview prompt {preview_prompt!r} · last step: {shading}, "
+                                      f"t={float(sds.t[0]) / guidance.num_train_timesteps:.2f}, prompt {last!r}")
+            yield Progress(step, cfg.steps, losses)
+    train_seconds = time.perf_counter() - train_started
+
+    modules.eval()
+    metrics = {"train_seconds": train_seconds, "steps": float(step), "seconds_per_step": train_seconds / step,
+               "load_seconds": load_seconds}
+    if dev.type == "cuda":
+        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    if cfg.export:
+        yield from _export(cfg, ctx, student, render_view, metrics, guidance.name, mid_dist, mid_fov)
+    yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
+    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _check(cfg: DreamFusionConfig) -> None:
+    if not cfg.prompt.strip():
+        raise UserInputError("write a prompt: what should the 3D object be?")
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.resolution < 8 or cfg.n_samples < 2:
+        raise UserInputError("steps and batch_size must be positive, resolution at least 8, n_samples at least 2")
+    if cfg.view_prompts and "{prompt}" not in cfg.view_template:
+        raise UserInputError("view_template needs a {prompt} placeholder (and a {view} one), e.g. "
+                             "'{prompt}, {view} view'")
+    if not (0 <= cfg.t_min <= cfg.t_max <= 1 and 0 <= cfg.t_max_end <= 1):
+        raise UserInputError("need 0 <= t_min <= t_max <= 1 and 0 <= t_max_end <= 1")
+    if cfg.guidance_scale < 0:
+        raise UserInputError("guidance_scale must be 0 or more (DreamFusion uses 100)")
+    if cfg.camera_distance_min <= cfg.bound:
+        raise UserInputError(f"cameras must stay outside the bounding sphere: camera_distance_min > bound "
+                             f"({cfg.bound})")
+
+
+def _export(cfg: DreamFusionConfig, ctx: RunContext, student, render_view, metrics: dict, prior_name: str,
+            dist: float, fov: float) -> Iterator[Event]:
+    """Turntable (rgb | normals), coloured mesh, checkpoint and the run's settings; sanity metrics."""
+    import numpy as np
+    import torch
+
+    from .core.cameras import orbit_cameras
+    from .core.export import save_mesh, save_video
+    from .core.geometry import evaluate_grid, marching_cubes
+    from .core.images import normals_to_uint8, to_uint8
+
+    dev = ctx.device
+    frames, opacity = [], 0.0
+    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size):
+        view = render_view(cam.c2w, fov, cfg.preview_size)
+        opacity += float(view["opacity"].mean()) / cfg.turntable_frames
+        frames.append(np.concatenate([to_uint8(view["rgb"]),
+                                      normals_to_uint8(view["normal"], view["opacity"][..., None])], axis=1))
+    metrics["mean_opacity"] = opacity
+    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
+                       f"turntable: rgb | normals ({prior_name})")
+
+    with torch.no_grad():
+        density = evaluate_grid(student.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)
+    mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
+    metrics["mesh_faces"] = float(mesh.num_faces)
+    if mesh.num_faces == 0:
+        yield Log(f"no surface above density {cfg.mesh_density}: no mesh written (lower --mesh-density)", "warning")
+    else:
+        with torch.no_grad():
+            verts = mesh.verts.to(dev)
+            mesh.vert_colors = torch.cat([student(verts[i:i + 65536])[1] for i in range(0, len(verts), 65536)]).cpu()
+        metrics["mesh_extent"] = float((mesh.verts.amax(0) - mesh.verts.amin(0)).max())
+        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), f"mesh (.glb) ({prior_name})")
+        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
+    torch.save({"config": asdict(cfg), "student": student.state_dict()}, ctx.path("model.pt"))
+    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
+    settings = {"prompt": cfg.prompt, "negative_prompt": cfg.negative_prompt, "prior": prior_name,
+                "config": asdict(cfg), "metrics": metrics}
+    ctx.path("run.json").write_text(json.dumps(settings, indent=1))
+    yield ctx.artifact("json", ctx.path("run.json"), f"run settings: prompt, prior {prior_name}")

@@ -1,0 +1,400 @@
+"""Single-view reconstruction: one RGB image to a 32^3 voxel grid, a point cloud and a mesh.
+
+A ResNet-18 encoder turns the image into a 512-d feature; three decoders read it: 3D transposed
+convolutions to voxel logits (binary cross-entropy), an MLP to N x 3 points (Chamfer distance), and an MLP
+to offsets of a level-4 icosphere's vertices (Chamfer distance on surface samples + Laplacian smoothing,
+optional edge-length and normal-consistency terms). Targets live in the input view's frame (see
+``single_view_data``), so predictions face the way the picture does.
+
+``mode="train"`` trains on packed data (``python -m pipelines single_view data build``) and evaluates on
+held-out shapes; ``mode="predict"`` reconstructs one image with a checkpoint (default: the shipped one).
+Model, checkpoint files and rendering helpers are in ``single_view_model.py``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterator, Literal
+
+from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .events import Done, Event, Log, Preview, Progress
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets" / "single_view"
+SHIPPED_MODEL = ASSETS / "model"
+MINI_PACK = ASSETS / "mini.npz"
+BUILT_PACKS = Path(".data/single_view/pack")
+HEADS = ("voxels", "points", "mesh")
+THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05)
+
+
+@dataclass
+class SingleViewConfig(PipelineConfig):
+    mode: Literal["train", "predict"] = "train"
+    """'train': fit the model on packed shapes and score it on held-out ones; 'predict': one image."""
+    image: str = ""
+    """predict: an image file (PNG with transparency, or an object on a plain background)."""
+    checkpoint: str = ""
+    """predict: a checkpoint folder (empty: the shipped assets/single_view/model); train: start from it."""
+    data: str = ""
+    """train: pack files (comma-separated) or a folder of them; empty: .data/single_view/pack if built,
+    else the shipped mini set (assets/single_view/mini.npz)."""
+    sources: str = "sh3d"
+    """train: train on shapes from these sources (comma list of sh3d, pybullet, folder; 'all')."""
+    eval_sources: str = ""
+    """Score on held-out shapes from these sources (empty: the same as ``sources``)."""
+    train_fraction: float = 1.0
+    """Train on this share of the training shapes (nested subsets: 0.25 lies inside 0.5)."""
+    heads: str = "voxels,points,mesh"
+    """Decoders to train, jointly with the encoder (comma list; one name trains one at a time)."""
+    steps: int = 4000
+    """Optimisation steps."""
+    batch_size: int = 64
+    """Images per step."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine decay to 5% after 100 warm-up steps)."""
+    image_size: int = 128
+    """Input side in pixels (packs are resized to it)."""
+    width: int = 64
+    """ResNet width (64: the real ResNet-18; smaller for quick CPU runs)."""
+    hidden: int = 512
+    """Decoder width."""
+    n_points: int = 1024
+    """Points the point decoder predicts."""
+    ico_level: int = 4
+    """Subdivisions of the mesh decoder's icosphere template (4: 2562 vertices)."""
+    gt_points: int = 2048
+    """Target surface points per image (and samples on the predicted mesh) for the Chamfer losses."""
+    w_laplacian: float = 0.1
+    """Weight of the mesh's Laplacian smoothing term."""
+    w_edge: float = 0.0
+    """Weight of the mesh's squared edge length."""
+    w_normal: float = 0.0
+    """Weight of the mesh's normal consistency."""
+    voxel_threshold: float = 0.5
+    """Occupancy probability above which a voxel is solid (IoU, exported voxels)."""
+    pretrained: str = ""
+    """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
+    flip: bool = True
+    """train: mirror half the images (and their targets) left-right."""
+    mixed_precision: bool = True
+    """On CUDA, run the networks in bfloat16 autocast (losses in float32)."""
+    eval_views: int = 0
+    """Views per held-out shape to score (0: all)."""
+    max_seconds: float = 0.0
+    """Stop training after this many seconds (0: no limit)."""
+    export: bool = True
+    """Write the checkpoint and the preview sample's predictions at the end."""
+    weights_format: Literal["int8", "float16", "float32"] = "int8"
+    """How the checkpoint stores weights (int8: per-row scales, about a quarter of float32)."""
+    preview_every: int = 250
+
+    PRESETS: ClassVar[dict] = {
+        # What the shipped model was trained with (one GPU, a few minutes).
+        "gpu": dict(steps=4000, batch_size=64),
+        # Minutes on a 2-core CPU with the shipped mini set: a small network, small images.
+        "cpu": dict(steps=300, batch_size=16, image_size=64, width=16, hidden=128, n_points=512, ico_level=3,
+                    gt_points=1024, preview_every=50, mixed_precision=False),
+    }
+
+
+CONFIG = SingleViewConfig
+LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
+
+
+def run(cfg: SingleViewConfig) -> Iterator[Event]:
+    body = _predict if cfg.mode == "predict" else _train
+    return run_guarded("single_view", cfg, body, "lower --batch-size or --image-size")
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    heads = tuple(h.strip() for h in text.split(",") if h.strip())
+    bad = [h for h in heads if h not in HEADS]
+    if bad or not heads:
+        raise UserInputError(f"heads must be a comma list of {', '.join(HEADS)} (got {text!r})")
+    return heads
+
+
+def resolve_packs(data: str) -> list[Path]:
+    """The pack files a training run reads (see ``SingleViewConfig.data``)."""
+    if not data:
+        built = sorted(BUILT_PACKS.glob("*.npz"))
+        if built:
+            return built
+        if MINI_PACK.is_file():
+            return [MINI_PACK]
+        raise UserInputError("no training data: build it with `python -m pipelines single_view data build` "
+                             "(needs `apt-get install sweethome3d-furniture`)")
+    paths = []
+    for part in (p.strip() for p in data.split(",") if p.strip()):
+        p = Path(part)
+        paths += sorted(p.glob("*.npz")) or sorted((p / "pack").glob("*.npz")) if p.is_dir() else [p]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing or not paths:
+        raise UserInputError(f"no pack files at {data!r}" + (f" (missing: {', '.join(missing)})" if missing else ""))
+    return paths
+
+
+def command_line(cfg: SingleViewConfig) -> str:
+    """The CLI command that reproduces this config (flags that differ from the defaults)."""
+    import dataclasses
+
+    flags = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name not in ("out_dir", "device") and v != f.default:
+            flag = "--" + f.name.replace("_", "-")
+            flags.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
+    return " ".join(["python -m pipelines single_view", *flags])
+
+
+def split_shapes(data, cfg: SingleViewConfig) -> tuple[list[int], list[int], str]:
+    """(train shape indices, held-out shape indices, a note when the held-out set had to fall back)."""
+    import hashlib
+
+    def wanted(sources: str):
+        names = {s.strip() for s in sources.split(",") if s.strip()}
+        return lambda src: "all" in names or src in names
+
+    use_train, use_test = wanted(cfg.sources), wanted(cfg.eval_sources or cfg.sources)
+    train = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "train" and use_train(src)]
+    test = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "test" and use_test(src)]
+    if cfg.train_fraction < 1.0:  # a fixed order by hash, so smaller fractions are subsets of larger ones
+        order = sorted(train, key=lambda i: hashlib.sha1(data.ids[i].encode()).hexdigest())
+        train = sorted(order[:max(1, round(len(order) * cfg.train_fraction))])
+    note = ""
+    if not test:
+        test, note = train[:8], "no held-out shapes in this data: scores are on training shapes"
+    return train, test, note
+
+
+def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
+    import torch
+    import torch.nn.functional as F
+
+    from .core.shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, normal_consistency
+    from .core.shapes import sample_surface
+    from .single_view_pack import load_packs
+    from .single_view_model import SingleViewModel, load_checkpoint, preview_images, save_checkpoint
+
+    heads = parse_heads(cfg.heads)
+    if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
+        raise UserInputError("steps and batch_size must be positive, train_fraction in (0, 1]")
+    dev = ctx.device
+    started = time.perf_counter()
+    packs = resolve_packs(cfg.data)
+    if cfg.checkpoint:
+        model, info = load_checkpoint(cfg.checkpoint, dev)
+        yield Log(f"starting from checkpoint {cfg.checkpoint}")
+    else:
+        model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size)
+        if cfg.pretrained:
+            from .core.resnet import load_torchvision_weights
+
+            try:
+                load_torchvision_weights(model.encoder, cfg.pretrained)
+            except (OSError, ValueError, RuntimeError) as e:
+                raise UserInputError(f"could not load ImageNet weights: {e}") from e
+            yield Log(f"encoder starts from ImageNet weights {cfg.pretrained}")
+        model = model.to(dev)
+    data = load_packs(packs, dev, model.image_size)
+    train_idx, test_idx, note = split_shapes(data, cfg)
+    if not train_idx:
+        raise UserInputError(f"no training shapes from sources {cfg.sources!r} in {', '.join(map(str, packs))}")
+    train, test = data.select(train_idx), data.select(test_idx)
+    V, P = train.images.shape[1], train.points.shape[1]
+    yield Log(f"{len(train)} training shapes, {len(test)} held-out shapes, {V} views each, from "
+              f"{', '.join(p.name for p in packs)}; heads {', '.join(heads)}; {model.num_parameters() / 1e6:.1f}M "
+              f"parameters on {dev}")
+    if note:
+        yield Log(note, "warning")
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    faces, edges, pairs = model.template_faces, model.template_edges, model.template_pairs
+    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    gen = torch.Generator(dev).manual_seed(cfg.seed)
+    preview_in = test.images[0, 0:1].float() / 255.0
+    sums: dict[str, torch.Tensor] = {}
+    tick, step = time.perf_counter(), 0
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        progress = min(1.0, (time.perf_counter() - tick) / cfg.max_seconds if cfg.max_seconds else step / cfg.steps)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        si = torch.randint(0, len(train), (cfg.batch_size,), device=dev, generator=gen)
+        vi = torch.randint(0, V, (cfg.batch_size,), device=dev, generator=gen)
+        images = train.images[si, vi].float() / 255.0
+        occ, pts = train.targets(si, vi)
+        pts = pts[:, torch.randperm(P, device=dev, generator=gen)[:cfg.gt_points]]
+        if cfg.flip:  # mirror x: the image's columns, the grid's first axis, the points' x
+            f = torch.rand(cfg.batch_size, device=dev, generator=gen) < 0.5
+            images = torch.where(f[:, None, None, None], images.flip(-1), images)
+            occ = torch.where(f[:, None, None, None], occ.flip(1), occ)
+            pts = torch.where(f[:, None, None], pts * pts.new_tensor([-1.0, 1.0, 1.0]), pts)
+        with torch.autocast(**amp):
+            out = model(images, heads)
+        losses = {}
+        loss = torch.zeros((), device=dev)
+        if "voxels" in out:
+            losses["voxels_bce"] = F.binary_cross_entropy_with_logits(out["voxels"].float(), occ.float())
+            loss = loss + losses["voxels_bce"]
+        if "points" in out:
+            losses["points_cd"] = chamfer_distance(out["points"].float(), pts).mean()
+            loss = loss + losses["points_cd"]
+        if "mesh" in out:
+            verts = out["mesh"].float()
+            samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
+            losses["mesh_cd"] = chamfer_distance(samples, pts).mean()
+            losses["laplacian"] = laplacian_smoothing(verts, edges)
+            loss = loss + losses["mesh_cd"] + cfg.w_laplacian * losses["laplacian"]
+            if cfg.w_edge:
+                losses["edge"] = edge_loss(verts, edges)
+                loss = loss + cfg.w_edge * losses["edge"]
+            if cfg.w_normal:
+                losses["normal"] = normal_consistency(verts, faces, pairs)
+                loss = loss + cfg.w_normal * losses["normal"]
+        losses["loss"] = loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, torch.zeros((), device=dev)) + v.detach()
+
+        if step % LOG_EVERY == 0 or step == cfg.steps:
+            n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY
+            logged = {k: float(v) / n for k, v in sums.items()}  # one host sync per LOG_EVERY steps
+            sums = {}
+            if not math.isfinite(logged["loss"]):
+                raise UserInputError(f"training diverged (loss {logged['loss']}) at step {step}: lower --lr")
+            if ctx.preview_due(step):
+                model.eval()
+                with torch.no_grad(), torch.autocast(**amp):
+                    pred = model(preview_in, heads)
+                yield Preview(step, preview_images(preview_in[0], pred, model, cfg.voxel_threshold),
+                              caption=f"held-out shape {test.ids[0]}, step {step}")
+            yield Progress(step, cfg.steps, {"loss": logged.pop("loss"), **logged})
+        if cfg.max_seconds and time.perf_counter() - tick >= cfg.max_seconds:
+            yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
+            break
+    train_seconds = time.perf_counter() - tick
+
+    model.eval()
+    yield Log(f"scoring {len(test)} held-out shapes")
+    metrics = evaluate(model, test, heads, cfg, dev)
+    metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(train)))
+    if dev.type == "cuda":
+        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    yield Log(" · ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "@0.02" not in k and "@0.04" not in k))
+    if cfg.export:
+        model.trained_heads = heads
+        folder = ctx.out_dir / "model"
+        manifest = dict(data=dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
+                                  train_shapes=len(train), heldout_shapes=len(test), views=V,
+                                  built_by="python -m pipelines single_view data build"),
+                        command=command_line(cfg),
+                        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
+                        metrics=metrics, metrics_note=f"held-out scores of the float32 model, before it was "
+                        f"stored as {cfg.weights_format}; bench/single_view_eval.py score re-scores the files")
+        save_checkpoint(model, folder, cfg.weights_format, manifest, credits_meta=train.meta)
+        yield ctx.artifact("checkpoint", folder / "config.json", "checkpoint (folder)")
+        with torch.no_grad():
+            pred = model(preview_in, heads)
+        try:
+            yield from _export_prediction(ctx, model, preview_in[0], pred, cfg.voxel_threshold)
+        except ImportError as e:  # a bare GPU machine without trimesh: the checkpoint is what matters there
+            yield Log(f"prediction files not written ({e})", "warning")
+    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32) -> dict[str, float]:
+    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size over held-out views."""
+    import torch
+
+    from .core.shape_losses import chamfer_distance, f_score, voxel_iou
+    from .core.shapes import cubify, sample_surface
+
+    V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
+    pairs = [(s, v) for s in range(len(data)) for v in range(V)]
+    scores: dict[str, list] = {}
+
+    def add(name, values):
+        scores.setdefault(name, []).append(values.float().cpu())
+
+    gen = torch.Generator(device).manual_seed(0)
+    for i in range(0, len(pairs), batch):
+        si = torch.tensor([p[0] for p in pairs[i:i + batch]], device=device)
+        vi = torch.tensor([p[1] for p in pairs[i:i + batch]], device=device)
+        occ, gt = data.targets(si, vi)
+        with torch.no_grad():
+            out = model(data.images[si, vi].float() / 255.0, heads)
+            clouds = {}
+            if "voxels" in out:
+                solid = torch.sigmoid(out["voxels"].float()) > cfg.voxel_threshold
+                add("voxels_iou", voxel_iou(solid, occ))
+                samples = []
+                for g in solid:
+                    m = cubify(g)
+                    samples.append(sample_surface(m.verts, m.faces, gt.shape[1], gen) if m.num_faces
+                                   else torch.zeros(gt.shape[1], 3, device=device))
+                clouds["voxels"] = torch.stack(samples)
+            if "points" in out:
+                clouds["points"] = out["points"].float()
+            if "mesh" in out:
+                clouds["mesh"] = sample_surface(out["mesh"].float(), model.template_faces, gt.shape[1], gen)
+            for name, pc in clouds.items():
+                add(f"{name}_cd", chamfer_distance(pc, gt))
+                for t, f in f_score(pc, gt, THRESHOLDS).items():
+                    add(f"{name}_f1@{t:g}", f)
+    order = ["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
+    return {k: float(torch.cat(scores[k]).mean()) for k in order if k in scores}
+
+
+def _export_prediction(ctx: RunContext, model, image, pred, threshold: float) -> Iterator[Event]:
+    """input.png, voxels.glb (cubes), points.ply, mesh.glb of one prediction."""
+    from .core.export import save_image, save_mesh, save_point_cloud
+    from .core.images import to_uint8
+    from .single_view_model import prediction_geometry
+
+    yield ctx.artifact("image", save_image(to_uint8(image.permute(1, 2, 0)), ctx.path("input.png")), "input (cropped)")
+    geo = prediction_geometry(pred, model, threshold)
+    if "voxels" in geo:
+        if geo["voxels"].num_faces:
+            yield ctx.artifact("voxels", save_mesh(geo["voxels"], ctx.path("voxels.glb")), "voxels (.glb)")
+        else:
+            yield Log(f"no voxel above probability {threshold}: no voxel mesh written", "warning")
+    if "points" in geo:
+        yield ctx.artifact("points", save_point_cloud(geo["points"], ctx.path("points.ply")), "point cloud (.ply)")
+    if "mesh" in geo:
+        yield ctx.artifact("mesh", save_mesh(geo["mesh"], ctx.path("mesh.glb")), "mesh (.glb)")
+
+
+def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
+    import torch
+
+    from .single_view_model import load_checkpoint, prepare_image, preview_images
+
+    started = time.perf_counter()
+    folder = Path(cfg.checkpoint) if cfg.checkpoint else SHIPPED_MODEL
+    if not (folder / "config.json").is_file():
+        raise UserInputError("no trained checkpoint found" + (f" at {folder}" if cfg.checkpoint else
+                             " (assets/single_view/model is not shipped yet)") +
+                             ": train one with mode 'train' (CLI: python -m pipelines single_view --preset gpu)")
+    if not cfg.image:
+        raise UserInputError("give an image to reconstruct (--image PATH)")
+    model, info = load_checkpoint(folder, ctx.device)
+    image = prepare_image(cfg.image, model.image_size)
+    heads = tuple(h for h in HEADS if h in model.trained_heads)
+    yield Log(f"checkpoint: {info}")
+    x = image.permute(2, 0, 1)[None].to(ctx.device)
+    with torch.no_grad():
+        pred = model(x, heads)
+    yield Preview(1, preview_images(x[0], pred, model, cfg.voxel_threshold), caption="prediction")
+    yield from _export_prediction(ctx, model, x[0], pred, cfg.voxel_threshold)
+    metrics = {}
+    if "voxels" in pred:
+        metrics["voxels_solid"] = float((torch.sigmoid(pred["voxels"].float()) > cfg.voxel_threshold).sum())
+    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)

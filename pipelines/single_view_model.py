@@ -1,0 +1,303 @@
+"""The single-view network (ResNet-18 + voxel, point and mesh decoders), its checkpoint files, and the
+image preparation and rendering that the method, the app and the benchmark share.
+
+Checkpoint folder: ``config.json`` (architecture, weight format, shard names and sha256), ``weights-NN.pt``
+shards under 15 MiB each (loaded with ``torch.load(weights_only=True)``), ``manifest.json`` (data, command,
+metrics, license) and ``CREDITS.md`` (authors of the training shapes). int8 weights are stored per output
+row with a float32 scale and dequantized on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import UserInputError
+from .core.geometry import Mesh, PointCloud
+from .core.resnet import ResNet18, normalize
+from .core.shape_losses import edge_face_pairs
+from .core.shapes import cubify, icosphere, mesh_edges
+
+MAX_SHARD_BYTES = 15 * 2 ** 20
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 40_000_000
+TEMPLATE_RADIUS = 0.4
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
+                         nn.ReLU(inplace=True), nn.Linear(hidden, cout))
+
+
+class VoxelDecoder(nn.Module):
+    """(B, F) -> (B, R, R, R) logits: a linear layer to a 2^3 grid, then stride-2 transposed convolutions."""
+
+    def __init__(self, features: int, hidden: int, resolution: int = 32):
+        super().__init__()
+        n_up = int(round(math.log2(resolution // 2)))
+        chans = [max(4, hidden // 2 >> i) for i in range(n_up)]
+        self.c0 = chans[0]
+        self.fc = nn.Linear(features, self.c0 * 8)
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans, chans[1:]):
+            layers += [nn.ConvTranspose3d(cin, cout, 4, 2, 1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+        layers.append(nn.ConvTranspose3d(chans[-1], 1, 4, 2, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc(f)).view(-1, self.c0, 2, 2, 2)
+        return self.net(x)[:, 0]
+
+
+class SingleViewModel(nn.Module):
+    def __init__(self, width: int = 64, hidden: int = 512, n_points: int = 1024, ico_level: int = 4,
+                 resolution: int = 32, image_size: int = 128):
+        super().__init__()
+        self.hparams = dict(width=width, hidden=hidden, n_points=n_points, ico_level=ico_level,
+                            resolution=resolution, image_size=image_size)
+        self.image_size = image_size
+        self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
+        self.encoder = ResNet18(width)
+        f = self.encoder.out_features
+        self.voxel_head = VoxelDecoder(f, hidden, resolution)
+        self.point_head = _mlp(f, hidden, n_points * 3)
+        nn.init.uniform_(self.point_head[-1].bias, -0.3, 0.3)  # start as a cloud, not a point
+        sphere = icosphere(ico_level, TEMPLATE_RADIUS)
+        self.mesh_head = _mlp(f, hidden, sphere.verts.shape[0] * 3)
+        nn.init.zeros_(self.mesh_head[-1].weight)  # start as the sphere
+        nn.init.zeros_(self.mesh_head[-1].bias)
+        self.register_buffer("template_verts", sphere.verts, persistent=False)
+        self.register_buffer("template_faces", sphere.faces, persistent=False)
+        self.register_buffer("template_edges", mesh_edges(sphere.faces), persistent=False)
+        self.register_buffer("template_pairs", edge_face_pairs(sphere.faces), persistent=False)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, images: torch.Tensor, heads=("voxels", "points", "mesh")) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) in [0, 1] -> {voxels: (B, R, R, R) logits, points: (B, N, 3), mesh: (B, V, 3)}."""
+        f = self.encoder(normalize(images))
+        out = {}
+        if "voxels" in heads:
+            out["voxels"] = self.voxel_head(f)
+        if "points" in heads:
+            out["points"] = self.point_head(f).view(len(f), -1, 3)
+        if "mesh" in heads:
+            out["mesh"] = self.template_verts + self.mesh_head(f).view(len(f), -1, 3)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+def _encode(t: torch.Tensor, fmt: str) -> dict:
+    t = t.detach().cpu()
+    if not t.is_floating_point():
+        return {"raw": t}
+    if fmt == "int8" and t.dim() >= 2 and t.numel() >= 4096:
+        rows = t.float().reshape(t.shape[0], -1)
+        scale = rows.abs().amax(1).clamp_min(1e-12) / 127.0
+        return {"q": torch.round(rows / scale[:, None]).to(torch.int8), "scale": scale, "shape": list(t.shape)}
+    return {"raw": t.float() if fmt == "float32" else t.half()}
+
+
+def _decode(e: dict) -> torch.Tensor:
+    if "q" in e:
+        return (e["q"].float() * e["scale"][:, None]).reshape(e["shape"])
+    return e["raw"].float() if e["raw"].is_floating_point() else e["raw"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_checkpoint(model: SingleViewModel, folder: Path, fmt: str = "int8", manifest: dict | None = None,
+                    credits_meta: dict | None = None) -> Path:
+    """Writes the checkpoint folder (see the module docstring); returns its ``config.json``."""
+    from .single_view_pack import credits_markdown
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("weights-*.pt"):
+        old.unlink()
+    shards, current, size = [], {}, 0
+    for name, t in model.state_dict().items():
+        e = _encode(t, fmt)
+        n = sum(v.numel() * v.element_size() for v in e.values() if isinstance(v, torch.Tensor))
+        if current and size + n > MAX_SHARD_BYTES:
+            shards.append(current)
+            current, size = {}, 0
+        current[name], size = e, size + n
+    shards.append(current)
+    names = []
+    for i, shard in enumerate(shards):
+        names.append(f"weights-{i:02d}.pt")
+        torch.save(shard, folder / names[-1])
+    config = dict(format_version=1, model=model.hparams, heads=list(model.trained_heads), weights_format=fmt,
+                  shards={n: _sha256(folder / n) for n in names})
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    if manifest is not None:
+        import platform
+
+        manifest = dict(manifest, created=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
+                        python=platform.python_version(), files={n: (folder / n).stat().st_size for n in names},
+                        license="Weights: the project's license. Training data: see CREDITS.md (CC0, CC-BY 3.0 "
+                                "and zlib-licensed models; CC-BY authors are credited there).")
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    if credits_meta:
+        (folder / "CREDITS.md").write_text(credits_markdown(credits_meta, "Shapes the model was trained on"))
+    return folder / "config.json"
+
+
+def load_checkpoint(folder: str | Path, device="cpu") -> tuple[SingleViewModel, str]:
+    """(model in eval mode on ``device``, a one-line description). Checks each shard's sha256."""
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        model = SingleViewModel(**config["model"])
+        state = {}
+        for name, digest in config["shards"].items():
+            if _sha256(folder / name) != digest:
+                raise ValueError(f"{name} does not match its sha256 in config.json")
+            state.update({k: _decode(e) for k, e in torch.load(folder / name, map_location="cpu",
+                                                                weights_only=True).items()})
+        model.load_state_dict(state)
+    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"cannot load the checkpoint in {folder}: {e}") from e
+    model.trained_heads = tuple(config.get("heads", model.trained_heads))
+    desc = f"{folder} ({config['weights_format']}, heads {', '.join(model.trained_heads)})"
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        d = m.get("data", {})
+        desc += f", trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}) on {m.get('created', '?')}"
+    return model.to(device).eval(), desc
+
+
+# ------------------------------------------------------------------------------------------------- images
+def object_mask(rgb: np.ndarray, tolerance: float = 0.12) -> np.ndarray:
+    """(H, W) float alpha for an object on a plain background: pixels far from the border's median colour."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.float32)
+    bg = np.median(border, 0)
+    if (np.linalg.norm(border - bg, axis=-1) < tolerance).mean() < 0.6:
+        raise UserInputError("the background is not plain: use a picture of one object on a plain background, "
+                             "or a PNG with a transparent background")
+    dist = np.linalg.norm(rgb.astype(np.float32) - bg, axis=-1)
+    return np.clip((dist - tolerance * 0.5) / (tolerance * 0.5), 0.0, 1.0)
+
+
+def prepare_image(path: str | Path, size: int) -> torch.Tensor:
+    """An uploaded image -> (size, size, 3) float: the object cropped and centred on white.
+
+    The object is the alpha channel where the image has transparency, else what differs from a plain
+    background. Raises ``UserInputError`` for non-images, huge images and images with no object.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from .single_view_pack import crop_to_object
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+                raise UserInputError(f"the image is too large ({w}x{h}); at most {MAX_IMAGE_SIDE} px a side and "
+                                     f"{MAX_IMAGE_PIXELS // 10 ** 6} megapixels: downscale it")
+            im.draft("RGB", (1024, 1024))  # JPEGs decode straight to a smaller size
+            im = im.convert("RGBA")
+            im.thumbnail((1024, 1024))
+            rgba = np.asarray(im, dtype=np.float32) / 255.0
+    except UserInputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserInputError(f"{Path(path).name} is not an image this app can read (PNG, JPEG, WebP, ...): {e}") from e
+    if min(rgba.shape[:2]) < 8:
+        raise UserInputError(f"the image is too small ({rgba.shape[1]}x{rgba.shape[0]})")
+    alpha = rgba[..., 3]
+    if alpha.min() > 0.99:  # no transparency: find the object against the background
+        alpha = object_mask(rgba[..., :3])
+    coverage = float((alpha > 0.5).mean())
+    if coverage < 0.002:
+        raise UserInputError("no object found in the image (it looks empty or uniform)")
+    if coverage > 0.97:
+        raise UserInputError("the object fills the whole image: leave some plain background around it")
+    crop = crop_to_object(np.concatenate([rgba[..., :3], alpha[..., None]], -1), size)
+    return crop
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def view_camera(size: int, elevation_deg: float = 20.0):
+    """The camera of the view frame (on -y, looking at the origin), as in the training renders."""
+    from .core.cameras import Camera, look_at, spherical_to_cartesian
+
+    eye = spherical_to_cartesian(2.2, torch.tensor(math.radians(elevation_deg)), torch.tensor(math.radians(-90.0)))
+    return Camera.from_fov(look_at(eye), math.radians(40.0), size, size)
+
+
+def height_colors(xyz: torch.Tensor) -> torch.Tensor:
+    """(N, 3) colours from blue (low) to orange (high) by z."""
+    t = ((xyz[:, 2] + 0.5).clamp(0, 1))[:, None]
+    return torch.tensor([0.2, 0.4, 0.9]) * (1 - t) + torch.tensor([1.0, 0.55, 0.15]) * t
+
+
+def render_points(xyz: torch.Tensor, size: int = 128, radius: int = 1) -> np.ndarray:
+    """(size, size, 3) uint8: the points as small squares coloured by height, nearer ones on top."""
+    from .core.raster import project
+
+    cam = view_camera(size)
+    xyz = xyz.detach().float().cpu()
+    uv, depth = project(xyz, cam)
+    colors = (height_colors(xyz).numpy() * 255).astype(np.uint8)
+    img = np.full((size, size, 3), 255, np.uint8)
+    order = torch.argsort(depth, descending=True).numpy()  # far first, so near points are painted last
+    px, py = uv[order, 0].long().numpy(), uv[order, 1].long().numpy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            x, y = px + dx, py + dy
+            ok = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+            img[y[ok], x[ok]] = colors[order][ok]
+    return img
+
+
+def prediction_geometry(pred: dict, model: SingleViewModel, threshold: float = 0.5) -> dict:
+    """{voxels: Mesh of the solid cells, points: PointCloud, mesh: Mesh} of the first item of a prediction."""
+    out = {}
+    if "voxels" in pred:
+        m = cubify(torch.sigmoid(pred["voxels"][0].float().cpu()) > threshold)
+        m.vert_colors = torch.tensor([0.55, 0.7, 0.9]).expand(len(m.verts), 3).clone()
+        out["voxels"] = m
+    if "points" in pred:
+        xyz = pred["points"][0].float().cpu()
+        out["points"] = PointCloud(xyz, height_colors(xyz))
+    if "mesh" in pred:
+        v = pred["mesh"][0].float().cpu()
+        out["mesh"] = Mesh(v, model.template_faces.cpu(), torch.tensor([0.85, 0.75, 0.6]).expand(len(v), 3).clone())
+    return out
+
+
+def preview_images(image: torch.Tensor, pred: dict, model: SingleViewModel, threshold: float = 0.5,
+                   size: int = 128) -> dict[str, np.ndarray]:
+    """uint8 renders keyed input / voxels / points / mesh, all seen from the input's side."""
+    from .core.images import to_uint8
+    from .core.raster import render_mesh
+
+    out = {"input": to_uint8(image.permute(1, 2, 0))}
+    geo = prediction_geometry(pred, model, threshold)
+    cam = view_camera(size)
+    for key in ("voxels", "mesh"):
+        if key in geo:
+            m = geo[key]
+            if m.num_faces:
+                with torch.no_grad():
+                    rgb, _ = render_mesh(m, cam, smooth=key == "mesh")
+                out[key] = to_uint8(rgb)
+            else:
+                out[key] = np.full((size, size, 3), 255, np.uint8)
+    if "points" in geo:
+        out["points"] = render_points(geo["points"].xyz, size)
+    return out

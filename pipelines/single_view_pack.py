@@ -1,0 +1,208 @@
+"""Packed single-view training data: what ``python -m pipelines single_view data pack`` writes and training
+reads, plus the view-frame maths and the object crop that training and inference share.
+
+Contract: a pack is one ``.npz`` per source: ``ids``/``splits``/``sources`` (S,), ``jpeg`` + ``jpeg_offsets``
+(S * V object-cropped RGB views on white, JPEG), ``occupancy`` (S, V, R^3 / 8) packed bits in each view's
+frame, ``points`` (S, P, 3) float16 canonical surface samples, ``view_params`` (S, V, 5): theta, scale and
+centre of each view frame (``to_view``), ``resolution`` and ``meta`` (JSON: name, license, creator per id).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def to_view(points, theta, scale, center):
+    """Canonical points (..., N, 3) -> view frame, for arrays (NumPy or torch) of view parameters theta,
+    scale (...,) and center (..., 3) (or one view's floats and (3,) centre)."""
+    lib = np if isinstance(points, np.ndarray) else __import__("torch")
+    theta, scale = lib.as_tensor(theta) if lib is not np else np.asarray(theta), (
+        lib.as_tensor(scale) if lib is not np else np.asarray(scale))
+    center = lib.as_tensor(center) if lib is not np else np.asarray(center)
+    c, s = lib.cos(theta)[..., None], lib.sin(theta)[..., None]
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    out = lib.stack([c * x - s * y, s * x + c * y, z], -1)
+    return scale[..., None, None] * (out - center[..., None, :])
+
+
+def from_view(points, theta, scale, center):
+    """Inverse of ``to_view`` for one view (points (N, 3))."""
+    import torch
+
+    p = points / scale + torch.as_tensor(center, dtype=points.dtype)
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.stack([c * p[:, 0] + s * p[:, 1], -s * p[:, 0] + c * p[:, 1], p[:, 2]], -1)
+
+
+def crop_to_object(rgba, size: int, margin: float = 0.08, threshold: float = 0.5):
+    """(H, W, 4) RGBA (uint8 or float) -> (size, size, 3) float RGB on white: the square around the pixels
+    whose alpha exceeds ``threshold``, with ``margin`` of its side added on each side. None if none does."""
+    import torch
+    import torch.nn.functional as F
+
+    img = torch.as_tensor(np.asarray(rgba))
+    img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
+    alpha = img[..., 3]
+    ys, xs = torch.nonzero(alpha > threshold, as_tuple=True)
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = int(math.ceil(max(y1 - y0, x1 - x0) * (1 + 2 * margin))) + 1
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    top, left = cy - side // 2, cx - side // 2
+    rgb = img[..., :3] * alpha[..., None] + (1 - alpha[..., None])  # onto white
+    canvas = torch.ones(side, side, 3)
+    sy0, sx0 = max(0, top), max(0, left)
+    sy1, sx1 = min(img.shape[0], top + side), min(img.shape[1], left + side)
+    canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgb[sy0:sy1, sx0:sx1]
+    out = F.interpolate(canvas.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out[0].permute(1, 2, 0).clamp(0, 1)
+
+
+def _jpeg(rgb, quality: int = 92) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((rgb.numpy() * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def built_records(root: Path) -> list[dict]:
+    """Records (the ``.json`` beside each finished ``.npz``) of the shapes built under ``root/shapes``."""
+    shapes = Path(root) / "shapes"
+    return [json.loads(p.with_suffix(".json").read_text()) for p in sorted(shapes.glob("*.npz"))
+            if not p.name.startswith(".") and p.with_suffix(".json").is_file()]
+
+
+def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
+               views: int = 0) -> Path:
+    """One training file for these shapes: cropped JPEG views, occupancy bits, float16 view-frame inputs."""
+    ids, jpegs, occ, pts, params = [], [], [], [], []
+    for rec in records:
+        with np.load(shapes_dir / f"{rec['id']}.npz") as z:
+            v = len(z["images"]) if not views else min(views, len(z["images"]))
+            crops = [crop_to_object(z["images"][k], size) for k in range(v)]
+            if any(c is None for c in crops):
+                continue
+            ids.append(rec["id"])
+            jpegs += [_jpeg(c) for c in crops]
+            occ.append(z["occupancy"][:v])
+            pts.append(z["points"][:n_points].astype(np.float16))
+            params.append(np.concatenate([z["view_theta"][:v, None], z["view_scale"][:v, None],
+                                          z["view_center"][:v]], 1))
+    if not ids:
+        raise ValueError(f"no shapes to pack into {out}")
+    lengths = np.array([len(b) for b in jpegs], np.int64)
+    meta = {r["id"]: {k: r[k] for k in ("name", "source", "license", "creator", "category", "split")}
+            for r in records if r["id"] in set(ids)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, ids=np.array(ids), splits=np.array([meta[i]["split"] for i in ids]),
+             sources=np.array([meta[i]["source"] for i in ids]), jpeg=np.frombuffer(b"".join(jpegs), np.uint8),
+             jpeg_offsets=np.concatenate([[0], np.cumsum(lengths)]), occupancy=np.stack(occ), points=np.stack(pts),
+             view_params=np.stack(params).astype(np.float32), resolution=np.int32(records[0]["resolution"]),
+             meta=np.array(json.dumps(meta)))
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class ShapeData:
+    """Packed shapes loaded for training: S shapes x V views, on one device."""
+    ids: list[str]
+    splits: list[str]
+    sources: list[str]
+    images: "object"  # (S, V, 3, H, W) uint8
+    occupancy: "object"  # (S, V, R, R, R) bool, view frames
+    points: "object"  # (S, P, 3) float32, canonical frame
+    view_params: "object"  # (S, V, 5): theta, scale, centre xyz
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, keep: list[int]) -> "ShapeData":
+        import torch
+
+        idx = torch.as_tensor(keep, dtype=torch.long, device=self.images.device)
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        return ShapeData(pick(self.ids), pick(self.splits), pick(self.sources), self.images[idx],
+                         self.occupancy[idx], self.points[idx], self.view_params[idx],
+                         {i: self.meta[i] for i in pick(self.ids)})
+
+    def targets(self, shape_idx, view_idx):
+        """(occupancy (B, R, R, R), points (B, P, 3)) in the chosen views' frames."""
+        p = self.view_params[shape_idx, view_idx]
+        pts = to_view(self.points[shape_idx], p[:, 0], p[:, 1], p[:, 2:5])
+        return self.occupancy[shape_idx, view_idx], pts
+
+
+def load_packs(paths: list[Path], device="cpu", image_size: int = 0) -> ShapeData:
+    """Loads pack files (all views; images resized to ``image_size`` if given) into one ``ShapeData``."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    parts = []
+    for path in paths:
+        with np.load(path) as z:
+            data = {k: z[k] for k in z.files}
+        offs, blob = data["jpeg_offsets"], data["jpeg"]
+        imgs = np.stack([np.asarray(Image.open(io.BytesIO(blob[offs[i]:offs[i + 1]].tobytes())).convert("RGB"))
+                         for i in range(len(offs) - 1)])
+        S, V = data["occupancy"].shape[:2]
+        R = int(data["resolution"])
+        images = torch.from_numpy(imgs).view(S, V, *imgs.shape[1:]).permute(0, 1, 4, 2, 3)
+        if image_size and images.shape[-1] != image_size:
+            x = F.interpolate(images.flatten(0, 1).float(), size=(image_size, image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+            images = x.round().clamp(0, 255).to(torch.uint8).view(S, V, 3, image_size, image_size)
+        occ = torch.from_numpy(np.unpackbits(data["occupancy"], axis=-1)[..., :R ** 3].astype(bool)).view(S, V, R, R, R)
+        parts.append(ShapeData(list(map(str, data["ids"])), list(map(str, data["splits"])),
+                               list(map(str, data["sources"])), images, occ,
+                               torch.from_numpy(data["points"].astype(np.float32)),
+                               torch.from_numpy(data["view_params"]), json.loads(str(data["meta"]))))
+    if not parts:
+        raise ValueError("no pack files given")
+    V = min(p.images.shape[1] for p in parts)
+    cat = lambda xs: torch.cat(xs).to(device)  # noqa: E731
+    return ShapeData(sum((p.ids for p in parts), []), sum((p.splits for p in parts), []),
+                     sum((p.sources for p in parts), []), cat([p.images[:, :V] for p in parts]),
+                     cat([p.occupancy[:, :V] for p in parts]), cat([p.points for p in parts]),
+                     cat([p.view_params[:, :V] for p in parts]), {k: v for p in parts for k, v in p.meta.items()})
+
+
+def credits_markdown(meta: dict, title: str) -> str:
+    """Markdown crediting the authors and licenses of the shapes in ``meta`` (id -> record)."""
+    by_license: dict[str, dict[str, list[str]]] = {}
+    for rec in meta.values():
+        by_license.setdefault(rec["license"], {}).setdefault(rec.get("creator") or "unknown", []).append(rec["name"])
+    lines = [f"# {title}", ""]
+    urls = {"CC0": "https://creativecommons.org/publicdomain/zero/1.0/",
+            "CC-BY 3.0": "https://creativecommons.org/licenses/by/3.0/",
+            "CC-BY 3.0 US": "https://creativecommons.org/licenses/by/3.0/us/",
+            "zlib": "https://zlib.net/zlib_license.html"}
+    for lic in sorted(by_license):
+        lines.append(f"## {lic}" + (f" ({urls[lic]})" if lic in urls else ""))
+        for creator, names in sorted(by_license[lic].items()):
+            lines.append(f"- {creator}: {', '.join(sorted(set(names)))}")
+        lines.append("")
+    lines.append(SOURCES_NOTE)
+    return "\n".join(lines)
+
+
+SOURCES_NOTE = (
+    "Sources: Sweet Home 3D furniture libraries as packaged by Debian (`sweethome3d-furniture`; Blend Swap models "
+    "cleaned and converted by Emmanuel Puybaret / eTeks; Kator Legaz CC-BY 3.0 US; Reallusion CC-BY 3.0 US; "
+    "Scopia CC-BY 3.0; Blend Swap CC0 and CC-BY 3.0 models by the authors named above), and pybullet_data "
+    "(bullet3, zlib license). Renders, occupancy grids and samples here were made from those models by this "
+    "project's code (`python -m pipelines single_view data build`).")
+
+

@@ -1,0 +1,407 @@
+"""VolSDF on CPU: the Laplace density, analytic SDFs, the eikonal loss, a rendered sphere against a rasterized
+one, sampling near the surface, primitive recovery on a scene the project renders itself, a neural-SDF smoke
+run on lego, the CLI and bad inputs."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import PIPELINES, UserInputError
+from pipelines.core.cameras import orbit_cameras
+from pipelines.core.rays import camera_rays, ray_aabb
+from pipelines.core.sdf import (LaplaceDensity, NeuralSDF, Primitive, PrimitiveSDF, eikonal_loss, laplace_cdf,
+                                render_sdf, sdf_box, sdf_capsule, sdf_gradient, sdf_sphere, sdf_to_density, sdf_to_mesh,
+                                sdf_torus, smooth_min)
+from pipelines.events import Done, Log, Preview, Progress, run_to_completion
+from pipelines.volsdf import VolSDFConfig, make_primitive_scene, run, scene_primitives
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(downscale=16, max_views=12, eval_views=2, preview_every=20, turntable_frames=4, mesh_resolution=32,
+            preview_size=25, device="cpu", batch_rays=256, n_coarse=24, n_fine=16, eikonal_points=128)
+TINY_NEURAL = dict(field="neural", encoding="hash", steps=60, hash_levels=4, hash_log2_size=12, width=32)
+
+
+@pytest.fixture(scope="module")
+def primitive_scene(tmp_path_factory):
+    """The primitives example at 32 px, 20 + 4 views, rendered by the rasterizer (not by the SDF renderer)."""
+    return make_primitive_scene(tmp_path_factory.mktemp("scene") / "primitives", size=32, n_train=20, n_val=4,
+                                mesh_resolution=96)
+
+
+# ------------------------------------------------------------------------------------------------ density
+def test_laplace_cdf_and_density():
+    s = torch.linspace(-1, 1, 401, dtype=torch.float64)
+    psi = laplace_cdf(s, 0.1)
+    assert torch.all(psi[1:] > psi[:-1])  # strictly increasing
+    assert torch.allclose(psi + laplace_cdf(-s, 0.1), torch.ones_like(s))  # symmetric about (0, 1/2)
+    assert float(laplace_cdf(torch.zeros(1), 0.3)) == 0.5
+    # Closed form of the Laplace CDF, both branches.
+    assert torch.allclose(psi, torch.where(s <= 0, 0.5 * torch.exp(s / 0.1), 1 - 0.5 * torch.exp(-s / 0.1)))
+    # Density: decreasing in d; alpha times a step as beta -> 0; alpha / 2 on the surface.
+    d = torch.tensor([-0.5, -1e-3, 0.0, 1e-3, 0.5], dtype=torch.float64)
+    sigma = sdf_to_density(d, 7.0, 0.05)
+    assert torch.all(sigma[1:] < sigma[:-1])
+    sharp = sdf_to_density(d, 7.0, 1e-6)
+    assert torch.allclose(sharp, torch.tensor([7.0, 7.0, 3.5, 0.0, 0.0], dtype=torch.float64), atol=1e-6)
+    errs = [float((sdf_to_density(d, 7.0, b) - 7.0 * (d < 0) - 3.5 * (d == 0)).abs().max()) for b in (0.1, 0.01, 1e-3)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_laplace_density_parameters():
+    dens = LaplaceDensity(beta_init=0.1, beta_min=0.01)
+    assert float(dens.beta.detach()) == pytest.approx(0.1) and float(dens.alpha.detach()) == pytest.approx(10.0)
+    with torch.no_grad():
+        dens.b.fill_(-0.5)
+    assert float(dens.beta.detach()) == pytest.approx(0.51)  # |b|: any b gives beta >= beta_min
+    with torch.no_grad():
+        dens.b.zero_()
+    assert float(dens.beta.detach()) == pytest.approx(0.01)
+    assert float(dens(torch.tensor([-10.0])).detach()) == pytest.approx(100.0)  # tied: alpha = 1 / beta inside
+    # Untied: alpha is learned on its own and gets gradients; tied: log_alpha is frozen.
+    untied = LaplaceDensity(0.1, tie_alpha=False)
+    untied(torch.tensor([-0.05, 0.02])).sum().backward()
+    assert untied.log_alpha.grad is not None and untied.log_alpha.grad.abs() > 0 and untied.b.grad.abs() > 0
+    assert not LaplaceDensity(0.1).log_alpha.requires_grad
+
+
+# ------------------------------------------------------------------------------------------ analytic SDFs
+def test_primitive_sdfs_match_closed_forms():
+    pts = torch.tensor([[2.0, 0, 0], [0, 0, 0], [2, 3, 4], [0.5, 1, 0], [1.5, 2.5, 0]])
+    half = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.allclose(sdf_box(pts, half), torch.tensor([1.0, -1.0, math.sqrt(3), -0.5, math.sqrt(0.5)]))
+    assert torch.allclose(sdf_sphere(pts, torch.tensor(1.5)), pts.norm(dim=-1) - 1.5)
+    # Torus around z (R = 2, r = 0.5): distance to the ring circle minus the tube radius.
+    t = torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 3, 1], [0, 0, 5]])
+    assert torch.allclose(sdf_torus(t, torch.tensor(2.0), torch.tensor(0.5)),
+                          torch.tensor([-0.5, 1.5, math.sqrt(2) - 0.5, math.sqrt(4 + 25) - 0.5]))
+    # Capsule along z (half length 1, radius 0.25): distance to the segment minus the radius.
+    c = torch.tensor([[0.0, 0, 0], [1, 0, 0.5], [0, 0, 3], [3, 4, -1]])
+    assert torch.allclose(sdf_capsule(c, torch.tensor(1.0), torch.tensor(0.25)),
+                          torch.tensor([-0.25, 0.75, 1.75, 4.75]))
+    # The box against brute force: distance to a dense sampling of its surface, negative inside.
+    g = torch.linspace(-1, 1, 61)
+    u, v = torch.meshgrid(g, g, indexing="ij")
+    faces = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            f = torch.zeros(61 * 61, 3)
+            others = [a for a in range(3) if a != axis]
+            f[:, axis], f[:, others[0]], f[:, others[1]] = sign, u.reshape(-1), v.reshape(-1)
+            faces.append(f * half)
+    surface = torch.cat(faces)
+    x = (torch.rand(300, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * torch.tensor([3.0, 4.0, 5.0])
+    brute = torch.cdist(x, surface).amin(1) * torch.where((x.abs() < half).all(-1), -1.0, 1.0)
+    assert torch.allclose(sdf_box(x, half), brute, atol=0.06)
+
+
+def test_primitive_field_pose_union_and_colour():
+    turn = math.radians(90) / 2
+    box = Primitive("box", [1.0, 0, 0], [0.5, 0.1, 0.1], (math.cos(turn), 0, 0, math.sin(turn)), (1, 0, 0))
+    ball = Primitive("sphere", [-1.0, 0, 0], [0.3], color=(0, 0, 1))
+    field = PrimitiveSDF([box, ball]).requires_grad_(False)
+    # The box is turned 90 degrees about z: its long side now runs along y.
+    assert float(field.sdf(torch.tensor([[1.0, 0.45, 0]]))) < 0 < float(field.sdf(torch.tensor([[1.45, 0, 0]])))
+    x = torch.tensor([[1.0, 0.8, 0], [-1.0, 0, 1.0], [0, 0, 0]])
+    d = field.distances(x)
+    assert torch.allclose(d[:, 1], x.sub(torch.tensor([-1.0, 0, 0])).norm(dim=-1) - 0.3, atol=1e-6)
+    assert torch.allclose(d[0, 0], torch.tensor(0.3), atol=1e-6)
+    assert torch.allclose(field.sdf(x), d.amin(-1))  # hard union = min
+    rgb = field.color(x, None, None, field.geometry(x)[1])
+    assert torch.allclose(rgb[0], torch.tensor([1.0, 0, 0]), atol=1e-2)  # nearest primitive's colour
+    assert torch.allclose(rgb[1], torch.tensor([0, 0, 1.0]), atol=1e-2)
+    a, b = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.05, 1.0, 0.0])
+    sm = smooth_min(a, b, 0.2)
+    assert float(sm[0]) < 0.0 and float(sm[1]) == 0.0 and float(sm[2]) == 0.0  # blends only within k
+    assert torch.equal(smooth_min(a, b, 0.0), torch.minimum(a, b))
+    # Fitted parameters come back as plain primitives.
+    back = field.primitives()
+    assert back[0].kind == "box" and back[0].size == pytest.approx([0.5, 0.1, 0.1], rel=1e-5)
+    assert back[1].center == pytest.approx([-1.0, 0, 0]) and back[1].color == pytest.approx([0, 0, 1], abs=2e-3)
+
+
+def test_eikonal_loss_is_zero_on_exact_sdfs():
+    x = (torch.rand(2000, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 1.5
+    field = PrimitiveSDF([Primitive("box", [0.2, 0, 0], [0.3, 0.4, 0.5]), Primitive("torus", [0, 0.5, 0], [0.4, 0.1]),
+                          Primitive("capsule", [0, 0, -0.5], [0.3, 0.2]), Primitive("sphere", [-0.6, 0, 0], [0.3])])
+    assert float(eikonal_loss(sdf_gradient(field.sdf, x))) < 1e-8
+    assert float(eikonal_loss(sdf_gradient(lambda p: 2 * sdf_sphere(p, 0.5), x))) == pytest.approx(1.0, abs=1e-5)
+    # Second derivatives stay finite exactly on a box face or edge, where |max(q, 0)| = 0 and Tensor.norm's double
+    # backward gives NaN (training hit this once in ~100 steps).
+    half = torch.tensor([0.3, 0.4, 0.5], requires_grad=True)
+    on_box = torch.tensor([[0.3, 0.1, 0.1], [0.3, 0.4, 0.1], [0.0, 0.0, 0.0]])
+    grad = sdf_gradient(lambda p: sdf_box(p, half), on_box, create_graph=True)
+    (grad * torch.tensor([0.3, -0.7, 0.2])).sum().backward()
+    assert torch.isfinite(half.grad).all()
+    # A smooth union is not an exact SDF in its blend region.
+    blended = PrimitiveSDF([Primitive("sphere", [-0.2, 0, 0], [0.3]), Primitive("sphere", [0.2, 0, 0], [0.3])], 0.3)
+    assert float(eikonal_loss(sdf_gradient(blended.sdf, x))) > 1e-4
+
+
+@pytest.mark.parametrize("encoding", ["hash", "harmonic"])
+def test_neural_sdf_starts_as_a_sphere(encoding):
+    """Geometric initialisation: about |x| - init_radius * bound (lumpy at finite width, exact as width -> inf)."""
+    torch.manual_seed(0)
+    field = NeuralSDF(1.5, encoding, width=256, depth=2, hash_levels=4, hash_log2_size=10, init_radius=0.5)
+    dirs = torch.nn.functional.normalize(torch.randn(200, 3), dim=-1)
+    radii = torch.linspace(0.05, 1.45, 281)
+    with torch.no_grad():
+        sdf, feat = field.geometry((dirs[:, None, :] * radii[None, :, None]).reshape(-1, 3))
+    sdf = sdf.reshape(200, 281)
+    assert feat.shape == (200 * 281, 32)
+    assert bool((sdf[:, 0] < 0).all() and (sdf[:, -1] > 0).all())
+    crossing = radii[(sdf > 0).float().argmax(1)]  # first radius outside, per direction
+    assert abs(float(crossing.mean()) - 0.75) < 0.1 and float((crossing - 0.75).abs().max()) < 0.3
+    x = (torch.rand(500, 3) * 2 - 1) * 1.2
+    assert float(eikonal_loss(sdf_gradient(field.sdf, x))) < 0.05
+    n = torch.nn.functional.normalize(x, dim=-1)
+    rgb = field.color(x, n, -n, field.geometry(x)[1])
+    assert rgb.shape == (500, 3) and bool(((rgb > 0) & (rgb < 1)).all())
+
+
+def test_eikonal_loss_trains_the_hash_grid_through_the_gradient():
+    """d/dtable of a loss on d features / dx (double backward through the hash grid) against finite differences."""
+    from pipelines.core.encodings import HashGridEncoding
+
+    enc = HashGridEncoding(n_levels=3, n_features=2, log2_size=6, base_res=4, max_res=16).double()
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1)
+    x = torch.rand(6, 3, dtype=torch.float64) * 0.9 + 0.05
+
+    def grad_x(table):
+        saved, enc.table = enc.table, torch.nn.Parameter(table) if not isinstance(table, torch.nn.Parameter) else table
+        try:
+            xg = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(enc(xg).pow(2).sum(), xg, create_graph=True)
+            return g
+        finally:
+            enc.table = saved
+
+    assert torch.autograd.gradcheck(grad_x, (enc.table,), eps=1e-6, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def test_volume_rendered_sphere_matches_rasterized_sphere():
+    from pipelines.core.raster import rasterize
+
+    cam = orbit_cameras(1, 3.0, 20.0, 40.0, 48)[0]
+    field = PrimitiveSDF([Primitive("sphere", [0.1, -0.1, 0.05], [0.6])])
+    dens = LaplaceDensity(beta_init=2e-3, beta_min=1e-4)
+    o, d = (t.reshape(-1, 3) for t in camera_rays(cam))
+    near, far, _ = ray_aabb(o, d, -1.0, 1.0)
+    with torch.no_grad():
+        out = render_sdf(field, dens, o, d, near, far, 32, 32, 1.0, perturb=False)
+    mesh = sdf_to_mesh(field, 1.0, 96, "cpu", colors=False)
+    frags = rasterize(mesh.verts, mesh.faces, cam)
+    vol = out.opacity.reshape(48, 48) > 0.5
+    ras = frags.mask
+    iou = float((vol & ras).sum() / (vol | ras).sum())
+    assert ras.sum() > 300 and iou > 0.97, iou
+    # Depth on the silhouette's interior matches the analytic ray-sphere intersection.
+    oc = o - torch.tensor([0.1, -0.1, 0.05])
+    b, c = (oc * d).sum(-1), (oc * oc).sum(-1) - 0.36
+    inner = (b * b - c) > 0.05
+    t_hit = -b - (b * b - c).clamp_min(0).sqrt()
+    assert float((out.depth - t_hit)[inner].abs().mean()) < 0.01
+    # Normals point out of the sphere, towards the camera.
+    n = out.extras["normal"][inner]
+    expect = torch.nn.functional.normalize((o + t_hit[:, None] * d)[inner] - torch.tensor([0.1, -0.1, 0.05]), dim=-1)
+    assert float((torch.nn.functional.normalize(n, dim=-1) * expect).sum(-1).mean()) > 0.99
+
+
+def test_samples_concentrate_near_the_surface_as_beta_shrinks():
+    field = PrimitiveSDF([Primitive("sphere", [0, 0, 0], [0.5])])
+    o = torch.tensor([[0.0, 0.0, 3.0]]).expand(64, 3)
+    d = torch.nn.functional.normalize(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * 0.05
+                                      + torch.tensor([0, 0, -1.0]), dim=-1)
+    near, far, _ = ray_aabb(o, d, -1.5, 1.5)
+
+    def spread(beta):
+        """Lower quartile of |d| over all samples (a third are stratified, two thirds drawn near the surface)."""
+        with torch.no_grad():
+            out = render_sdf(field, LaplaceDensity(beta, 1e-5), o, d, near, far, 32, 64, 1.0, perturb=False)
+        return float(out.extras["sdf"].abs().quantile(0.25))
+
+    spacing = 3.0 / 32  # of the stratified samples: uniform samples alone give a lower quartile near spacing / 2
+    wide, narrow = spread(0.1), spread(0.002)
+    assert narrow < 0.25 * wide and narrow < spacing / 8, (wide, narrow)
+
+
+# ------------------------------------------------------------------------------------ primitive recovery
+def _perturbed(truth, path):
+    """Centres moved by ~0.2, sizes scaled by 1.3 or 0.75, grey colours: the fit's starting point."""
+    signs = [[1, -1, 1], [-1, -1, 1], [1, 1, -1]]
+    start = [{"kind": p.kind, "center": [c + 0.13 * s for c, s in zip(p.center, sg)],
+              "size": [v * (1.3 if i % 2 == 0 else 0.75) for i, v in enumerate(p.size)], "rotation": [1, 0, 0, 0]}
+             for p, sg in zip(truth, signs)]
+    path.write_text(json.dumps({"primitives": start}))
+    return start
+
+
+def _errors(truth, fitted):
+    c = max(math.dist(a.center, b["center"]) for a, b in zip(truth, fitted))
+    s = max(max(abs(x - y) for x, y in zip(a.size, b["size"])) for a, b in zip(truth, fitted))
+    return c, s
+
+
+def test_primitive_recovery(primitive_scene, tmp_path):
+    truth = scene_primitives()
+    start = _perturbed(truth, tmp_path / "start.json")
+    gt_mesh = sdf_to_mesh(PrimitiveSDF(truth), 1.5, 64, "cpu", colors=False)
+    extent = float((gt_mesh.verts.amax(0) - gt_mesh.verts.amin(0)).amax())  # about 1.6
+    tol = 0.03 * extent
+    c0, s0 = _errors(truth, start)
+    assert c0 > 3 * tol and s0 > 1.5 * tol  # the start is well outside the tolerance
+    cfg = VolSDFConfig(scene=str(primitive_scene), field="primitives", primitives=str(tmp_path / "start.json"),
+                       steps=300, batch_rays=512, n_coarse=16, n_fine=16, eikonal_points=64, bound=1.0,
+                       preview_every=100, eval_views=2, turntable_frames=2, mesh_resolution=48, preview_size=32,
+                       device="cpu", out_dir=str(tmp_path / "run"))
+    events = list(run(cfg))
+    done = events[-1]
+    assert isinstance(done, Done)
+    fitted = json.loads(Path(next(a.path for a in done.artifacts if a.kind == "json")).read_text())["primitives"]
+    c_err, s_err = _errors(truth, fitted)
+    print(f"recovery: centre error {c_err:.4f} (start {c0:.3f}), size error {s_err:.4f} (start {s0:.3f}), "
+          f"extent {extent:.3f}, PSNR {done.metrics['psnr']:.2f} dB, beta {done.metrics['beta']:.4f}")
+    assert c_err < tol and s_err < tol, (c_err, s_err, tol)
+    assert done.metrics["center_error"] == pytest.approx(c_err, abs=1e-4)  # the run's own report agrees
+    assert done.metrics["beta"] < 0.5 * cfg.beta_init  # the surface sharpened
+    assert done.metrics["psnr"] > 25 and done.metrics["mesh_watertight"] == 1.0
+    # Primitive parameters, alpha and beta are reported while they change.
+    logs = [e.message for e in events if isinstance(e, Log) and "box0" in e.message]
+    assert len(logs) >= 3 and logs[0] != logs[-1]
+    betas = [e.losses["beta"] for e in events if isinstance(e, Progress)]
+    assert betas[-1] < betas[0] and all("alpha" in e.losses for e in events if isinstance(e, Progress))
+
+
+# ------------------------------------------------------------------------------------------ neural smoke
+def test_neural_sdf_smoke_on_lego(lego, tmp_path):
+    import trimesh
+
+    cfg = VolSDFConfig(scene=str(lego), out_dir=str(tmp_path), **TINY, **TINY_NEURAL)
+    events = list(run(cfg))
+    done = events[-1]
+    assert isinstance(done, Done)
+    kinds = {a.kind for a in done.artifacts}
+    assert {"video", "image", "mesh", "checkpoint"} <= kinds and "json" not in kinds
+    for a in done.artifacts:
+        assert Path(a.path).is_file() and Path(a.path).stat().st_size > 0 and Path(a.path).parent == tmp_path
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert previews and set(previews[0].images) == {"rgb", "normal", "depth"}
+    assert previews[0].images["normal"].dtype.name == "uint8" and previews[0].images["normal"].shape[-1] == 3
+    val_curve = [e.losses["psnr_val"] for e in events if isinstance(e, Progress) and "psnr_val" in e.losses]
+    assert len(val_curve) >= 2 and done.metrics["psnr"] > val_curve[0] + 0.5, (val_curve, done.metrics)
+    assert 0 < done.metrics["ssim"] <= 1 and math.isfinite(done.metrics["beta"])
+    glb = trimesh.load(next(a.path for a in done.artifacts if a.path.endswith(".glb")), force="mesh")
+    assert glb.is_watertight and done.metrics["mesh_watertight"] == 1.0
+    assert len(glb.faces) == done.metrics["mesh_faces"] > 100
+    colors = glb.visual.vertex_colors[:, :3]
+    assert colors.std() > 0  # coloured by the colour network, not a constant
+
+
+def test_stop_closes_the_run_and_frees(monkeypatch, primitive_scene, tmp_path):
+    from pipelines import config
+
+    freed = []
+    monkeypatch.setattr(config.RunContext, "free", lambda self: freed.append(True))
+    gen = run(VolSDFConfig(scene=str(primitive_scene), field="primitives", steps=1000, batch_rays=64, n_coarse=8,
+                           n_fine=8, device="cpu", out_dir=str(tmp_path)))
+    for ev in gen:
+        if isinstance(ev, Progress):
+            break
+    assert not freed
+    gen.close()
+    assert freed == [True] and not any(p.suffix == ".pt" for p in tmp_path.iterdir())
+
+
+def test_bad_inputs_are_user_errors(primitive_scene, tmp_path):
+    base = dict(scene=str(primitive_scene), field="primitives", steps=2, device="cpu")
+    for spec, match in [("box,cone", "cone"), ("", "kinds"), (str(tmp_path / "missing.json"), "not found")]:
+        with pytest.raises(UserInputError, match=match):
+            run_to_completion(run(VolSDFConfig(**base, primitives=spec, out_dir=str(tmp_path / "a"))))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"primitives": [{"kind": "box", "center": [0, 0], "size": [1, 1, 1]}]}))
+    with pytest.raises(UserInputError, match="bad.json"):
+        run_to_completion(run(VolSDFConfig(**base, primitives=str(bad), out_dir=str(tmp_path / "b"))))
+    with pytest.raises(UserInputError, match="beta"):
+        run_to_completion(run(VolSDFConfig(**base, beta_min=0.5, out_dir=str(tmp_path / "c"))))
+
+
+def test_presets_registry_and_field_docs():
+    docs = VolSDFConfig.field_docs()
+    assert "Laplace" in docs["beta_init"] and "eikonal" in docs["eikonal_weight"]
+    assert VolSDFConfig().with_preset("quality").steps > VolSDFConfig().with_preset("fast").steps
+    assert VolSDFConfig().with_preset("primitives").field == "primitives"
+    assert PIPELINES["volsdf"].load() == (VolSDFConfig, run)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+
+
+def test_cli_help_and_a_primitives_run(primitive_scene, tmp_path):
+    top = _cli("--help")
+    assert top.returncode == 0 and "volsdf" in top.stdout
+    sub = _cli("volsdf", "--help")
+    assert sub.returncode == 0 and "--eikonal-weight" in sub.stdout and "--preset" in sub.stdout
+    res = _cli("volsdf", "--scene", str(primitive_scene), "--field", "primitives", "--steps", "20", "--batch-rays",
+               "128", "--n-coarse", "12", "--n-fine", "8", "--preview-every", "10", "--eval-views", "1",
+               "--turntable-frames", "2", "--mesh-resolution", "24", "--device", "cpu", "--out-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "20/20" in res.stderr and "box0" in res.stderr  # progress bar and the primitives' parameters
+    assert "psnr" in res.stdout and str(tmp_path / "fitted_primitives.json") in res.stdout
+    fitted = json.loads((tmp_path / "fitted_primitives.json").read_text())
+    assert [p["kind"] for p in fitted["primitives"]] == ["box", "box", "sphere"]
+    bad = _cli("volsdf", "--field", "primitives", "--primitives", "box,cone", "--device", "cpu", "--out-dir",
+               str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_runs_from_an_uploaded_zip(primitive_scene, tmp_path):
+    import zipfile
+
+    upload = tmp_path / "my scene.zip"
+    with zipfile.ZipFile(upload, "w") as zf:
+        for f in primitive_scene.rglob("*"):
+            zf.write(f, Path("primitives") / f.relative_to(primitive_scene))  # zipped with its folder
+    done = run_to_completion(run(VolSDFConfig(scene=str(upload), field="primitives", steps=5, batch_rays=64,
+                                              n_coarse=8, n_fine=8, eval_views=1, export=False, mesh_resolution=16,
+                                              device="cpu", out_dir=str(tmp_path / "run"))))
+    assert math.isfinite(done.metrics["psnr"]) and "center_error" in done.metrics  # its primitives.json was found
+
+
+# -------------------------------------------------------------------------------------------------- tab
+def test_volsdf_tab_matches_the_config(monkeypatch):
+    import dataclasses
+
+    gr = pytest.importorskip("gradio")
+    from gen3d_app.tabs import volsdf as tab
+
+    with gr.Blocks() as demo:
+        tab.build()
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    d = VolSDFConfig()
+    assert (by_id["volsdf-steps"].value, by_id["volsdf-field"].value, by_id["volsdf-primitives"].value) == \
+        (d.steps, d.field, d.primitives)
+    assert by_id["volsdf-downscale"].value == d.downscale and by_id["volsdf-seed"].value == d.seed
+    assert {"volsdf-preview-rgb", "volsdf-preview-normal", "volsdf-preview-depth", "volsdf-stop"} <= set(by_id)
+    assert set(tab.PRESETS) == {"custom"} | set(VolSDFConfig.PRESETS)
+    assert set(tab.TINY) <= {f.name for f in dataclasses.fields(VolSDFConfig)}
+    cfg = tab.make_config(VolSDFConfig, "primitives", None, "primitives", "box,sphere", "primitives", 40, 3, 2)
+    assert cfg.scene.endswith(os.path.join("assets", "scenes", "primitives")) and cfg.primitives == "box,sphere"
+    assert (cfg.field, cfg.steps, cfg.seed, cfg.downscale) == ("primitives", 40, 3, 2)
+    assert cfg.n_fine == VolSDFConfig.PRESETS["primitives"]["n_fine"]  # preset, then the inputs
+    assert tab.make_config(VolSDFConfig, "cow", "/tmp/x/s.zip", "neural", "", "custom", 9, 0, 1).scene == "/tmp/x/s.zip"
+    with pytest.raises(UserInputError):
+        tab.make_config(VolSDFConfig, "cow", "/tmp/x/s.tar", "neural", "", "custom", 9, 0, 1)
+    assert tab.preset_values("primitives") == ("primitives", VolSDFConfig.PRESETS["primitives"]["steps"], 1)
+    monkeypatch.setenv("GEN3D_TINY", "1")
+    tiny = tab.make_config(VolSDFConfig, "cow", None, "neural", "", "fast", 2000, 0, 1)
+    assert tiny.steps == tab.TINY["steps"] and tiny.downscale == tab.TINY["downscale"]
