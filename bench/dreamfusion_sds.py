@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import device_name
 
-from pipelines.dreamfusion import DreamFusionConfig, run  # noqa: E402
-from pipelines.events import Log, run_to_completion  # noqa: E402
+from pipelines.dreamfusion import DreamFusionConfig, run
+from pipelines.events import Log, run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,7 +187,7 @@ def main() -> None:
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
               f"{m['train_seconds'] / m['steps'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
-    res.update(model=name, device=torch.cuda.get_device_name(dev) if gpu else platform.processor() or "cpu",
+    res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
                compile=args.compile, channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfusion_sds_{name}_{dev.type}.json")

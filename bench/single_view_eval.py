@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import device_name
 
-from pipelines.events import Log, run_to_completion  # noqa: E402
-from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run, split_shapes  # noqa: E402
+from pipelines.events import Log, run_to_completion
+from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run, split_shapes
 
 VARIANTS = {
     # Training set: how much furniture, and whether other objects help.
@@ -43,12 +41,6 @@ VARIANTS = {
 """Every variant is scored on the same held-out shapes: the Sweet Home 3D test split."""
 COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.05", "voxels_cd", "points_f1@0.01", "points_f1@0.05",
            "points_cd", "mesh_f1@0.01", "mesh_f1@0.05", "mesh_cd"]
-
-
-def device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86-64'})"
 
 
 def train_variants(args) -> None:

@@ -16,44 +16,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import LEGO, apply_overrides, print_table, profile, write_json
 
-from pipelines.events import Log, run_to_completion  # noqa: E402
-from pipelines.volsdf import VolSDFConfig, run  # noqa: E402
-
-
-def profile(cfg: VolSDFConfig, steps: int) -> str:
-    import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    cfg = dataclasses.replace(cfg, steps=steps, eval_views=1, eval_at_seconds="", max_seconds=0,
-                              preview_every=10**9, mesh_resolution=0)
-    run_to_completion(run(dataclasses.replace(cfg, steps=10)))  # warm-up: allocator, kernels, caches
-    with torch_profile(activities=activities) as prof:
-        t0 = time.perf_counter()
-        run_to_completion(run(cfg))
-        dt = time.perf_counter() - t0
-    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    return f"{cfg.encoding}: {steps} steps + 1 eval view in {dt:.2f}s\n" + prof.key_averages().table(sort_by=key,
-                                                                                                 row_limit=25)
-
-
-def parse_value(current, text: str):
-    if isinstance(current, bool):
-        return text.lower() in ("1", "true", "yes")
-    return type(current)(text)
+from pipelines.events import Log, run_to_completion
+from pipelines.volsdf import VolSDFConfig, run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/nerf_synthetic/lego"))
+    ap.add_argument("--data", default=str(LEGO))
     ap.add_argument("--encodings", nargs="+", default=["hash"], choices=["hash", "harmonic"])
     ap.add_argument("--checkpoints", nargs="+", type=float, default=[60, 120, 300])
     ap.add_argument("--downscale", type=int, default=1)
@@ -80,11 +52,12 @@ def main() -> None:
                 downscale=args.downscale, eval_views=args.eval_views, device=args.device, export=False,
                 preview_every=10**9, mesh_resolution=args.mesh_resolution, steps=10**7,
                 eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1])
-            for kv in args.set:
-                k, v = kv.split("=", 1)
-                cfg = dataclasses.replace(cfg, **{k: parse_value(getattr(cfg, k), v)})
+            cfg = apply_overrides(cfg, args.set)
             if args.profile:
-                print(profile(cfg, args.profile), flush=True)
+                short = dataclasses.replace(cfg, steps=args.profile, eval_views=1, eval_at_seconds="", max_seconds=0,
+                                            mesh_resolution=0)
+                print(profile(run, short, dataclasses.replace(short, steps=10),
+                              f"{encoding}: {args.profile} steps + 1 eval view"), flush=True)
                 break
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -105,21 +78,12 @@ def main() -> None:
                     "beta": round(m["beta"], 5) if not tag else None,
                     "peak_gpu_gb": round(m.get("peak_gpu_gb", 0.0), 2),
                 })
-    if not rows:
-        return
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(f"\ndevice: {device}, torch {torch.__version__}, mesh {args.mesh_resolution}^3")
-    print(f"{'method':<16} {'size':<28} {'train s':>8} {'steps':>7} {'PSNR':>7} {'SSIM':>7} {'faces':>9} "
-          f"{'watertight':>10} {'peak GB':>8}")
-    for r in rows:
-        ssim_s = f"{r['ssim']:.4f}" if r["ssim"] is not None else "-"
-        print(f"{r['method']:<16} {r['size']:<28} {r['train_s']:>8} {r['steps']:>7} {r['psnr']:>7.2f} {ssim_s:>7} "
-              f"{r['mesh_faces']:>9} {str(r['watertight']):>10} {r['peak_gpu_gb']:>8.2f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__,
-                                           "date": time.strftime("%Y-%m-%d"), "mesh_resolution": args.mesh_resolution,
-                                           "rows": rows}, indent=2))
-
+    if rows:
+        print(f"mesh resolution {args.mesh_resolution}^3")
+        print_table(rows, [("method", "method", 16), ("size", "size", 28), ("train_s", "train s", 8),
+                           ("steps", "steps", 7), ("psnr", "PSNR", 7), ("ssim", "SSIM", 7), ("mesh_faces", "faces", 9),
+                           ("watertight", "watertight", 10), ("peak_gpu_gb", "peak GB", 8)])
+        write_json(args.json, rows, mesh_resolution=args.mesh_resolution)
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from pipelines import PIPELINES
+from pipelines import PIPELINES, UserInputError
 
 from . import outputs, stream
 
@@ -71,6 +71,15 @@ def example_dirs(kind: str) -> list[str]:
 
 def asset_path(kind: str, name: str) -> str:
     return str(REPO / "assets" / kind / name)
+
+
+def scene_source(example: str | None, upload: str | None) -> str:
+    """The posed-image scene a run reads: an uploaded .zip wins over the chosen example ("" = default)."""
+    if upload:
+        if not str(upload).lower().endswith(".zip"):
+            raise UserInputError("upload a .zip of a Blender-format scene (transforms_*.json + images)")
+        return str(upload)
+    return asset_path("scenes", example) if example else ""
 
 
 @dataclass

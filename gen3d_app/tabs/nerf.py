@@ -5,8 +5,6 @@ import dataclasses
 
 import gradio as gr
 
-from pipelines import UserInputError
-
 from .. import widgets
 
 PIPELINE = "nerf"
@@ -19,13 +17,8 @@ TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, pr
 
 def make_config(cls, scene, upload, model, preset, steps, seed, downscale):
     cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
-    if upload:
-        if not str(upload).lower().endswith(".zip"):
-            raise UserInputError("upload a .zip of a Blender-format scene (transforms_*.json + images)")
-        scene = str(upload)
-    elif scene:
-        scene = widgets.asset_path("scenes", scene)
-    cfg = dataclasses.replace(cfg, scene=scene or "", model=model, steps=int(steps), seed=int(seed or 0),
+    scene = widgets.scene_source(scene, upload)
+    cfg = dataclasses.replace(cfg, scene=scene, model=model, steps=int(steps), seed=int(seed or 0),
                               downscale=int(downscale))
     if widgets.tiny_mode():
         cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})

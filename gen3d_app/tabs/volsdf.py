@@ -19,15 +19,10 @@ TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, pr
 
 def make_config(cls, scene, upload, field, primitives, preset, steps, seed, downscale):
     cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
-    if upload:
-        if not str(upload).lower().endswith(".zip"):
-            raise UserInputError("upload a .zip of a Blender-format scene (transforms_*.json + images)")
-        scene = str(upload)
-    elif scene:
-        scene = widgets.asset_path("scenes", scene)
+    scene = widgets.scene_source(scene, upload)
     if str(primitives or "").strip().lower().endswith(".json"):
         raise UserInputError("give primitive kinds here (e.g. box,box,sphere); .json starts are for the CLI")
-    cfg = dataclasses.replace(cfg, scene=scene or "", field=field, primitives=primitives or cfg.primitives,
+    cfg = dataclasses.replace(cfg, scene=scene, field=field, primitives=primitives or cfg.primitives,
                               steps=int(steps), seed=int(seed or 0), downscale=int(downscale))
     if widgets.tiny_mode():
         cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})

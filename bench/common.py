@@ -1,0 +1,78 @@
+"""What every benchmark script shares: config overrides, a profiler run, the device's name, the table and
+the JSON file. Each script keeps its own loop over what it measures."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+LEGO = REPO.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+
+
+def parse_value(current: Any, text: str) -> Any:
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes")
+    return type(current)(text)
+
+
+def apply_overrides(cfg, pairs: list[str]):
+    """``["key=value", ...]`` -> a copy of the config dataclass with those fields set (typed like the field)."""
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        cfg = dataclasses.replace(cfg, **{k: parse_value(getattr(cfg, k), v)})
+    return cfg
+
+
+def profile(run: Callable, cfg, warmup_cfg, label: str) -> str:
+    """Runs ``warmup_cfg`` (allocator, kernels, caches), then profiles a run of ``cfg``; returns the top ops."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from pipelines.events import run_to_completion
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    run_to_completion(run(warmup_cfg))
+    with torch_profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        run_to_completion(run(cfg))
+        dt = time.perf_counter() - t0
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return f"{label} in {dt:.2f}s\n" + prof.key_averages().table(sort_by=key, row_limit=25)
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, int]]) -> None:
+    """``columns``: (key, header, width); None prints as '-', floats with 2 or 4 decimals (SSIM-like < 1)."""
+    def cell(v, width):
+        if v is None:
+            return f"{'-':>{width}}"
+        if isinstance(v, float):
+            return f"{v:>{width}.4f}" if 0 < abs(v) < 1 else f"{v:>{width}.2f}"
+        return f"{v!s:>{width}}"
+
+    import torch
+
+    print(f"\ndevice: {device_name()}, torch {torch.__version__}")
+    print(" ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (_, h, w) in enumerate(columns)))
+    for r in rows:
+        print(" ".join(f"{r[k]!s:<{w}}" if i == 0 else cell(r.get(k), w) for i, (k, _, w) in enumerate(columns)))
+
+
+def write_json(path: str | Path, rows: list[dict], **meta: Any) -> None:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"device": device_name(), "torch": torch.__version__,
+                                "date": time.strftime("%Y-%m-%d"), **meta, "rows": rows}, indent=2))
