@@ -37,6 +37,8 @@ PIPELINES: dict[str, PipelineSpec] = {
     "dreamfusion": PipelineSpec("DreamFusion", "pipelines.dreamfusion",
                                 "a text prompt to a NeRF by score distillation from a diffusion model: a turntable "
                                 "and a mesh"),
+    "dreamfields": PipelineSpec("DreamFields", "pipelines.dreamfields",
+                                "a caption to a NeRF that CLIP sees from every pose: a turntable, a mesh, CLIP scores"),
 }
 
 __all__ = [

@@ -27,7 +27,8 @@ def build_parser(name: str, config_cls) -> argparse.ArgumentParser:
     for f in dataclasses.fields(config_cls):
         typ = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{docs.get(f.name, '')} (default: {f.default})"}
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse formats help
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if typ is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(typ) is typing.Literal:

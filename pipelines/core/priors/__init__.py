@@ -1,7 +1,8 @@
-"""Pretrained priors, loaded in this one place: diffusion guidance for score distillation (SDS) now; the
-image-text scorer (DreamFields) and the image-to-3D model (Point-E) join here.
+"""Pretrained priors, loaded in this one place: diffusion guidance for score distillation (SDS) and the
+image-text scorer (CLIP through transformers' CLIPModel: ``clip``); the image-to-3D model (Point-E) joins here.
 
-Three tiers per kind (DESIGN.md): *real* (diffusers, from a Hub id or a local folder: ``stable_diffusion``),
+Three tiers per kind (DESIGN.md): *real* (diffusers / transformers, from a Hub id or a local folder:
+``stable_diffusion``, ``clip``),
 *embedded* (the project's own offline models in assets/: ``embedded``), *test doubles* (tiny random models of
 the real classes, saved and loaded through the real loader: ``testing``).
 
