@@ -73,6 +73,18 @@ def asset_path(kind: str, name: str) -> str:
     return str(REPO / "assets" / kind / name)
 
 
+def preset_config(cls, preset: str | None):
+    """The config a preset names; "custom" (or none) is the dataclass's defaults."""
+    return cls() if preset in (None, "custom") else cls().with_preset(preset)
+
+
+def tiny_capped(cfg, tiny: dict):
+    """Under GEN3D_TINY, the tab's tiny settings override the config, and its steps become a maximum."""
+    if not tiny_mode():
+        return cfg
+    return dataclasses.replace(cfg, **{**tiny, "steps": min(cfg.steps, tiny["steps"])})
+
+
 def scene_source(example: str | None, upload: str | None) -> str:
     """The posed-image scene a run reads: an uploaded .zip wins over the chosen example ("" = default)."""
     if upload:

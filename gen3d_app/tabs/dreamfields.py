@@ -21,11 +21,10 @@ EXAMPLES = ["a bouquet of flowers in a vase", "a red apple", "a small wooden cha
 def make_config(cls, caption, steps, seed, scorer, preset):
     if not str(caption or "").strip():
         raise UserInputError("write a caption: what should CLIP see from every pose?")
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     cfg = dataclasses.replace(cfg, caption=str(caption).strip(), steps=int(steps), seed=int(seed or 0),
                               scorer=str(scorer or "").strip() or clip.DEFAULT_CLIP)
-    if widgets.tiny_mode():
-        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
 
@@ -34,7 +33,7 @@ def preset_values(preset):
     from pipelines import PIPELINES
 
     cls, _ = PIPELINES[PIPELINE].load()
-    return (cls() if preset in (None, "custom") else cls().with_preset(preset)).steps
+    return widgets.preset_config(cls, preset).steps
 
 
 def scorer_note() -> str:

@@ -21,12 +21,11 @@ EXAMPLES = ["a DSLR photo of a hamburger", "a ripe strawberry", "a wooden rockin
 def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior, preset):
     if not str(prompt or "").strip():
         raise UserInputError("write a prompt: what should the 3D object be?")
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     cfg = dataclasses.replace(cfg, prompt=str(prompt).strip(), negative_prompt=str(negative_prompt or "").strip(),
                               guidance_scale=float(guidance_scale), steps=int(steps), seed=int(seed or 0),
                               prior=str(prior or "").strip() or priors.DEFAULT_DIFFUSION)
-    if widgets.tiny_mode():
-        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
 
@@ -35,7 +34,7 @@ def preset_values(preset):
     from pipelines import PIPELINES
 
     cls, _ = PIPELINES[PIPELINE].load()
-    return (cls() if preset in (None, "custom") else cls().with_preset(preset)).steps
+    return widgets.preset_config(cls, preset).steps
 
 
 def prior_note() -> str:

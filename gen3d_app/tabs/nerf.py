@@ -16,12 +16,11 @@ TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, pr
 
 
 def make_config(cls, scene, upload, model, preset, steps, seed, downscale):
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     scene = widgets.scene_source(scene, upload)
     cfg = dataclasses.replace(cfg, scene=scene, model=model, steps=int(steps), seed=int(seed or 0),
                               downscale=int(downscale))
-    if widgets.tiny_mode():
-        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
 

@@ -37,7 +37,7 @@ def model_status() -> str:
 
 
 def make_config(cls, mode, image, preset, steps, heads, seed):
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     if mode == "predict":
         if not image:
             raise UserInputError("upload an image or pick an example first")
@@ -45,8 +45,7 @@ def make_config(cls, mode, image, preset, steps, heads, seed):
     if not heads:
         raise UserInputError("pick at least one decoder to train")
     cfg = dataclasses.replace(cfg, mode="train", steps=int(steps), heads=",".join(heads), seed=int(seed or 0))
-    if widgets.tiny_mode():
-        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
 

@@ -18,14 +18,13 @@ TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, pr
 
 
 def make_config(cls, scene, upload, field, primitives, preset, steps, seed, downscale):
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     scene = widgets.scene_source(scene, upload)
     if str(primitives or "").strip().lower().endswith(".json"):
         raise UserInputError("give primitive kinds here (e.g. box,box,sphere); .json starts are for the CLI")
     cfg = dataclasses.replace(cfg, scene=scene, field=field, primitives=primitives or cfg.primitives,
                               steps=int(steps), seed=int(seed or 0), downscale=int(downscale))
-    if widgets.tiny_mode():
-        cfg = dataclasses.replace(cfg, **{**TINY, "steps": min(cfg.steps, TINY["steps"])})
+    cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
 
@@ -34,7 +33,7 @@ def preset_values(preset):
     from pipelines import PIPELINES
 
     cls, _ = PIPELINES[PIPELINE].load()
-    cfg = cls() if preset in (None, "custom") else cls().with_preset(preset)
+    cfg = widgets.preset_config(cls, preset)
     return cfg.field, cfg.steps, cfg.downscale
 
 
