@@ -13,6 +13,9 @@ import typing
 from . import PIPELINES, UserInputError
 from .events import ArtifactReady, Done, Log, Progress, run_to_completion
 
+TOOLS = {"priors": ("pipelines.priors_train:main", "data and training of the embedded offline priors")}
+"""Tool-only entries (no config, no UI tab): ``python -m pipelines <tool> ...`` calls ``"module:function"(argv)``."""
+
 
 def build_parser(name: str, config_cls) -> argparse.ArgumentParser:
     spec = PIPELINES[name]
@@ -80,10 +83,15 @@ class ProgressBar:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = ", ".join(PIPELINES)
+    if argv and argv[0] in TOOLS:
+        module, _, func = TOOLS[argv[0]][0].partition(":")
+        return int(getattr(importlib.import_module(module), func or "main")(argv[1:]) or 0)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in PIPELINES:
         print("usage: python -m pipelines <name> [--help] [flags]\n\npipelines:")
         for key, spec in PIPELINES.items():
             print(f"  {key:<14} {spec.title}: {spec.summary}")
+        for key, (_, summary) in TOOLS.items():
+            print(f"  {key:<14} {summary}")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown pipeline {argv[0]!r}; choose one of: {names}", file=sys.stderr)
             return 2

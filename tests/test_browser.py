@@ -155,8 +155,9 @@ def test_nerf_run_in_the_browser(server, browser, tmp_path):
     shots.mkdir(parents=True, exist_ok=True)
     d.save_screenshot(str(shots / "browser_nerf_preview.png"))
     assert src.startswith(("http", "data:image"))
-    status = find("#nerf-status").text
-    assert "step" in status or "Done" in status, status
+    # the status component may repaint a frame after the image: poll it, do not read it once
+    wait_for(lambda: any(w in find("#nerf-status").text for w in ("step", "Done")), 10,
+             "the status to show the step", check=no_error)
 
     # Stop ends the run (or it has already finished); either way the status says so and the server lives
     find("#nerf-stop").click()

@@ -27,7 +27,7 @@ KNOWN_CLIP = {
 """Hub ids offered in the UI; any transformers CLIPModel repository or folder works."""
 EMBEDDED = "embedded"
 ASSET_DIR = Path(__file__).resolve().parents[3] / "assets" / "priors" / "clip"
-"""Where the project's own embedded scorer will live, with its manifest (none yet)."""
+"""Where the project's own embedded scorer lives, with its manifest (``embedded.load_embedded_scorer``)."""
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP's normalisation, used when a folder has no preprocessor_config.json."""
@@ -144,11 +144,9 @@ def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
 
     source = (source or "").strip() or DEFAULT_CLIP
     if source.lower() == EMBEDDED:
-        if not embedded_scorer_available():
-            raise UserInputError("scorer 'embedded' is not available. Use CLIP instead (the default, "
-                                 f"{DEFAULT_CLIP!r}, is downloaded once). " + where_to_get_scorers())
-        raise UserInputError(f"{ASSET_DIR} has a manifest, but this version of gen3d cannot load an embedded "
-                             "scorer yet")
+        from .embedded import load_embedded_scorer
+
+        return load_embedded_scorer(device, dtype)
     dev = torch.device(device)
     dt = torch.float16 if (dtype in ("auto", "float16") and dev.type == "cuda") else (
         torch.bfloat16 if dtype == "bfloat16" and dev.type == "cuda" else torch.float32)

