@@ -12,11 +12,10 @@ same path. Importing this module imports neither torch nor transformers. Problem
 from __future__ import annotations
 
 import json
-import re
-import threading
 from pathlib import Path
 
 from ...config import UserInputError
+from .hub import ModelCache, hub_error, local_path
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 KNOWN_CLIP = {
@@ -33,7 +32,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP's normalisation, used when a folder has no preprocessor_config.json."""
 HUB_FILES = ["config.json", "*.safetensors", "vocab.json", "merges.txt", "tokenizer*.json",
              "special_tokens_map.json", "preprocessor_config.json"]
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def embedded_scorer_available() -> bool:
@@ -134,8 +132,7 @@ def _unit(x):
 
 
 # --------------------------------------------------------------------------------------------- loading
-_CACHE: dict[tuple[str, str, str], CLIPScorer] = {}
-_LOCK = threading.Lock()
+_CACHE = ModelCache()
 
 
 def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
@@ -150,33 +147,14 @@ def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
     dev = torch.device(device)
     dt = torch.float16 if (dtype in ("auto", "float16") and dev.type == "cuda") else (
         torch.bfloat16 if dtype == "bfloat16" and dev.type == "cuda" else torch.float32)
-    local = _local_path(source)
+    local = local_path(source, "CLIP", where_to_get_scorers())
     key = (str(local) if local is not None else source, str(dt), str(dev))
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        folder = local if local is not None else download(source)
-        _CACHE.clear()
-        scorer = load_folder(folder, dev, dt, name=source if local is None else str(folder))
-        _CACHE[key] = scorer
-        return scorer
+    return _CACHE.get(key, lambda: load_folder(local or download(source), dev, dt,
+                                               name=source if local is None else str(local)))
 
 
 def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
-
-
-def _local_path(source: str) -> Path | None:
-    path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserInputError(f"scorer {source!r} is a file; give a CLIP folder or a Hub id. "
-                                 + where_to_get_scorers())
-        return path.resolve()
-    if HUB_ID.match(source):
-        return None
-    raise UserInputError(f"no CLIP folder at {source!r}. " + where_to_get_scorers())
+    _CACHE.clear()
 
 
 def download(repo_id: str) -> Path:
@@ -188,9 +166,7 @@ def download(repo_id: str) -> Path:
         except Exception:  # noqa: BLE001 - not cached: fetch it
             return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_FILES))
     except Exception as e:  # noqa: BLE001 - offline, no such repository, ...
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"could not get {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {reason}). "
-                             + where_to_get_scorers()) from e
+        raise hub_error(repo_id, e, where_to_get_scorers()) from e
 
 
 def missing_files(folder: Path) -> list[str]:

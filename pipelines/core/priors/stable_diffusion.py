@@ -11,14 +11,13 @@ functions. Problems a person can fix (not found, not a Stable Diffusion folder, 
 from __future__ import annotations
 
 import json
-import re
-import threading
 from pathlib import Path
 
 import torch
 
 from ...config import UserInputError
 from . import where_to_get_models
+from .hub import ModelCache, hub_error, local_path
 from .guidance import DiffusionGuidance, SDSOutput, TextEmbeddings, cfg_combine, sample_timesteps, sds_loss
 
 HUB_FILES = ["model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]
@@ -127,9 +126,7 @@ def _alphas_cumprod(config: dict) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- loading
-_CACHE: dict[tuple[str, str, str], StableDiffusionGuidance] = {}
-_LOCK = threading.Lock()
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_CACHE = ModelCache()
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -147,34 +144,14 @@ def load_stable_diffusion(source: str, device, dtype: str = "auto") -> StableDif
     """The guidance for a Hub id or local folder, from the cache when the same one was loaded before."""
     dev = torch.device(device)
     dt = resolve_dtype(dtype, dev)
-    local = _local_path(source)
+    local = local_path(source, "model", where_to_get_models())
     key = (str(local) if local is not None else source, str(dt), str(dev))
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        folder = local if local is not None else download(source)
-        _CACHE.clear()  # one diffusion model at a time: the previous one's memory goes first
-        guidance = load_folder(folder, dev, dt, name=source if local is None else str(folder))
-        _CACHE[key] = guidance
-        return guidance
+    return _CACHE.get(key, lambda: load_folder(local or download(source), dev, dt,
+                                               name=source if local is None else str(local)))
 
 
 def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
-
-
-def _local_path(source: str) -> Path | None:
-    """The folder ``source`` names, None when it is a Hub id; UserInputError when it is neither."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserInputError(f"prior {source!r} is a file; give a diffusers folder or a Hub id. "
-                                 + where_to_get_models())
-        return path.resolve()
-    if HUB_ID.match(source):  # owner/name: never starts with '/', '.' or '~'
-        return None
-    raise UserInputError(f"no model folder at {source!r}. " + where_to_get_models())
+    _CACHE.clear()
 
 
 def download(repo_id: str) -> Path:
@@ -194,9 +171,7 @@ def download(repo_id: str) -> Path:
             kw["ignore_patterns"] = [p for p in HUB_SKIP if p != "*.bin"]
             folder = Path(snapshot_download(**kw))
     except Exception as e:  # noqa: BLE001 - offline, no such repository, gated, ...
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"could not get {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {reason}). "
-                             + where_to_get_models()) from e
+        raise hub_error(repo_id, e, where_to_get_models()) from e
     return folder
 
 
