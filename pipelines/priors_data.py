@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .single_view_data import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
+from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
 from .single_view_pack import SOURCES_NOTE, credits_markdown
 
 DEFAULT_ROOT = Path(".data/priors")

@@ -1,0 +1,251 @@
+"""Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0),
+pybullet_data's objects (zlib) or any folder of meshes, their loading into coloured/textured parts, and
+rendering with the project rasterizer. Shared by the single-view and the embedded-priors data builders.
+
+Contract: ``catalog(sources, ...) -> list[ShapeSource]`` (with license, creator and a train/test split by a
+hash of the id); ``load_parts(src) -> Parts`` (z-up, centred, longest side 1); ``render_parts(parts, camera,
+light_dir) -> (H, W, 4)`` straight-alpha RGBA.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FURNITURE_DIR = Path("/usr/share/sweethome3d/furniture")
+PYBULLET_OBJECTS = ("bunny.obj", "soccerball.obj", "objects/mug.obj", "table/table.obj", "torus/torus_textured.obj",
+                    "jenga/jenga.obj", "domino/domino.obj", "tray/tray_textured.obj", "sphere_smooth.obj",
+                    "lego/lego.obj", "toys/concave_box.obj", "toys/cylinder.obj", "toys/prism.obj",
+                    "toys/shape_sorter.obj", "cube.obj")
+"""Whole objects from pybullet_data (robot parts, planes and convex hulls left out), plus random_urdfs/*."""
+TEST_EVERY = 10
+"""About 1 shape in TEST_EVERY is held out (chosen by a hash of the shape id)."""
+
+
+@dataclass
+class ShapeSource:
+    id: str
+    name: str
+    source: str  # sh3d | pybullet | folder
+    license: str
+    creator: str = ""
+    category: str = ""
+    path: str = ""  # a file, or the .sh3f archive for sh3d
+    member: str = ""  # the model's path inside the archive
+    rotation: list[float] = field(default_factory=list)  # sh3d modelRotation (row-major 3x3)
+    size: list[float] = field(default_factory=list)  # sh3d width, depth, height (cm)
+
+    @property
+    def split(self) -> str:
+        return "test" if int(hashlib.sha1(self.id.encode()).hexdigest(), 16) % TEST_EVERY == 0 else "train"
+
+
+# ------------------------------------------------------------------------------------------------ catalogs
+def _unescape(s: str) -> str:
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda u: chr(int(u.group(1), 16)), s).replace("\\", "")
+
+
+def read_properties(text: str) -> dict[str, str]:
+    """A Java ``.properties`` file (Sweet Home 3D catalogs): key=value lines, # comments, \\uXXXX escapes."""
+    out, lines = {}, text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        while line.endswith("\\") and i + 1 < len(lines):  # continuation
+            i += 1
+            line = line[:-1] + lines[i].strip()
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        m = re.match(r"((?:\\.|[^=:\s\\])+)\s*[=:\s]\s*(.*)", line)
+        if m:
+            out[_unescape(m.group(1))] = _unescape(m.group(2))
+    return out
+
+
+def sh3d_catalog(path: Path, include_doors: bool = False) -> list[ShapeSource]:
+    """The models of one Sweet Home 3D furniture library (``.sh3f``: a zip with a catalog and OBJ files)."""
+    with zipfile.ZipFile(path) as zf:
+        props = read_properties(zf.read("PluginFurnitureCatalog.properties").decode("latin-1"))
+    library = props.get("name", path.stem)
+    lic = props.get("license", "")
+    us = " US" if "United States" in lic else ""
+    lic = "CC0" if "CC-0" in path.name or "CC-0" in library else f"CC-BY 3.0{us}"
+    out = []
+    for key, model in props.items():
+        m = re.fullmatch(r"model#(\d+)", key)
+        if not m:
+            continue
+        n = m.group(1)
+        if props.get(f"doorOrWindow#{n}") == "true" and not include_doors:
+            continue
+        folder = model.strip("/").rsplit("/", 1)[0]
+        rot = [float(x) for x in props.get(f"modelRotation#{n}", "").split()] or []
+        size = [float(props.get(f"{k}#{n}", 0) or 0) for k in ("width", "depth", "height")]
+        slug = re.sub(r"[^\w\-]+", "-", folder).strip("-").lower()
+        out.append(ShapeSource(id=f"sh3d-{slug}", name=props.get(f"name#{n}", slug), source="sh3d", license=lic,
+                               creator=props.get(f"creator#{n}", ""), category=props.get(f"category#{n}", ""),
+                               path=str(path), member=model.strip("/"), rotation=rot, size=size))
+    return out
+
+
+def pybullet_catalog(random_limit: int = 1000) -> list[ShapeSource]:
+    try:
+        import pybullet_data
+    except ImportError:
+        return []
+    root = Path(pybullet_data.getDataPath())
+    files = [root / p for p in PYBULLET_OBJECTS if (root / p).is_file()]
+    files += sorted((root / "random_urdfs").glob("*/*.obj"))[:random_limit]
+    return [ShapeSource(id="pybullet-" + re.sub(r"[^\w\-]+", "-", str(f.relative_to(root).with_suffix(""))).lower(),
+                        name=f.stem, source="pybullet", license="zlib", creator="bullet3 / pybullet_data",
+                        category="random" if "random_urdfs" in str(f) else "object", path=str(f)) for f in files]
+
+
+def folder_catalog(folder: Path) -> list[ShapeSource]:
+    exts = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
+    return [ShapeSource(id="mesh-" + re.sub(r"[^\w\-]+", "-", f.stem).lower(), name=f.stem, source="folder",
+                        license="see source", path=str(f))
+            for f in sorted(folder.iterdir()) if f.suffix.lower() in exts]
+
+
+def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "",
+            random_limit: int = 1000, include_doors: bool = False) -> list[ShapeSource]:
+    names = {s.strip() for s in sources.split(",") if s.strip()}
+    out: list[ShapeSource] = []
+    if "sh3d" in names:
+        for f in sorted(Path(furniture_dir).glob("*.sh3f")):
+            out += sh3d_catalog(f, include_doors)
+    if "pybullet" in names:
+        out += pybullet_catalog(random_limit)
+    if mesh_dir:
+        out += folder_catalog(Path(mesh_dir))
+    seen: set[str] = set()
+    return [s for s in out if not (s.id in seen or seen.add(s.id))]
+
+
+# ------------------------------------------------------------------------------------------- load a shape
+@dataclass
+class Parts:
+    """A shape as one triangle soup with per-part albedo: a texture (with per-vertex UVs) or a colour."""
+    verts: np.ndarray  # (V, 3) float64, canonical frame
+    faces: np.ndarray  # (F, 3) int64
+    uv: np.ndarray  # (V, 2), zeros for untextured parts
+    face_part: np.ndarray  # (F,) int64
+    colors: np.ndarray  # (P, 3) float in [0, 1]
+    textures: list  # P entries: (Ht, Wt, 3) float32 array or None
+
+
+def _scene_parts(path: Path, fallback_color, max_texture: int = 256) -> Parts:
+    import trimesh
+
+    scene = trimesh.load(path, force="scene", process=False, split_object=False, group_material=True)
+    verts, faces, uvs, fparts, colors, textures = [], [], [], [], [], []
+    offset = 0
+    for g in scene.dump(concatenate=False):
+        if not isinstance(g, trimesh.Trimesh) or len(g.faces) == 0:
+            continue
+        v = np.asarray(g.vertices, np.float64)
+        vis, tex, uv, col = g.visual, None, None, np.asarray(fallback_color, np.float32)
+        mat = getattr(vis, "material", None)
+        if mat is not None:
+            img = getattr(mat, "image", None) or getattr(mat, "baseColorTexture", None)
+            if img is not None and getattr(vis, "uv", None) is not None and len(vis.uv) == len(v):
+                img = img.convert("RGB")
+                img.thumbnail((max_texture, max_texture))
+                tex, uv = np.asarray(img, np.float32) / 255.0, np.asarray(vis.uv, np.float64)
+            diffuse = getattr(mat, "diffuse", None)
+            if diffuse is None:
+                diffuse = getattr(mat, "baseColorFactor", None)
+            if diffuse is not None:
+                col = np.asarray(diffuse, np.float32)[:3] / (255.0 if np.asarray(diffuse).max() > 1 else 1.0)
+        elif getattr(vis, "kind", None) == "vertex":
+            col = np.asarray(vis.vertex_colors, np.float32)[:, :3].mean(0) / 255.0
+        verts.append(v)
+        faces.append(np.asarray(g.faces, np.int64) + offset)
+        uvs.append(uv if uv is not None else np.zeros((len(v), 2)))
+        fparts.append(np.full(len(g.faces), len(colors)))
+        colors.append(col)
+        textures.append(tex)
+        offset += len(v)
+    if not verts:
+        raise ValueError(f"{path.name}: no triangles")
+    return Parts(np.concatenate(verts), np.concatenate(faces), np.concatenate(uvs), np.concatenate(fparts),
+                 np.stack(colors), textures)
+
+
+def load_parts(src: ShapeSource) -> Parts:
+    """The shape's triangles and materials, in the canonical frame (z-up, box centred, longest side 1)."""
+    digest = int(hashlib.sha1(src.id.encode()).hexdigest()[:6], 16)
+    fallback = np.array([(digest >> 16) & 255, (digest >> 8) & 255, digest & 255], np.float32) / 255 * 0.6 + 0.3
+    if src.source == "sh3d":
+        with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(src.path) as zf:
+            folder = src.member.rsplit("/", 1)[0] + "/"
+            for name in zf.namelist():  # the model's folder: OBJ, MTL and textures
+                if name.startswith(folder) and not name.endswith("/"):
+                    dest = Path(tmp) / name[len(folder):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(zf.read(name))
+            parts = _scene_parts(Path(tmp) / src.member[len(folder):], fallback)
+        v = parts.verts
+        if len(src.rotation) == 9:
+            v = v @ np.asarray(src.rotation, np.float64).reshape(3, 3).T
+        ext = v.max(0) - v.min(0)
+        w, d, h = src.size
+        if min(ext) > 1e-9 and w > 0 and d > 0 and h > 0:  # Sweet Home 3D stretches models to their sizes
+            v = v * np.array([w, h, d]) / ext
+        parts.verts = v
+        y_up = True
+    else:
+        parts = _scene_parts(Path(src.path), fallback)
+        y_up = src.source == "folder" and Path(src.path).suffix.lower() in (".glb", ".gltf")
+    if y_up:
+        parts.verts = parts.verts @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float64).T
+    lo, hi = parts.verts.min(0), parts.verts.max(0)
+    if not np.all(np.isfinite(lo)) or (hi - lo).max() <= 0:
+        raise ValueError(f"{src.id}: degenerate geometry")
+    parts.verts = (parts.verts - (lo + hi) / 2) / (hi - lo).max()
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------- render
+def render_parts(parts: Parts, camera, light_dir, ssaa: int = 2, ambient: float = 0.4):
+    """RGBA (H, W, 4) float render: per-part texture or colour x (ambient + diffuse), flat face normals."""
+    import torch
+    import torch.nn.functional as F
+
+    from .core.raster import face_normals, interpolate, rasterize
+
+    verts = torch.from_numpy(parts.verts).float()
+    faces = torch.from_numpy(parts.faces)
+    cam = camera.scaled(ssaa) if ssaa > 1 else camera
+    frags = rasterize(verts, faces, cam)
+    mask = frags.mask
+    fidx = frags.face_idx.clamp_min(0)
+    part = torch.from_numpy(parts.face_part)[fidx]
+    albedo = torch.from_numpy(parts.colors).float()[part]
+    tuv = interpolate(torch.from_numpy(parts.uv).float(), faces, frags)
+    for k, tex in enumerate(parts.textures):
+        sel = mask & (part == k)
+        if tex is None or not bool(sel.any()):
+            continue
+        t = tuv[sel] % 1.0
+        grid = torch.stack([t[:, 0] * 2 - 1, 1 - t[:, 1] * 2], -1)[None, None]
+        img = torch.from_numpy(tex).permute(2, 0, 1)[None]
+        albedo[sel] = F.grid_sample(img, grid, mode="bilinear", align_corners=False)[0, :, 0].T
+    n = face_normals(verts, faces)[fidx]
+    c2w = cam.c2w
+    n = torch.where((n * (c2w[:3, 3] - verts[faces[fidx, 0]])).sum(-1, keepdim=True) < 0, -n, n)  # face the eye
+    light = F.normalize(torch.as_tensor(light_dir, dtype=torch.float32), dim=0)
+    shade = ambient + (1 - ambient) * (n * light).sum(-1, keepdim=True).clamp_min(0)
+    m = mask[..., None].float()
+    rgba = torch.cat([albedo * shade * m, m], -1)
+    if ssaa > 1:
+        rgba = F.avg_pool2d(rgba.permute(2, 0, 1)[None], ssaa)[0].permute(1, 2, 0)
+    rgb = rgba[..., :3] / rgba[..., 3:].clamp_min(1e-6)  # straight alpha, as in PNG
+    return torch.cat([rgb, rgba[..., 3:]], -1).clamp(0, 1)
