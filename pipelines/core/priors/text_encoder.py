@@ -152,3 +152,46 @@ def save_tiny_text_encoder(folder: str | Path, hidden_size: int = 32, seed: int 
                      intermediate_size=2 * hidden_size, max_position_embeddings=64, pad_token_id=0)
     BertModel(cfg).save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------------------------- a carryable copy
+def save_vocab_subset(texts: list[str], out: str | Path, folder: str | Path | None = None) -> dict:
+    """A copy of the encoder whose vocabulary keeps only the special tokens and the word pieces of ``texts``.
+
+    WordPiece is greedy longest-match, so those texts tokenize to the same pieces with the smaller vocabulary and
+    their states are identical (checked here); the word-embedding table (half of MiniLM's 90 MB) shrinks to a
+    few thousand rows. It lets the priors train on a machine that the full encoder cannot be carried to; export
+    the result with the full encoder (``python -m pipelines priors export``), which records the real one.
+    """
+    import torch
+    from transformers import AutoModel
+
+    src = resolve_folder(folder)
+    full = load_text_encoder(src, "cpu")
+    vocab = (src / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    keep = set(full.tokenizer.all_special_ids)
+    for ids in full.tokenizer(list(texts), truncation=True, max_length=full.max_tokens).input_ids:
+        keep.update(ids)
+    keep = sorted(keep)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(vocab[i] for i in keep) + "\n", encoding="utf-8")
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    cfg.pop("name_or_path", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+    model = AutoModel.from_pretrained(src, local_files_only=True, dtype=torch.float32)
+    table = model.get_input_embeddings().weight.data[torch.tensor(keep)].clone()
+    model.resize_token_embeddings(len(keep))
+    model.get_input_embeddings().weight.data.copy_(table)
+    model.config.pad_token_id = keep.index(full.tokenizer.pad_token_id)
+    model.save_pretrained(out)
+    slim = load_text_encoder(out, "cpu", full.max_tokens)
+    diff = 0.0
+    for i in range(0, len(texts), 256):
+        a, _ = full.encode(texts[i:i + 256])
+        b, _ = slim.encode(texts[i:i + 256])
+        diff = max(diff, float((a - b).abs().max()))
+    if diff > 1e-5:
+        raise RuntimeError(f"the vocabulary subset changes the states (max |diff| {diff:.3g}); not written")
+    size = sum(f.stat().st_size for f in out.iterdir())
+    return {"tokens": len(keep), "bytes": size, "max_abs_diff": diff, "texts": len(texts)}
