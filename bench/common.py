@@ -76,3 +76,19 @@ def write_json(path: str | Path, rows: list[dict], **meta: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"device": device_name(), "torch": torch.__version__,
                                 "date": time.strftime("%Y-%m-%d"), **meta, "rows": rows}, indent=2))
+
+
+def event_printer(every: int = 1000) -> Callable:
+    """An ``on_event`` that prints Log messages and, every ``every`` steps, the step and the elapsed time (so a
+    run cut short by a time limit still says how fast it went)."""
+    from pipelines.events import Log, Progress
+
+    t0 = time.perf_counter()
+
+    def show(e) -> None:
+        if isinstance(e, Log):
+            print(e.message, flush=True)
+        elif isinstance(e, Progress) and e.step % every == 0:
+            print(f"  step {e.step}/{e.total}: {time.perf_counter() - t0:.1f}s", flush=True)
+
+    return show

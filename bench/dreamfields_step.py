@@ -1,7 +1,7 @@
 """DreamFields' training step with CLIP ViT-B/32: the time of one scorer step and of a whole run, on an
 architecture-identical, randomly initialised CLIP ViT-B/32 (the real one's FLOPs; no download).
 
-    python bench/dreamfields_step.py                                # GPU: scorer step, then a 2000-step run
+    python bench/dreamfields_step.py                                # GPU: scorer step, then a run of the default config (10k steps)
     python bench/dreamfields_step.py --run-steps 0 --dtype float32  # the scorer step alone, in fp32
     python bench/dreamfields_step.py --tiny --device cpu            # the same code on the test-tier CLIP
 
@@ -20,10 +20,10 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name
+from common import apply_overrides, device_name, event_printer
 
 from pipelines.dreamfields import DreamFieldsConfig, run
-from pipelines.events import Log, run_to_completion
+from pipelines.events import run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="timed scorer steps (default: 50 GPU, 3 CPU)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed scorer steps first (default: 10 GPU, 1 CPU)")
     ap.add_argument("--run-steps", type=int, default=-1,
-                    help="steps of the whole run (default: 2000 GPU, 3 CPU; 0: skip the run)")
+                    help="steps of the whole run (default: the config's 10000 on GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFieldsConfig preset for the run (default: the config's)")
     ap.add_argument("--set", nargs="*", default=[], help="extra DreamFieldsConfig overrides, key=value")
     ap.add_argument("--json", default="", help="write the results here (default: bench/results/dreamfields_step_"
@@ -130,7 +130,7 @@ def main() -> None:
     print(f"scorer step ({args.batch} x {args.resolution}px -> {s.image_size}px, forward + backward): "
           f"{res['scorer_step_ms']:.2f} ms; score finite: {res['score_finite']}", flush=True)
 
-    run_steps = args.run_steps if args.run_steps >= 0 else (2000 if gpu else 3)
+    run_steps = args.run_steps if args.run_steps >= 0 else (DreamFieldsConfig().steps if gpu else 3)
     if run_steps:
         cfg = DreamFieldsConfig(scorer=str(folder), scorer_dtype=args.dtype, device=str(dev), steps=run_steps,
                                 batch_size=args.batch, resolution=args.resolution, export=False, eval_views=4,
@@ -143,7 +143,7 @@ def main() -> None:
         cfg = apply_overrides(cfg, args.set)
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message, flush=True))
+        done = run_to_completion(run(cfg), on_event=event_printer())
         m = done.metrics
         res.update({f"run_{k}": v for k, v in m.items()})
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "

@@ -22,10 +22,10 @@ import json
 import time
 from pathlib import Path
 
-from common import device_name
+from common import device_name, event_printer
 
 from pipelines.dreamfusion import DreamFusionConfig, run
-from pipelines.events import Log, Progress, run_to_completion
+from pipelines.events import run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,15 +196,7 @@ def main() -> None:
             setattr(cfg, k, v.lower() == "true" if isinstance(cur, bool) else type(cur)(v))
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        t_run = time.perf_counter()
-
-        def show(e):  # progress lines too, so a run cut short still says how fast it went
-            if isinstance(e, Log):
-                print(e.message, flush=True)
-            elif isinstance(e, Progress) and e.step % 1000 == 0:
-                print(f"  step {e.step}/{e.total}: {time.perf_counter() - t_run:.1f}s", flush=True)
-
-        done = run_to_completion(run(cfg), on_event=show)
+        done = run_to_completion(run(cfg), on_event=event_printer())
         m = done.metrics
         res.update({f"run_{k}": v for k, v in m.items()})
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
