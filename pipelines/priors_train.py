@@ -96,8 +96,18 @@ def load_data(path: str | Path, device) -> PriorData:
                      shape_caps, meta, sha)
 
 
-def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False):
-    """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,))."""
+def background_bank(n: int, h: int, w: int, gen, device):
+    """``n`` random backgrounds (noise, checkerboards, Fourier textures, some blurred) made once on ``device``:
+    the generators work image by image on the CPU, too slow to call for every batch."""
+    from .core.backgrounds import random_backgrounds
+
+    return random_backgrounds(n, h, w, gen, device=device)[0]
+
+
+def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False,
+                 bank=None):
+    """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,)).
+    Textured backgrounds come from ``bank`` (``background_bank``) when given, else are made here."""
     import torch
 
     from .core.backgrounds import random_backgrounds
@@ -115,10 +125,14 @@ def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int,
     dev = data.rgba.device
     x = data.rgba[shapes.to(dev), views.to(dev)].float() / 255.0  # (b, H, W, 4)
     h, w = x.shape[1:3]
-    bg, _ = random_backgrounds(b, h, w, gen)
-    solid = torch.rand(b, 1, 1, 3, generator=gen).expand(b, h, w, 3)
-    u = torch.rand(b, 1, 1, 1, generator=gen)
-    bg = torch.where(u < white_bg, torch.ones_like(bg), torch.where(u < (1 + white_bg) / 2, solid, bg)).to(dev)
+    if bank is None:
+        bg = random_backgrounds(b, h, w, gen)[0].to(dev)
+    else:  # a random bank image, flipped or transposed
+        bg = bank[torch.randint(len(bank), (b,), generator=gen).to(bank.device)]
+        bg = torch.where((torch.rand(b, generator=gen) < 0.5).to(dev).view(b, 1, 1, 1), bg.transpose(1, 2), bg)
+    solid = torch.rand(b, 1, 1, 3, generator=gen).to(dev).expand(b, h, w, 3)
+    u = torch.rand(b, 1, 1, 1, generator=gen).to(dev)
+    bg = torch.where(u < white_bg, torch.ones_like(bg), torch.where(u < (1 + white_bg) / 2, solid, bg))
     flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
     img = x[..., :3] * x[..., 3:] + bg * (1 - x[..., 3:])
     img = torch.where(flip.view(b, 1, 1, 1), img.flip(2), img)
@@ -226,6 +240,8 @@ def train(opts: TrainOptions):
     size = arch["unet"]["sample_size"] if opts.kind == "diffusion" else arch["scorer"]["image_size"]
     alphas = _alphas_cumprod(arch["schedule"]).to(dev) if opts.kind == "diffusion" else None
     uncond = states[:1]
+    # its own generator: the same bank on a resumed run
+    bank = background_bank(min(2048, 16 * opts.batch), *data.rgba.shape[2:4], torch.Generator().manual_seed(opts.seed + 1), dev)
 
     def save():
         tmp = out / ".checkpoint.tmp.pt"
@@ -240,7 +256,7 @@ def train(opts: TrainOptions):
             for g in optim.param_groups:
                 g["lr"] = opts.lr * min(1.0, (step + 1) / max(1, opts.warmup))
             img, cap, shapes = sample_batch(data, data.train, opts.batch, gen, opts.white_bg, size,
-                                            distinct=opts.kind == "scorer")
+                                            distinct=opts.kind == "scorer", bank=bank)
             if opts.kind == "diffusion":
                 loss = diffusion_loss(model, img.permute(0, 3, 1, 2) * 2 - 1, states[cap.to(dev)], uncond, alphas,
                                       gen, opts.cfg_dropout)
@@ -404,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "(identical states, half the size: for carrying to a GPU machine)")
     s.add_argument("--data", default=defaults.data)
     s.add_argument("--out", required=True)
+    s.add_argument("--float16", action="store_true", help="round the weights to float16 too (22 MB; states "
+                                                             "differ slightly, by the printed max_abs_diff)")
     m = sub.add_parser("ema-checkpoint", help="write OUT/checkpoint-ema.pt: the EMA in float16 without the optimiser "
                                               "(to carry home from a GPU machine and export there)")
     m.add_argument("--out", required=True, help="the training folder")
@@ -419,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "slim-text-encoder":
         from .core.priors.text_encoder import save_vocab_subset
 
-        print(json.dumps(save_vocab_subset(load_data(args.data, "cpu").captions, args.out)))
+        print(json.dumps(save_vocab_subset(load_data(args.data, "cpu").captions, args.out,
+                                                 float16=args.float16)))
         return 0
     opts = TrainOptions(**{k: v for k, v in vars(args).items() if k != "cmd"}, command=command)
     if opts.out == defaults.out and opts.kind == "scorer":
