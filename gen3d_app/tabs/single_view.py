@@ -112,9 +112,9 @@ def build() -> None:
     with gr.Row():
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="single_view-files")
         metrics = gr.Markdown(elem_id="single_view-metrics")
-    credits = ASSETS / "CREDITS.md"
+    credits = [ASSETS / "CREDITS.md", ASSETS / "model" / "CREDITS.md"]  # examples + mini set; the model's data
     with gr.Accordion("Data credits", open=False):
-        gr.Markdown(credits.read_text() if credits.is_file() else "", elem_id="single_view-credits")
+        gr.Markdown("\n\n".join(c.read_text() for c in credits if c.is_file()), elem_id="single_view-credits")
     preset.input(preset_values, inputs=[preset], outputs=[steps], queue=False)
 
     comps = {"status": run.status, "plot": preview.plot, "files": files, "metrics": metrics}

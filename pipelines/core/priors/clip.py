@@ -38,6 +38,22 @@ def embedded_scorer_available() -> bool:
     return (ASSET_DIR / "manifest.json").is_file()
 
 
+def hub_cached(repo_id: str) -> bool:
+    """Whether a Hub model is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def default_scorer() -> str:
+    """The scorer a form starts on: the default CLIP when it is cached, else the embedded one when it ships."""
+    if embedded_scorer_available() and not hub_cached(DEFAULT_CLIP):
+        return EMBEDDED
+    return DEFAULT_CLIP
+
+
 def where_to_get_scorers() -> str:
     ids = ", ".join(KNOWN_CLIP)
     return (f"Give a Hugging Face Hub id ({ids}; any transformers CLIPModel works) or a local folder holding one "
@@ -50,7 +66,7 @@ def where_to_get_scorers() -> str:
 def describe_scorer(source: str) -> str:
     source = source.strip() or DEFAULT_CLIP
     if source.lower() == EMBEDDED:
-        return "embedded offline CLIP scorer (assets/)"
+        return "embedded offline scorer (gen3d's own, trained on furniture renders; assets/priors/clip)"
     if source in KNOWN_CLIP:
         return f"{KNOWN_CLIP[source]}: {source}"
     return f"local CLIP folder {source}" if Path(source).expanduser().is_dir() else f"Hub model {source}"

