@@ -1,0 +1,109 @@
+"""The embedded priors on held-out shapes: retrieval with the image-text scorer (text -> image and image -> text,
+top-1 / top-5), the numbers issue 5 asks for.
+
+    python bench/priors_eval.py scorer --data .data/priors/priors.npz          # the shipped assets/priors/clip
+    python bench/priors_eval.py scorer --folder runs/priors/clip-export --json bench/results/x.json
+
+Held out = the shapes the data builder put in the test split (a hash of the shape id), never trained on. Each
+shape is queried by its plain caption ("a red armchair"); a retrieved shape counts as a hit when that caption
+is one of its own (two held-out chairs may share "a chair"). Renders are on white, as the scorer saw half of
+its training images. Scores are averaged over the 12 views. Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import device_name, print_table
+
+
+def scorer_retrieval(scorer, data, ks=(1, 5)) -> dict:
+    """Text -> image and image -> text top-k over the held-out shapes, averaged over views."""
+    import torch
+
+    test = data.test
+    caps = data.shape_caps[test]  # (S, K) caption indices, -1 padded
+    query = caps[:, 0]  # each shape's plain caption
+    uniq = sorted(set(query.tolist()))
+    # owns[q, s]: shape s has caption uniq[q] among its captions (duplicates across shapes count as hits)
+    owns = torch.stack([(caps == c).any(1) for c in uniq])
+    text = scorer.encode_text([data.captions[c] for c in uniq])  # (Q, E)
+    t2i = {k: [] for k in ks}
+    i2t = {k: [] for k in ks}
+    with torch.no_grad():
+        for v in range(data.rgba.shape[1]):
+            x = data.rgba[test.to(data.rgba.device), v].float() / 255
+            img = x[..., :3] * x[..., 3:] + (1 - x[..., 3:])
+            sims = (scorer.encode_images(img) @ text.T).cpu()  # (S, Q)
+            q_of_shape = torch.tensor([uniq.index(c) for c in query.tolist()])
+            for k in ks:
+                # text -> image: for each distinct caption, are any of its top-k shapes owners of it?
+                top_s = sims.T.topk(min(k, sims.shape[0]), dim=1).indices  # (Q, k)
+                t2i[k].append(float(torch.gather(owns, 1, top_s).any(1).float().mean()))
+                # image -> text: is the shape's own plain caption among its top-k captions?
+                top_q = sims.topk(min(k, sims.shape[1]), dim=1).indices  # (S, k)
+                i2t[k].append(float((top_q == q_of_shape[:, None]).any(1).float().mean()))
+    n_shapes, n_caps = len(test), len(uniq)
+    out = {"heldout_shapes": n_shapes, "distinct_captions": n_caps, "views": int(data.rgba.shape[1])}
+    for k in ks:
+        out[f"text_to_image_top{k}"] = sum(t2i[k]) / len(t2i[k])
+        out[f"image_to_text_top{k}"] = sum(i2t[k]) / len(i2t[k])
+        owners = owns.float().sum(1)  # a random ranking hits with prob 1 - C(S - o, k) / C(S, k)
+        out[f"text_to_image_top{k}_chance"] = float(sum(1 - _none_in_top(n_shapes, int(o), k) for o in owners)
+                                                    / len(owners))
+        out[f"image_to_text_top{k}_chance"] = min(1.0, k / n_caps)
+    return out
+
+
+def _none_in_top(n: int, owners: int, k: int) -> float:
+    """Probability that none of ``owners`` items out of ``n`` lands in a random top-k."""
+    p = 1.0
+    for i in range(min(k, n)):
+        p *= max(0, n - owners - i) / (n - i)
+    return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("scorer", help="retrieval on held-out shapes with the embedded scorer")
+    s.add_argument("--data", default=".data/priors/priors.npz")
+    s.add_argument("--folder", default="", help="a scorer folder (default: the shipped assets/priors/clip)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", default="bench/results/priors_scorer_retrieval.json")
+    args = ap.parse_args()
+
+    import torch
+
+    from pipelines.config import resolve_device
+    from pipelines.core.priors.embedded import load_embedded_scorer
+    from pipelines.priors_train import load_data
+
+    dev = resolve_device(args.device)
+    t0 = time.perf_counter()
+    scorer = load_embedded_scorer(dev, folder=args.folder or None)
+    data = load_data(args.data, dev)
+    res = scorer_retrieval(scorer, data)
+    res.update(seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
+               scorer=str(args.folder or "assets/priors/clip"), data=Path(args.data).name, data_sha256=data.sha256,
+               date=time.strftime("%Y-%m-%d"))
+    rows = [{"direction": d, "top1": res[f"{d}_top1"], "top1_chance": res[f"{d}_top1_chance"],
+             "top5": res[f"{d}_top5"], "top5_chance": res[f"{d}_top5_chance"]}
+            for d in ("text_to_image", "image_to_text")]
+    for r in rows:
+        for k in ("top1", "top1_chance", "top5", "top5_chance"):
+            r[k] = round(r[k], 3)
+    print(f"{res['heldout_shapes']} held-out shapes, {res['distinct_captions']} distinct captions, "
+          f"{res['views']} views each")
+    print_table(rows, [("direction", "direction", 14), ("top1", "top-1", 7), ("top1_chance", "chance", 7),
+                       ("top5", "top-5", 7), ("top5_chance", "chance", 7)])
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
