@@ -34,6 +34,9 @@ class DreamFusionConfig(PipelineConfig):
     """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), or 'embedded'."""
     prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
+    prior_compile: Literal["off", "default", "reduce-overhead"] = "off"
+    """torch.compile the Stable Diffusion UNet and VAE encoder on CUDA ('default': 1.8x faster guidance steps on
+    an H200 after a minute or two of compiling; 'reduce-overhead' adds CUDA graphs)."""
     guidance_scale: float = 100.0
     """Classifier-free guidance scale (DreamFusion: 100)."""
     steps: int = 10000
@@ -171,6 +174,11 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
     started = time.perf_counter()
     yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
     guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
+    if hasattr(guidance, "compile") and dev.type == "cuda":  # 'off' undoes an earlier run's compile
+        if cfg.prior_compile != getattr(guidance, "compiled", "off"):
+            yield Log(f"prior compile mode {cfg.prior_compile}" + ("" if cfg.prior_compile == "off" else
+                                                                   ": the first steps take a minute or two"))
+        guidance.compile(cfg.prior_compile)
     yield Log(f"prior: {guidance.name} ({str(guidance.dtype).removeprefix('torch.')} on {dev}); "
               f"{cfg.resolution}px renders are resized to its {guidance.resolution}px input")
 

@@ -250,3 +250,12 @@ def test_importing_priors_is_cheap():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_compile_modes_are_checked_and_cpu_stays_eager(guidance):
+    from diffusers import UNet2DConditionModel
+
+    with pytest.raises(UserInputError, match="compile mode"):
+        guidance.compile("fastest")
+    guidance.compile("default")  # CUDA only: on a CPU the eager modules stay
+    assert type(guidance.unet) is UNet2DConditionModel and guidance.compiled == "off"
