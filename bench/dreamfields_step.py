@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=96, help="render side before the resize to 224 px")
     ap.add_argument("--iters", type=int, default=0, help="timed scorer steps (default: 50 GPU, 3 CPU)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed scorer steps first (default: 10 GPU, 1 CPU)")
+    ap.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead"],
+                    help="torch.compile CLIP's image tower (reduce-overhead: with CUDA graphs), in the step and the run")
     ap.add_argument("--run-steps", type=int, default=-1,
                     help="steps of the whole run (default: the config's 10000 on GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFieldsConfig preset for the run (default: the config's)")
@@ -121,6 +123,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
+    s.compile(args.compile)
     n_params = sum(p.numel() for p in s.model.parameters())
     print(f"model: {name} CLIP, {s.dtype} on {dev}; {n_params / 1e6:.1f}M params; input {s.image_size}px; loaded in "
           f"{load_s:.1f}s", flush=True)
@@ -132,7 +135,8 @@ def main() -> None:
 
     run_steps = args.run_steps if args.run_steps >= 0 else (DreamFieldsConfig().steps if gpu else 3)
     if run_steps:
-        cfg = DreamFieldsConfig(scorer=str(folder), scorer_dtype=args.dtype, device=str(dev), steps=run_steps,
+        cfg = DreamFieldsConfig(scorer=str(folder), scorer_dtype=args.dtype, scorer_compile=args.compile,
+                                device=str(dev), steps=run_steps,
                                 batch_size=args.batch, resolution=args.resolution, export=False, eval_views=4,
                                 preview_every=10 ** 9, out_dir=str(REPO / "outputs" / "bench" / "dreamfields-run"))
         if args.preset:
@@ -149,7 +153,8 @@ def main() -> None:
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
               f"{m['seconds_per_step'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
-    res.update(model=name, device=device_name(), torch=torch.__version__, dtype=str(s.dtype), batch=args.batch,
+    res.update(model=name, device=device_name(), torch=torch.__version__, dtype=str(s.dtype), compile=args.compile,
+               batch=args.batch,
                resolution=args.resolution, params=n_params, load_seconds=load_s)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfields_step_{name}_{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

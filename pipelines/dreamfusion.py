@@ -175,7 +175,7 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
     guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
     if hasattr(guidance, "compile") and dev.type == "cuda":  # 'off' undoes an earlier run's compile
-        if cfg.prior_compile != getattr(guidance, "compiled", "off"):
+        if cfg.prior_compile != guidance.compiled:
             yield Log(f"prior compile mode {cfg.prior_compile}" + ("" if cfg.prior_compile == "off" else
                                                                    ": the first steps take a minute or two"))
         guidance.compile(cfg.prior_compile)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...config import UserInputError
-from .hub import ModelCache, hub_error, local_path
+from .hub import Compilable, ModelCache, hub_error, local_path
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 KNOWN_CLIP = {
@@ -72,8 +72,9 @@ def describe_scorer(source: str) -> str:
     return f"local CLIP folder {source}" if Path(source).expanduser().is_dir() else f"Hub model {source}"
 
 
-class CLIPScorer:
-    """A frozen CLIPModel and its tokenizer: text and image embeddings, cosine scores.
+class CLIPScorer(Compilable):
+    """A frozen CLIPModel and its tokenizer: text and image embeddings, cosine scores. ``compile(mode)``
+    compiles the image tower, the part every training step runs forward and backward.
 
     Args:
         model: a transformers CLIPModel (any device; frozen here).
@@ -81,6 +82,8 @@ class CLIPScorer:
         mean, std: per-channel normalisation of the image tower's input; image_size: its input side.
         name: what the UI shows.
     """
+
+    COMPILE_PATHS = ("model.vision_model",)
 
     def __init__(self, model, tokenizer, mean=CLIP_MEAN, std=CLIP_STD, image_size: int | None = None, name: str = ""):
         import torch

@@ -2,8 +2,9 @@
 
 Contract: ``local_path(source, what, help)`` returns the folder a source names, None for a Hub id (owner/name),
 and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download;
-``ModelCache.get(key, load)`` returns the cached model for ``key`` or drops the previous one and loads anew.
-No torch or Hugging Face import happens here.
+``ModelCache.get(key, load)`` returns the cached model for ``key`` or drops the previous one and loads anew;
+``Compilable`` gives a loaded model ``compile(mode)`` over the submodules it names.
+No torch or Hugging Face import happens at import time here.
 """
 from __future__ import annotations
 
@@ -53,3 +54,36 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+class Compilable:
+    """``compile(mode)`` for a frozen model: torch.compile of the submodules named by dotted paths in
+    ``COMPILE_PATHS`` (CUDA only; a no-op elsewhere). 'reduce-overhead' adds CUDA graphs, which pay where a
+    step is many small kernels; 'off' restores the eager modules. The subclass sets ``device``."""
+
+    COMPILE_PATHS: tuple[str, ...] = ()
+    compiled = "off"
+
+    def compile(self, mode: str = "default") -> None:
+        if mode not in COMPILE_MODES:
+            raise UserInputError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+        if mode == self.compiled or self.device.type != "cuda":
+            return
+        import torch
+
+        if "_eager" not in self.__dict__:
+            self._eager = {path: _resolve(self, path) for path in self.COMPILE_PATHS}
+        for path, module in self._eager.items():
+            owner, _, name = path.rpartition(".")
+            setattr(_resolve(self, owner) if owner else self, name,
+                    module if mode == "off" else torch.compile(module, mode=mode))
+        self.compiled = mode
+
+
+def _resolve(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -17,7 +17,7 @@ import torch
 
 from ...config import UserInputError
 from . import where_to_get_models
-from .hub import ModelCache, hub_error, local_path
+from .hub import Compilable, ModelCache, hub_error, local_path
 from .guidance import DiffusionGuidance, SDSOutput, TextEmbeddings, cfg_combine, sample_timesteps, sds_loss
 
 HUB_FILES = ["model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]
@@ -33,14 +33,18 @@ REQUIRED = {
 """Per component: files that must all exist, and files of which one must (the weights)."""
 
 
-class StableDiffusionGuidance(DiffusionGuidance):
+class StableDiffusionGuidance(Compilable, DiffusionGuidance):
     """SDS with a latent diffusion model: renders -> VAE encoder -> latents; the UNet predicts the noise.
+    ``compile(mode)`` compiles the UNet and the VAE encoder (H200, SD 2.1-base, one 64 px render: 35.6 ms per
+    guidance step with 'default' against 64.9 eager; bench/RESULTS.md).
 
     Args:
         unet, vae, text_encoder, tokenizer: the diffusers/transformers components, on one device.
         scheduler_config: the scheduler's config (betas, timesteps, prediction type).
         name: what the UI shows.
     """
+
+    COMPILE_PATHS = ("unet", "vae.encoder")
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, name: str = ""):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
@@ -60,25 +64,6 @@ class StableDiffusionGuidance(DiffusionGuidance):
                                  "(epsilon or v_prediction models only)")
         # alpha_bar_t lives on the device: diffusers' add_noise copies it there on every call, a host sync.
         self.alphas_cumprod = _alphas_cumprod(scheduler_config).to(self.device)
-        self._eager = (unet, vae.encoder)
-        self.compiled = "off"
-
-    def compile(self, mode: str = "default") -> None:
-        """torch.compile the UNet and the VAE encoder (CUDA only; the first steps then take a minute or two).
-
-        'default' fuses kernels (H200, SD 2.1-base, one 64 px render: 35.6 ms per guidance step against 64.9 eager,
-        bench/RESULTS.md); 'reduce-overhead' adds CUDA graphs (the shapes never change within a run); 'off'
-        restores the eager modules. Compiling the cached model once serves every later run of the process."""
-        if mode not in ("off", "default", "reduce-overhead", "max-autotune"):
-            raise UserInputError(f"unknown compile mode {mode!r}; choose off, default or reduce-overhead")
-        if mode == self.compiled or self.device.type != "cuda":
-            return
-        unet, encoder = self._eager
-        if mode == "off":
-            self.unet, self.vae.encoder = unet, encoder
-        else:
-            self.unet, self.vae.encoder = torch.compile(unet, mode=mode), torch.compile(encoder, mode=mode)
-        self.compiled = mode
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
