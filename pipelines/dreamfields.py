@@ -311,6 +311,11 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
         scorer.compile(cfg.scorer_compile)
     yield Log(f"scorer: {scorer.name} ({str(scorer.dtype).removeprefix('torch.')} on {dev}); {cfg.resolution}px "
               f"renders are resized to its {scorer.image_size}px input")
+    if cfg.scorer.strip().lower() == "embedded":
+        from .core.priors.embedded import vocabulary_warning
+
+        if warning := vocabulary_warning(cfg.caption, "scorer"):
+            yield Log(warning, "warning")
     if scorer.n_tokens(cfg.caption) > scorer.max_tokens:
         yield Log(f"the caption is longer than CLIP reads ({scorer.max_tokens} tokens): the end was cut off", "warning")
     text = scorer.encode_text([cfg.caption])

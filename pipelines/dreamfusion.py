@@ -163,7 +163,7 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.cameras import look_at, spherical_to_cartesian
     from .core.images import normals_to_uint8, to_uint8
-    from .core.priors import describe_prior, load_guidance
+    from .core.priors import describe_prior, is_embedded, load_guidance
     from .core.priors.guidance import TextEmbeddings, annealed_t_range, residual_image
     from .core.priors.prompts import VIEWS, view_direction, view_prompt
     from .core.rays import pixel_rays
@@ -181,6 +181,12 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
         guidance.compile(cfg.prior_compile)
     yield Log(f"prior: {guidance.name} ({str(guidance.dtype).removeprefix('torch.')} on {dev}); "
               f"{cfg.resolution}px renders are resized to its {guidance.resolution}px input")
+
+    if is_embedded(cfg.prior):
+        from .core.priors.embedded import vocabulary_warning
+
+        if warning := vocabulary_warning(cfg.prompt, "diffusion prior"):
+            yield Log(warning, "warning")
 
     def prompt_for(view: str) -> str:
         return view_prompt(cfg.prompt, view, cfg.view_template) if cfg.view_prompts else cfg.prompt

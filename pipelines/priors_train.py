@@ -324,6 +324,15 @@ def evaluate(kind: str, model, data: PriorData, states, pooled, alphas, size: in
         return {"test_top1": float((best == truth).float().mean()), "chance": 1.0 / len(uniq)}
 
 
+def caption_vocabulary(data: PriorData, n_examples: int = 24) -> dict:
+    """What the prior was trained to know, for the app: the words of the training captions and examples (the
+    plain caption of evenly spaced training shapes)."""
+    words = sorted({w for c in data.captions for w in c.lower().replace(",", " ").split()})
+    train = data.train.tolist()
+    picks = [train[int(i)] for i in np.linspace(0, len(train) - 1, min(n_examples, len(train)))]
+    return {"words": words, "examples": sorted({data.captions[int(data.shape_caps[i, 0])] for i in picks})}
+
+
 def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: PriorData, te) -> Path:
     from .core.priors.embedded import save_prior, text_encoder_config
     from .priors_data import data_summary
@@ -339,6 +348,7 @@ def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: 
         options=dataclasses.asdict(opts), data=dict(data_summary(data.meta), file=Path(opts.data).name,
                                                     sha256=data.sha256),
         text_encoder=config["text_encoder"], created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        vocabulary=caption_vocabulary(data),
         license="weights: trained by gen3d on renders of CC0 / CC-BY 3.0 (Sweet Home 3D furniture) and zlib "
                 "(pybullet_data) models; see CREDITS.md")
     credits = credits_markdown(data.meta, "Embedded priors: training data credits")

@@ -93,6 +93,7 @@ def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     assert manifest["steps"] == 3 and manifest["data"]["licenses"] == {"zlib": 2}
+    assert "duck" in manifest["vocabulary"]["words"] and manifest["vocabulary"]["examples"]  # for the app
     assert np.isfinite(manifest["metrics"]["test_eps_mse"])
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
     assert any(n.startswith("weights-") for n in manifest["files"])
@@ -250,3 +251,13 @@ def test_shipped_scorer_ranks_a_shipped_render_above_a_wrong_caption():
     for i, (_, right, wrong) in enumerate(cases):
         s = scorer.score(images[i:i + 1], scorer.encode_text([right, wrong]))[0]
         assert s[0] > s[1], (cases[i], s)
+
+
+
+@pytest.mark.skipif(not embedded.scorer_available(), reason="no shipped scorer")
+def test_far_outside_the_vocabulary_warns():
+    from pipelines.core.priors.embedded import unknown_words, vocabulary_warning
+
+    assert vocabulary_warning("a spaceship orbiting saturn") and "never saw" in vocabulary_warning("a spaceship")
+    assert vocabulary_warning("a red armchair") == "" and unknown_words("a red armchair") == []
+    assert vocabulary_warning("a purple spaceship") == ""  # one known word is enough to try quietly

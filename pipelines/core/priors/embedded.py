@@ -67,6 +67,41 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+STOP_WORDS = {"a", "an", "the", "of", "for", "with", "and", "in", "on", "to", "at", "by", "from", "photo", "render",
+              "3d", "dslr", "view", "front", "side", "back", "overhead", "picture", "image", "high", "quality"}
+
+
+def vocabulary(kind: str = "scorer") -> dict:
+    """{'words': [...], 'examples': [...]} the shipped prior was trained on ({} when none ships)."""
+    path = (SCORER_DIR if kind == "scorer" else ASSET_DIR) / "manifest.json"
+    try:
+        return json.loads(path.read_text()).get("vocabulary", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def unknown_words(text: str, kind: str = "scorer") -> list[str]:
+    """The content words of ``text`` that no training caption of the shipped prior contains ([] when the
+    prior has no vocabulary recorded)."""
+    known = set(vocabulary(kind).get("words", []))
+    if not known:
+        return []
+    words = [w.strip(".,;:!?'\"()") for w in text.lower().split()]
+    return [w for w in words if w and w not in STOP_WORDS and w not in known]
+
+
+def vocabulary_warning(text: str, kind: str = "scorer") -> str:
+    """A warning when none of the content words of ``text`` were in the training captions ('' otherwise)."""
+    words = [w.strip(".,;:!?'\"()") for w in text.lower().split()]
+    content = [w for w in words if w and w not in STOP_WORDS]
+    unknown = unknown_words(text, kind)
+    if not content or len(unknown) < len(content):
+        return ""
+    examples = ", ".join(f"'{e}'" for e in vocabulary(kind).get("examples", [])[:4])
+    return (f"the embedded {kind} never saw {', '.join(repr(w) for w in unknown[:5])} in training (it knows "
+            f"furniture and household objects, e.g. {examples}): the run goes on, but expect little")
+
+
 def credits_markdown() -> str:
     """The CREDITS.md of the shipped priors (data authors and licenses), for the app; '' when none ships."""
     texts = [d / "CREDITS.md" for d in (ASSET_DIR, SCORER_DIR)]
