@@ -1,8 +1,10 @@
 """The embedded priors on held-out shapes: retrieval with the image-text scorer (text -> image and image -> text,
-top-1 / top-5), the numbers issue 5 asks for.
+top-1 / top-5), and the diffusion prior's samples for held-out captions judged by that scorer next to real
+renders of the same captions (with a sample grid), the numbers issue 5 asks for.
 
     python bench/priors_eval.py scorer --data .data/priors/priors.npz          # the shipped assets/priors/clip
     python bench/priors_eval.py scorer --folder runs/priors/clip-export --json bench/results/x.json
+    python bench/priors_eval.py diffusion --n 32 --grid bench/results/priors_samples.png
 
 Held out = the shapes the data builder put in the test split (a hash of the shape id), never trained on. Each
 shape is queried by its plain caption ("a red armchair"); a retrieved shape counts as a hit when that caption
@@ -57,6 +59,55 @@ def scorer_retrieval(scorer, data, ks=(1, 5)) -> dict:
     return out
 
 
+def diffusion_judged(guidance, scorer, data, n: int, steps: int, scale: float, seed: int = 0):
+    """Samples for the plain captions of ``n`` held-out shapes (evenly spaced), judged by the scorer among all
+    distinct held-out plain captions: caption top-1, and category top-1 (the chosen caption belongs to a shape
+    of the same catalog category); the same for a real render (view 0, on white) of each shape.
+    Returns (metrics, samples (n, r, r, 3), real (n, r, r, 3), prompts)."""
+    import torch
+
+    test = data.test
+    query = data.shape_caps[test, 0].tolist()
+    uniq = sorted(set(query))
+    cat_of = {}
+    for i, c in zip(test.tolist(), query):
+        cat_of.setdefault(c, set()).add(data.meta[data.ids[i]].get("category", ""))
+    picks = [int(i) for i in torch.linspace(0, len(test) - 1, min(n, len(test))).round().long().tolist()]
+    prompts = [data.captions[query[i]] for i in picks]
+    samples = guidance.sample(prompts, steps=steps, guidance_scale=scale, seed=seed).cpu()
+    x = data.rgba[test[picks].to(data.rgba.device), 0].float().cpu() / 255
+    real = x[..., :3] * x[..., 3:] + (1 - x[..., 3:])
+    text = scorer.encode_text([data.captions[c] for c in uniq])
+    out = {"prompts": len(prompts), "candidates": len(uniq), "ddim_steps": steps, "guidance_scale": scale}
+    for name, images in (("samples", samples), ("real", real)):
+        with torch.no_grad():
+            best = (scorer.encode_images(images.to(scorer.device)) @ text.T).argmax(1).cpu().tolist()
+        hits = [uniq[b] == query[i] for b, i in zip(best, picks)]
+        same_cat = [bool(cat_of[uniq[b]] & cat_of[query[i]]) for b, i in zip(best, picks)]
+        out[f"{name}_caption_top1"] = sum(hits) / len(hits)
+        out[f"{name}_category_top1"] = sum(same_cat) / len(same_cat)
+    cats = [next(iter(cat_of[q])) for q in query]
+    out["category_chance"] = sum(cats.count(c) ** 2 for c in set(cats)) / len(cats) ** 2 if cats else 0.0
+    out["caption_chance"] = 1.0 / len(uniq)
+    return out, samples, real, prompts
+
+
+def save_grid(path: Path, samples, real, cols: int = 8) -> None:
+    """Pairs (sample, real render) side by side, ``cols`` pairs a row, 2 px white gaps."""
+    import numpy as np
+    from PIL import Image
+
+    n, r = samples.shape[0], samples.shape[1]
+    rows = (n + cols - 1) // cols
+    grid = np.ones((rows * (r + 2), cols * (2 * r + 6), 3), np.float32)
+    for i in range(n):
+        y, x = (i // cols) * (r + 2), (i % cols) * (2 * r + 6)
+        grid[y:y + r, x:x + r] = samples[i].numpy()
+        grid[y:y + r, x + r + 1:x + 2 * r + 1] = real[i].numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
+
+
 def _none_in_top(n: int, owners: int, k: int) -> float:
     """Probability that none of ``owners`` items out of ``n`` lands in a random top-k."""
     p = 1.0
@@ -73,6 +124,16 @@ def main() -> None:
     s.add_argument("--folder", default="", help="a scorer folder (default: the shipped assets/priors/clip)")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", default="bench/results/priors_scorer_retrieval.json")
+    d = sub.add_parser("diffusion", help="samples for held-out captions, judged by the scorer, and a grid")
+    d.add_argument("--data", default=".data/priors/priors.npz")
+    d.add_argument("--folder", default="", help="a diffusion prior folder (default: assets/priors/diffusion)")
+    d.add_argument("--scorer-folder", default="", help="the judge (default: assets/priors/clip)")
+    d.add_argument("--n", type=int, default=32, help="held-out captions to sample")
+    d.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    d.add_argument("--scale", type=float, default=3.0, help="classifier-free guidance scale")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--grid", default="bench/results/priors_samples.png")
+    d.add_argument("--json", default="bench/results/priors_diffusion_samples.json")
     args = ap.parse_args()
 
     import torch
@@ -83,8 +144,28 @@ def main() -> None:
 
     dev = resolve_device(args.device)
     t0 = time.perf_counter()
-    scorer = load_embedded_scorer(dev, folder=args.folder or None)
     data = load_data(args.data, dev)
+    if args.cmd == "diffusion":
+        from pipelines.core.priors.embedded import load_embedded_guidance
+
+        guidance = load_embedded_guidance(dev, folder=args.folder or None)
+        scorer = load_embedded_scorer(dev, folder=args.scorer_folder or None)
+        res, samples, real, prompts = diffusion_judged(guidance, scorer, data, args.n, args.steps, args.scale)
+        save_grid(Path(args.grid), samples, real)
+        res.update(seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
+                   prior=str(args.folder or "assets/priors/diffusion"), grid=args.grid, prompt_list=prompts,
+                   date=time.strftime("%Y-%m-%d"))
+        print(f"{res['prompts']} held-out captions, judged among {res['candidates']}; grid (sample | real) "
+              f"-> {args.grid}")
+        rows = [{"images": k, "caption top-1": res[f"{k}_caption_top1"], "category top-1": res[f"{k}_category_top1"]}
+                for k in ("samples", "real")]
+        print_table(rows, [("images", "images", 10), ("caption top-1", "caption top-1", 14),
+                           ("category top-1", "category top-1", 15)])
+        print(f"chance: caption {res['caption_chance']:.3f}, category {res['category_chance']:.3f}")
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}")
+        return
+    scorer = load_embedded_scorer(dev, folder=args.folder or None)
     res = scorer_retrieval(scorer, data)
     res.update(seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
                scorer=str(args.folder or "assets/priors/clip"), data=Path(args.data).name, data_sha256=data.sha256,

@@ -68,6 +68,7 @@ class PriorData:
     shape_caps: "object"  # (S, K) long caption indices, padded with -1
     meta: dict
     sha256: str
+    ids: list[str]  # shape ids, in the order of ``rgba`` (keys of ``meta``)
 
 
 def load_data(path: str | Path, device) -> PriorData:
@@ -93,7 +94,7 @@ def load_data(path: str | Path, device) -> PriorData:
     te = [n for n, s in enumerate(splits) if s != "train"]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return PriorData(torch.from_numpy(rgba).to(device), torch.tensor(tr or te), torch.tensor(te or tr), caps,
-                     shape_caps, meta, sha)
+                     shape_caps, meta, sha, ids)
 
 
 def background_bank(n: int, h: int, w: int, gen, device):
