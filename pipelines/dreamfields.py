@@ -15,14 +15,12 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
 from .core.priors.clip import DEFAULT_CLIP
 from .events import Done, Event, Log, Preview, Progress
 
-PROMPT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts" / "prompt_library.json"
 MAX_CAPTION_CHARS = 1000
 
 
@@ -129,14 +127,6 @@ def run(cfg: DreamFieldsConfig) -> Iterator[Event]:
 
 # ----------------------------------------------------------------------------------------------------------
 # The pieces of the method (tested one by one)
-
-
-def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
-    """Share of images (V, D) whose caption (row 0 of ``text_emb`` (1 + distractors, D)) scores strictly above
-    every distractor. A tie is not a retrieval (prompts that a small tokenizer maps alike would otherwise
-    count for whichever index argmax picks)."""
-    sims = image_emb @ text_emb.T
-    return float((sims[:, 0] > sims[:, 1:].max(-1).values).float().mean()) if text_emb.shape[0] > 1 else 1.0
 
 
 def make_field(cfg: DreamFieldsConfig):
@@ -267,27 +257,6 @@ def render(field, c2w, origin, res: int, focal_scale: float, background, n_sampl
             "weights": torch.cat(ws), "points": torch.cat(xs)}
 
 
-def load_prompt_set(spec: str) -> list[str]:
-    """The R-precision prompt set named by ``spec`` ('auto', '' or a path): a list of unique prompts."""
-    if not spec:
-        return []
-    path = PROMPT_SET if spec == "auto" else Path(spec).expanduser()
-    if not path.is_file():
-        if spec == "auto":
-            return []
-        raise UserInputError(f"no prompt set at {spec!r} (a JSON list or dict of lists, or a .txt of lines)")
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise UserInputError(f"{path} is not valid JSON ({e})") from e
-        items = [p for v in data.values() for p in v] if isinstance(data, dict) else list(data)
-    else:
-        items = text.splitlines()
-    return list(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -298,6 +267,7 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.backgrounds import random_backgrounds
     from .core.cameras import look_at, spherical_to_cartesian
     from .core.images import to_uint8
+    from .core.metrics import load_prompt_set, r_precision
     from .core.priors.clip import describe_scorer, load_scorer
 
     kinds = _check(cfg)
@@ -305,10 +275,8 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
     started = time.perf_counter()
     yield Log(f"loading the scorer: {describe_scorer(cfg.scorer)}")
     scorer = load_scorer(cfg.scorer, dev, cfg.scorer_dtype)
-    if hasattr(scorer, "compile") and dev.type == "cuda":  # 'off' undoes an earlier run's compile
-        if cfg.scorer_compile != scorer.compiled:
-            yield Log(f"scorer compile mode {cfg.scorer_compile}")
-        scorer.compile(cfg.scorer_compile)
+    if hasattr(scorer, "compile") and scorer.compile(cfg.scorer_compile):  # 'off' undoes an earlier run's
+        yield Log(f"scorer compile mode: {cfg.scorer_compile} (compiling makes the first steps slow)")
     yield Log(f"scorer: {scorer.name} ({str(scorer.dtype).removeprefix('torch.')} on {dev}); {cfg.resolution}px "
               f"renders are resized to its {scorer.image_size}px input")
     if cfg.scorer.strip().lower() == "embedded":

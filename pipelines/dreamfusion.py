@@ -174,11 +174,8 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
     started = time.perf_counter()
     yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
     guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
-    if hasattr(guidance, "compile") and dev.type == "cuda":  # 'off' undoes an earlier run's compile
-        if cfg.prior_compile != guidance.compiled:
-            yield Log(f"prior compile mode {cfg.prior_compile}" + ("" if cfg.prior_compile == "off" else
-                                                                   ": the first steps take a minute or two"))
-        guidance.compile(cfg.prior_compile)
+    if hasattr(guidance, "compile") and guidance.compile(cfg.prior_compile):  # 'off' undoes an earlier run's
+        yield Log(f"prior compile mode: {cfg.prior_compile} (compiling makes the first steps slow)")
     yield Log(f"prior: {guidance.name} ({str(guidance.dtype).removeprefix('torch.')} on {dev}); "
               f"{cfg.resolution}px renders are resized to its {guidance.resolution}px input")
 

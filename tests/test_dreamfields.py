@@ -17,8 +17,9 @@ import torch
 
 from pipelines import PIPELINES, UserInputError
 from pipelines.core import backgrounds as bgs
-from pipelines.dreamfields import (DreamFieldsConfig, r_precision, random_crops, render, run, sample_poses,
-                                   tau_at, transmittance_loss, update_origin)
+from pipelines.core.metrics import r_precision
+from pipelines.dreamfields import (DreamFieldsConfig, random_crops, render, run, sample_poses, tau_at,
+                                   transmittance_loss, update_origin)
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
 
 pytest.importorskip("transformers")

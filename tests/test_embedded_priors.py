@@ -105,7 +105,8 @@ def test_vocabulary_subset_keeps_states_and_ema_checkpoint_exports(tmp_path, dat
     import shutil
 
     from pipelines.core.priors.text_encoder import save_vocab_subset
-    from pipelines.priors_train import export_checkpoint, load_data, save_ema_checkpoint
+    from pipelines.priors_export import export_checkpoint, save_ema_checkpoint
+    from pipelines.priors_train import load_data
 
     _, path, _ = data_root
     caps = load_data(path, "cpu").captions

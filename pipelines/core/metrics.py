@@ -4,10 +4,14 @@ Contract: images are float tensors in [0, 1], (H, W, 3) or (B, H, W, 3); results
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from ..config import UserInputError
 
 
 def mse_to_psnr(mse: float | torch.Tensor) -> float:
@@ -40,3 +44,37 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: floa
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
     return float(s.mean())
+
+
+# ------------------------------------------------------------------------------------- text-to-3D (CLIP)
+PROMPT_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "prompts" / "prompt_library.json"
+"""The shared prompt library (benchmarks; absent from a deployed app, where 'auto' means none)."""
+
+
+def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
+    """Share of images (V, D) whose caption (row 0 of ``text_emb`` (1 + distractors, D)) scores strictly above
+    every distractor. A tie is not a retrieval (prompts that a small tokenizer maps alike would otherwise
+    count for whichever index argmax picks)."""
+    sims = image_emb @ text_emb.T
+    return float((sims[:, 0] > sims[:, 1:].max(-1).values).float().mean()) if text_emb.shape[0] > 1 else 1.0
+
+
+def load_prompt_set(spec: str) -> list[str]:
+    """The R-precision prompt set named by ``spec`` ('auto', '' or a path): a list of unique prompts."""
+    if not spec:
+        return []
+    path = PROMPT_SET if spec == "auto" else Path(spec).expanduser()
+    if not path.is_file():
+        if spec == "auto":
+            return []
+        raise UserInputError(f"no prompt set at {spec!r} (a JSON list or dict of lists, or a .txt of lines)")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise UserInputError(f"{path} is not valid JSON ({e})") from e
+        items = [p for v in data.values() for p in v] if isinstance(data, dict) else list(data)
+    else:
+        items = text.splitlines()
+    return list(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))

@@ -62,16 +62,17 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 class Compilable:
     """``compile(mode)`` for a frozen model: torch.compile of the submodules named by dotted paths in
     ``COMPILE_PATHS`` (CUDA only; a no-op elsewhere). 'reduce-overhead' adds CUDA graphs, which pay where a
-    step is many small kernels; 'off' restores the eager modules. The subclass sets ``device``."""
+    step is many small kernels; 'off' restores the eager modules. The subclass sets ``device``. Returns whether
+    the modules changed (a pipeline logs it)."""
 
     COMPILE_PATHS: tuple[str, ...] = ()
     compiled = "off"
 
-    def compile(self, mode: str = "default") -> None:
+    def compile(self, mode: str = "default") -> bool:
         if mode not in COMPILE_MODES:
             raise UserInputError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
         if mode == self.compiled or self.device.type != "cuda":
-            return
+            return False
         import torch
 
         if "_eager" not in self.__dict__:
@@ -81,6 +82,7 @@ class Compilable:
             setattr(_resolve(self, owner) if owner else self, name,
                     module if mode == "off" else torch.compile(module, mode=mode))
         self.compiled = mode
+        return True
 
 
 def _resolve(obj, path: str):
