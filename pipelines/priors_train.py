@@ -97,18 +97,10 @@ def load_data(path: str | Path, device) -> PriorData:
                      shape_caps, meta, sha, ids)
 
 
-def background_bank(n: int, h: int, w: int, gen, device):
-    """``n`` random backgrounds (noise, checkerboards, Fourier textures, some blurred) made once on ``device``:
-    the generators work image by image on the CPU, too slow to call for every batch."""
-    from .core.backgrounds import random_backgrounds
-
-    return random_backgrounds(n, h, w, gen, device=device)[0]
-
-
 def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False,
                  bank=None):
     """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,)).
-    Textured backgrounds come from ``bank`` (``background_bank``) when given, else are made here."""
+    Textured backgrounds come from ``bank`` ((N, H, W, 3) made once) when given, else are made here."""
     import torch
 
     from .core.backgrounds import random_backgrounds
@@ -206,6 +198,7 @@ def train(opts: TrainOptions):
 
     import torch
 
+    from .core.backgrounds import random_backgrounds
     from .core.priors.stable_diffusion import _alphas_cumprod
     from .core.priors.text_encoder import load_text_encoder
 
@@ -241,8 +234,10 @@ def train(opts: TrainOptions):
     size = arch["unet"]["sample_size"] if opts.kind == "diffusion" else arch["scorer"]["image_size"]
     alphas = _alphas_cumprod(arch["schedule"]).to(dev) if opts.kind == "diffusion" else None
     uncond = states[:1]
-    # its own generator: the same bank on a resumed run
-    bank = background_bank(min(2048, 16 * opts.batch), *data.rgba.shape[2:4], torch.Generator().manual_seed(opts.seed + 1), dev)
+    # Textured backgrounds are made once: their generators work image by image on the CPU, too slow for every
+    # batch. Their own generator gives a resumed run the same bank.
+    bank = random_backgrounds(min(2048, 16 * opts.batch), *data.rgba.shape[2:4],
+                              torch.Generator().manual_seed(opts.seed + 1), device=dev)[0]
 
     def save():
         tmp = out / ".checkpoint.tmp.pt"

@@ -24,7 +24,7 @@ def nearest(x: torch.Tensor, y: torch.Tensor, max_elems: int = 1 << 26) -> torch
     out = torch.empty(B, N, dtype=torch.long, device=x.device)
     xf, yf = x.float(), y.float()
     for s in range(0, N, chunk):
-        if x.is_cuda:  # cdist's exact (non-matmul) CUDA kernel is ~100x slower than these three fused-able sums
+        if x.is_cuda:  # cdist's exact (non-matmul) CUDA kernel is slow: these sums made a single-view step 34x faster
             xs = xf[:, s:s + chunk, None]
             d = (xs[..., 0] - yf[:, None, :, 0]) ** 2
             d += (xs[..., 1] - yf[:, None, :, 1]) ** 2
