@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from common import device_name, event_printer
+from common import apply_overrides, device_name, event_printer
 
 from pipelines.dreamfusion import DreamFusionConfig, run
 from pipelines.events import run_to_completion
@@ -190,9 +190,7 @@ def main() -> None:
         if args.preset:
             cfg = cfg.with_preset(args.preset)
             cfg = dataclasses.replace(cfg, steps=run_steps, export=False, preview_every=10 ** 9)
-        for k, v in (kv.split("=", 1) for kv in args.set):
-            cur = getattr(cfg, k)
-            setattr(cfg, k, v.lower() == "true" if isinstance(cur, bool) else type(cur)(v))
+        cfg = apply_overrides(cfg, args.set)
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         done = run_to_completion(run(cfg), on_event=event_printer())
