@@ -257,21 +257,25 @@ def built_records(root: Path) -> list[dict]:
 
 
 def pack(root: Path = DEFAULT_ROOT, out: Path | None = None, records: list[dict] | None = None) -> Path:
-    """``root/priors.npz``: rgba (S, V, H, W, 4) uint8, ids, splits, and ``meta`` JSON (id -> name, license,
+    """``root/priors.npz``: rgba (S, V, H, W, 4) uint8, the cameras' azimuth and elevation (S, V) in degrees, ids,
+    splits, and ``meta`` JSON (id -> name, license,
     creator, category, colour, captions, split), plus the credits of the shapes in it."""
     records = built_records(root) if records is None else records
     if not records:
         raise ValueError(f"no built shapes under {root}/shapes; run `python -m pipelines priors data build` first")
     views = min(r["views"] for r in records)
-    rgba = []
+    rgba, azim, elev = [], [], []
     for r in records:
         with np.load(Path(root) / "shapes" / f"{r['id']}.npz") as z:
             rgba.append(z["rgba"][:views])
+            azim.append(z["azimuth"][:views])
+            elev.append(z["elevation"][:views])
     meta = {r["id"]: {k: r[k] for k in ("name", "source", "license", "creator", "category", "split", "colour",
                                         "captions")} for r in records}
     out = Path(out) if out else Path(root) / "priors.npz"
     tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, rgba=np.stack(rgba), ids=np.array([r["id"] for r in records]),
+    np.savez_compressed(tmp, rgba=np.stack(rgba), azimuth=np.stack(azim).astype(np.float32),
+                        elevation=np.stack(elev).astype(np.float32), ids=np.array([r["id"] for r in records]),
                         splits=np.array([r["split"] for r in records]), meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
     out.with_name("CREDITS.md").write_text(credits_markdown(meta, "Training data of the embedded priors"))

@@ -85,5 +85,5 @@ def export_checkpoint(kind: str, out: str, dest: str, command: str = "", text_en
     ema.eval().requires_grad_(False)
     alphas = _alphas_cumprod(arch["schedule"]) if kind == "diffusion" else None
     size = arch["unet"]["sample_size"] if kind == "diffusion" else arch["scorer"]["image_size"]
-    metrics = evaluate(kind, ema, data, states, pooled, alphas, size)
+    metrics = evaluate(kind, ema, data, states, pooled, alphas, size, opts.eval_images)
     return export(opts, ema, arch, metrics, state["step"], data, te)

@@ -42,6 +42,9 @@ class TrainOptions:
     ema: float = 0.999
     cfg_dropout: float = 0.1
     """Share of training captions replaced by the empty caption (classifier-free guidance)."""
+    view_share: float = 0.5
+    """diffusion: share of captions given DreamFusion's view suffix ("a red armchair, back view") from the render's
+    camera, for shapes whose front is known: the prior learns what the view prompts of text-to-3D ask for."""
     white_bg: float = 0.5
     """Share of images on white; the rest on a random colour or texture."""
     ckpt_every: int = 1000
@@ -49,6 +52,8 @@ class TrainOptions:
     eval_images: int = 256
     """Held-out images in the final metrics."""
     device: str = "cuda"
+    max_seconds: float = 0.0
+    """Stop (and save) after this much training time, 0: no limit. Under torchrun all processes stop together."""
     seed: int = 0
     tiny: bool = False
     """The test architecture (seconds on a CPU)."""
@@ -64,19 +69,35 @@ class PriorData:
     rgba: "object"  # (S, V, H, W, 4) uint8 on the device
     train: "object"  # (S_train,) long: shape indices of the train split
     test: "object"
-    captions: list[str]  # unique captions; index 0 is "" (the unconditional one)
+    captions: list[str]  # unique captions; index 0 is "" (the unconditional one); then their view variants
     shape_caps: "object"  # (S, K) long caption indices, padded with -1
     meta: dict
     sha256: str
     ids: list[str]  # shape ids, in the order of ``rgba`` (keys of ``meta``)
+    view_label: "object" = None  # (S, V) long index into VIEW_SUFFIXES of each render, -1 where the front is unknown
+    n_base: int = 0  # captions before the view variants; the variant of caption i for view k is view_caption(i, k)
+
+    def view_caption(self, cap, view):
+        """Index of caption ``cap`` (>= 1) with the suffix of view ``view`` (index into VIEW_SUFFIXES)."""
+        return self.n_base + view * (self.n_base - 1) + cap - 1
+
+
+VIEW_SUFFIXES = ("front", "side", "back")
+"""The views a render of the data can be (its elevations stay under DreamFusion's 60-degree 'overhead')."""
+FRONT_AZIMUTH = {"sh3d": 270.0}
+"""Azimuth (core.cameras) of the camera that sees a model's front, per source: Sweet Home 3D models face -y
+(checked on renders of chairs, sofas, beds and cabinets); pybullet objects have no agreed front."""
 
 
 def load_data(path: str | Path, device) -> PriorData:
     import torch
 
+    from .core.priors.prompts import DEFAULT_TEMPLATE, view_direction, view_prompt
+
     path = Path(path)
     with np.load(path) as z:
         rgba, ids, splits, meta = z["rgba"], list(map(str, z["ids"])), list(map(str, z["splits"])), json.loads(str(z["meta"]))
+        angles = (z["azimuth"], z["elevation"]) if "azimuth" in z.files else None
     caps = [""]
     index: dict[str, int] = {"": 0}
     rows = []
@@ -93,14 +114,24 @@ def load_data(path: str | Path, device) -> PriorData:
     tr = [n for n, s in enumerate(splits) if s == "train"]
     te = [n for n, s in enumerate(splits) if s != "train"]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    n_base = len(caps)
+    labels = torch.full(rgba.shape[:2], -1, dtype=torch.long)
+    if angles is not None:  # older packs have no cameras: no view variants
+        caps += [view_prompt(c, v, DEFAULT_TEMPLATE) for v in VIEW_SUFFIXES for c in caps[1:n_base]]
+        for n, i in enumerate(ids):
+            front = FRONT_AZIMUTH.get(meta[i].get("source", ""))
+            if front is not None:
+                labels[n] = torch.tensor([VIEW_SUFFIXES.index(view_direction(float(e), float(a), front_azimuth_deg=front))
+                                          for a, e in zip(angles[0][n], angles[1][n])])
     return PriorData(torch.from_numpy(rgba).to(device), torch.tensor(tr or te), torch.tensor(te or tr), caps,
-                     shape_caps, meta, sha, ids)
+                     shape_caps, meta, sha, ids, labels, n_base)
 
 
 def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False,
-                 bank=None):
+                 bank=None, view_share: float = 0.0):
     """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,)).
-    Textured backgrounds come from ``bank`` ((N, H, W, 3) made once) when given, else are made here."""
+    Textured backgrounds come from ``bank`` ((N, H, W, 3) made once) when given, else are made here. A share
+    ``view_share`` of the captions of renders with a known view get its suffix."""
     import torch
 
     from .core.backgrounds import random_backgrounds
@@ -115,6 +146,10 @@ def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int,
     n_caps = (caps >= 0).sum(1)
     pick = (torch.rand(b, generator=gen) * n_caps).long().clamp_max(n_caps - 1)
     cap = caps[torch.arange(b), pick]
+    if view_share > 0 and data.view_label is not None:
+        label = data.view_label[shapes, views]
+        use = (torch.rand(b, generator=gen) < view_share) & (label >= 0)
+        cap = torch.where(use, data.view_caption(cap, label.clamp_min(0)), cap)
     dev = data.rgba.device
     x = data.rgba[shapes.to(dev), views.to(dev)].float() / 255.0  # (b, H, W, 4)
     h, w = x.shape[1:3]
@@ -204,6 +239,10 @@ def train(opts: TrainOptions):
 
     t0 = time.perf_counter()
     dev = torch.device(opts.device if (opts.device != "cuda" or torch.cuda.is_available()) else "cpu")
+    dist, rank = distributed(dev)
+    if dist is not None and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(opts.data, dev)
@@ -228,9 +267,18 @@ def train(opts: TrainOptions):
         step, history = state["step"], state.get("history", [])
         yield Log(f"resumed from {ckpt} at step {step}" + ("" if state.get("data_sha256") == data.sha256 else
                                                             " (WARNING: the data file changed since)"))
+    # Data-parallel under torchrun: every process draws its own batches, gradients are averaged over the
+    # processes (DDP hooks the UNet's forward: the diffusion prior only); all keep the same weights and EMA,
+    # process 0 saves and reports.
+    if dist is not None and opts.kind != "diffusion":
+        raise ValueError("only the diffusion prior trains on several processes; run the scorer without torchrun")
+    net = model if dist is None else torch.nn.parallel.DistributedDataParallel(model)
+    if rank:
+        gen.manual_seed(opts.seed + 1000 * rank + step)
     n_params = sum(p.numel() for p in model.parameters())
     yield Log(f"{opts.kind}: {n_params / 1e6:.2f}M parameters, {len(data.train)} train / {len(data.test)} test "
-              f"shapes, {len(data.captions) - 1} captions, on {dev}")
+              f"shapes, {data.n_base - 1} captions (+ {len(data.captions) - data.n_base} with a view), on {dev}"
+              + (f", {dist.get_world_size()} processes" if dist is not None else ""))
     size = arch["unet"]["sample_size"] if opts.kind == "diffusion" else arch["scorer"]["image_size"]
     alphas = _alphas_cumprod(arch["schedule"]).to(dev) if opts.kind == "diffusion" else None
     uncond = states[:1]
@@ -240,6 +288,8 @@ def train(opts: TrainOptions):
                               torch.Generator().manual_seed(opts.seed + 1), device=dev)[0]
 
     def save():
+        if rank:
+            return
         tmp = out / ".checkpoint.tmp.pt"
         torch.save(dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
                         optim=optim.state_dict(), gen=gen.get_state(), arch=arch, opts=dataclasses.asdict(opts),
@@ -252,12 +302,13 @@ def train(opts: TrainOptions):
             for g in optim.param_groups:
                 g["lr"] = opts.lr * min(1.0, (step + 1) / max(1, opts.warmup))
             img, cap, shapes = sample_batch(data, data.train, opts.batch, gen, opts.white_bg, size,
-                                            distinct=opts.kind == "scorer", bank=bank)
+                                            distinct=opts.kind == "scorer", bank=bank,
+                                            view_share=opts.view_share if opts.kind == "diffusion" else 0.0)
             if opts.kind == "diffusion":
-                loss = diffusion_loss(model, img.permute(0, 3, 1, 2) * 2 - 1, states[cap.to(dev)], uncond, alphas,
+                loss = diffusion_loss(net, img.permute(0, 3, 1, 2) * 2 - 1, states[cap.to(dev)], uncond, alphas,
                                       gen, opts.cfg_dropout)
             else:
-                loss = contrastive_loss(model, img, pooled[cap.to(dev)], cap, shapes)
+                loss = contrastive_loss(net, img, pooled[cap.to(dev)], cap, shapes)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -267,6 +318,10 @@ def train(opts: TrainOptions):
                 for pe, pm in zip(ema.parameters(), model.parameters()):
                     pe.lerp_(pm, 1 - decay)
             step += 1
+            if step % opts.log_every == 0 and opts.max_seconds and should_stop(time.perf_counter() - t0 > opts.max_seconds,
+                                                                               dist, dev):
+                yield Log(f"stopping at step {step}: --max-seconds {opts.max_seconds:g} reached")
+                break
             if step % opts.log_every == 0 or step == opts.steps:
                 last = float(loss.detach())  # one host sync per log_every steps
                 rate = opts.log_every / max(1e-9, time.perf_counter() - t_last)
@@ -278,6 +333,10 @@ def train(opts: TrainOptions):
                 save()
     finally:
         save()  # Ctrl-C (or a closed generator) keeps the progress
+    if rank:
+        dist.destroy_process_group()
+        yield Done([], {"steps": float(step)}, time.perf_counter() - t0)
+        return
     metrics = evaluate(opts.kind, ema, data, states, pooled, alphas, size, opts.eval_images)
     yield Log(f"{opts.kind} metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     artifacts = []
@@ -286,7 +345,32 @@ def train(opts: TrainOptions):
 
         export(opts, ema, arch, metrics, step, data, te)
         yield Log(f"exported to {opts.export}")
+    if dist is not None:
+        dist.destroy_process_group()
     yield Done(artifacts, dict(metrics, steps=float(step)), time.perf_counter() - t0)
+
+
+def distributed(dev):
+    """(torch.distributed, rank) when started by torchrun with several processes (NCCL on CUDA, gloo on CPU),
+    else (None, 0)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist, dist.get_rank()
+
+
+def should_stop(mine: bool, dist, dev) -> bool:
+    """Whether any process wants to stop (so that all leave the loop at the same step)."""
+    if dist is None:
+        return mine
+    import torch
+
+    flag = torch.tensor([float(mine)], device=dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def evaluate(kind: str, model, data: PriorData, states, pooled, alphas, size: int, n: int = 256) -> dict:
@@ -382,14 +466,16 @@ def main(argv: list[str] | None = None) -> int:
     from .__main__ import ProgressBar
 
     bar = ProgressBar()
+    quiet = int(os.environ.get("RANK", "0")) > 0  # torchrun: process 0 reports
     try:
-        done = run_to_completion(train(opts), on_event=bar)
+        done = run_to_completion(train(opts), on_event=None if quiet else bar)
     except KeyboardInterrupt:
         bar.newline()
         print(f"stopped; run the same command to resume from {opts.out}/checkpoint.pt", file=sys.stderr)
         return 130
-    bar.newline()
-    print(json.dumps(done.metrics))
+    if not quiet:
+        bar.newline()
+        print(json.dumps(done.metrics))
     return 0
 
 

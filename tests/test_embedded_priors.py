@@ -99,6 +99,51 @@ def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
     assert any(n.startswith("weights-") for n in manifest["files"])
 
 
+def test_view_captions_follow_the_camera(data_root, monkeypatch):
+    """Captions get DreamFusion's view suffix from each render's camera (for sources whose front is known)."""
+    from pipelines import priors_train
+    from pipelines.core.priors.prompts import view_direction
+
+    _, path, _ = data_root
+    assert (priors_train.load_data(path, "cpu").view_label == -1).all()  # pybullet: no agreed front
+    monkeypatch.setitem(priors_train.FRONT_AZIMUTH, "pybullet", 90.0)
+    data = priors_train.load_data(path, "cpu")
+    with np.load(path) as z:
+        azim, elev = z["azimuth"], z["elevation"]
+    for s in range(2):
+        for v in range(3):
+            want = view_direction(float(elev[s, v]), float(azim[s, v]), front_azimuth_deg=90.0)
+            assert priors_train.VIEW_SUFFIXES[int(data.view_label[s, v])] == want
+    gen = torch.Generator().manual_seed(0)
+    _, cap, shapes = priors_train.sample_batch(data, data.train, 8, gen, 1.0, 16, view_share=1.0)
+    for c, s in zip(cap.tolist(), shapes.tolist()):
+        views = {priors_train.VIEW_SUFFIXES[int(k)] for k in data.view_label[s]}
+        text = data.captions[c]
+        assert text.endswith(" view") and text.rsplit(", ", 1)[1].split()[0] in views
+        assert text.rsplit(", ", 1)[0] in data.meta[data.ids[s]]["captions"]
+    _, plain, _ = priors_train.sample_batch(data, data.train, 8, gen, 1.0, 16)
+    assert all(c < data.n_base for c in plain.tolist())
+
+
+def test_training_on_two_processes_stops_together(tmp_path, data_root, text_folder):
+    """torchrun with two CPU processes (gloo): both stop at the first check past --max-seconds; process 0 saves."""
+    import os
+    import subprocess
+    import sys
+
+    _, path, _ = data_root
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipelines",
+           "priors", "train", "diffusion", "--data", str(path), "--out", str(tmp_path / "run"), "--steps", "50",
+           "--batch", "2", "--device", "cpu", "--tiny", "--text-encoder", str(text_folder), "--log-every", "1",
+           "--max-seconds", "0.001", "--eval-images", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 processes" in out.stdout + out.stderr and "max-seconds" in out.stdout + out.stderr
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1 and json.loads(out.stdout.strip().splitlines()[-1])["steps"] == 1.0
+
+
 def test_vocabulary_subset_keeps_states_and_ema_checkpoint_exports(tmp_path, data_root, text_folder):
     """What a GPU sitting carries (a text encoder cut to the captions' word pieces) and sends home (the EMA in
     float16) gives the same states and an exported prior scored with the full encoder."""
