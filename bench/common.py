@@ -42,8 +42,17 @@ def profile(run: Callable, cfg, warmup_cfg, label: str) -> str:
         t0 = time.perf_counter()
         run_to_completion(run(cfg))
         dt = time.perf_counter() - t0
-    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    return f"{label} in {dt:.2f}s\n" + prof.key_averages().table(sort_by=key, row_limit=25)
+    cuda = torch.cuda.is_available()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    averages = prof.key_averages()
+    head = f"{label} in {dt:.2f}s"
+    if cuda:  # launch-bound or kernel-bound: the GPU's busy time against the wall time
+        kernels = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+                   for e in kernels) / 1e6
+        head += (f"; GPU kernels busy {busy:.2f}s ({100 * busy / dt:.0f}% of the wall time), "
+                 f"{sum(e.count for e in kernels)} kernel launches")
+    return head + "\n" + averages.table(sort_by=key, row_limit=30)
 
 
 def device_name() -> str:

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name, event_printer
+from common import apply_overrides, device_name, event_printer, profile
 
 from pipelines.dreamfields import DreamFieldsConfig, run
 from pipelines.events import run_to_completion
@@ -102,6 +102,9 @@ def main() -> None:
                     help="steps of the whole run (default: the config's 10000 on GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFieldsConfig preset for the run (default: the config's)")
     ap.add_argument("--set", nargs="*", default=[], help="extra DreamFieldsConfig overrides, key=value")
+    ap.add_argument("--profile", type=int, default=0,
+                    help="also profile a run of this many steps (after a 10-step warm-up run); the table goes next "
+                         "to the JSON as .profile.txt")
     ap.add_argument("--json", default="", help="write the results here (default: bench/results/dreamfields_step_"
                                                "<model>_<device>.json)")
     args = ap.parse_args()
@@ -153,6 +156,13 @@ def main() -> None:
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
               f"{m['seconds_per_step'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
+    if args.profile and run_steps:
+        table = profile(run, dataclasses.replace(cfg, steps=args.profile), dataclasses.replace(cfg, steps=10),
+                        f"DreamFields run, {args.profile} steps")
+        print(table, flush=True)
+        prof_path = Path(args.json or "profile.json").with_suffix(".profile.txt")
+        prof_path.write_text(table)
+        res["profile"] = str(prof_path)
     res.update(model=name, device=device_name(), torch=torch.__version__, dtype=str(s.dtype), compile=args.compile,
                batch=args.batch,
                resolution=args.resolution, params=n_params, load_seconds=load_s)

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name, event_printer
+from common import apply_overrides, device_name, event_printer, profile
 
 from pipelines.dreamfusion import DreamFusionConfig, run
 from pipelines.events import run_to_completion
@@ -96,6 +96,7 @@ def time_guidance(g, batch: int, resolution: int, iters: int, warmup: int, scale
     # Breakdown (synchronised between parts, so their sum exceeds the back-to-back step a little).
     parts = {"vae_encode_ms": 0.0, "unet_cfg_ms": 0.0, "backward_ms": 0.0}
     for _ in range(iters):
+        g.step_begin()
         t0 = clock()
         latents = g.encode_images(images)
         t1 = clock()
@@ -132,6 +133,9 @@ def main() -> None:
                     help="steps of the whole run (default: 10000 GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFusionConfig preset for the run (default: the config's)")
     ap.add_argument("--set", nargs="*", default=[], help="extra DreamFusionConfig overrides, key=value")
+    ap.add_argument("--profile", type=int, default=0,
+                    help="also profile a run of this many steps (after a 10-step warm-up run); the table goes next "
+                         "to the JSON as .profile.txt")
     ap.add_argument("--json", default="",
                     help="write the results here (default: bench/results/dreamfusion_sds_<model>_<device>.json)")
     args = ap.parse_args()
@@ -184,7 +188,9 @@ def main() -> None:
 
     run_steps = args.run_steps if args.run_steps >= 0 else (10000 if gpu else 3)
     if run_steps:
-        cfg = DreamFusionConfig(prior=str(folder), prior_dtype=args.dtype, device=str(dev), steps=run_steps,
+        mode = {"eager": "off", "compile": "default", "graphs": "reduce-overhead"}[variants[-1]]
+        cfg = DreamFusionConfig(prior=str(folder), prior_dtype=args.dtype, prior_compile=mode, device=str(dev),
+                                steps=run_steps,
                                 resolution=args.resolution, batch_size=args.batch, export=False,
                                 preview_every=10 ** 9, out_dir=str(REPO / "outputs" / "bench" / "dreamfusion-run"))
         if args.preset:
@@ -199,6 +205,13 @@ def main() -> None:
         print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
               f"{m['train_seconds'] / m['steps'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
+    if args.profile and run_steps:
+        table = profile(run, dataclasses.replace(cfg, steps=args.profile), dataclasses.replace(cfg, steps=10),
+                        f"DreamFusion run, {args.profile} steps")
+        print(table, flush=True)
+        prof_path = Path(args.json or "profile.json").with_suffix(".profile.txt")
+        prof_path.write_text(table)
+        res["profile"] = str(prof_path)
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
                channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)

@@ -92,6 +92,89 @@ def diffusion_judged(guidance, scorer, data, n: int, steps: int, scale: float, s
     return out, samples, real, prompts
 
 
+DREAMFUSION_PROMPTS = ["a chair", "a table", "a lamp", "a sofa", "a cabinet", "a bed", "a desk", "a plant",
+                      "a bottle", "a box"]
+"""Ten of the most frequent object nouns of the training captions: each run's prompt and the candidates."""
+
+
+def render_student(run_dir: Path, n_views: int, size: int, device):
+    """Albedo renders (n_views, size, size, 3) on white of a DreamFusion run's student (its model.pt), around
+    the object at 15 degrees of elevation, at the run's middle camera distance and field of view."""
+    import math
+
+    import torch
+
+    from pipelines.core.cameras import look_at, spherical_to_cartesian
+    from pipelines.core.rays import pixel_rays
+    from pipelines.core.text3d import render_shaded
+    from pipelines.dreamfusion import DreamFusionConfig, build_student
+
+    state = torch.load(run_dir / "model.pt", map_location=device, weights_only=False)
+    cfg = DreamFusionConfig(**state["config"])
+    student, _ = build_student(cfg)
+    student.load_state_dict(state["student"])
+    student.to(device).eval()
+    dist = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max)
+    fov = 0.5 * (cfg.fov_min + cfg.fov_max)
+    j, i = torch.meshgrid(torch.arange(size, device=device) + 0.5, torch.arange(size, device=device) + 0.5,
+                          indexing="ij")
+    f = 0.5 * size / math.tan(math.radians(fov) / 2)
+    views = []
+    for k in range(n_views):
+        c2w = look_at(spherical_to_cartesian(dist, math.radians(15.0), 2 * math.pi * k / n_views)).to(device)
+        o, d = pixel_rays(c2w, i.reshape(-1), j.reshape(-1), f, f, size / 2, size / 2)
+        with torch.no_grad():
+            out = render_shaded(student, o, d, torch.ones(3, device=device), cfg.n_samples, cfg.n_importance)
+        views.append(out["rgb"].reshape(size, size, 3))
+    return torch.stack(views)
+
+
+def dreamfusion_renders(prior: str, prompts: list[str], steps: int, scale: float, preset: str, out_dir: Path,
+                        device, n_views: int = 8, size: int = 64, seed: int = 0) -> dict:
+    """A DreamFusion run per prompt with the given prior; returns {prompt: uint8 renders (n_views, size, size, 3)}
+    of its student (``render_student``) and keeps each run's folder (mesh, checkpoint) under ``out_dir``."""
+    import dataclasses
+
+    from pipelines.dreamfusion import DreamFusionConfig, run
+    from pipelines.events import run_to_completion
+
+    out = {}
+    for prompt in prompts:
+        cfg = DreamFusionConfig(prompt=prompt, prior=prior, device=str(device), seed=seed, preview_every=10 ** 9,
+                                turntable_frames=0)
+        if preset:
+            cfg = cfg.with_preset(preset)
+        slug = "".join(c if c.isalnum() else "-" for c in prompt)
+        cfg = dataclasses.replace(cfg, steps=steps, guidance_scale=scale, out_dir=str(out_dir / slug))
+        done = run_to_completion(run(cfg))
+        run_dir = next(Path(a.path).parent for a in done.artifacts if Path(a.path).name == "model.pt")
+        out[prompt] = (render_student(run_dir, n_views, size, device).clamp(0, 1) * 255).round().byte().cpu()
+        print(f"{prompt!r}: {int(done.metrics['steps'])} steps in {done.metrics['train_seconds']:.1f}s, "
+              f"{int(done.metrics.get('mesh_faces', 0))} mesh faces", flush=True)
+    return out
+
+
+def rank_renders(scorer, prompts: list[str], renders: dict) -> tuple[dict, list]:
+    """Each run's renders judged by the scorer among all ``prompts``: rank-1 when the run's own prompt has the
+    highest cosine averaged over its views. Returns (metrics, per-prompt rows)."""
+    import torch
+
+    text = scorer.encode_text(prompts)
+    rows = []
+    for prompt, views in renders.items():
+        n = prompts.index(prompt)
+        with torch.no_grad():
+            sims = (scorer.encode_images(views.float().to(scorer.device) / 255) @ text.T).cpu()  # (views, prompts)
+        mean = sims.mean(0)
+        others = mean.masked_fill(torch.arange(len(prompts)) == n, float("-inf"))
+        rows.append({"prompt": prompt, "rank": int((mean > mean[n]).sum()) + 1,
+                     "views_top1": float((sims.argmax(1) == n).float().mean()),
+                     "best_other": prompts[int(others.argmax())]})
+    metrics = {"prompts": len(rows), "rank1_rate": sum(r["rank"] == 1 for r in rows) / max(1, len(rows)),
+               "views_top1": sum(r["views_top1"] for r in rows) / max(1, len(rows)), "chance": 1.0 / len(prompts)}
+    return metrics, rows
+
+
 def save_grid(path: Path, samples, real, cols: int = 8) -> None:
     """Pairs (sample, real render) side by side, ``cols`` pairs a row, 2 px white gaps."""
     import numpy as np
@@ -104,6 +187,20 @@ def save_grid(path: Path, samples, real, cols: int = 8) -> None:
         y, x = (i // cols) * (r + 2), (i % cols) * (2 * r + 6)
         grid[y:y + r, x:x + r] = samples[i].numpy()
         grid[y:y + r, x + r + 1:x + 2 * r + 1] = real[i].numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
+
+
+def save_rows(path: Path, images) -> None:
+    """(P, V, r, r, 3) in [0, 1] as a grid: a row per prompt, 2 px white gaps."""
+    import numpy as np
+    from PIL import Image
+
+    p, v, r = images.shape[:3]
+    grid = np.ones((p * (r + 2), v * (r + 2), 3), np.float32)
+    for i in range(p):
+        for j in range(v):
+            grid[i * (r + 2):i * (r + 2) + r, j * (r + 2):j * (r + 2) + r] = images[i, j].numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
 
@@ -134,6 +231,22 @@ def main() -> None:
     d.add_argument("--device", default="auto")
     d.add_argument("--grid", default="bench/results/priors_samples.png")
     d.add_argument("--json", default="bench/results/priors_diffusion_samples.json")
+    f = sub.add_parser("dreamfusion", help="DreamFusion with the embedded prior on 10 prompts; its renders ranked "
+                                           "by the scorer among the prompts (rank-1 rate)")
+    f.add_argument("--folder", default="", help="a diffusion prior folder (default: assets/priors/diffusion)")
+    f.add_argument("--scorer-folder", default="", help="the judge (default: assets/priors/clip)")
+    f.add_argument("--prompts", nargs="+", default=DREAMFUSION_PROMPTS)
+    f.add_argument("--only", type=int, nargs="*", default=None,
+                   help="run only these prompt indices (judged among all prompts; to split the work over GPUs)")
+    f.add_argument("--steps", type=int, default=2000)
+    f.add_argument("--scale", type=float, default=100.0, help="classifier-free guidance scale")
+    f.add_argument("--preset", default="fast")
+    f.add_argument("--device", default="auto")
+    f.add_argument("--out-dir", default="outputs/bench/dreamfusion-embedded")
+    f.add_argument("--renders", default="", help="save the renders here (.pt) and do not judge (judge them later, "
+                                                 "e.g. where the scorer's text encoder is installed, with --judge)")
+    f.add_argument("--judge", nargs="*", default=[], help="judge saved renders (.pt files) instead of running")
+    f.add_argument("--json", default="bench/results/dreamfusion_embedded_rank.json")
     args = ap.parse_args()
 
     import torch
@@ -144,6 +257,33 @@ def main() -> None:
 
     dev = resolve_device(args.device)
     t0 = time.perf_counter()
+    if args.cmd == "dreamfusion":
+        prior = str(Path(args.folder).resolve()) if args.folder else "embedded"
+        if args.judge:
+            renders = {}
+            for f in args.judge:
+                renders.update(torch.load(f, weights_only=False))
+        else:
+            prompts = args.prompts if args.only is None else [args.prompts[i] for i in args.only]
+            renders = dreamfusion_renders(prior, prompts, args.steps, args.scale, args.preset, Path(args.out_dir), dev)
+            if args.renders:
+                Path(args.renders).parent.mkdir(parents=True, exist_ok=True)
+                torch.save(renders, args.renders)
+                print(f"wrote {args.renders}")
+                return
+        res, rows = rank_renders(load_embedded_scorer(dev, folder=args.scorer_folder or None), args.prompts, renders)
+        res.update(seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__, prior=prior,
+                   steps=args.steps, guidance_scale=args.scale, preset=args.preset, rows=rows,
+                   date=time.strftime("%Y-%m-%d"))
+        print_table(rows, [("prompt", "prompt", 12), ("rank", "rank", 5), ("views_top1", "views top-1", 12),
+                           ("best_other", "best other", 12)])
+        print(f"rank-1 rate {res['rank1_rate']:.2f} over {len(rows)} prompts (chance {res['chance']:.2f})")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1))
+        save_rows(out.with_suffix(".png"), torch.stack([renders[r["prompt"]] for r in rows]).float() / 255)
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+        return
     data = load_data(args.data, dev)
     if args.cmd == "diffusion":
         from pipelines.core.priors.embedded import load_embedded_guidance

@@ -117,7 +117,7 @@ class DreamFusionConfig(PipelineConfig):
     mesh_density: float = 5.0
     """Density level of the exported mesh's surface."""
     turntable_frames: int = 48
-    """Frames in the turntable video."""
+    """Frames in the turntable video (0: no video)."""
     preview_size: int = 128
     """Side of preview and turntable renders, in pixels."""
     export: bool = True
@@ -355,14 +355,15 @@ def _export(cfg: DreamFusionConfig, ctx: RunContext, student, render_view, metri
 
     dev = ctx.device
     frames, opacity = [], 0.0
-    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size):
+    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size) if cfg.turntable_frames else []:
         view = render_view(cam.c2w, fov, cfg.preview_size)
         opacity += float(view["opacity"].mean()) / cfg.turntable_frames
         frames.append(np.concatenate([to_uint8(view["rgb"]),
                                       normals_to_uint8(view["normal"], view["opacity"][..., None])], axis=1))
-    metrics["mean_opacity"] = opacity
-    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
-                       f"turntable: rgb | normals ({prior_name})")
+    if frames:
+        metrics["mean_opacity"] = opacity
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
+                           f"turntable: rgb | normals ({prior_name})")
 
     with torch.no_grad():
         density = evaluate_grid(student.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)

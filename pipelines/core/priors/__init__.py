@@ -8,7 +8,7 @@ the real classes, saved and loaded through the real loader: ``testing``).
 
 Contract: importing this package imports neither torch nor diffusers (the UI calls ``describe_prior`` at
 build time). ``load_guidance(prior, device, dtype)`` loads once per process, behind a cache, and returns a
-``guidance.DiffusionGuidance``; ``prior`` is a Hub id, a local diffusers folder, or "embedded". A prior that
+``guidance.DiffusionGuidance``; ``prior`` is a Hub id, a local diffusers folder, "embedded" or an exported embedded prior folder. A prior that
 cannot be found raises ``UserInputError`` naming the ids and the local-folder option.
 """
 from __future__ import annotations
@@ -28,7 +28,22 @@ EMBEDDED = "embedded"
 
 
 def is_embedded(prior: str) -> bool:
-    return prior.strip().lower() == EMBEDDED
+    """'embedded', or a folder written by ``python -m pipelines priors ... --export`` (a manifest.json beside it)."""
+    return prior.strip().lower() == EMBEDDED or embedded_folder(prior) is not None
+
+
+def embedded_folder(prior: str):
+    """The Path of an exported embedded diffusion prior folder named by ``prior``, else None."""
+    import json
+    from pathlib import Path
+
+    path = Path(prior.strip()).expanduser() if prior.strip() else None
+    if path is None or not (path / "manifest.json").is_file() or not (path / "config.json").is_file():
+        return None
+    try:
+        return path if json.loads((path / "config.json").read_text()).get("kind") == "diffusion" else None
+    except (OSError, ValueError):
+        return None
 
 
 def embedded_diffusion_available() -> bool:
@@ -52,7 +67,8 @@ def describe_prior(prior: str) -> str:
     """A short human label: which prior a run uses (the UI and the run's log show it)."""
     prior = prior.strip() or DEFAULT_DIFFUSION
     if is_embedded(prior):
-        return "embedded offline prior (assets/)"
+        folder = embedded_folder(prior)
+        return f"embedded offline prior ({folder or 'assets/'})"
     if prior in KNOWN_DIFFUSION:
         return f"{KNOWN_DIFFUSION[prior]}: {prior}"
     from pathlib import Path
@@ -64,7 +80,7 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
     """The diffusion guidance named by ``prior`` ('' means ``DEFAULT_DIFFUSION``), loaded once per process.
 
     Args:
-        prior: a Hub id, a local diffusers folder, or "embedded".
+        prior: a Hub id, a local diffusers folder, "embedded", or a folder of an exported embedded prior.
         device: torch device (or its name) the models run on.
         dtype: "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16" or "float32".
     Returns:
@@ -73,11 +89,11 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
     if is_embedded(prior):
         from .embedded import load_embedded_guidance
 
-        return load_embedded_guidance(device, dtype)
+        return load_embedded_guidance(device, dtype, embedded_folder(prior))
     from .stable_diffusion import load_stable_diffusion
 
     return load_stable_diffusion(prior.strip() or DEFAULT_DIFFUSION, device, dtype)
 
 
 __all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "describe_prior", "embedded_diffusion_available",
-           "is_embedded", "load_guidance", "where_to_get_models"]
+           "embedded_folder", "is_embedded", "load_guidance", "where_to_get_models"]

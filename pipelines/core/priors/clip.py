@@ -128,6 +128,7 @@ class CLIPScorer(Compilable):
 
     def score(self, images, text_emb):
         """Cosine similarity of each image with each text: (B, H, W, 3), (N, D) -> (B, N)."""
+        self.step_begin()
         return self.encode_images(images) @ text_emb.T
 
 

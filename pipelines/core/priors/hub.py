@@ -84,6 +84,14 @@ class Compilable:
         self.compiled = mode
         return True
 
+    def step_begin(self) -> None:
+        """Called at the start of each training step's use of the model: with CUDA graphs, it tells torch that the
+        previous step's graph outputs are no longer needed (else a second forward before backward fails)."""
+        if self.compiled == "reduce-overhead":
+            import torch
+
+            torch.compiler.cudagraph_mark_step_begin()
+
 
 def _resolve(obj, path: str):
     for part in path.split("."):

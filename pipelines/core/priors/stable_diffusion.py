@@ -84,6 +84,7 @@ class StableDiffusionGuidance(Compilable, DiffusionGuidance):
 
     def sds(self, images: torch.Tensor, text: TextEmbeddings, guidance_scale: float = 100.0,
             t_range: tuple[float, float] = (0.02, 0.98)) -> SDSOutput:
+        self.step_begin()
         return self.sds_latents(self.encode_images(images), text, guidance_scale, t_range)
 
     def sds_latents(self, latents: torch.Tensor, text: TextEmbeddings, guidance_scale: float = 100.0,
