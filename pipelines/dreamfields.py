@@ -329,8 +329,8 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
             origin = update_origin(origin, out["weights"].detach(), out["points"].detach(), cfg.origin_decay)
         scores[step - 1] = clip.detach()
         for k, v in (("loss", loss.detach()), ("clip", clip.detach()),
-                     ("transmittance", 1 - out["opacity"].detach().mean()), ("tau", torch.tensor(tau))):
-            acc[k] += v.to(dev)
+                     ("transmittance", 1 - out["opacity"].detach().mean()), ("tau", tau)):
+            acc[k] += v  # on the device (tau is a float): no host sync inside the step
 
         if step % LOG_EVERY == 0 or step == cfg.steps:
             n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY

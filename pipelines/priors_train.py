@@ -195,13 +195,14 @@ def make_model(opts: TrainOptions, text_dim: int):
 
 
 def diffusion_loss(unet, x0, states, uncond, alphas_cumprod, gen, dropout: float):
-    """Epsilon-prediction MSE at t ~ U{0..T-1}, the caption dropped to ``uncond`` with prob ``dropout``."""
+    """Epsilon-prediction MSE at t ~ U{0..T-1}, the caption dropped to ``uncond`` with prob ``dropout``. ``gen``
+    is a generator on x0's device (drawing the noise on the CPU and copying it made each step wait)."""
     import torch
 
     b, dev = x0.shape[0], x0.device
-    t = torch.randint(len(alphas_cumprod), (b,), generator=gen).to(dev)
-    noise = torch.randn(x0.shape, generator=gen).to(dev)
-    drop = (torch.rand(b, generator=gen) < dropout).to(dev).view(b, 1, 1)
+    t = torch.randint(len(alphas_cumprod), (b,), generator=gen, device=dev)
+    noise = torch.randn(x0.shape, generator=gen, device=dev)
+    drop = (torch.rand(b, generator=gen, device=dev) < dropout).view(b, 1, 1)
     states = torch.where(drop, uncond.expand_as(states), states)
     a = alphas_cumprod[t].view(b, 1, 1, 1)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -254,6 +255,7 @@ def train(opts: TrainOptions):
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01 if opts.kind == "diffusion" else 0.1)
     gen = torch.Generator().manual_seed(opts.seed)
+    noise_gen = torch.Generator(device=dev).manual_seed(opts.seed + 1)  # the diffusion noise, drawn on the device
     step, history = 0, []
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
@@ -264,6 +266,8 @@ def train(opts: TrainOptions):
         ema.load_state_dict(state["ema"])
         optim.load_state_dict(state["optim"])
         gen.set_state(state["gen"])
+        if "noise_gen" in state:
+            noise_gen.set_state(state["noise_gen"].cpu())
         step, history = state["step"], state.get("history", [])
         yield Log(f"resumed from {ckpt} at step {step}" + ("" if state.get("data_sha256") == data.sha256 else
                                                             " (WARNING: the data file changed since)"))
@@ -275,6 +279,7 @@ def train(opts: TrainOptions):
     net = model if dist is None else torch.nn.parallel.DistributedDataParallel(model)
     if rank:
         gen.manual_seed(opts.seed + 1000 * rank + step)
+        noise_gen.manual_seed(opts.seed + 1000 * rank + step + 1)
     n_params = sum(p.numel() for p in model.parameters())
     yield Log(f"{opts.kind}: {n_params / 1e6:.2f}M parameters, {len(data.train)} train / {len(data.test)} test "
               f"shapes, {data.n_base - 1} captions (+ {len(data.captions) - data.n_base} with a view), on {dev}"
@@ -292,7 +297,7 @@ def train(opts: TrainOptions):
             return
         tmp = out / ".checkpoint.tmp.pt"
         torch.save(dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
-                        optim=optim.state_dict(), gen=gen.get_state(), arch=arch, opts=dataclasses.asdict(opts),
+                        optim=optim.state_dict(), gen=gen.get_state(), noise_gen=noise_gen.get_state(), arch=arch, opts=dataclasses.asdict(opts),
                         data_sha256=data.sha256, history=history), tmp)
         os.replace(tmp, ckpt)
 
@@ -306,7 +311,7 @@ def train(opts: TrainOptions):
                                             view_share=opts.view_share if opts.kind == "diffusion" else 0.0)
             if opts.kind == "diffusion":
                 loss = diffusion_loss(net, img.permute(0, 3, 1, 2) * 2 - 1, states[cap.to(dev)], uncond, alphas,
-                                      gen, opts.cfg_dropout)
+                                      noise_gen, opts.cfg_dropout)
             else:
                 loss = contrastive_loss(net, img, pooled[cap.to(dev)], cap, shapes)
             optim.zero_grad(set_to_none=True)
@@ -315,8 +320,7 @@ def train(opts: TrainOptions):
             optim.step()
             with torch.no_grad():
                 decay = min(opts.ema, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)  # one launch
             step += 1
             if step % opts.log_every == 0 and opts.max_seconds and should_stop(time.perf_counter() - t0 > opts.max_seconds,
                                                                                dist, dev):

@@ -87,4 +87,7 @@ def random_backgrounds(b: int, h: int, w: int, generator: torch.Generator, kinds
             img = gaussian_blur(img, (blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * s) * min(h, w) / 64)
         out.append(img)
         names.append(kinds[k])
-    return torch.cat(out).clamp(0, 1).to(device), names
+    images = torch.cat(out).clamp(0, 1)
+    if torch.device(device or "cpu").type == "cuda":  # from pinned memory the copy does not wait for the GPU
+        return images.pin_memory().to(device, non_blocking=True), names
+    return images.to(device), names
