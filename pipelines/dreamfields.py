@@ -33,8 +33,9 @@ class DreamFieldsConfig(PipelineConfig):
     scorer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Precision of CLIP on CUDA ('auto': float16); always float32 on CPU."""
     scorer_compile: Literal["off", "default", "reduce-overhead"] = "off"
-    """torch.compile CLIP's image tower on CUDA ('reduce-overhead' adds CUDA graphs; the first steps then take
-    a minute or so)."""
+    """torch.compile CLIP's image tower on CUDA. 'reduce-overhead' (CUDA graphs) measured on an H200 with
+    ViT-B/32: 3.3 ms per scorer step against 21.6 eager, the default 10k-step run in 4.0 min; the first steps
+    then take a minute or so. Off by default: CUDA graphs want one thread to drive the run (the CLI does)."""
     steps: int = 10000
     """Optimisation steps."""
     batch_size: int = 4

@@ -262,6 +262,8 @@ def _guidance_class():
         """Pixel-space SDS: images are resized to the UNet's side and mapped to [-1, 1]; the rest
         (timesteps, CFG, w(t) = 1 - alpha_bar) is ``StableDiffusionGuidance.sds_latents``."""
 
+        COMPILE_PATHS = ("unet",)  # no VAE
+
         def __init__(self, unet, text_encoder, schedule: dict, name: str = ""):  # noqa: D107 - no VAE here
             self.unet, self.text_encoder, self.vae = unet.eval().requires_grad_(False), text_encoder, None
             self.device = next(unet.parameters()).device

@@ -35,8 +35,8 @@ REQUIRED = {
 
 class StableDiffusionGuidance(Compilable, DiffusionGuidance):
     """SDS with a latent diffusion model: renders -> VAE encoder -> latents; the UNet predicts the noise.
-    ``compile(mode)`` compiles the UNet and the VAE encoder (H200, SD 2.1-base, one 64 px render: 35.6 ms per
-    guidance step with 'default' against 64.9 eager; bench/RESULTS.md).
+    ``compile(mode)`` compiles the UNet and the VAE encoder (H200, SD 2.1-base, one 64 px render: 16.7 ms per
+    guidance step with 'reduce-overhead', CUDA graphs, against 44.6 eager; bench/RESULTS.md).
 
     Args:
         unet, vae, text_encoder, tokenizer: the diffusers/transformers components, on one device.
