@@ -81,6 +81,11 @@ def export_checkpoint(kind: str, out: str, dest: str, command: str = "", text_en
     te = load_text_encoder(opts.text_encoder or None, "cpu")
     states, pooled = encode_captions(data.captions, te)
     ema, arch = make_model(opts, te.hidden_size)
+    if "arch" in state and state["arch"] != arch:  # trained with an older architecture config: rebuild that one
+        from .core.priors import embedded
+
+        arch = state["arch"]
+        ema = embedded.build_unet(arch["unet"]) if kind == "diffusion" else embedded.build_scorer_model(arch["scorer"])
     ema.load_state_dict({k: v.float() for k, v in state["ema"].items()})
     ema.eval().requires_grad_(False)
     alphas = _alphas_cumprod(arch["schedule"]) if kind == "diffusion" else None
