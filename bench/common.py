@@ -55,6 +55,16 @@ def profile(run: Callable, cfg, warmup_cfg, label: str) -> str:
     return head + "\n" + averages.table(sort_by=key, row_limit=30)
 
 
+def profile_to_file(run: Callable, cfg, steps: int, label: str, json_path: str) -> str:
+    """``profile`` of a ``steps``-step run of ``cfg`` (after a 10-step one), printed and written next to the
+    JSON as .profile.txt; returns that path."""
+    table = profile(run, dataclasses.replace(cfg, steps=steps), dataclasses.replace(cfg, steps=10), label)
+    print(table, flush=True)
+    path = Path(json_path or "profile.json").with_suffix(".profile.txt")
+    path.write_text(table)
+    return str(path)
+
+
 def device_name() -> str:
     import torch
 

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name, event_printer, profile
+from common import apply_overrides, device_name, event_printer, profile_to_file
 
 from pipelines.dreamfields import DreamFieldsConfig, run
 from pipelines.events import run_to_completion
@@ -157,12 +157,7 @@ def main() -> None:
               f"{m['seconds_per_step'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
     if args.profile and run_steps:
-        table = profile(run, dataclasses.replace(cfg, steps=args.profile), dataclasses.replace(cfg, steps=10),
-                        f"DreamFields run, {args.profile} steps")
-        print(table, flush=True)
-        prof_path = Path(args.json or "profile.json").with_suffix(".profile.txt")
-        prof_path.write_text(table)
-        res["profile"] = str(prof_path)
+        res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFields run, {args.profile} steps", args.json)
     res.update(model=name, device=device_name(), torch=torch.__version__, dtype=str(s.dtype), compile=args.compile,
                batch=args.batch,
                resolution=args.resolution, params=n_params, load_seconds=load_s)

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name, event_printer, profile
+from common import apply_overrides, device_name, event_printer, profile_to_file
 
 from pipelines.dreamfusion import DreamFusionConfig, run
 from pipelines.events import run_to_completion
@@ -206,12 +206,7 @@ def main() -> None:
               f"{m['train_seconds'] / m['steps'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
     if args.profile and run_steps:
-        table = profile(run, dataclasses.replace(cfg, steps=args.profile), dataclasses.replace(cfg, steps=10),
-                        f"DreamFusion run, {args.profile} steps")
-        print(table, flush=True)
-        prof_path = Path(args.json or "profile.json").with_suffix(".profile.txt")
-        prof_path.write_text(table)
-        res["profile"] = str(prof_path)
+        res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFusion run, {args.profile} steps", args.json)
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
                channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)
