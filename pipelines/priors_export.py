@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .priors_train import PriorData, TrainOptions, encode_captions, evaluate, load_data, make_model
+from .priors_dataset import PriorData, encode_captions, load_data
+from .priors_train import TrainOptions, evaluate, make_model
 
 
 def caption_vocabulary(data: PriorData, n_examples: int = 24) -> dict:

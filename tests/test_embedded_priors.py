@@ -101,27 +101,27 @@ def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
 
 def test_view_captions_follow_the_camera(data_root, monkeypatch):
     """Captions get DreamFusion's view suffix from each render's camera (for sources whose front is known)."""
-    from pipelines import priors_train
+    from pipelines import priors_dataset
     from pipelines.core.priors.prompts import view_direction
 
     _, path, _ = data_root
-    assert (priors_train.load_data(path, "cpu").view_label == -1).all()  # pybullet: no agreed front
-    monkeypatch.setitem(priors_train.FRONT_AZIMUTH, "pybullet", 90.0)
-    data = priors_train.load_data(path, "cpu")
+    assert (priors_dataset.load_data(path, "cpu").view_label == -1).all()  # pybullet: no agreed front
+    monkeypatch.setitem(priors_dataset.FRONT_AZIMUTH, "pybullet", 90.0)
+    data = priors_dataset.load_data(path, "cpu")
     with np.load(path) as z:
         azim, elev = z["azimuth"], z["elevation"]
     for s in range(2):
         for v in range(3):
             want = view_direction(float(elev[s, v]), float(azim[s, v]), front_azimuth_deg=90.0)
-            assert priors_train.VIEW_SUFFIXES[int(data.view_label[s, v])] == want
+            assert priors_dataset.VIEW_SUFFIXES[int(data.view_label[s, v])] == want
     gen = torch.Generator().manual_seed(0)
-    _, cap, shapes = priors_train.sample_batch(data, data.train, 8, gen, 1.0, 16, view_share=1.0)
+    _, cap, shapes = priors_dataset.sample_batch(data, data.train, 8, gen, 1.0, 16, view_share=1.0)
     for c, s in zip(cap.tolist(), shapes.tolist()):
-        views = {priors_train.VIEW_SUFFIXES[int(k)] for k in data.view_label[s]}
+        views = {priors_dataset.VIEW_SUFFIXES[int(k)] for k in data.view_label[s]}
         text = data.captions[c]
         assert text.endswith(" view") and text.rsplit(", ", 1)[1].split()[0] in views
         assert text.rsplit(", ", 1)[0] in data.meta[data.ids[s]]["captions"]
-    _, plain, _ = priors_train.sample_batch(data, data.train, 8, gen, 1.0, 16)
+    _, plain, _ = priors_dataset.sample_batch(data, data.train, 8, gen, 1.0, 16)
     assert all(c < data.n_base for c in plain.tolist())
 
 
@@ -151,7 +151,7 @@ def test_vocabulary_subset_keeps_states_and_ema_checkpoint_exports(tmp_path, dat
 
     from pipelines.core.priors.text_encoder import save_vocab_subset
     from pipelines.priors_export import export_checkpoint, save_ema_checkpoint
-    from pipelines.priors_train import load_data
+    from pipelines.priors_dataset import load_data
 
     _, path, _ = data_root
     caps = load_data(path, "cpu").captions
