@@ -179,8 +179,8 @@ def train(opts: TrainOptions):
             return
         tmp = out / ".checkpoint.tmp.pt"
         torch.save(dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
-                        optim=optim.state_dict(), gen=gen.get_state(), noise_gen=noise_gen.get_state(), arch=arch, opts=dataclasses.asdict(opts),
-                        data_sha256=data.sha256, history=history), tmp)
+                        optim=optim.state_dict(), gen=gen.get_state(), noise_gen=noise_gen.get_state(), arch=arch,
+                        opts=dataclasses.asdict(opts), data_sha256=data.sha256, history=history), tmp)
         os.replace(tmp, ckpt)
 
     last, t_last = 0.0, time.perf_counter()
