@@ -13,7 +13,8 @@ import numpy as np
 
 @dataclass
 class PriorData:
-    rgba: "object"  # (S, V, H, W, 4) uint8 on the device
+    """The pack's tensors, all on one device (the batches are drawn there: no host round trip per step)."""
+    rgba: "object"  # (S, V, H, W, 4) uint8
     train: "object"  # (S_train,) long: shape indices of the train split
     test: "object"
     captions: list[str]  # unique captions; index 0 is "" (the unconditional one); then their view variants
@@ -70,45 +71,52 @@ def load_data(path: str | Path, device) -> PriorData:
             if front is not None:
                 labels[n] = torch.tensor([VIEW_SUFFIXES.index(view_direction(float(e), float(a), front_azimuth_deg=front))
                                           for a, e in zip(angles[0][n], angles[1][n])])
-    return PriorData(torch.from_numpy(rgba).to(device), torch.tensor(tr or te), torch.tensor(te or tr), caps,
-                     shape_caps, meta, sha, ids, labels, n_base)
+    dev = torch.device(device)
+    return PriorData(torch.from_numpy(rgba).to(dev), torch.tensor(tr or te, device=dev),
+                     torch.tensor(te or tr, device=dev), caps, shape_caps.to(dev), meta, sha, ids, labels.to(dev), n_base)
 
 
 def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int, distinct: bool = False,
                  bank=None, view_share: float = 0.0):
-    """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,)).
-    Textured backgrounds come from ``bank`` ((N, H, W, 3) made once) when given, else are made here. A share
-    ``view_share`` of the captions of renders with a known view get its suffix."""
+    """(images (b, size, size, 3) in [0, 1] on backgrounds, caption indices (b,), shape indices (b,)), all drawn
+    with ``gen``, a generator on the data's device (CPU draws copied to a GPU made every step wait for the
+    previous one). Textured backgrounds come from ``bank`` ((N, H, W, 3) made once) when given, else are made
+    here. A share ``view_share`` of the captions of renders with a known view get its suffix."""
     import torch
 
     from .core.backgrounds import random_backgrounds
     from .core.priors.stable_diffusion import resize_square
 
+    dev = data.rgba.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, device=dev)
+
     if distinct and b <= len(pool):
-        shapes = pool[torch.randperm(len(pool), generator=gen)[:b]]
+        shapes = pool[torch.randperm(len(pool), generator=gen, device=dev)[:b]]
     else:
-        shapes = pool[torch.randint(len(pool), (b,), generator=gen)]
-    views = torch.randint(data.rgba.shape[1], (b,), generator=gen)
+        shapes = pool[torch.randint(len(pool), (b,), generator=gen, device=dev)]
+    views = torch.randint(data.rgba.shape[1], (b,), generator=gen, device=dev)
     caps = data.shape_caps[shapes]
     n_caps = (caps >= 0).sum(1)
-    pick = (torch.rand(b, generator=gen) * n_caps).long().clamp_max(n_caps - 1)
-    cap = caps[torch.arange(b), pick]
+    pick = (rand(b) * n_caps).long().clamp_max(n_caps - 1)
+    cap = caps.gather(1, pick[:, None])[:, 0]
     if view_share > 0 and data.view_label is not None:
         label = data.view_label[shapes, views]
-        use = (torch.rand(b, generator=gen) < view_share) & (label >= 0)
+        use = (rand(b) < view_share) & (label >= 0)
         cap = torch.where(use, data.view_caption(cap, label.clamp_min(0)), cap)
-    dev = data.rgba.device
-    x = data.rgba[shapes.to(dev), views.to(dev)].float() / 255.0  # (b, H, W, 4)
+    x = data.rgba[shapes, views].float() / 255.0  # (b, H, W, 4)
     h, w = x.shape[1:3]
     if bank is None:
-        bg = random_backgrounds(b, h, w, gen)[0].to(dev)
+        cpu_gen = gen if gen.device.type == "cpu" else torch.Generator().manual_seed(int(rand(1).mul(2 ** 31)))
+        bg = random_backgrounds(b, h, w, cpu_gen)[0].to(dev)  # made image by image on the CPU: slow
     else:  # a random bank image, flipped or transposed
-        bg = bank[torch.randint(len(bank), (b,), generator=gen).to(bank.device)]
-        bg = torch.where((torch.rand(b, generator=gen) < 0.5).to(dev).view(b, 1, 1, 1), bg.transpose(1, 2), bg)
-    solid = torch.rand(b, 1, 1, 3, generator=gen).to(dev).expand(b, h, w, 3)
-    u = torch.rand(b, 1, 1, 1, generator=gen).to(dev)
+        bg = bank[torch.randint(len(bank), (b,), generator=gen, device=dev)]
+        bg = torch.where((rand(b) < 0.5).view(b, 1, 1, 1), bg.transpose(1, 2), bg)
+    solid = rand(b, 1, 1, 3).expand(b, h, w, 3)
+    u = rand(b, 1, 1, 1)
     bg = torch.where(u < white_bg, torch.ones_like(bg), torch.where(u < (1 + white_bg) / 2, solid, bg))
-    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+    flip = rand(b) < 0.5
     img = x[..., :3] * x[..., 3:] + bg * (1 - x[..., 3:])
     img = torch.where(flip.view(b, 1, 1, 1), img.flip(2), img)
     if h != size:

@@ -51,6 +51,8 @@ class TrainOptions:
     eval_images: int = 256
     """Held-out images in the final metrics."""
     device: str = "cuda"
+    compile: bool = False
+    """diffusion: torch.compile the UNet's training step (fuses its GroupNorm/SiLU chains; a minute of compiling)."""
     max_seconds: float = 0.0
     """Stop (and save) after this much training time, 0: no limit. Under torchrun all processes stop together."""
     seed: int = 0
@@ -135,9 +137,12 @@ def train(opts: TrainOptions):
     model, arch = make_model(opts, te.hidden_size)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01 if opts.kind == "diffusion" else 0.1)
-    gen = torch.Generator().manual_seed(opts.seed)
-    noise_gen = torch.Generator(device=dev).manual_seed(opts.seed + 1)  # the diffusion noise, drawn on the device
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01 if opts.kind == "diffusion" else 0.1,
+                              fused=dev.type == "cuda")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size all run long
+    gen = torch.Generator(device=dev).manual_seed(opts.seed)  # batches, drawn on the device (priors_dataset)
+    noise_gen = torch.Generator(device=dev).manual_seed(opts.seed + 1)  # the diffusion noise
     step, history = 0, []
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
@@ -147,10 +152,13 @@ def train(opts: TrainOptions):
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optim.load_state_dict(state["optim"])
-        gen.set_state(state["gen"])
-        if "noise_gen" in state:
-            noise_gen.set_state(state["noise_gen"].cpu())
         step, history = state["step"], state.get("history", [])
+        try:
+            gen.set_state(state["gen"].cpu())
+            noise_gen.set_state(state["noise_gen"].cpu())
+        except (KeyError, RuntimeError):  # saved on another device kind: continue on fresh draws
+            gen.manual_seed(opts.seed + step)
+            noise_gen.manual_seed(opts.seed + step + 1)
         yield Log(f"resumed from {ckpt} at step {step}" + ("" if state.get("data_sha256") == data.sha256 else
                                                             " (WARNING: the data file changed since)"))
     # Data-parallel under torchrun: every process draws its own batches, gradients are averaged over the
@@ -159,6 +167,8 @@ def train(opts: TrainOptions):
     if dist is not None and opts.kind != "diffusion":
         raise ValueError("only the diffusion prior trains on several processes; run the scorer without torchrun")
     net = model if dist is None else torch.nn.parallel.DistributedDataParallel(model)
+    if opts.compile and opts.kind == "diffusion":
+        net = torch.compile(net)  # the EMA (evaluation, export) stays eager
     if rank:
         gen.manual_seed(opts.seed + 1000 * rank + step)
         noise_gen.manual_seed(opts.seed + 1000 * rank + step + 1)
@@ -264,14 +274,14 @@ def evaluate(kind: str, model, data: PriorData, states, pooled, alphas, size: in
     top-1 accuracy among the test shapes' first captions (with chance for comparison)."""
     import torch
 
-    gen = torch.Generator().manual_seed(1234)
+    gen = torch.Generator(device=data.rgba.device).manual_seed(1234)
     with torch.no_grad():
         if kind == "diffusion":
             img, cap, _ = sample_batch(data, data.test, n, gen, 1.0, size)
             x0 = img.permute(0, 3, 1, 2) * 2 - 1
             losses = []
             for t in torch.linspace(0, len(alphas) - 1, 8).long().tolist():
-                noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+                noise = torch.randn(x0.shape, generator=gen, device=x0.device)
                 a = alphas[t]
                 xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
                 tt = torch.full((len(x0),), t, device=x0.device)
