@@ -28,6 +28,8 @@ from pipelines.dreamfusion import DreamFusionConfig, run
 from pipelines.events import run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
+MODES = {"eager": "off", "compile": "default", "graphs": "reduce-overhead", "autotune": "max-autotune"}
+"""torch.compile mode of each variant."""
 
 
 def make_model(folder: Path, tiny: bool, dtype, device) -> Path:
@@ -124,9 +126,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="timed guidance steps (default: 50 GPU, 3 CPU)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed guidance steps first (default: 10 GPU, 1 CPU)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and the VAE encoder")
-    ap.add_argument("--variants", nargs="+", default=["eager"], choices=["eager", "compile", "graphs"],
+    ap.add_argument("--variants", nargs="+", default=["eager"], choices=["eager", "compile", "graphs", "autotune"],
                     help="time these in turn on one model (compile: torch.compile of the UNet and VAE encoder; "
-                         "graphs: the same with CUDA graphs, mode reduce-overhead); the run uses the last")
+                         "graphs: the same with CUDA graphs, mode reduce-overhead; autotune: mode max-autotune, graphs "
+                         "and kernels chosen by timing, minutes of compiling); the run uses the last")
     ap.add_argument("--contiguous", action="store_true",
                     help="keep NCHW memory (the loader uses channels_last on CUDA)")
     ap.add_argument("--run-steps", type=int, default=-1,
@@ -171,7 +174,7 @@ def main() -> None:
     for variant in variants:
         t0 = time.perf_counter()
         if variant != "eager":  # the run below uses the compiled modules too (the loader's cache holds g)
-            g.compile({"compile": "default", "graphs": "reduce-overhead"}[variant])
+            g.compile(MODES[variant])
         try:
             r = time_guidance(g, args.batch, args.resolution, iters, warmup, 100.0)
         except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the other numbers
@@ -188,7 +191,7 @@ def main() -> None:
 
     run_steps = args.run_steps if args.run_steps >= 0 else (10000 if gpu else 3)
     if run_steps:
-        mode = {"eager": "off", "compile": "default", "graphs": "reduce-overhead"}[variants[-1]]
+        mode = MODES[variants[-1]]
         cfg = DreamFusionConfig(prior=str(folder), prior_dtype=args.dtype, prior_compile=mode, device=str(dev),
                                 steps=run_steps,
                                 resolution=args.resolution, batch_size=args.batch, export=False,

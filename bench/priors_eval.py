@@ -5,6 +5,10 @@ renders of the same captions (with a sample grid), the numbers issue 5 asks for.
     python bench/priors_eval.py scorer --data .data/priors/priors.npz          # the shipped assets/priors/clip
     python bench/priors_eval.py scorer --folder runs/priors/clip-export --json bench/results/x.json
     python bench/priors_eval.py diffusion --n 32 --grid bench/results/priors_samples.png
+    python bench/priors_eval.py dreamfusion --renders R.pt      # DreamFusion on 10 prompts (a GPU), then
+    python bench/priors_eval.py dreamfusion --judge R*.pt       # its renders ranked by the scorer
+    python bench/priors_eval.py texts --out T                  # the prompts' text states, for a GPU machine
+                                                               # without the text encoder: GEN3D_TEXT_ENCODER=T
 
 Held out = the shapes the data builder put in the test split (a hash of the shape id), never trained on. Each
 shape is queried by its plain caption ("a red armchair"); a retrieved shape counts as a hit when that caption
@@ -247,7 +251,18 @@ def main() -> None:
                                                  "e.g. where the scorer's text encoder is installed, with --judge)")
     f.add_argument("--judge", nargs="*", default=[], help="judge saved renders (.pt files) instead of running")
     f.add_argument("--json", default="bench/results/dreamfusion_embedded_rank.json")
+    t = sub.add_parser("texts", help="a states table of the dreamfusion prompts (all views, and the empty negative "
+                                     "prompt), to run them where the text encoder is absent: GEN3D_TEXT_ENCODER=OUT")
+    t.add_argument("--prompts", nargs="+", default=DREAMFUSION_PROMPTS)
+    t.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.cmd == "texts":
+        from pipelines.core.priors.prompts import VIEWS, view_prompt
+        from pipelines.core.priors.text_encoder import save_states_table
+
+        texts = [""] + args.prompts + [view_prompt(p, v) for p in args.prompts for v in VIEWS]
+        print(f"wrote {save_states_table(texts, args.out)} ({len(texts)} texts)")
+        return
 
     import torch
 

@@ -1,4 +1,4 @@
-"""Getting trained priors out of a run: the prior folder (``embedded.save_prior``: float16 shards, manifest with
+"""Getting trained priors out of a run: the prior folder (``embedded.save_prior``: int8 (diffusion) or float16 (scorer) shards, manifest with
 sha256, data and licenses, command, steps, metrics, the captions' vocabulary, credits), and what a GPU sitting
 sends home: ``save_ema_checkpoint`` keeps the EMA weights in float16 without the optimiser (a third of the
 size), ``export_checkpoint`` turns it (or a full checkpoint) into a prior folder with metrics recomputed by the
@@ -44,7 +44,9 @@ def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: 
         license="weights: trained by gen3d on renders of CC0 / CC-BY 3.0 (Sweet Home 3D furniture) and zlib "
                 "(pybullet_data) models; see CREDITS.md")
     credits = credits_markdown(data.meta, "Embedded priors: training data credits")
-    return save_prior(opts.export, kind, ema, config, manifest, credits)
+    # int8 for the diffusion prior: its 47 MB of float16 would crowd the repository (and what a GPU machine may
+    # carry); the scorer is small enough to keep float16.
+    return save_prior(opts.export, kind, ema, config, manifest, credits, dtype="int8" if kind == "diffusion" else "float16")
 
 
 def checkpoint_file(out: str | Path) -> Path:

