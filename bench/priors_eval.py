@@ -90,7 +90,7 @@ def diffusion_judged(guidance, scorer, data, n: int, steps: int, scale: float, s
         same_cat = [bool(cat_of[uniq[b]] & cat_of[query[i]]) for b, i in zip(best, picks)]
         out[f"{name}_caption_top1"] = sum(hits) / len(hits)
         out[f"{name}_category_top1"] = sum(same_cat) / len(same_cat)
-    cats = [next(iter(cat_of[q])) for q in query]
+    cats = [min(cat_of[q]) for q in query]  # min: the same pick in every process
     out["category_chance"] = sum(cats.count(c) ** 2 for c in set(cats)) / len(cats) ** 2 if cats else 0.0
     out["caption_chance"] = 1.0 / len(uniq)
     return out, samples, real, prompts

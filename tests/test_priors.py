@@ -239,9 +239,12 @@ def test_missing_and_malformed_models_say_what_to_do(tiny_folder, tmp_path, monk
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(UserInputError, match=r"could not get 'someone/some-model'.*CompVis/stable-diffusion-v1-4"):
         sd.load_stable_diffusion("someone/some-model", "cpu")
+    from pipelines.core.priors import embedded
+
+    monkeypatch.setattr(embedded, "ASSET_DIR", tmp_path / "none")  # a checkout without the shipped prior
     with pytest.raises(UserInputError, match="not available.*No diffusion prior is available offline"):
         priors.load_guidance("embedded", "cpu")
-    assert not priors.embedded_diffusion_available()
+    assert not priors.embedded_diffusion_available() and priors.default_diffusion() == priors.DEFAULT_DIFFUSION
 
 
 def test_importing_priors_is_cheap():

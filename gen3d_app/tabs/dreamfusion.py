@@ -16,6 +16,8 @@ TINY = dict(steps=20, resolution=32, n_samples=16, n_importance=0, width=32, dep
             mesh_resolution=32, turntable_frames=4, preview_size=64)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU once the prior is loaded, for browser tests."""
 EXAMPLES = ["a DSLR photo of a hamburger", "a ripe strawberry", "a wooden rocking chair", "a blue ceramic teapot"]
+EMBEDDED_EXAMPLES = ["a chair", "a lamp", "a plant", "a bottle"]
+"""Prompts the embedded prior turned into the right object (bench/RESULTS.md: ranked first by the scorer)."""
 
 
 def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior, preset):
@@ -24,7 +26,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior
     cfg = widgets.preset_config(cls, preset)
     cfg = dataclasses.replace(cfg, prompt=str(prompt).strip(), negative_prompt=str(negative_prompt or "").strip(),
                               guidance_scale=float(guidance_scale), steps=int(steps), seed=int(seed or 0),
-                              prior=str(prior or "").strip() or priors.DEFAULT_DIFFUSION)
+                              prior=str(prior or "").strip() or priors.default_diffusion())
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -38,22 +40,32 @@ def preset_values(preset):
 
 
 def prior_note() -> str:
-    offline = ("The embedded offline prior is available: choose `embedded`." if priors.embedded_diffusion_available()
-               else "**No diffusion prior is available offline:** gen3d does not ship one yet, so a run needs a "
-                    "Stable Diffusion model from the Hugging Face Hub (downloaded once, ~5 GB) or a local folder.")
+    if priors.embedded_diffusion_available():
+        from pipelines.core.priors.embedded import vocabulary
+
+        known = ", ".join(f"*{e}*" for e in vocabulary("diffusion").get("examples", [])[:8])
+        offline = ("`embedded` is gen3d's own offline prior: a small 64 px pixel-space diffusion model trained on "
+                   "renders of furniture and household objects. It knows prompts like *a chair*, *a lamp*, "
+                   f"*a plant*, *a bottle* and little else (Stable Diffusion knows far more). From its training "
+                   f"captions: {known}.")
+    else:
+        offline = ("**No diffusion prior is available offline:** a run needs a Stable Diffusion model from the "
+                   "Hugging Face Hub (downloaded once, ~5 GB) or a local folder.")
     gpu = "" if widgets.has_cuda() else " Without a GPU a Stable Diffusion step takes seconds: use few steps."
     return f"{offline} The prior: a Hub id or a local diffusers folder (SD 1.x/2.x).{gpu}"
 
 
 def build() -> None:
     choices = list(priors.KNOWN_DIFFUSION) + ([priors.EMBEDDED] if priors.embedded_diffusion_available() else [])
+    default = priors.default_diffusion()
+    examples = EMBEDDED_EXAMPLES + EXAMPLES if default == priors.EMBEDDED else EXAMPLES
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="dreamfusion-prompt", lines=2,
+            prompt = gr.Textbox(examples[0], label="Prompt", elem_id="dreamfusion-prompt", lines=2,
                                 info="view suffixes (front / side / back / overhead view) are added per camera")
             negative = gr.Textbox("", label="Negative prompt", elem_id="dreamfusion-negative",
                                   placeholder="e.g. blurry, low quality")
-            prior = gr.Dropdown(choices, value=priors.DEFAULT_DIFFUSION, allow_custom_value=True, label="Prior",
+            prior = gr.Dropdown(choices, value=default, allow_custom_value=True, label="Prior",
                                 elem_id="dreamfusion-prior", info="Hub id or local folder of a diffusers model")
             gr.Markdown(prior_note(), elem_id="dreamfusion-prior-note")
             preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="dreamfusion-preset",
@@ -68,8 +80,13 @@ def build() -> None:
         with gr.Column(scale=3):
             preview = widgets.preview_panel(PIPELINE, ("rgb", "normal", "opacity", "sds"))
     arts = widgets.artifacts_panel(PIPELINE)
-    gr.Examples([[p, "", "custom", 0] for p in EXAMPLES], inputs=[prompt, negative, preset, seed],
+    gr.Examples([[p, "", "custom", 0] for p in examples], inputs=[prompt, negative, preset, seed],
                 cache_examples=False, elem_id="dreamfusion-examples")
+    if priors.embedded_diffusion_available():
+        from pipelines.core.priors.embedded import credits_markdown
+
+        with gr.Accordion("Embedded prior: training data credits", open=False):
+            gr.Markdown(credits_markdown(), elem_id="dreamfusion-credits")
     preset.input(preset_values, inputs=[preset], outputs=[steps], queue=False)
     widgets.wire_run(PIPELINE, make_config, dict(prompt=prompt, negative_prompt=negative, guidance_scale=scale,
                                                   steps=steps, seed=seed, prior=prior, preset=preset),

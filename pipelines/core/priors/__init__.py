@@ -53,6 +53,16 @@ def embedded_diffusion_available() -> bool:
     return available()
 
 
+def default_diffusion() -> str:
+    """The prior a form starts on: Stable Diffusion when it is in the Hub cache, else the embedded one when it
+    ships (a fresh or offline machine runs something real)."""
+    from .hub import hub_cached
+
+    if embedded_diffusion_available() and not hub_cached(DEFAULT_DIFFUSION, "model_index.json"):
+        return EMBEDDED
+    return DEFAULT_DIFFUSION
+
+
 def where_to_get_models() -> str:
     """The sentence every 'model not found' message ends with."""
     ids = ", ".join(KNOWN_DIFFUSION)
@@ -95,5 +105,6 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
     return load_stable_diffusion(prior.strip() or DEFAULT_DIFFUSION, device, dtype)
 
 
-__all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "describe_prior", "embedded_diffusion_available",
+__all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "default_diffusion", "describe_prior",
+           "embedded_diffusion_available",
            "embedded_folder", "is_embedded", "load_guidance", "where_to_get_models"]

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...config import UserInputError
-from .hub import Compilable, ModelCache, hub_error, local_path
+from .hub import Compilable, ModelCache, hub_cached, hub_error, local_path
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 KNOWN_CLIP = {
@@ -36,15 +36,6 @@ HUB_FILES = ["config.json", "*.safetensors", "vocab.json", "merges.txt", "tokeni
 
 def embedded_scorer_available() -> bool:
     return (ASSET_DIR / "manifest.json").is_file()
-
-
-def hub_cached(repo_id: str) -> bool:
-    """Whether a Hub model is in the local Hugging Face cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def default_scorer() -> str:

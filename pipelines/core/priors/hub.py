@@ -19,6 +19,15 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")  # owner/name: never star
 T = TypeVar("T")
 
 
+def hub_cached(repo_id: str, filename: str = "config.json") -> bool:
+    """Whether a Hub model's ``filename`` is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+
 def local_path(source: str, what: str, help_text: str) -> Path | None:
     """The folder ``source`` names, None when it is a Hub id; ``what`` names the expected folder kind."""
     path = Path(source).expanduser()
