@@ -130,6 +130,8 @@ def main() -> None:
                     help="time these in turn on one model (compile: torch.compile of the UNet and VAE encoder; "
                          "graphs: the same with CUDA graphs, mode reduce-overhead; autotune: mode max-autotune, graphs "
                          "and kernels chosen by timing, minutes of compiling); the run uses the last")
+    ap.add_argument("--cudnn-benchmark-limit", type=int, default=-1,
+                    help="cuDNN algorithms tried per convolution by benchmark mode (torch's default 10; 0: all)")
     ap.add_argument("--contiguous", action="store_true",
                     help="keep NCHW memory (the loader uses channels_last on CUDA)")
     ap.add_argument("--run-steps", type=int, default=-1,
@@ -160,6 +162,8 @@ def main() -> None:
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # as pipelines.dreamfusion sets it
+        if args.cudnn_benchmark_limit >= 0:
+            torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     if args.contiguous:
         g.unet.to(memory_format=torch.contiguous_format)
         g.vae.to(memory_format=torch.contiguous_format)
@@ -212,7 +216,8 @@ def main() -> None:
         res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFusion run, {args.profile} steps", args.json)
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
-               channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s)
+               channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s,
+               cudnn_benchmark_limit=torch.backends.cudnn.benchmark_limit if gpu else None)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfusion_sds_{name}_{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
