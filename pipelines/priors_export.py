@@ -1,8 +1,9 @@
-"""Getting trained priors out of a run: the prior folder (``embedded.save_prior``: int8 (diffusion) or float16 (scorer) shards, manifest with
-sha256, data and licenses, command, steps, metrics, the captions' vocabulary, credits), and what a GPU sitting
-sends home: ``save_ema_checkpoint`` keeps the EMA weights in float16 without the optimiser (a third of the
-size), ``export_checkpoint`` turns it (or a full checkpoint) into a prior folder with metrics recomputed by the
-installed text encoder. The CLI is ``python -m pipelines priors ema-checkpoint|export``.
+"""Getting trained priors out of a run: the prior folder (``prior_folder.save_prior``: int8 (diffusion) or
+float16 (scorer) shards, manifest with sha256, data and licenses, command, steps, metrics, the captions'
+vocabulary, credits), and what a GPU sitting sends home: ``save_ema_checkpoint`` keeps the EMA weights in
+float16 without the optimiser (a third of the size), ``export_checkpoint`` turns it (or a full checkpoint) into
+a prior folder with metrics recomputed by the installed text encoder. The CLI is
+``python -m pipelines priors ema-checkpoint|export``.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def caption_vocabulary(data: PriorData, n_examples: int = 24) -> dict:
 
 
 def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: PriorData, te) -> Path:
-    from .core.priors.embedded import save_prior, text_encoder_config
+    from .core.priors.prior_folder import save_prior, text_encoder_config
     from .priors_data import data_summary
     from .single_view_pack import credits_markdown
 

@@ -10,7 +10,8 @@ The loop is in plain sight (``train``: a generator of Progress / Log / Done even
 progress bar). Every ``--ckpt-every`` steps (and on Ctrl-C) ``OUT/checkpoint.pt`` holds the model, its EMA, the
 optimiser and the sampling generator's state: running the same command again resumes where it stopped, so a
 long training spans several GPU sittings. ``--export DIR`` writes the EMA weights as a prior folder
-(``embedded.save_prior``: float16 shards, manifest with sha256, data licenses, command, steps, metrics, credits).
+(``prior_folder.save_prior``: int8 or float16 shards, manifest with sha256, data licenses, command, steps,
+metrics, credits).
 """
 from __future__ import annotations
 
