@@ -53,7 +53,8 @@ class TrainOptions:
     """Held-out images in the final metrics."""
     device: str = "cuda"
     compile: bool = False
-    """diffusion: torch.compile the UNet's training step (fuses its GroupNorm/SiLU chains; a minute of compiling)."""
+    """diffusion: torch.compile the UNet's training step. Measured on 4 H200s (batch 128 each): about 2 min of
+    compiling, then 10.9 steps/s against 9.5-10.7 eager: it did not pay for a 9-minute sitting."""
     max_seconds: float = 0.0
     """Stop (and save) after this much training time, 0: no limit. Under torchrun all processes stop together."""
     seed: int = 0
