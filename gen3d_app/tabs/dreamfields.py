@@ -37,17 +37,13 @@ def preset_values(preset):
     return widgets.preset_config(cls, preset).steps
 
 
-def _known_examples(n: int = 8) -> list[str]:
-    from pipelines.core.priors.embedded import vocabulary
-
-    return vocabulary("scorer").get("examples", [])[:n]
-
-
 def scorer_note() -> str:
+    from pipelines.core.priors.embedded import known_examples
+
     offline = ("`embedded` is gen3d's own offline scorer, a small CLIP-style model trained on renders of "
                "furniture and household objects: it knows captions like *a red armchair*, *a wooden dining table*, "
                "*a yellow duck*, and little else (real CLIP knows far more). From its training captions: "
-               + ", ".join(f"*{e}*" for e in _known_examples()) + "." if clip.embedded_scorer_available()
+               + ", ".join(f"*{e}*" for e in known_examples("scorer")) + "." if clip.embedded_scorer_available()
                else "**No CLIP scorer is available offline:** gen3d does not ship one yet, so a run needs a CLIP "
                     "model from the Hugging Face Hub (downloaded once, ~600 MB) or a local folder.")
     gpu = "" if widgets.has_cuda() else " Without a GPU each step takes about a second: use few steps."

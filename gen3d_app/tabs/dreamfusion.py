@@ -41,9 +41,9 @@ def preset_values(preset):
 
 def prior_note() -> str:
     if priors.embedded_diffusion_available():
-        from pipelines.core.priors.embedded import vocabulary
+        from pipelines.core.priors.embedded import known_examples
 
-        known = ", ".join(f"*{e}*" for e in vocabulary("diffusion").get("examples", [])[:8])
+        known = ", ".join(f"*{e}*" for e in known_examples("diffusion"))
         offline = ("`embedded` is gen3d's own offline prior: a small 64 px pixel-space diffusion model trained on "
                    "renders of furniture and household objects. It knows prompts like *a chair*, *a lamp*, "
                    f"*a plant*, *a bottle* and little else (Stable Diffusion knows far more). From its training "

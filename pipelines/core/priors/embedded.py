@@ -73,6 +73,12 @@ def vocabulary(kind: str = "scorer") -> dict:
         return {}
 
 
+def known_examples(kind: str = "scorer", n: int = 8) -> list[str]:
+    """``n`` training captions of the shipped prior, spread over its (alphabetical) list of examples."""
+    examples = vocabulary(kind).get("examples", [])
+    return examples[::max(1, len(examples) // n)][:n]
+
+
 def unknown_words(text: str, kind: str = "scorer") -> list[str]:
     """The content words of ``text`` that no training caption of the shipped prior contains ([] when the
     prior has no vocabulary recorded)."""
