@@ -115,6 +115,64 @@ def time_guidance(g, batch: int, resolution: int, iters: int, warmup: int, scale
     return result
 
 
+def kernel_profile(g, batch: int, resolution: int, iters: int) -> dict:
+    """GPU kernel time per guidance step in each phase (VAE encoder forward, UNet with CFG, backward), each phase
+    profiled alone, with its 15 costliest kernels. Run it without CUDA graphs: the profiler does not see
+    kernels inside a graph, and they are the same kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    text = g.encode_prompt("a DSLR photo of a hamburger, front view", "")
+    images = torch.rand(batch, resolution, resolution, 3, device=g.device, requires_grad=True)
+    latents = g.encode_images(images).detach().requires_grad_()
+
+    def outputs():
+        return [g.sds(images, text, 100.0).loss for _ in range(iters)]
+
+    phases = {"vae_forward": lambda: [g.encode_images(images) for _ in range(iters)],
+              "unet_cfg": lambda: [g.sds_latents(latents, text, 100.0) for _ in range(iters)]}
+    result = {}
+    for name in ("vae_forward", "unet_cfg", "backward"):
+        losses = outputs() if name == "backward" else None
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            if losses is None:
+                phases[name]()
+            else:
+                for loss in losses:
+                    loss.backward()
+            torch.cuda.synchronize()
+        kernels = [(e.key, e.self_device_time_total / iters / 1e3, e.count / iters)
+                   for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels.sort(key=lambda k: -k[1])
+        total = sum(k[1] for k in kernels)
+        launchers = _launchers(prof.events(), [k[0] for k in kernels[:5]])
+        result[name] = {"kernel_ms": total, "launches": sum(k[2] for k in kernels),
+                        "top": [{"kernel": k[0][:120], "ms": k[1], "per_step": k[2],
+                                 "launched_by": launchers.get(k[0], "")} for k in kernels[:15]]}
+        print(f"  {name}: {total:.2f} ms of kernels per step, {result[name]['launches']:.0f} launches", flush=True)
+        for k in kernels[:15]:
+            by = f"   <- {launchers[k[0]]}" if k[0] in launchers else ""
+            print(f"    {k[1]:7.3f} ms  x{k[2]:<5.0f} {k[0][:100]}{by}", flush=True)
+    return result
+
+
+def _launchers(events, kernel_names: list[str]) -> dict[str, str]:
+    """For each kernel name, the chain of CPU ops (innermost last) that launched most of its calls."""
+    from collections import Counter
+
+    chains = {k: Counter() for k in kernel_names}
+    for e in events:
+        for k in getattr(e, "kernels", []) or []:
+            if k.name in chains:
+                chain, p = [], e
+                while p is not None and len(chain) < 5:
+                    chain.append(p.name)
+                    p = p.cpu_parent
+                chains[k.name][" > ".join(reversed(chain))] += 1
+    return {k: c.most_common(1)[0][0] for k, c in chains.items() if c}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="the test-tier model instead of SD 2.1-base (a CPU check)")
@@ -134,6 +192,9 @@ def main() -> None:
                     help="cuDNN algorithms tried per convolution by benchmark mode (torch's default 10; 0: all)")
     ap.add_argument("--contiguous", action="store_true",
                     help="keep NCHW memory (the loader uses channels_last on CUDA)")
+    ap.add_argument("--ablate", nargs="*", default=[], choices=["layout-opt", "group-norm"],
+                    help="undo a measured speed-up of the loader: Inductor's channels-last layout forced on every "
+                         "compiled graph (layout-opt), the VAE encoder's layout-keeping GroupNorm (group-norm)")
     ap.add_argument("--run-steps", type=int, default=-1,
                     help="steps of the whole run (default: 10000 GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFusionConfig preset for the run (default: the config's)")
@@ -141,6 +202,9 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0,
                     help="also profile a run of this many steps (after a 10-step warm-up run); the table goes next "
                          "to the JSON as .profile.txt")
+    ap.add_argument("--kernel-profile", type=int, default=0,
+                    help="after each variant's timing, profile this many guidance steps phase by phase and list the "
+                         "costliest kernels (use variants without CUDA graphs: eager, compile)")
     ap.add_argument("--json", default="",
                     help="write the results here (default: bench/results/dreamfusion_sds_<model>_<device>.json)")
     args = ap.parse_args()
@@ -167,6 +231,10 @@ def main() -> None:
     if args.contiguous:
         g.unet.to(memory_format=torch.contiguous_format)
         g.vae.to(memory_format=torch.contiguous_format)
+    if "layout-opt" in args.ablate:
+        g.COMPILE_OPTIONS = {}
+    if "group-norm" in args.ablate:
+        g.compiled_group_norm = torch.nn.GroupNorm
     n_params = {k: sum(p.numel() for p in getattr(g, k).parameters()) for k in ("unet", "vae", "text_encoder")}
     print(f"model: {name}, {dtype} on {dev}; params {n_params}; prior input {g.resolution}px; loaded in {load_s:.1f}s",
           flush=True)
@@ -185,6 +253,8 @@ def main() -> None:
             print(f"{variant}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
         r["setup_and_timing_s"] = time.perf_counter() - t0
+        if args.kernel_profile and gpu:
+            r["kernels"] = kernel_profile(g, args.batch, args.resolution, args.kernel_profile)
         by_variant[variant] = r
         res = r
         print(f"{variant}: guidance step ({args.batch} x {args.resolution}px -> {g.resolution}px, CFG 100): "
@@ -216,7 +286,7 @@ def main() -> None:
         res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFusion run, {args.profile} steps", args.json)
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
-               channels_last=gpu and not args.contiguous, params=n_params, load_seconds=load_s,
+               channels_last=gpu and not args.contiguous, ablate=args.ablate, params=n_params, load_seconds=load_s,
                cudnn_benchmark_limit=torch.backends.cudnn.benchmark_limit if gpu else None)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfusion_sds_{name}_{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

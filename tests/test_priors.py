@@ -262,3 +262,30 @@ def test_compile_modes_are_checked_and_cpu_stays_eager(guidance):
         guidance.compile("fastest")
     guidance.compile("default")  # CUDA only: on a CPU the eager modules stay
     assert type(guidance.unet) is UNet2DConditionModel and guidance.compiled == "off"
+
+
+def test_channels_last_group_norm_is_group_norm_and_keeps_the_layout():
+    torch.manual_seed(0)
+    gn = torch.nn.GroupNorm(8, 32, eps=1e-6).double()
+    torch.nn.init.normal_(gn.weight), torch.nn.init.normal_(gn.bias)
+    x = (torch.randn(2, 32, 9, 7, dtype=torch.float64) * 3 + 20).to(memory_format=torch.channels_last)
+    x3 = torch.randn(2, 11, 32, dtype=torch.float64).transpose(1, 2)  # (N, C, L) as diffusers' attention passes it
+    ref, ref3 = gn(x), gn(x3)
+    gn.__class__ = sd.ChannelsLastGroupNorm
+    out, out3 = gn(x.float()), gn(x3.float())  # float32 statistics, as on the GPU in half precision
+    assert torch.allclose(out.double(), ref, atol=1e-4) and torch.allclose(out3.double(), ref3, atol=1e-4)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out3.stride(1) == 1
+    assert out.dtype == torch.float32
+
+
+def test_compiling_the_guidance_passes_its_inductor_options_and_swaps_group_norm(tiny_folder, monkeypatch):
+    g = sd.load_folder(tiny_folder, torch.device("cpu"), torch.float32)  # not the cached one: it is altered
+    g.device = torch.device("cuda")  # compile() is CUDA-only; torch.compile is replaced, so no GPU is needed
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
+    norms = lambda: {type(m) for m in g.vae.encoder.modules() if isinstance(m, torch.nn.GroupNorm)}  # noqa: E731
+    assert norms() == {torch.nn.GroupNorm}
+    assert g.compile("reduce-overhead")
+    assert calls == [{"options": {"triton.cudagraphs": True, "force_layout_optimization": True}}] * 2
+    assert norms() == {sd.ChannelsLastGroupNorm}
+    assert g.compile("off") and norms() == {torch.nn.GroupNorm}
