@@ -192,9 +192,8 @@ def main() -> None:
                     help="cuDNN algorithms tried per convolution by benchmark mode (torch's default 10; 0: all)")
     ap.add_argument("--contiguous", action="store_true",
                     help="keep NCHW memory (the loader uses channels_last on CUDA)")
-    ap.add_argument("--ablate", nargs="*", default=[], choices=["layout-opt", "group-norm"],
-                    help="undo a measured speed-up of the loader: Inductor's channels-last layout forced on every "
-                         "compiled graph (layout-opt), the VAE encoder's layout-keeping GroupNorm (group-norm)")
+    ap.add_argument("--native-group-norm", action="store_true",
+                    help="compile the VAE encoder with nn.GroupNorm, not the layout-keeping one (the old way)")
     ap.add_argument("--run-steps", type=int, default=-1,
                     help="steps of the whole run (default: 10000 GPU, 3 CPU; 0: skip the run)")
     ap.add_argument("--preset", default="", help="DreamFusionConfig preset for the run (default: the config's)")
@@ -231,9 +230,7 @@ def main() -> None:
     if args.contiguous:
         g.unet.to(memory_format=torch.contiguous_format)
         g.vae.to(memory_format=torch.contiguous_format)
-    if "layout-opt" in args.ablate:
-        g.COMPILE_OPTIONS = {}
-    if "group-norm" in args.ablate:
+    if args.native_group_norm:
         g.compiled_group_norm = torch.nn.GroupNorm
     n_params = {k: sum(p.numel() for p in getattr(g, k).parameters()) for k in ("unet", "vae", "text_encoder")}
     print(f"model: {name}, {dtype} on {dev}; params {n_params}; prior input {g.resolution}px; loaded in {load_s:.1f}s",
@@ -286,7 +283,8 @@ def main() -> None:
         res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFusion run, {args.profile} steps", args.json)
     res.update(model=name, device=device_name(),
                torch=torch.__version__, dtype=str(dtype), batch=args.batch, resolution=args.resolution,
-               channels_last=gpu and not args.contiguous, ablate=args.ablate, params=n_params, load_seconds=load_s,
+               channels_last=gpu and not args.contiguous, native_group_norm=args.native_group_norm,
+               params=n_params, load_seconds=load_s,
                cudnn_benchmark_limit=torch.backends.cudnn.benchmark_limit if gpu else None)
     out = Path(args.json or REPO / "bench" / "results" / f"dreamfusion_sds_{name}_{dev.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -278,7 +278,7 @@ def test_channels_last_group_norm_is_group_norm_and_keeps_the_layout():
     assert out.dtype == torch.float32
 
 
-def test_compiling_the_guidance_passes_its_inductor_options_and_swaps_group_norm(tiny_folder, monkeypatch):
+def test_compiling_the_guidance_swaps_the_vae_encoders_group_norm(tiny_folder, monkeypatch):
     g = sd.load_folder(tiny_folder, torch.device("cpu"), torch.float32)  # not the cached one: it is altered
     g.device = torch.device("cuda")  # compile() is CUDA-only; torch.compile is replaced, so no GPU is needed
     calls = []
@@ -286,6 +286,6 @@ def test_compiling_the_guidance_passes_its_inductor_options_and_swaps_group_norm
     norms = lambda: {type(m) for m in g.vae.encoder.modules() if isinstance(m, torch.nn.GroupNorm)}  # noqa: E731
     assert norms() == {torch.nn.GroupNorm}
     assert g.compile("reduce-overhead")
-    assert calls == [{"options": {"triton.cudagraphs": True, "force_layout_optimization": True}}] * 2
+    assert calls == [{"mode": "reduce-overhead"}] * 2  # the UNet and the VAE encoder
     assert norms() == {sd.ChannelsLastGroupNorm}
     assert g.compile("off") and norms() == {torch.nn.GroupNorm}

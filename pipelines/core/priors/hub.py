@@ -75,8 +75,6 @@ class Compilable:
     the modules changed (a pipeline logs it)."""
 
     COMPILE_PATHS: tuple[str, ...] = ()
-    COMPILE_OPTIONS: dict = {}
-    """Inductor settings on top of the mode's, for these modules only (not process-wide)."""
     compiled = "off"
 
     def compile(self, mode: str = "default") -> bool:
@@ -85,16 +83,13 @@ class Compilable:
         if mode == self.compiled or self.device.type != "cuda":
             return False
         import torch
-        from torch._inductor import list_mode_options
 
-        # torch.compile takes a mode or options, not both: the mode's options plus the class's
-        options = {} if mode == "off" else {**list_mode_options(mode), **self.COMPILE_OPTIONS}
         if "_eager" not in self.__dict__:
             self._eager = {path: _resolve(self, path) for path in self.COMPILE_PATHS}
         for path, module in self._eager.items():
             owner, _, name = path.rpartition(".")
             setattr(_resolve(self, owner) if owner else self, name,
-                    module if mode == "off" else torch.compile(module, options=options))
+                    module if mode == "off" else torch.compile(module, mode=mode))
         self.compiled = mode
         return True
 

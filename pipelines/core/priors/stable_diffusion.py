@@ -58,7 +58,7 @@ class ChannelsLastGroupNorm(torch.nn.GroupNorm):
 
 class StableDiffusionGuidance(Compilable, DiffusionGuidance):
     """SDS with a latent diffusion model: renders -> VAE encoder -> latents; the UNet predicts the noise.
-    ``compile(mode)`` compiles the UNet and the VAE encoder (H200, SD 2.1-base, one 64 px render: 13.3 ms per
+    ``compile(mode)`` compiles the UNet and the VAE encoder (H200, SD 2.1-base, one 64 px render: 13.2 ms per
     guidance step with 'reduce-overhead', CUDA graphs, against 44.6 eager; bench/RESULTS.md).
 
     Args:
@@ -68,12 +68,10 @@ class StableDiffusionGuidance(Compilable, DiffusionGuidance):
     """
 
     COMPILE_PATHS = ("unet", "vae.encoder")
-    COMPILE_OPTIONS = {"force_layout_optimization": True}
-    """Inductor picks channels-last only for graphs with forward convolutions, so the VAE encoder's backward
-    graph (convolution_backward only) ran in NCHW and copied tensors around every convolution."""
     compiled_group_norm: type = ChannelsLastGroupNorm
-    """The VAE encoder's GroupNorm class while compiled (eager keeps nn.GroupNorm: fewer launches). With both
-    layout fixes the graphs' step went from 16.7 to 13.3 ms on an H200 (bench/RESULTS.md)."""
+    """The VAE encoder's GroupNorm class while compiled: it took the graphs' guidance step from 16.9 to 13.2 ms
+    on an H200 (30 layout copies gone from the backward; bench/RESULTS.md). Eager keeps nn.GroupNorm, whose
+    one kernel beats this one's five when each launch costs."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, name: str = ""):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
