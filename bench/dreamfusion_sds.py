@@ -126,14 +126,11 @@ def kernel_profile(g, batch: int, resolution: int, iters: int) -> dict:
     images = torch.rand(batch, resolution, resolution, 3, device=g.device, requires_grad=True)
     latents = g.encode_images(images).detach().requires_grad_()
 
-    def outputs():
-        return [g.sds(images, text, 100.0).loss for _ in range(iters)]
-
     phases = {"vae_forward": lambda: [g.encode_images(images) for _ in range(iters)],
               "unet_cfg": lambda: [g.sds_latents(latents, text, 100.0) for _ in range(iters)]}
     result = {}
     for name in ("vae_forward", "unet_cfg", "backward"):
-        losses = outputs() if name == "backward" else None
+        losses = [g.sds(images, text, 100.0).loss for _ in range(iters)] if name == "backward" else None
         torch.cuda.synchronize()
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             if losses is None:

@@ -283,7 +283,10 @@ def test_compiling_the_guidance_swaps_the_vae_encoders_group_norm(tiny_folder, m
     g.device = torch.device("cuda")  # compile() is CUDA-only; torch.compile is replaced, so no GPU is needed
     calls = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
-    norms = lambda: {type(m) for m in g.vae.encoder.modules() if isinstance(m, torch.nn.GroupNorm)}  # noqa: E731
+
+    def norms():
+        return {type(m) for m in g.vae.encoder.modules() if isinstance(m, torch.nn.GroupNorm)}
+
     assert norms() == {torch.nn.GroupNorm}
     assert g.compile("reduce-overhead")
     assert calls == [{"mode": "reduce-overhead"}] * 2  # the UNet and the VAE encoder
