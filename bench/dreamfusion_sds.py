@@ -208,7 +208,8 @@ def main() -> None:
     import torch
 
     from pipelines.config import resolve_device
-    from pipelines.core.priors.stable_diffusion import load_stable_diffusion, resolve_dtype
+    from pipelines.core.priors.hub import resolve_dtype
+    from pipelines.core.priors.stable_diffusion import load_stable_diffusion
 
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...config import UserInputError
-from .hub import Compilable, ModelCache, hub_cached, hub_error, local_path
+from .hub import Compilable, ModelCache, hub_cached, hub_error
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 KNOWN_CLIP = {
@@ -148,20 +148,12 @@ _CACHE = ModelCache()
 
 def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
     """The scorer for a Hub id, a local folder or 'embedded' ('' means DEFAULT_CLIP), cached per process."""
-    import torch
-
     source = (source or "").strip() or DEFAULT_CLIP
     if source.lower() == EMBEDDED:
         from .embedded import load_embedded_scorer
 
         return load_embedded_scorer(device, dtype)
-    dev = torch.device(device)
-    dt = torch.float16 if (dtype in ("auto", "float16") and dev.type == "cuda") else (
-        torch.bfloat16 if dtype == "bfloat16" and dev.type == "cuda" else torch.float32)
-    local = local_path(source, "CLIP", where_to_get_scorers())
-    key = (str(local) if local is not None else source, str(dt), str(dev))
-    return _CACHE.get(key, lambda: load_folder(local or download(source), dev, dt,
-                                               name=source if local is None else str(local)))
+    return _CACHE.load(source, "CLIP", where_to_get_scorers(), device, dtype, load_folder, download)
 
 
 def clear_cache() -> None:

@@ -20,6 +20,7 @@ import json
 import threading
 from pathlib import Path
 
+from .hub import resolve_dtype
 from .prior_folder import (MAX_TOTAL_BYTES, SHARD_BYTES, dequantize, save_prior,  # noqa: F401 - re-exported
                            sha256_file, text_encoder_config, verify)
 
@@ -328,8 +329,6 @@ def _not_available(what: str, folder: Path):
 
 def _load(kind: str, folder, device, dtype: str):
     import torch
-
-    from .stable_diffusion import resolve_dtype
 
     folder = Path(folder or (ASSET_DIR if kind == "diffusion" else SCORER_DIR)).resolve()
     if not (folder / "manifest.json").is_file():

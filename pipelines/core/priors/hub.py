@@ -3,6 +3,7 @@
 Contract: ``local_path(source, what, help)`` returns the folder a source names, None for a Hub id (owner/name),
 and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download;
 ``ModelCache.get(key, load)`` returns the cached model for ``key`` or drops the previous one and loads anew;
+``ModelCache.load(source, ...)`` does so for a Hub id or local folder, keyed by (folder or id, dtype, device);
 ``Compilable`` gives a loaded model ``compile(mode)`` over the submodules it names.
 No torch or Hugging Face import happens at import time here.
 """
@@ -60,9 +61,36 @@ class ModelCache:
                 self._items[key] = load()
             return self._items[key]
 
+    def load(self, source: str, what: str, help_text: str, device, dtype: str,
+             load_folder: Callable[..., T], download: Callable[[str], Path]) -> T:
+        """The model ``source`` (a Hub id or a local folder of a ``what``) names, in ``dtype`` on ``device``:
+        ``load_folder(folder, device, torch_dtype, name=...)`` on the folder, or on ``download(source)``."""
+        import torch
+
+        dev = torch.device(device)
+        dt = resolve_dtype(dtype, dev)
+        local = local_path(source, what, help_text)
+        key = (str(local) if local is not None else source, str(dt), str(dev))
+        return self.get(key, lambda: load_folder(local or download(source), dev, dt,
+                                                 name=source if local is None else str(local)))
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def resolve_dtype(dtype: str, device):
+    """'auto' -> float16 on CUDA; float32 on a CPU whatever was asked (half precision there is slow and partly
+    unsupported)."""
+    import torch
+
+    names = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise UserInputError(f"unknown prior dtype {dtype!r}; choose auto, float16, bfloat16 or float32")
+    return names[dtype] if device.type == "cuda" else torch.float32
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")

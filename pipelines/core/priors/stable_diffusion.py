@@ -17,7 +17,7 @@ import torch
 
 from ...config import UserInputError
 from . import where_to_get_models
-from .hub import Compilable, ModelCache, hub_error, local_path
+from .hub import Compilable, ModelCache, hub_error
 from .guidance import DiffusionGuidance, SDSOutput, TextEmbeddings, cfg_combine, sample_timesteps, sds_loss
 
 HUB_FILES = ["model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]
@@ -169,25 +169,9 @@ def _alphas_cumprod(config: dict) -> torch.Tensor:
 _CACHE = ModelCache()
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> float16 on CUDA, float32 elsewhere (half precision on CPU is slow and partly unsupported)."""
-    names = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float32": torch.float32, "fp32": torch.float32}
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in names:
-        raise UserInputError(f"unknown prior dtype {dtype!r}; choose auto, float16, bfloat16 or float32")
-    return names[dtype] if device.type == "cuda" else torch.float32
-
-
 def load_stable_diffusion(source: str, device, dtype: str = "auto") -> StableDiffusionGuidance:
     """The guidance for a Hub id or local folder, from the cache when the same one was loaded before."""
-    dev = torch.device(device)
-    dt = resolve_dtype(dtype, dev)
-    local = local_path(source, "model", where_to_get_models())
-    key = (str(local) if local is not None else source, str(dt), str(dev))
-    return _CACHE.get(key, lambda: load_folder(local or download(source), dev, dt,
-                                               name=source if local is None else str(local)))
+    return _CACHE.load(source, "model", where_to_get_models(), device, dtype, load_folder, download)
 
 
 def clear_cache() -> None:
