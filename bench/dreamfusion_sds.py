@@ -4,6 +4,7 @@ run at 64x64, on an architecture-identical, randomly initialised SD 2.1-base (th
     python bench/dreamfusion_sds.py                                  # GPU: guidance step, then a 10k-step run
     python bench/dreamfusion_sds.py --run-steps 0 --dtype bfloat16   # the guidance step alone, in bf16
     python bench/dreamfusion_sds.py --compile                        # with torch.compile on the UNet and VAE
+    python bench/dreamfusion_sds.py --variants compile --kernel-profile 5 --run-steps 0   # kernels per phase
     python bench/dreamfusion_sds.py --tiny --device cpu              # the same code on the test-tier model
 
 The random model (UNet2DConditionModel, AutoencoderKL and CLIPTextModel built from the configs written out
