@@ -45,9 +45,9 @@ def prior_note() -> str:
 
         known = ", ".join(f"*{e}*" for e in known_examples("diffusion"))
         offline = ("`embedded` is gen3d's own offline prior: a small 64 px pixel-space diffusion model trained on "
-                   "renders of furniture and household objects. It knows prompts like *a chair*, *a lamp*, "
-                   f"*a plant*, *a bottle* and little else (Stable Diffusion knows far more). From its training "
-                   f"captions: {known}.")
+                   "renders of furniture and household objects. It knows prompts like "
+                   + ", ".join(f"*{e}*" for e in EMBEDDED_EXAMPLES)
+                   + f" and little else (Stable Diffusion knows far more). From its training captions: {known}.")
     else:
         offline = ("**No diffusion prior is available offline:** a run needs a Stable Diffusion model from the "
                    "Hugging Face Hub (downloaded once, ~5 GB) or a local folder.")

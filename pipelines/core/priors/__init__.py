@@ -8,8 +8,9 @@ the real classes, saved and loaded through the real loader: ``testing``).
 
 Contract: importing this package imports neither torch nor diffusers (the UI calls ``describe_prior`` at
 build time). ``load_guidance(prior, device, dtype)`` loads once per process, behind a cache, and returns a
-``guidance.DiffusionGuidance``; ``prior`` is a Hub id, a local diffusers folder, "embedded" or an exported embedded prior folder. A prior that
-cannot be found raises ``UserInputError`` naming the ids and the local-folder option.
+``guidance.DiffusionGuidance``; ``prior`` is a Hub id, a local diffusers folder, "embedded" or an exported
+embedded prior folder. A prior that cannot be found raises ``UserInputError`` naming the ids and the
+local-folder option.
 """
 from __future__ import annotations
 
@@ -106,5 +107,4 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
 
 
 __all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "default_diffusion", "describe_prior",
-           "embedded_diffusion_available",
-           "embedded_folder", "is_embedded", "load_guidance", "where_to_get_models"]
+           "embedded_diffusion_available", "embedded_folder", "is_embedded", "load_guidance", "where_to_get_models"]
