@@ -165,35 +165,14 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.cameras import look_at, spherical_to_cartesian
     from .core.images import normals_to_uint8, to_uint8
-    from .core.priors import describe_prior, is_embedded, load_guidance
-    from .core.priors.guidance import TextEmbeddings, annealed_t_range, residual_image
-    from .core.priors.prompts import VIEWS, view_direction, view_prompt
-    from .core.rays import pixel_rays
-    from .core.text3d import render_shaded
+    from .core.priors.guidance import TextEmbeddings, residual_image
+    from .core.priors.prompts import view_direction
+    from .core.text3d import PixelRays, Views, distill_step, load_prior, pick_shading, render_view
 
     _check(cfg)
     dev = ctx.device
     started = time.perf_counter()
-    yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
-    guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
-    if hasattr(guidance, "compile") and guidance.compile(cfg.prior_compile):  # 'off' undoes an earlier run's
-        yield Log(f"prior compile mode: {cfg.prior_compile} (compiling makes the first steps slow)")
-    yield Log(f"prior: {guidance.name} ({str(guidance.dtype).removeprefix('torch.')} on {dev}); "
-              f"{cfg.resolution}px renders are resized to its {guidance.resolution}px input")
-
-    if is_embedded(cfg.prior):
-        from .core.priors.embedded import vocabulary_warning
-
-        if warning := vocabulary_warning(cfg.prompt, "diffusion prior"):
-            yield Log(warning, "warning")
-
-    def prompt_for(view: str) -> str:
-        return view_prompt(cfg.prompt, view, cfg.view_template) if cfg.view_prompts else cfg.prompt
-
-    text = {v: guidance.encode_prompt(prompt_for(v), cfg.negative_prompt) for v in VIEWS}
-    if any(e.truncated for e in text.values()):
-        yield Log(f"the prompt is longer than the text encoder reads ({guidance.max_tokens} "
-                  "tokens with the view suffix): the end was cut off", "warning")
+    guidance, text, prompt_for = yield from load_prior(cfg, dev)
 
     def direction(elev: float, azim: float) -> str:
         return view_direction(elev, azim, cfg.front_width_deg, cfg.overhead_elevation_deg)
@@ -208,39 +187,15 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # the prior's convolutions see one input size all run long
 
-    # The whole run's cameras, drawn up front: one host-to-device copy, none inside the loop.
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n_views = cfg.steps * cfg.batch_size
-    u = torch.rand(n_views, 4, generator=gen)
-    lerp = lambda lo, hi, x: lo + (hi - lo) * x  # noqa: E731
-    dist = lerp(cfg.camera_distance_min, cfg.camera_distance_max, u[:, 0])
-    elev = lerp(cfg.elevation_min, cfg.elevation_max, u[:, 1])
-    azim = lerp(-180.0, 180.0, u[:, 2])
-    fov = lerp(cfg.fov_min, cfg.fov_max, u[:, 3])
-    c2w_all = look_at(spherical_to_cartesian(dist, torch.deg2rad(elev), torch.deg2rad(azim))).to(dev)
-    views = [direction(e, a) for e, a in zip(elev.tolist(), azim.tolist())]
-    fovs = fov.tolist()
+    all_views = Views(cfg.steps * cfg.batch_size, cfg.seed, (cfg.camera_distance_min, cfg.camera_distance_max),
+                      (cfg.elevation_min, cfg.elevation_max), (cfg.fov_min, cfg.fov_max), dev)
+    views = [direction(e, a) for e, a in zip(all_views.elevation, all_views.azimuth)]
     shade_rng = random.Random(cfg.seed)
-    grids: dict[int, tuple] = {}
+    rays = PixelRays(dev)
+    bg_net = background if cfg.background == "mlp" else None
 
-    def rays(c2w, fov_deg: float, res: int):
-        if res not in grids:
-            j, i = torch.meshgrid(torch.arange(res, device=dev) + 0.5, torch.arange(res, device=dev) + 0.5,
-                                  indexing="ij")
-            grids[res] = (i.reshape(-1), j.reshape(-1))
-        f = 0.5 * res / math.tan(math.radians(fov_deg) / 2)
-        return pixel_rays(c2w, *grids[res], f, f, res / 2, res / 2)
-
-    @torch.no_grad()
-    def render_view(c2w, fov_deg: float, res: int, chunk: int = 8192) -> dict:
-        """A preview or turntable frame, albedo-shaded; the normal image is normalised."""
-        o, d = rays(c2w.to(dev), fov_deg, res)
-        bg = background(d) if cfg.background == "mlp" else torch.ones_like(d)
-        parts = [render_shaded(student, o[i:i + chunk], d[i:i + chunk], bg[i:i + chunk], cfg.n_samples,
-                               cfg.n_importance) for i in range(0, len(o), chunk)]
-        view = {k: torch.cat([p[k] for p in parts]).reshape(res, res, -1).squeeze(-1) for k in parts[0]}
-        view["normal"] = torch.nn.functional.normalize(view["normal"], dim=-1)
-        return view
+    def render(c2w, fov_deg: float, res: int) -> dict:
+        return render_view(student, bg_net, rays, c2w, fov_deg, res, cfg.n_samples, cfg.n_importance)
 
     mid_dist = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max)
     mid_fov = 0.5 * (cfg.fov_min + cfg.fov_max)
@@ -261,39 +216,17 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
         res = cfg.resolution
         if cfg.resolution_end:
             res = int(round(cfg.resolution + (cfg.resolution_end - cfg.resolution) * min(1.0, 2 * progress)))
-        b = cfg.batch_size
-        idx = range((step - 1) * b, step * b)
-        o, d = zip(*(rays(c2w_all[i], fovs[i], res) for i in idx))
-        o, d = torch.cat(o), torch.cat(d)
-        per_ray = lambda x: x.repeat_interleave(res * res, dim=0)  # noqa: E731 - (B, 3) -> (B * res^2, 3)
-        if cfg.background == "mlp":
-            bg = background(d)
-        elif cfg.background == "random":
-            bg = per_ray(torch.rand(b, 3, device=dev))
-        else:
-            bg = torch.ones(3, device=dev)
+        idx = range((step - 1) * cfg.batch_size, step * cfg.batch_size)
         # DreamFusion's shading: albedo only at first, then at random albedo, diffuse or textureless.
-        roll = shade_rng.random()
-        shading = ("albedo" if progress < cfg.albedo_warmup or roll < cfg.albedo_prob else
-                   "textureless" if roll < cfg.albedo_prob + cfg.textureless_prob else "diffuse")
-        cam_pos = c2w_all[idx.start:idx.stop, :3, 3]
-        light_dir = torch.nn.functional.normalize(cam_pos + torch.randn(b, 3, device=dev), dim=-1)
-        light = per_ray(light_dir * (cam_pos.norm(dim=-1, keepdim=True) + torch.rand(b, 1, device=dev)))
-        out = render_shaded(student, o, d, bg, cfg.n_samples, cfg.n_importance, shading, light, cfg.ambient,
-                            perturb=True, train=True)
-
-        images = out["rgb"].reshape(b, res, res, 3)
-        sds = guidance.sds(images, TextEmbeddings.cat([text[views[i]] for i in idx]), cfg.guidance_scale,
-                           annealed_t_range(progress, cfg.t_min, cfg.t_max, cfg.t_max_end))
-        orient = out["orient"].mean()
-        opacity = (out["opacity"] ** 2 + 0.01).sqrt().mean()
-        loss = sds.loss + cfg.lambda_orient * min(1.0, 0.01 + 2 * progress) * orient + cfg.lambda_opacity * opacity
+        shading = pick_shading(progress, shade_rng, cfg.albedo_warmup, cfg.albedo_prob, cfg.textureless_prob)
+        loss, terms, sds = distill_step(student, background, guidance,
+                                        TextEmbeddings.cat([text[views[i]] for i in idx]), all_views, idx, rays, res,
+                                        progress, shading, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        for k, v in (("loss", loss), ("sds_grad", sds.grad_norm), ("orient", orient), ("opacity", opacity),
-                     ("t", sds.t.float().mean() / guidance.num_train_timesteps)):
-            acc[k] += v.detach()
+        for k, v in terms.items():
+            acc[k] += v
 
         if step % LOG_EVERY == 0 or step == cfg.steps:
             n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY
@@ -305,7 +238,7 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
                                      "--guidance-scale, or try another --seed")
             if ctx.preview_due(step) or step == LOG_EVERY:
                 modules.eval()
-                view = render_view(preview_c2w, mid_fov, cfg.preview_size)
+                view = render(preview_c2w, mid_fov, cfg.preview_size)
                 last = prompt_for(views[idx.stop - 1])
                 images = {"rgb": to_uint8(view["rgb"]), "opacity": to_uint8(view["opacity"]),
                           "normal": normals_to_uint8(view["normal"], view["opacity"][..., None]),
@@ -322,7 +255,7 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     if cfg.export:
-        yield from _export(cfg, ctx, student, render_view, metrics, guidance.name, mid_dist, mid_fov)
+        yield from _export(cfg, ctx, student, render, metrics, guidance.name, mid_dist, mid_fov)
     yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
