@@ -62,3 +62,59 @@ def test_upsampler_scales_low_res_and_sdf_shapes():
     assert model(torch.randn(1, 6, 12), torch.tensor([5]), low_res=low).shape == (1, 12, 12)
     sdf = pd.build_model(dict(pd.MODEL_CONFIGS["sdf"], width=16, encoder_layers=1, decoder_layers=1))
     assert sdf(torch.randn(2, 3, 7), torch.randn(2, 3, 20)).shape == (2, 7)
+
+
+# ----------------------------------------------------------------------------------------------- sampler
+from pipelines.core import point_sampler as ps  # noqa: E402
+
+TINY_BASE = dict(pd.MODEL_CONFIGS["base40M"], width=32, layers=1, heads=2, grid_dim=8, grid_tokens=4, n_ctx=16)
+TINY_UP = dict(pd.MODEL_CONFIGS["upsample"], width=32, layers=1, heads=2, grid_dim=8, grid_tokens=4, n_ctx=32,
+               cond_ctx=16)
+FEW = ps.Stage(steps=6)
+
+
+def _tiny(cfg, seed=0):
+    torch.manual_seed(seed)
+    model = pd.build_model(cfg)
+    torch.nn.init.normal_(model.output_proj.weight, std=0.3)  # not the zero init: make the model say something
+    return model
+
+
+def test_sampler_yields_progressively_and_reproduces():
+    base, up = _tiny(TINY_BASE), _tiny(TINY_UP, 1)
+    grid = torch.randn(2, 8, 4)
+    kw = dict(upsampler=up, upsampler_cond={"embeddings": grid}, base_stage=FEW,
+              upsample_stage=ps.Stage(steps=4, sigma_max=160.0, s_churn=0.0, guidance_scale=0.0), every=2)
+    steps = list(ps.sample_progressive(base, {"embeddings": grid}, 2, seed=3, **kw))
+    assert [(s.stage, s.step) for s in steps] == [("base", 2), ("base", 4), ("base", 6), ("upsample", 2),
+                                                  ("upsample", 4)]
+    final = steps[-1].x0
+    assert final.shape == (2, 6, 48) and final.abs().max() <= 1 and torch.isfinite(final).all()
+    assert torch.equal(final[..., :16], steps[2].x0)  # the upsampler keeps the coarse points
+    again = ps.sample(base, {"embeddings": grid}, 2, seed=3, **kw)
+    other = ps.sample(base, {"embeddings": grid}, 2, seed=4, **kw)
+    assert torch.equal(final, again) and not torch.allclose(final, other)
+    pc = ps.to_point_cloud(final[0])
+    assert pc.xyz.shape == (48, 3) and pc.xyz.abs().max() <= 0.5 and 0 <= pc.rgb.min() and pc.rgb.max() <= 1
+
+
+def test_guidance_combines_x0_predictions():
+    base = _tiny(TINY_BASE)
+    grid = torch.randn(1, 8, 4)
+    x, t, coef = torch.randn(1, 6, 16) * 5, torch.tensor(700), torch.tensor([700.0, 0.2, 3.0, 2.5])
+    cond = ps.Denoiser(base, {"embeddings": grid}, 1.0, 6)(x, t, coef)
+    uncond = ps.Denoiser(base, {"embeddings": torch.zeros_like(grid)}, 0.0, 6)(x, t, coef)
+    guided = ps.Denoiser(base, {"embeddings": grid}, 3.0, 6)(x, t, coef)
+    assert not torch.allclose(cond, uncond)
+    assert torch.allclose(guided, uncond + 3.0 * (cond - uncond), atol=1e-5)
+
+
+def test_schedules_and_sigma_to_t():
+    cos, lin = ps.alphas_cumprod("cosine"), ps.alphas_cumprod("linear")
+    assert len(cos) == 1024 and 0.99 < cos[0] < 1 and cos[-1] < 1e-4 and (abs(lin[0] - (1 - 1e-4 * 1000 / 1024)) < 1e-9)
+    for t in (0, 10, 500, 1000):
+        sigma = math.sqrt(1 / cos[t] - 1)
+        assert abs(ps.sigma_to_t(sigma * 1.0001, cos) - t) <= 1
+    assert ps.sigma_to_t(1e-6, cos) == 0 and ps.sigma_to_t(1e5, cos) == 1023 and ps.sigma_to_t(1e4, cos) == 1022
+    sig = ps.karras_sigmas(64, 1e-3, 120)
+    assert len(sig) == 65 and abs(sig[0] - 120) < 1e-9 and abs(sig[63] - 1e-3) < 1e-12 and sig[64] == 0
