@@ -118,3 +118,62 @@ def test_schedules_and_sigma_to_t():
     assert ps.sigma_to_t(1e-6, cos) == 0 and ps.sigma_to_t(1e5, cos) == 1023 and ps.sigma_to_t(1e4, cos) == 1022
     sig = ps.karras_sigmas(64, 1e-3, 120)
     assert len(sig) == 65 and abs(sig[0] - 120) < 1e-9 and abs(sig[63] - 1e-3) < 1e-12 and sig[64] == 0
+
+
+# ----------------------------------------------------------------------------------------------- CLIP features
+def _hand_grid(vision, pixels):
+    """The vision tower computed layer by layer from its weights: patches, class token, positions, pre-norm,
+    pre-norm residual blocks (quick GELU); patch tokens of the last block, no final norm."""
+    import torch.nn.functional as F
+
+    emb = vision.embeddings
+    x = F.conv2d(pixels, emb.patch_embedding.weight, stride=emb.patch_embedding.stride).flatten(2).transpose(1, 2)
+    x = torch.cat([emb.class_embedding.expand(len(x), 1, -1), x], 1) + emb.position_embedding.weight[None]
+    x = F.layer_norm(x, x.shape[-1:], vision.pre_layrnorm.weight, vision.pre_layrnorm.bias, vision.pre_layrnorm.eps)
+    for layer in vision.encoder.layers:
+        a = layer.self_attn
+        h = F.layer_norm(x, x.shape[-1:], layer.layer_norm1.weight, layer.layer_norm1.bias, layer.layer_norm1.eps)
+        split = lambda t: t.view(t.shape[0], t.shape[1], a.num_heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = (split(F.linear(h, p.weight, p.bias)) for p in (a.q_proj, a.k_proj, a.v_proj))
+        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+        x = x + F.linear((w @ v).transpose(1, 2).flatten(2), a.out_proj.weight, a.out_proj.bias)
+        h = F.layer_norm(x, x.shape[-1:], layer.layer_norm2.weight, layer.layer_norm2.bias, layer.layer_norm2.eps)
+        h = F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)
+        x = x + F.linear(h * torch.sigmoid(1.702 * h), layer.mlp.fc2.weight, layer.mlp.fc2.bias)
+    return x[:, 1:].transpose(1, 2)
+
+
+def test_clip_grid_equals_hand_computation(tmp_path):
+    import numpy as np
+
+    from pipelines.core.priors.clip import tiny_clip
+    from pipelines.core.priors.point_e_clip import clip_preprocess, load_point_e_clip
+
+    clip = load_point_e_clip(str(tiny_clip(tmp_path / "clip")), "cpu")
+    assert clip.model.config.vision_config.hidden_act == "quick_gelu"
+    images = [np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8) for i in range(2)]
+    grid = clip.grid(images)
+    assert grid.shape == (2, clip.grid_dim, clip.grid_tokens) == (2, 32, 16)
+    with torch.no_grad():
+        ref = _hand_grid(clip.model.vision_model, clip_preprocess(images, clip.image_size))
+    assert torch.allclose(grid, ref, atol=1e-5)
+    vec, txt = clip.image_vec(images), clip.text_vec(["a chair", "a red table"])
+    assert vec.shape == txt.shape == (2, 16) and torch.allclose(vec.norm(dim=-1), torch.ones(2))
+
+
+def test_clip_preprocess_resizes_shorter_side_and_centre_crops():
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.core.priors.clip import CLIP_MEAN, CLIP_STD
+    from pipelines.core.priors.point_e_clip import clip_preprocess
+
+    img = np.full((224, 448, 3), 128, np.uint8)
+    img[:, :100] = (255, 0, 0)  # left of the centre crop: must not show
+    x = clip_preprocess([img])
+    assert x.shape == (1, 3, 224, 224)
+    grey = (128 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.allclose(x[0, :, :, :].mean((1, 2)), grey, atol=1e-4)
+    rgba = Image.new("RGBA", (300, 600), (0, 0, 0, 0))  # fully transparent: white
+    white = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.allclose(clip_preprocess([rgba])[0].mean((1, 2)), white, atol=1e-4)
