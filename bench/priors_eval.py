@@ -268,7 +268,7 @@ def main() -> None:
 
     from pipelines.config import resolve_device
     from pipelines.core.priors.embedded import load_embedded_scorer
-    from pipelines.priors_dataset import load_data
+    from pipelines.train.priors_dataset import load_data
 
     dev = resolve_device(args.device)
     t0 = time.perf_counter()

@@ -76,8 +76,8 @@ def score(args) -> None:
     import torch
 
     from pipelines.config import resolve_device
-    from pipelines.single_view_pack import load_packs
-    from pipelines.single_view_model import load_checkpoint
+    from pipelines.core.shape_packs import load_packs
+    from pipelines.core.single_view_net import load_checkpoint
 
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)

@@ -30,10 +30,10 @@ PIPELINES: dict[str, PipelineSpec] = {
     "nerf": PipelineSpec("NeRF", "pipelines.nerf", "posed images to a radiance field: novel views, depth, a mesh"),
     "volsdf": PipelineSpec("VolSDF", "pipelines.volsdf",
                            "posed images to a signed distance field (neural or primitives): a watertight mesh",
-                           {"make-scene": "pipelines.make_assets:make_scene_main"}),
+                           {"make-scene": "pipelines.train.example_scenes:make_scene_main"}),
     "single_view": PipelineSpec("Single view", "pipelines.single_view",
                                 "one image to voxels, a point cloud and a mesh (ResNet-18 encoder, three decoders)",
-                                {"data": "pipelines.single_view_data:main"}),
+                                {"data": "pipelines.train.single_view_data:main"}),
     "dreamfusion": PipelineSpec("DreamFusion", "pipelines.dreamfusion",
                                 "a text prompt to a NeRF by score distillation from a diffusion model: a turntable "
                                 "and a mesh"),

@@ -13,7 +13,7 @@ import typing
 from . import PIPELINES, UserInputError
 from .events import ArtifactReady, Done, Log, Progress, run_to_completion
 
-TOOLS = {"priors": ("pipelines.priors_train:main", "data and training of the embedded offline priors")}
+TOOLS = {"priors": ("pipelines.train.priors_train:main", "data and training of the embedded offline priors")}
 """Tool-only entries (no config, no UI tab): ``python -m pipelines <tool> ...`` calls ``"module:function"(argv)``."""
 
 

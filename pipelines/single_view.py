@@ -8,7 +8,7 @@ optional edge-length and normal-consistency terms). Targets live in the input vi
 
 ``mode="train"`` trains on packed data (``python -m pipelines single_view data build``) and evaluates on
 held-out shapes; ``mode="predict"`` reconstructs one image with a checkpoint (default: the shipped one).
-Model, checkpoint files and rendering helpers are in ``single_view_model.py``.
+Model, checkpoint files and rendering helpers are in ``core/single_view_net.py``.
 """
 from __future__ import annotations
 
@@ -176,8 +176,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, normal_consistency
     from .core.shapes import sample_surface
-    from .single_view_pack import load_packs
-    from .single_view_model import SingleViewModel, load_checkpoint, preview_images, save_checkpoint
+    from .core.shape_packs import load_packs
+    from .core.single_view_net import SingleViewModel, load_checkpoint, preview_images, save_checkpoint
 
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
@@ -357,7 +357,7 @@ def _export_prediction(ctx: RunContext, model, image, pred, threshold: float) ->
     """input.png, voxels.glb (cubes), points.ply, mesh.glb of one prediction."""
     from .core.export import save_image, save_mesh, save_point_cloud
     from .core.images import to_uint8
-    from .single_view_model import prediction_geometry
+    from .core.single_view_net import prediction_geometry
 
     yield ctx.artifact("image", save_image(to_uint8(image.permute(1, 2, 0)), ctx.path("input.png")), "input (cropped)")
     geo = prediction_geometry(pred, model, threshold)
@@ -375,7 +375,7 @@ def _export_prediction(ctx: RunContext, model, image, pred, threshold: float) ->
 def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
-    from .single_view_model import load_checkpoint, prepare_image, preview_images
+    from .core.single_view_net import load_checkpoint, prepare_image, preview_images
 
     started = time.perf_counter()
     folder = Path(cfg.checkpoint) if cfg.checkpoint else SHIPPED_MODEL

@@ -63,7 +63,7 @@ def test_lego_background_and_area_downscale(lego):
 @pytest.mark.skipif(not (COW_SCENE / "transforms_train.json").is_file(), reason="assets/scenes/cow not built")
 def test_cow_scene_matches_its_cameras():
     """The shipped scene's silhouettes sit where its cameras project the mesh (independent numpy projection)."""
-    from pipelines.make_assets import COW_OBJ, load_textured_mesh
+    from pipelines.train.example_scenes import COW_OBJ, load_textured_mesh
 
     if not COW_OBJ.is_file():
         pytest.skip("shared cow mesh not found")

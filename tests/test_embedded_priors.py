@@ -18,8 +18,8 @@ from pipelines.core.priors import embedded  # noqa: E402
 from pipelines.core.priors.guidance import TextEmbeddings  # noqa: E402
 from pipelines.core.priors.text_encoder import (load_text_encoder, package_folder,  # noqa: E402
                                                 save_tiny_text_encoder)
-from pipelines.priors_data import captions, clean_name, dominant_colour, pixel_colour_name  # noqa: E402
-from pipelines.priors_train import TrainOptions, train  # noqa: E402
+from pipelines.train.priors_data import captions, clean_name, dominant_colour, pixel_colour_name  # noqa: E402
+from pipelines.train.priors_train import TrainOptions, train  # noqa: E402
 from pipelines.events import run_to_completion  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def test_captions_name_colour_and_phrasings():
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """Two real pybullet meshes rendered by the builder at 16 px (the duck and the cube), packed."""
-    from pipelines import priors_data
+    from pipelines.train import priors_data
 
     root = tmp_path_factory.mktemp("priors-data")
     shapes = [s for s in priors_data.priors_catalog("pybullet") if s.id in ("pybullet-duck", "pybullet-cube")]
@@ -101,7 +101,7 @@ def test_training_resumes_exactly_and_exports(tmp_path, data_root, text_folder):
 
 def test_view_captions_follow_the_camera(data_root, monkeypatch):
     """Captions get DreamFusion's view suffix from each render's camera (for sources whose front is known)."""
-    from pipelines import priors_dataset
+    from pipelines.train import priors_dataset
     from pipelines.core.priors.prompts import view_direction
 
     _, path, _ = data_root
@@ -150,8 +150,8 @@ def test_vocabulary_subset_keeps_states_and_ema_checkpoint_exports(tmp_path, dat
     import shutil
 
     from pipelines.core.priors.text_encoder import save_vocab_subset
-    from pipelines.priors_export import export_checkpoint, save_ema_checkpoint
-    from pipelines.priors_dataset import load_data
+    from pipelines.train.priors_export import export_checkpoint, save_ema_checkpoint
+    from pipelines.train.priors_dataset import load_data
 
     _, path, _ = data_root
     caps = load_data(path, "cpu").captions

@@ -13,9 +13,9 @@ import torch
 from pipelines import PIPELINES, UserInputError
 from pipelines.events import Done, Preview, Progress, run_to_completion
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
-from pipelines.single_view_data import build, built_records
-from pipelines.single_view_pack import from_view, load_packs, to_view
-from pipelines.single_view_model import SingleViewModel, load_checkpoint, prepare_image, save_checkpoint
+from pipelines.train.single_view_data import build, built_records
+from pipelines.core.shape_packs import from_view, load_packs, to_view
+from pipelines.core.single_view_net import SingleViewModel, load_checkpoint, prepare_image, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "assets" / "single_view" / "examples").glob("*.png"))
@@ -81,7 +81,7 @@ def test_builder_is_restartable_and_splits_by_shape(built, tmp_path):
                   views=3, size=32, resolution=16, n_points=512, ssaa=1)
     assert (root / "shapes" / "mesh-box.npz").stat().st_mtime_ns == stamp  # finished shapes are not redone
     assert len(again) == 2 and len(built_records(root)) == 2
-    from pipelines.single_view_data import ShapeSource
+    from pipelines.train.single_view_data import ShapeSource
 
     ids = [f"sh3d-x{i}" for i in range(300)]
     splits = [ShapeSource(id=i, name=i, source="sh3d", license="CC0").split for i in ids]
@@ -145,7 +145,7 @@ def test_checkpoint_round_trip_and_inference_on_an_example(fmt, tmp_path):
     torch.nn.init.normal_(model.mesh_head[-1].weight, std=0.01)
     save_checkpoint(model, tmp_path / "ckpt", fmt, manifest={"data": {}}, credits_meta=None)
     assert all(p.stat().st_size < 16 * 2 ** 20 for p in (tmp_path / "ckpt").iterdir())
-    from pipelines.single_view_model import _decode, _encode
+    from pipelines.core.single_view_net import _decode, _encode
 
     rows = torch.randn(64, 128) * torch.logspace(-3, 1, 64)[:, None]  # rows of very different sizes
     back = _decode(_encode(rows, fmt))
@@ -280,7 +280,7 @@ def test_tab_inputs_map_to_the_config(monkeypatch):
 @pytest.mark.skipif(not any(Path("/usr/share/sweethome3d/furniture").glob("*.sh3f")),
                     reason="apt-get install sweethome3d-furniture")
 def test_sweet_home_3d_catalog_and_one_model():
-    from pipelines.single_view_data import catalog, load_parts
+    from pipelines.train.single_view_data import catalog, load_parts
 
     shapes = catalog("sh3d")
     assert len(shapes) > 700 and len({s.id for s in shapes}) == len(shapes)

@@ -18,7 +18,7 @@ from pipelines.core.sdf import (LaplaceDensity, NeuralSDF, Primitive, PrimitiveS
                                 render_sdf, sdf_box, sdf_capsule, sdf_gradient, sdf_sphere, sdf_to_density, sdf_to_mesh,
                                 sdf_torus, smooth_min)
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
-from pipelines.make_assets import make_primitive_scene, scene_primitives
+from pipelines.train.example_scenes import make_primitive_scene, scene_primitives
 from pipelines.volsdf import VolSDFConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]

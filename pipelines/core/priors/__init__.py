@@ -98,9 +98,14 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
         a ``DiffusionGuidance``.
     """
     if is_embedded(prior):
-        from .embedded import load_embedded_guidance
+        from ...config import UserInputError
+        from .embedded import NotShipped, load_embedded_guidance
 
-        return load_embedded_guidance(device, dtype, embedded_folder(prior))
+        try:
+            return load_embedded_guidance(device, dtype, embedded_folder(prior))
+        except NotShipped as e:
+            raise UserInputError(f"{e} Use Stable Diffusion instead (the default, {DEFAULT_DIFFUSION!r}, is "
+                                 "downloaded once). " + where_to_get_models()) from None
     from .stable_diffusion import load_stable_diffusion
 
     return load_stable_diffusion(prior.strip() or DEFAULT_DIFFUSION, device, dtype)

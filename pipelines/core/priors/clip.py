@@ -150,9 +150,13 @@ def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
     """The scorer for a Hub id, a local folder or 'embedded' ('' means DEFAULT_CLIP), cached per process."""
     source = (source or "").strip() or DEFAULT_CLIP
     if source.lower() == EMBEDDED:
-        from .embedded import load_embedded_scorer
+        from .embedded import NotShipped, load_embedded_scorer
 
-        return load_embedded_scorer(device, dtype)
+        try:
+            return load_embedded_scorer(device, dtype)
+        except NotShipped as e:
+            raise UserInputError(f"{e} Use CLIP instead (the default, {DEFAULT_CLIP!r}, is downloaded once). "
+                                 + where_to_get_scorers()) from None
     return _CACHE.load(source, "CLIP", where_to_get_scorers(), device, dtype, load_folder, download)
 
 

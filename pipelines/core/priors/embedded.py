@@ -20,6 +20,7 @@ import json
 import threading
 from pathlib import Path
 
+from ...config import UserInputError
 from .hub import resolve_dtype
 from .prior_folder import (MAX_TOTAL_BYTES, SHARD_BYTES, dequantize, save_prior,  # noqa: F401 - re-exported
                            sha256_file, text_encoder_config, verify)
@@ -161,7 +162,6 @@ def load_prior(folder: str | Path, kind: str, device="cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from ...config import UserInputError
     from .text_encoder import describe_folder, load_text_encoder, resolve_folder
 
     folder = Path(folder)
@@ -312,19 +312,14 @@ _CACHE: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def _not_available(what: str, folder: Path):
-    from ...config import UserInputError
+class NotShipped(UserInputError):
+    """An embedded model folder without its manifest; the loader that was asked (``priors.load_guidance``,
+    ``clip.load_scorer``) adds what to use instead, so this module imports neither of them."""
 
-    if what == "diffusion":
-        from . import DEFAULT_DIFFUSION, where_to_get_models
 
-        return UserInputError(f"prior 'embedded' is not available ({folder} has no manifest.json). Use Stable "
-                              f"Diffusion instead (the default, {DEFAULT_DIFFUSION!r}, is downloaded once). "
-                              + where_to_get_models())
-    from .clip import DEFAULT_CLIP, where_to_get_scorers
-
-    return UserInputError(f"scorer 'embedded' is not available ({folder} has no manifest.json). Use CLIP instead "
-                          f"(the default, {DEFAULT_CLIP!r}, is downloaded once). " + where_to_get_scorers())
+def _not_available(what: str, folder: Path) -> NotShipped:
+    name = "prior" if what == "diffusion" else "scorer"
+    return NotShipped(f"{name} 'embedded' is not available ({folder} has no manifest.json).")
 
 
 def _load(kind: str, folder, device, dtype: str):

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import UserInputError
-from .core.geometry import Mesh, PointCloud
-from .core.quantize import dequantize_rows, quantizable, quantize_rows
-from .core.resnet import ResNet18, normalize
-from .core.shape_losses import edge_face_pairs
-from .core.shapes import cubify, icosphere, mesh_edges
+from ..config import UserInputError
+from .geometry import Mesh, PointCloud
+from .quantize import dequantize_rows, quantizable, quantize_rows
+from .resnet import ResNet18, normalize
+from .shape_losses import edge_face_pairs
+from .shapes import cubify, icosphere, mesh_edges
 
 MAX_SHARD_BYTES = 15 * 2 ** 20
 MAX_IMAGE_SIDE = 8192
@@ -118,7 +118,7 @@ def _sha256(path: Path) -> str:
 def save_checkpoint(model: SingleViewModel, folder: Path, fmt: str = "int8", manifest: dict | None = None,
                     credits_meta: dict | None = None) -> Path:
     """Writes the checkpoint folder (see the module docstring); returns its ``config.json``."""
-    from .single_view_pack import credits_markdown
+    from .shape_packs import credits_markdown
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def prepare_image(path: str | Path, size: int) -> torch.Tensor:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from .single_view_pack import crop_to_object
+    from .shape_packs import crop_to_object
 
     try:
         with Image.open(path) as im:
@@ -233,7 +233,7 @@ def prepare_image(path: str | Path, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- rendering
 def view_camera(size: int, elevation_deg: float = 20.0):
     """The camera of the view frame (on -y, looking at the origin), as in the training renders."""
-    from .core.cameras import Camera, look_at, spherical_to_cartesian
+    from .cameras import Camera, look_at, spherical_to_cartesian
 
     eye = spherical_to_cartesian(2.2, torch.tensor(math.radians(elevation_deg)), torch.tensor(math.radians(-90.0)))
     return Camera.from_fov(look_at(eye), math.radians(40.0), size, size)
@@ -247,7 +247,7 @@ def height_colors(xyz: torch.Tensor) -> torch.Tensor:
 
 def render_points(xyz: torch.Tensor, size: int = 128, radius: int = 1) -> np.ndarray:
     """(size, size, 3) uint8: the points as small squares coloured by height, nearer ones on top."""
-    from .core.raster import project
+    from .raster import project
 
     cam = view_camera(size)
     xyz = xyz.detach().float().cpu()
@@ -283,8 +283,8 @@ def prediction_geometry(pred: dict, model: SingleViewModel, threshold: float = 0
 def preview_images(image: torch.Tensor, pred: dict, model: SingleViewModel, threshold: float = 0.5,
                    size: int = 128) -> dict[str, np.ndarray]:
     """uint8 renders keyed input / voxels / points / mesh, all seen from the input's side."""
-    from .core.images import to_uint8
-    from .core.raster import render_mesh
+    from .images import to_uint8
+    from .raster import render_mesh
 
     out = {"input": to_uint8(image.permute(1, 2, 0))}
     geo = prediction_geometry(pred, model, threshold)

@@ -1,5 +1,5 @@
-"""Packed single-view training data: what ``python -m pipelines single_view data pack`` writes and training
-reads, plus the view-frame maths and the object crop that training and inference share.
+"""Packed single-view training data: the reader that Train mode uses (``pipelines.train.single_view_data``
+writes the packs), plus the view-frame maths, the object crop and the credits that training and inference share.
 
 Contract: a pack is one ``.npz`` per source: ``ids``/``splits``/``sources`` (S,), ``jpeg`` + ``jpeg_offsets``
 (S * V object-cropped RGB views on white, JPEG), ``occupancy`` (S, V, R^3 / 8) packed bits in each view's
@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,53 +63,6 @@ def crop_to_object(rgba, size: int, margin: float = 0.08, threshold: float = 0.5
     out = F.interpolate(canvas.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True,
                         align_corners=False)
     return out[0].permute(1, 2, 0).clamp(0, 1)
-
-
-def _jpeg(rgb, quality: int = 92) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray((rgb.numpy() * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def built_records(root: Path) -> list[dict]:
-    """Records (the ``.json`` beside each finished ``.npz``) of the shapes built under ``root/shapes``."""
-    shapes = Path(root) / "shapes"
-    return [json.loads(p.with_suffix(".json").read_text()) for p in sorted(shapes.glob("*.npz"))
-            if not p.name.startswith(".") and p.with_suffix(".json").is_file()]
-
-
-def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
-               views: int = 0) -> Path:
-    """One training file for these shapes: cropped JPEG views, occupancy bits, float16 view-frame inputs."""
-    ids, jpegs, occ, pts, params = [], [], [], [], []
-    for rec in records:
-        with np.load(shapes_dir / f"{rec['id']}.npz") as z:
-            v = len(z["images"]) if not views else min(views, len(z["images"]))
-            crops = [crop_to_object(z["images"][k], size) for k in range(v)]
-            if any(c is None for c in crops):
-                continue
-            ids.append(rec["id"])
-            jpegs += [_jpeg(c) for c in crops]
-            occ.append(z["occupancy"][:v])
-            pts.append(z["points"][:n_points].astype(np.float16))
-            params.append(np.concatenate([z["view_theta"][:v, None], z["view_scale"][:v, None],
-                                          z["view_center"][:v]], 1))
-    if not ids:
-        raise ValueError(f"no shapes to pack into {out}")
-    lengths = np.array([len(b) for b in jpegs], np.int64)
-    meta = {r["id"]: {k: r[k] for k in ("name", "source", "license", "creator", "category", "split")}
-            for r in records if r["id"] in set(ids)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, ids=np.array(ids), splits=np.array([meta[i]["split"] for i in ids]),
-             sources=np.array([meta[i]["source"] for i in ids]), jpeg=np.frombuffer(b"".join(jpegs), np.uint8),
-             jpeg_offsets=np.concatenate([[0], np.cumsum(lengths)]), occupancy=np.stack(occ), points=np.stack(pts),
-             view_params=np.stack(params).astype(np.float32), resolution=np.int32(records[0]["resolution"]),
-             meta=np.array(json.dumps(meta)))
-    os.replace(tmp, out)
-    return out
 
 
 @dataclass

@@ -10,7 +10,7 @@ shape ``shapes/<id>.npz``: RGBA renders from random viewpoints (azimuth uniform,
 their cameras, per view a 32^3 occupancy grid, surface samples with normals, and the normalised mesh.
 Shapes are split into train / test by a hash of their id, so a shape is never in both, whatever subset is
 built. The build is parallel (``--workers``) and restartable (finished shapes are skipped; each file is
-written whole or not at all). ``pack`` then writes ``pack/<source>.npz`` (``single_view_pack.py``): what
+written whole or not at all). ``pack`` then writes ``pack/<source>.npz`` (``write_pack`` below): what
 training reads, small enough to travel to a GPU machine (cropped JPEG views, occupancy bits, float16 points).
 
 Frames. A shape's *canonical* frame is z-up with its bounding box centred and its longest side 1. Each
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
-from .single_view_pack import built_records, credits_markdown, from_view, to_view, write_pack
+from ..core.shape_packs import credits_markdown, crop_to_object, from_view, to_view
 
 DEFAULT_ROOT = Path(".data/single_view")
 CAMERA_RADIUS, FOV_DEG, ELEVATION_DEG = 2.2, 40.0, (5.0, 40.0)
@@ -57,8 +58,8 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
     """Renders, voxelizes and samples one shape into ``out_dir/<id>.npz`` (+ ``.json``); returns its record."""
     import torch
 
-    from .core.cameras import Camera, look_at, spherical_to_cartesian
-    from .core.shapes import CarvedVolume, carving_cameras, occupancy_grid, sample_surface
+    from ..core.cameras import Camera, look_at, spherical_to_cartesian
+    from ..core.shapes import CarvedVolume, carving_cameras, occupancy_grid, sample_surface
 
     t0 = time.perf_counter()
     parts = load_parts(src)
@@ -229,3 +230,51 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------ packing
+def _jpeg(rgb, quality: int = 92) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((rgb.numpy() * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def built_records(root: Path) -> list[dict]:
+    """Records (the ``.json`` beside each finished ``.npz``) of the shapes built under ``root/shapes``."""
+    shapes = Path(root) / "shapes"
+    return [json.loads(p.with_suffix(".json").read_text()) for p in sorted(shapes.glob("*.npz"))
+            if not p.name.startswith(".") and p.with_suffix(".json").is_file()]
+
+
+def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
+               views: int = 0) -> Path:
+    """One training file for these shapes: cropped JPEG views, occupancy bits, float16 view-frame inputs."""
+    ids, jpegs, occ, pts, params = [], [], [], [], []
+    for rec in records:
+        with np.load(shapes_dir / f"{rec['id']}.npz") as z:
+            v = len(z["images"]) if not views else min(views, len(z["images"]))
+            crops = [crop_to_object(z["images"][k], size) for k in range(v)]
+            if any(c is None for c in crops):
+                continue
+            ids.append(rec["id"])
+            jpegs += [_jpeg(c) for c in crops]
+            occ.append(z["occupancy"][:v])
+            pts.append(z["points"][:n_points].astype(np.float16))
+            params.append(np.concatenate([z["view_theta"][:v, None], z["view_scale"][:v, None],
+                                          z["view_center"][:v]], 1))
+    if not ids:
+        raise ValueError(f"no shapes to pack into {out}")
+    lengths = np.array([len(b) for b in jpegs], np.int64)
+    meta = {r["id"]: {k: r[k] for k in ("name", "source", "license", "creator", "category", "split")}
+            for r in records if r["id"] in set(ids)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, ids=np.array(ids), splits=np.array([meta[i]["split"] for i in ids]),
+             sources=np.array([meta[i]["source"] for i in ids]), jpeg=np.frombuffer(b"".join(jpegs), np.uint8),
+             jpeg_offsets=np.concatenate([[0], np.cumsum(lengths)]), occupancy=np.stack(occ), points=np.stack(pts),
+             view_params=np.stack(params).astype(np.float32), resolution=np.int32(records[0]["resolution"]),
+             meta=np.array(json.dumps(meta)))
+    os.replace(tmp, out)
+    return out

@@ -219,7 +219,7 @@ def render_parts(parts: Parts, camera, light_dir, ssaa: int = 2, ambient: float 
     import torch
     import torch.nn.functional as F
 
-    from .core.raster import face_normals, interpolate, rasterize
+    from ..core.raster import face_normals, interpolate, rasterize
 
     verts = torch.from_numpy(parts.verts).float()
     faces = torch.from_numpy(parts.faces)

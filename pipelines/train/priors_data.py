@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
-from .single_view_pack import SOURCES_NOTE, credits_markdown
+from ..core.shape_packs import SOURCES_NOTE, credits_markdown
 
 DEFAULT_ROOT = Path(".data/priors")
 CAMERA_RADIUS, FOV_DEG, ELEVATION_DEG = 2.0, 40.0, (-5.0, 50.0)
@@ -169,7 +169,7 @@ def render_shape(src: ShapeSource, views: int = 12, size: int = 64, ssaa: int = 
     """Renders one shape: RGBA (V, size, size, 4) uint8 with azimuth/elevation, and its captions."""
     import torch
 
-    from .core.cameras import Camera, look_at, spherical_to_cartesian
+    from ..core.cameras import Camera, look_at, spherical_to_cartesian
 
     parts = load_parts(src)
     gen = torch.Generator().manual_seed(seed * 1000003 + int(hashlib.sha1(src.id.encode()).hexdigest()[:8], 16))

@@ -40,7 +40,7 @@ FRONT_AZIMUTH = {"sh3d": 270.0}
 def load_data(path: str | Path, device) -> PriorData:
     import torch
 
-    from .core.priors.prompts import DEFAULT_TEMPLATE, view_direction, view_prompt
+    from ..core.priors.prompts import DEFAULT_TEMPLATE, view_direction, view_prompt
 
     path = Path(path)
     with np.load(path) as z:
@@ -84,8 +84,8 @@ def sample_batch(data: PriorData, pool, b: int, gen, white_bg: float, size: int,
     here. A share ``view_share`` of the captions of renders with a known view get its suffix."""
     import torch
 
-    from .core.backgrounds import random_backgrounds
-    from .core.priors.stable_diffusion import resize_square
+    from ..core.backgrounds import random_backgrounds
+    from ..core.priors.stable_diffusion import resize_square
 
     dev = data.rgba.device
 
@@ -129,7 +129,7 @@ def encode_captions(captions: list[str], text_encoder, chunk: int = 256):
     import torch
 
     states, pooled = [], []
-    from .core.priors.text_encoder import pool
+    from ..core.priors.text_encoder import pool
 
     for i in range(0, len(captions), chunk):
         s, m = text_encoder.encode(captions[i:i + chunk])

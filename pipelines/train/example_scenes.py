@@ -1,6 +1,6 @@
 """Builds the example inputs shipped in ``assets/`` from public data, with project code only.
 
-    python -m pipelines.make_assets nerf-scene [--mesh PATH] [--out assets/scenes/cow]
+    python -m pipelines.train.example_scenes nerf-scene [--mesh PATH] [--out assets/scenes/cow]
     python -m pipelines volsdf make-scene [--out assets/scenes/primitives]
 
 ``nerf-scene`` renders Keenan Crane's textured cow (public domain) with ``core/raster.py`` into a small
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COW_OBJ = REPO.parent / "shared/data/meshes/cow/cow.obj"
 
 # Scene layout: the object's bounding sphere has radius BOUND_RADIUS at the origin, z up; cameras at
@@ -41,7 +41,7 @@ supersampling.
 
 Regenerate with:
 
-    python -m pipelines.make_assets nerf-scene --out {out}
+    python -m pipelines.train.example_scenes nerf-scene --out {out}
 
 ## Source and license
 
@@ -61,8 +61,8 @@ def load_textured_mesh(path: Path):
     """
     import trimesh
 
-    from .config import UserInputError
-    from .core.geometry import Mesh
+    from ..config import UserInputError
+    from ..core.geometry import Mesh
 
     if not path.is_file():
         raise UserInputError(f"mesh {path} not found; pass --mesh PATH to a textured OBJ")
@@ -81,7 +81,7 @@ def load_textured_mesh(path: Path):
 
 def sample_poses(n: int, generator: torch.Generator) -> torch.Tensor:
     """(n, 4, 4) camera-to-world looking at the origin: uniform azimuth, elevation in ``ELEVATION_DEG``."""
-    from .core.cameras import look_at, spherical_to_cartesian
+    from ..core.cameras import look_at, spherical_to_cartesian
 
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64).float()
     azim = (u[:, 0] * 2 - 1) * math.pi
@@ -94,7 +94,7 @@ def write_blender_scene(out: Path, render, size: int, n_train: int, n_val: int, 
     ``transforms_{train,val}.json``. ``render(camera) -> (premultiplied rgb (H, W, 3), alpha (H, W, 1))``."""
     from PIL import Image
 
-    from .core.cameras import Camera
+    from ..core.cameras import Camera
 
     out = Path(out)
     gen = torch.Generator().manual_seed(seed)
@@ -119,7 +119,7 @@ def write_blender_scene(out: Path, render, size: int, n_train: int, n_val: int, 
 def make_nerf_scene(mesh_path: Path = COW_OBJ, out: Path = Path("assets/scenes/cow"), size: int = 100,
                     n_train: int = 40, n_val: int = 10, seed: int = 0, ssaa: int = 4) -> Path:
     """Renders the textured mesh into a Blender-format scene folder ``out`` (replaced if it exists)."""
-    from .core.raster import render_mesh
+    from ..core.raster import render_mesh
 
     mesh, texture, uv = load_textured_mesh(Path(mesh_path))
     light = torch.tensor(LIGHT_DIR)
@@ -134,7 +134,7 @@ def make_nerf_scene(mesh_path: Path = COW_OBJ, out: Path = Path("assets/scenes/c
 
 def scene_primitives():
     """Ground truth of the primitives example: two boxes (one turned 25 degrees about z) and a sphere."""
-    from .core.sdf import Primitive
+    from ..core.sdf import Primitive
 
     turn = math.radians(25) / 2
     return [Primitive("box", [-0.45, -0.3, -0.2], [0.35, 0.25, 0.3], color=(0.85, 0.3, 0.25)),
@@ -150,8 +150,8 @@ def make_primitive_scene(out: Path, size: int = 64, n_train: int = 24, n_val: in
     rasterized by ``core/raster.py`` unlit (flat colours), with the cow scene's camera layout. ``ssaa`` 1
     samples each pixel at its centre, as the renderer's rays do, so a fit can match the images exactly
     (anti-aliased edges are matched by a wider beta, which shrinks the fitted shapes by about 2 beta)."""
-    from .core.raster import render_mesh
-    from .core.sdf import PrimitiveSDF, primitives_to_json, sdf_to_mesh
+    from ..core.raster import render_mesh
+    from ..core.sdf import PrimitiveSDF, primitives_to_json, sdf_to_mesh
 
     truth = scene_primitives()
     with torch.no_grad():
@@ -187,7 +187,7 @@ def make_scene_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pipelines.make_assets", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipelines.train.example_scenes", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="asset", required=True)
     scene = sub.add_parser("nerf-scene", help="render the textured cow into a Blender-format scene")
     scene.add_argument("--mesh", type=Path, default=COW_OBJ, help="textured y-up OBJ (default: the shared cow)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .priors_dataset import PriorData, encode_captions, load_data
-from .priors_train import TrainOptions, evaluate, make_model
+from .priors_model import TrainOptions, evaluate, make_model
 
 
 def caption_vocabulary(data: PriorData, n_examples: int = 24) -> dict:
@@ -27,9 +27,9 @@ def caption_vocabulary(data: PriorData, n_examples: int = 24) -> dict:
 
 
 def export(opts: TrainOptions, ema, arch: dict, metrics: dict, step: int, data: PriorData, te) -> Path:
-    from .core.priors.prior_folder import save_prior, text_encoder_config
+    from ..core.priors.prior_folder import save_prior, text_encoder_config
     from .priors_data import data_summary
-    from .single_view_pack import credits_markdown
+    from ..core.shape_packs import credits_markdown
 
     kind = opts.kind
     config = dict(arch, text_encoder=text_encoder_config(opts.text_encoder or None, te.max_tokens))
@@ -75,8 +75,8 @@ def export_checkpoint(kind: str, out: str, dest: str, command: str = "", text_en
     ('' = the installed package; a checkpoint trained with a vocabulary subset of it gets identical states)."""
     import torch
 
-    from .core.priors.stable_diffusion import _alphas_cumprod
-    from .core.priors.text_encoder import load_text_encoder
+    from ..core.priors.stable_diffusion import _alphas_cumprod
+    from ..core.priors.text_encoder import load_text_encoder
 
     state = torch.load(checkpoint_file(out), map_location="cpu", weights_only=False)
     opts = TrainOptions(**dict(state["opts"], export=dest, text_encoder=text_encoder,
@@ -86,7 +86,7 @@ def export_checkpoint(kind: str, out: str, dest: str, command: str = "", text_en
     states, pooled = encode_captions(data.captions, te)
     ema, arch = make_model(opts, te.hidden_size)
     if "arch" in state and state["arch"] != arch:  # trained with an older architecture config: rebuild that one
-        from .core.priors import embedded
+        from ..core.priors import embedded
 
         arch = state["arch"]
         ema = embedded.build_unet(arch["unet"]) if kind == "diffusion" else embedded.build_scorer_model(arch["scorer"])
