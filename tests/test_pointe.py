@@ -177,3 +177,48 @@ def test_clip_preprocess_resizes_shorter_side_and_centre_crops():
     rgba = Image.new("RGBA", (300, 600), (0, 0, 0, 0))  # fully transparent: white
     white = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     assert torch.allclose(clip_preprocess([rgba])[0].mean((1, 2)), white, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+@pytest.fixture(scope="module")
+def tiny_point_e(tmp_path_factory):
+    from pipelines.core.priors.point_e import save_tiny_point_e
+
+    return save_tiny_point_e(tmp_path_factory.mktemp("point_e"))
+
+
+def test_tiny_checkpoints_load_strictly(tiny_point_e):
+    from pipelines.core.priors.point_e import load_models, load_point_e, tier_of
+
+    model = load_point_e(str(tiny_point_e), "upsample")
+    saved = torch.load(tiny_point_e / "upsample_40m.pt", weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert tier_of(str(tiny_point_e)) == "test"
+    models = load_models(str(tiny_point_e), "base40M", "cpu")
+    assert models.tier == "test" and models.sdf is not None and models.encoder.grid_dim == 32
+    assert "base40M" in models.describe()
+
+
+def test_wrong_or_missing_checkpoint_is_refused_clearly(tiny_point_e, tmp_path):
+    import shutil
+
+    from pipelines import UserInputError
+    from pipelines.core.priors.point_e import load_point_e
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_point_e, bad)
+    # base_40m.pt replaced by the textvec model's weights: other shapes, other names
+    shutil.copy(bad / "base_40m_textvec.pt", bad / "base_40m.pt")
+    with pytest.raises(UserInputError, match=r"base_40m\.pt does not hold Point-E's base40M weights.*missing"):
+        load_point_e(str(bad), "base40M")
+    state = torch.load(bad / "upsample_40m.pt", weights_only=True)
+    state["cond_point_proj.weight"] = torch.zeros(32, 3)
+    torch.save(state, bad / "upsample_40m.pt")
+    with pytest.raises(UserInputError, match=r"cond_point_proj.weight: \(32, 3\) in the file, \(32, 6\) expected"):
+        load_point_e(str(bad), "upsample")
+    (bad / "sdf.pt").unlink()
+    with pytest.raises(UserInputError, match=r"has no sdf\.pt.*openaipublic"):
+        load_point_e(str(bad), "sdf")
+    (bad / "base_1b.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserInputError, match="not a PyTorch checkpoint"):
+        load_point_e(str(bad), "base1B")
