@@ -222,3 +222,57 @@ def test_wrong_or_missing_checkpoint_is_refused_clearly(tiny_point_e, tmp_path):
     (bad / "base_1b.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="not a PyTorch checkpoint"):
         load_point_e(str(bad), "base1B")
+
+
+# ----------------------------------------------------------------------------------------------- mesh, pictures
+class SphereSDF:
+    """A stand-in SDF model of the same interface, from the cloud alone: its mean radius about its centroid.
+    ``sign`` -1 makes the inside negative (the other convention: the mesh must come out the same)."""
+
+    def __init__(self, sign: float = 1.0):
+        self.sign = sign
+
+    def encode_point_clouds(self, points):  # (1, 3, N)
+        c = points.mean(-1, keepdim=True)
+        return torch.cat([c, (points - c).norm(dim=1, keepdim=True).mean(-1, keepdim=True)], 1)  # (1, 4, 1)
+
+    def predict_sdf(self, query, latents):  # (1, 3, Q) -> (1, Q)
+        return self.sign * (latents[:, 3] - (query - latents[:, :3]).norm(dim=1))
+
+
+def _sphere_cloud(n=2000, r=0.3):
+    from pipelines.core.geometry import PointCloud
+
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * r
+    return PointCloud(xyz, (xyz / r + 1) / 2)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_sdf_mesh_of_a_sphere_is_closed_and_sized(sign):
+    from pipelines.core.point_clouds import cloud_mesh, signed_volume
+
+    cloud = _sphere_cloud()
+    mesh = cloud_mesh(SphereSDF(sign), cloud, resolution=40)
+    faces = mesh.faces
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    counts = torch.unique(edges.sort(dim=1).values, dim=0, return_counts=True)[1]
+    assert mesh.num_faces > 500 and bool((counts == 2).all())  # closed: every edge shared by two triangles
+    extent = mesh.verts.amax(0) - mesh.verts.amin(0)
+    assert torch.allclose(extent, torch.full((3,), 0.6), atol=0.03)
+    assert abs(signed_volume(mesh) - 4 / 3 * math.pi * 0.3 ** 3) < 0.01  # outward-facing triangles
+    # colours come from the nearest points: the top vertex is the colour of the top of the sphere
+    top = mesh.verts[:, 2].argmax()
+    assert mesh.vert_colors[top, 2] > 0.9
+
+
+def test_single_sign_volume_still_meshes_and_points_render():
+    from pipelines.core.point_clouds import mesh_from_sdf, render_points
+
+    vol = torch.full((16, 16, 16), 2.0)
+    vol[4:12, 4:12, 4:12] = 3.0  # positive everywhere: centred on its mean, the block is inside
+    mesh = mesh_from_sdf(vol)
+    assert mesh.num_faces > 0 and (mesh.verts.abs().max() < 0.4)
+    img = render_points(_sphere_cloud(), size=64)
+    assert img.shape == (64, 64, 3) and img.dtype.name == "uint8"
+    assert (img[32, 32] < 250).any() and (img[0, 0] == 255).all()  # the sphere in the middle, white around it
