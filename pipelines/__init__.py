@@ -39,6 +39,8 @@ PIPELINES: dict[str, PipelineSpec] = {
                                 "and a mesh"),
     "dreamfields": PipelineSpec("DreamFields", "pipelines.dreamfields",
                                 "a caption to a NeRF that CLIP sees from every pose: a turntable, a mesh, CLIP scores"),
+    "pointe": PipelineSpec("Point-E", "pipelines.pointe",
+                           "a prompt or a picture to a coloured point cloud by point diffusion, upsampled, then a mesh"),
 }
 
 __all__ = [

@@ -276,3 +276,97 @@ def test_single_sign_volume_still_meshes_and_points_render():
     img = render_points(_sphere_cloud(), size=64)
     assert img.shape == (64, 64, 3) and img.dtype.name == "uint8"
     assert (img[32, 32] < 250).any() and (img[0, 0] == 255).all()  # the sphere in the middle, white around it
+
+
+# ----------------------------------------------------------------------------------------------- the method
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from pipelines.core.priors.testing import tiny_stable_diffusion
+
+    return tiny_stable_diffusion(tmp_path_factory.mktemp("sd"))
+
+
+def _object_png(path):
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((64, 64, 4), 0, np.uint8)
+    img[16:48, 20:44] = (200, 40, 40, 255)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_pointe_prompt_through_a_view_streams_and_exports(tiny_point_e, tiny_sd, tmp_path):
+    from pipelines import Preview, Progress, run_to_completion
+    from pipelines.pointe import PointEConfig, run
+
+    cfg = PointEConfig(prompt="a red chair", checkpoints=str(tiny_point_e), text_to_image=str(tiny_sd),
+                       view_steps=2, steps=4, preview_every=2, grid_size=16, preview_size=32, out_dir=str(tmp_path),
+                       device="cpu")
+    events = []
+    done = run_to_completion(run(cfg), events.append)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert "view" in previews[0].images and previews[0].images["view"].shape == (16, 16, 3)
+    clouds = [e for e in previews if "points" in e.images]
+    assert len(clouds) == 4 and clouds[-1].images["points"].shape == (32, 32, 3)
+    assert {e.stage for e in events if isinstance(e, Progress)} == {"base", "upsample"}
+    names = {Path(a.path).name for a in done.artifacts}
+    assert {"view.png", "points.ply", "run.json"} <= names
+    import trimesh
+
+    pts = trimesh.load(tmp_path / "points.ply")
+    assert len(pts.vertices) == 64 + 192 and pts.colors.shape[0] == 256  # 1024 + 3072 in the released sizes
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["tier"] == "test" and "base40M" in info["models"]
+    assert done.metrics["points"] == 256 and done.metrics["base_seconds"] > 0
+
+
+def test_pointe_image_and_textvec_runs(tiny_point_e, tmp_path):
+    from pipelines import run_to_completion
+    from pipelines.pointe import PointEConfig, run
+
+    common = dict(checkpoints=str(tiny_point_e), steps=2, preview_every=8, preview_size=16, device="cpu",
+                  grid_size=12)
+    done = run_to_completion(run(PointEConfig(image=str(_object_png(tmp_path / "obj.png")), upsample=False,
+                                              out_dir=str(tmp_path / "a"), **common)))
+    assert done.metrics["points"] == 64
+    done = run_to_completion(run(PointEConfig(prompt="a lamp", base_model="base40M-textvec", mesh=False,
+                                              out_dir=str(tmp_path / "b"), **common)))
+    assert done.metrics["points"] == 256 and not list((tmp_path / "b").glob("mesh*"))
+
+
+def test_pointe_bad_inputs(tiny_point_e, tmp_path):
+    import shutil
+
+    from pipelines import UserInputError, run_to_completion
+    from pipelines.pointe import PointEConfig, run
+
+    def go(**kw):
+        run_to_completion(run(PointEConfig(device="cpu", steps=1, out_dir=str(tmp_path / "o"), **kw)))
+
+    with pytest.raises(UserInputError, match="write a prompt or give an image"):
+        go(prompt="  ", checkpoints=str(tiny_point_e))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(UserInputError, match="not an image"):
+        go(image=str(tmp_path / "notes.png"), checkpoints=str(tiny_point_e))
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_point_e, partial)
+    (partial / "upsample_40m.pt").unlink()
+    with pytest.raises(UserInputError, match=r"has no upsample_40m\.pt.*openaipublic"):
+        go(prompt="a cup", checkpoints=str(partial), base_model="base40M-textvec")
+    with pytest.raises(UserInputError, match=r"no Point-E checkpoint folder at .*base_40m\.pt"):
+        go(prompt="a cup", checkpoints=str(tmp_path / "nowhere"))
+    with pytest.raises(UserInputError, match="reads text only"):
+        go(image=str(_object_png(tmp_path / "o.png")), checkpoints=str(tiny_point_e), base_model="base40M-textvec")
+
+
+def test_pointe_cli(tiny_point_e, tmp_path, capsys):
+    from pipelines.__main__ import main
+
+    rc = main(["pointe", "--checkpoints", str(tiny_point_e), "--base-model", "base40M-textvec", "--prompt", "a cup",
+               "--steps", "2", "--no-upsample", "--grid-size", "12", "--preview-size", "16", "--device", "cpu",
+               "--out-dir", str(tmp_path)])
+    assert rc == 0 and (tmp_path / "points.ply").is_file() and (tmp_path / "mesh.glb").is_file()
+    assert main(["pointe", "--prompt", "", "--checkpoints", str(tiny_point_e), "--device", "cpu", "--out-dir",
+                 str(tmp_path / "empty")]) == 2
+    assert "write a prompt" in capsys.readouterr().err

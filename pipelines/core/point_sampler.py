@@ -219,7 +219,8 @@ def sample_progressive(base, base_cond: dict, batch_size: int = 1, upsampler=Non
     gen = torch.Generator(device=device).manual_seed(seed)
     x = None
     shape = (batch_size, base.input_channels, base.n_ctx)
-    for st in sample_stage(base, shape, base_cond, base_stage, "cosine", gen, device, "base", every, autocast):
+    for st in sample_stage(base, shape, base_cond, base_stage, schedule_of(base), gen, device, "base", every,
+                           autocast):
         x = st.x0
         yield st
     if upsampler is None:
@@ -240,5 +241,6 @@ def sample(*args, **kwargs) -> torch.Tensor:
 
 def schedule_of(model) -> str:
     """The released models' training schedules: linear for the upsampler, cosine for every base model."""
+    model = getattr(model, "_orig_mod", model)  # through torch.compile's wrapper
     return "linear" if isinstance(model, UpsamplePointDiffusionTransformer) else "cosine"
 

@@ -201,8 +201,8 @@ def load_models(source: str, base_name: str, device, clip: str = "", upsample: b
     if tier == "embedded":
         from .point_e_embedded import load_embedded_models
 
-        return _CACHE.get(key, lambda: load_embedded_models(EMBEDDED_DIR if source.lower() == EMBEDDED else
-                                                            Path(source), dev, upsample, sdf))
+        folder = EMBEDDED_DIR if source.lower() == EMBEDDED else Path(source)
+        return _CACHE.get(key, lambda: PointEModels(**load_embedded_models(folder, dev, upsample, sdf)))
     if base_name not in BASE_MODELS:
         raise UserInputError(f"unknown base model {base_name!r}; choose one of {', '.join(BASE_MODELS)}")
 

@@ -1,8 +1,8 @@
 """The embedded tier of Point-E: the project's own small models in ``assets/pointe/`` (format: see
 ``point_e``'s module docstring), loaded from int8 prior folders, conditioned on the embedded scorer's embeddings.
 
-Contract: ``load_embedded_models(folder, device, upsample, sdf)`` returns a ``point_e.PointEModels`` whose
-``encoder`` has ``image_vec(images)`` and ``text_vec(texts)`` (the scorer's unit embeddings) or raises
+Contract: ``load_embedded_models(folder, device, upsample, sdf)`` returns the keyword arguments of a
+``point_e.PointEModels`` (this module does not import ``point_e``), whose ``encoder`` has ``image_vec(images)`` and ``text_vec(texts)`` (the scorer's unit embeddings) or raises
 UserInputError when the folder is incomplete. ``load_model_folder(folder)`` loads one model folder.
 """
 from __future__ import annotations
@@ -57,7 +57,6 @@ class ScorerEncoder:
 
 def load_embedded_models(folder: Path, device, upsample: bool = True, sdf: bool = True):
     from .embedded import load_embedded_scorer
-    from .point_e import PointEModels
 
     folder = Path(folder)
     if not (folder / "base" / "manifest.json").is_file():
@@ -73,4 +72,5 @@ def load_embedded_models(folder: Path, device, upsample: bool = True, sdf: bool 
     encoder = ScorerEncoder(load_embedded_scorer(device))
     names = dict(kind="vec", base=cfg["model"].get("name", "base"), upsampler="upsample" if up is not None else "off",
                  sdf="sdf" if sdf_model is not None else "off", clip="embedded scorer")
-    return PointEModels("embedded", str(folder), "embedded", base, up, sdf_model, encoder, names)
+    return dict(tier="embedded", source=str(folder), base_name="embedded", base=base, upsampler=up, sdf=sdf_model,
+                encoder=encoder, names=names)
