@@ -1,16 +1,21 @@
-"""A pure-PyTorch triangle rasterizer: z-buffer visibility, perspective-correct barycentrics, simple shading.
+"""A pure-PyTorch triangle rasterizer: z-buffer visibility, perspective-correct barycentrics, attribute
+interpolation, nvdiffrast-style silhouette antialiasing, simple shading.
 
-Contract: ``rasterize(verts, faces, camera)`` -> ``Fragments`` (nearest face per pixel, its barycentrics
-and view depth), then ``interpolate`` any per-vertex attribute, as in PyTorch3D's "rasterize, then shade".
+Contract: ``rasterize(verts, faces, camera or [cameras])`` -> ``Fragments`` (nearest face per pixel, its
+barycentrics and view depth; (H, W) for one camera, (B, H, W) for a batch rasterized in one pass), then
+``interpolate`` any per-vertex attribute, as in PyTorch3D's "rasterize, then shade", and ``antialias`` the
+shaded image so silhouettes carry gradients to the vertices (Laine et al. 2020).
 Pixel (row j, column i) has its centre at (u, v) = (i + 0.5, j + 0.5), v growing downwards, with
 u = cx + fx * x / -z and v = cy - fy * y / -z in camera axes (x right, y up, looking down -z): the same
 rays as ``rays.py``. Faces with a vertex behind the near plane are culled, not clipped; both sides of a
 face are drawn. Visibility is not differentiable; barycentrics, depth and interpolated attributes are
-differentiable w.r.t. the attributes and the vertices. Works on CPU and CUDA with bounded memory.
+differentiable w.r.t. the attributes and the vertices; the backward of rasterize, interpolate and antialias
+never sorts (gathers use index_select or ``_Interpolate``: index_add backwards). CPU and CUDA, bounded memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,34 +25,60 @@ from .cameras import Camera
 _EMPTY = torch.iinfo(torch.int64).max
 
 
+Cameras = Union[Camera, Sequence[Camera]]
+
+
 @dataclass
 class Fragments:
-    face_idx: torch.Tensor  # (H, W) long: the nearest face at each pixel centre, -1 where empty
-    bary: torch.Tensor  # (H, W, 3) perspective-correct barycentrics of that face, 0 where empty
-    depth: torch.Tensor  # (H, W) distance along the camera's -z axis, inf where empty
+    face_idx: torch.Tensor  # ([B,] H, W) long: the nearest face at each pixel centre, -1 where empty
+    bary: torch.Tensor  # ([B,] H, W, 3) perspective-correct barycentrics of that face, 0 where empty
+    depth: torch.Tensor  # ([B,] H, W) distance along the camera's -z axis, inf where empty
+    pix: torch.Tensor | None = None  # (P,) flat indices of the covered pixels into face_idx.reshape(-1)
 
     @property
     def mask(self) -> torch.Tensor:
-        """(H, W) bool: pixels a face covers."""
+        """([B,] H, W) bool: pixels a face covers."""
         return self.face_idx >= 0
 
+    @property
+    def covered(self) -> torch.Tensor:
+        """(P,) long: flat indices of the covered pixels (kept from ``rasterize``, so no second search)."""
+        if self.pix is None:
+            self.pix = self.mask.reshape(-1).nonzero().squeeze(1)
+        return self.pix
 
-def project(verts: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _camera_list(cameras: Cameras) -> tuple[list[Camera], bool]:
+    """One camera -> ([it], False); a list, or one Camera whose c2w is (B, 4, 4) -> (B cameras, True)."""
+    if isinstance(cameras, Camera):
+        if cameras.c2w.dim() == 3:
+            return [replace(cameras, c2w=c) for c in cameras.c2w], True
+        return [cameras], False
+    cams = list(cameras)
+    if not cams or any((c.width, c.height) != (cams[0].width, cams[0].height) for c in cams):
+        raise ValueError("batched cameras must be a non-empty list sharing one width and height")
+    return cams, True
+
+
+def project(verts: torch.Tensor, camera: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """World points to pixel coordinates.
 
     Args:
         verts: (V, 3) world-space points.
-        camera: the pinhole camera.
+        camera: one pinhole camera, or B of them (a list, or a Camera with a (B, 4, 4) c2w).
 
     Returns:
-        (V, 2) pixel coordinates (u, v) and (V,) depths along the camera's -z (positive in front).
+        ([B,] V, 2) pixel coordinates (u, v) and ([B,] V) depths along the camera's -z (positive in front);
+        the batch axis only for batched cameras.
     """
-    c2w = camera.c2w.to(verts)
-    cam = (verts - c2w[:3, 3]) @ c2w[:3, :3]  # rotation is orthonormal: R^T (p - t), written row-wise
-    depth = -cam[:, 2]
+    cams, batched = _camera_list(camera)
+    c2w = torch.stack([c.c2w for c in cams]).to(verts)  # (B, 4, 4)
+    k = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams]).to(verts)[:, None]  # (B, 1, 4)
+    cam = (verts[None] - c2w[:, None, :3, 3]) @ c2w[:, :3, :3]  # orthonormal rotation: R^T (p - t), row-wise
+    depth = -cam[..., 2]
     inv = 1.0 / torch.where(depth.abs() > 1e-12, depth, torch.full_like(depth, 1e-12))
-    uv = torch.stack([camera.cx + camera.fx * cam[:, 0] * inv, camera.cy - camera.fy * cam[:, 1] * inv], dim=-1)
-    return uv, depth
+    uv = torch.stack([k[..., 2] + k[..., 0] * cam[..., 0] * inv, k[..., 3] - k[..., 1] * cam[..., 1] * inv], -1)
+    return (uv, depth) if batched else (uv[0], depth[0])
 
 
 def _screen_bary(tri: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -72,95 +103,265 @@ def _perspective(bary_screen: torch.Tensor, tri_depth: torch.Tensor) -> tuple[to
     return w / inv_depth[:, None], 1.0 / inv_depth
 
 
-def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, near: float = 1e-3,
-              max_pairs: int = 1 << 20) -> Fragments:
-    """Nearest-face z-buffer over pixel centres.
+@torch.no_grad()
+def _zbuffer(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int, W: int, near: float,
+             max_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest face per pixel centre over B views: (B, V, 2) pixels, (B, V) depths -> face ids (B*H*W,),
+    -1 where empty, and the covered pixels' flat indices (P,).
 
-    Each face is tested against the pixels of its screen bounding box; the (face, pixel) pairs are walked in
-    chunks of ``max_pairs`` and merged into the z-buffer with one ``scatter_reduce`` of a packed
-    (depth, face) key, so memory stays bounded (about 100 bytes per pair) and ties go to the lower index.
+    Each view's faces are tested against the pixels of their screen bounding boxes; the (face, pixel) pairs
+    of all views are walked together in chunks of ``max_pairs`` and merged with one ``scatter_reduce`` of a
+    packed (depth, face) key, so memory stays bounded (about 100 bytes per pair) and ties go to the lower index.
+    """
+    B, V, n_faces = uv.shape[0], uv.shape[1], faces.shape[0]
+    device = uv.device
+    tri = uv.float()[:, faces].reshape(-1, 3, 2)  # (B*F, 3, 2): face g is face g % F of view g // F
+    tri_z = depth.float()[:, faces].reshape(-1, 3)
+    lo, hi = tri.amin(1), tri.amax(1)
+    # Pixels whose centres (i + 0.5) fall in [lo, hi], clamped to the image.
+    x0 = torch.ceil(lo[:, 0] - 0.5).clamp(0, W).long()
+    x1 = torch.floor(hi[:, 0] - 0.5).clamp(-1, W - 1).long()
+    y0 = torch.ceil(lo[:, 1] - 0.5).clamp(0, H).long()
+    y1 = torch.floor(hi[:, 1] - 0.5).clamp(-1, H - 1).long()
+    bw, bh = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = ((tri_z > near).all(1) & torch.isfinite(tri).all(2).all(1) & (area.abs() > 1e-12) & (bw > 0) & (bh > 0))
+    keep = ok.nonzero().squeeze(1)
+    # Per kept face: its box and the pixel offset of its view, gathered once instead of per pair.
+    kx0, ky0, kbw = x0[keep], y0[keep], bw[keep]
+    kbase = torch.div(keep, n_faces, rounding_mode="floor") * (H * W)
+    ktri, kz = tri[keep], tri_z[keep]
+    counts = kbw * bh[keep]
+    ends = counts.cumsum(0)
+    total = int(ends[-1]) if len(ends) else 0
+
+    zbuf = torch.full((B * H * W,), _EMPTY, dtype=torch.int64, device=device)
+    for start in range(0, total, max_pairs):
+        pair = torch.arange(start, min(start + max_pairs, total), device=device)
+        slot = torch.searchsorted(ends, pair, right=True)  # which kept face this pair belongs to
+        k = pair - (ends[slot] - counts[slot])  # index inside that face's bounding box
+        w = kbw[slot]
+        px = kx0[slot] + k % w
+        py = ky0[slot] + torch.div(k, w, rounding_mode="floor")
+        q = torch.stack([px, py], -1).float() + 0.5
+        b = _screen_bary(ktri[slot], q)
+        inside = (b >= -1e-6).all(-1)
+        b, slot, px, py = b[inside], slot[inside], px[inside], py[inside]
+        _, z = _perspective(b, kz[slot])
+        # Positive float32 bit patterns sort like the floats: pack (depth, face) into one int64 key.
+        key = (z.float().view(torch.int32).long() << 32) | keep[slot]
+        zbuf.scatter_reduce_(0, kbase[slot] + py * W + px, key, reduce="amin")
+
+    pix = (zbuf != _EMPTY).nonzero().squeeze(1)
+    face_idx = torch.full((B * H * W,), -1, dtype=torch.long, device=device)
+    face_idx[pix] = (zbuf[pix] & 0xFFFFFFFF) % max(n_faces, 1)
+    return face_idx, pix
+
+
+def _fragments(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int, W: int, near: float,
+               max_pairs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The z-buffer, then the winners' barycentrics and depth recomputed under autograd from (B, V, 2)
+    pixel positions and (B, V) depths: face ids, bary and depth flat over B*H*W, and the covered pixels."""
+    B, V = depth.shape
+    face_idx, pix = _zbuffer(uv.detach(), depth.detach(), faces, H, W, near, max_pairs)
+    view, local = torch.div(pix, H * W, rounding_mode="floor"), pix % (H * W)
+    corner = (faces[face_idx[pix]] + (view * V)[:, None]).reshape(-1)  # (P*3,) rows of the flattened views
+    # index_select: its backward is an index_add, not the sorting index_put that x[idx] uses on CUDA.
+    tri = uv.reshape(B * V, 2).index_select(0, corner).reshape(-1, 3, 2)
+    tri_z = depth.reshape(B * V).index_select(0, corner).reshape(-1, 3)
+    q = torch.stack([local % W, torch.div(local, W, rounding_mode="floor")], -1).to(uv.dtype) + 0.5
+    b, z = _perspective(_screen_bary(tri, q), tri_z)
+    bary = uv.new_zeros(B * H * W, 3).index_copy(0, pix, b)
+    depth_img = torch.full((B * H * W,), float("inf"), dtype=uv.dtype, device=uv.device).index_copy(0, pix, z)
+    return face_idx, bary, depth_img, pix
+
+
+def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras, near: float = 1e-3,
+              max_pairs: int = 1 << 20) -> Fragments:
+    """Nearest-face z-buffer over pixel centres, for one camera or a batch of cameras in one pass.
+
+    All views' (face, pixel) pairs go through one chunked loop (see ``_zbuffer``); then the barycentrics
+    and depth of each covered pixel's face are recomputed with autograd on, so they carry gradients to the
+    vertices (visibility itself is piecewise constant; ``antialias`` gives silhouettes their gradient).
 
     Args:
         verts: (V, 3) world-space vertices.
         faces: (F, 3) long vertex indices.
-        camera: the pinhole camera; its width x height is the output size.
+        camera: one pinhole camera, or B cameras of one size (a list, or a Camera with a (B, 4, 4) c2w);
+            its width x height is the output size.
         near: faces with a vertex closer than this (along -z) are culled.
         max_pairs: (face, pixel) tests per chunk.
 
     Returns:
-        ``Fragments`` of shape (H, W).
+        ``Fragments`` of shape (H, W) for one camera, (B, H, W) for a batch.
     """
-    H, W = int(camera.height), int(camera.width)
-    device = verts.device
-    faces = faces.to(device=device, dtype=torch.long)
-    uv, depth = project(verts, camera)
+    cams, batched = _camera_list(camera)
+    H, W = int(cams[0].height), int(cams[0].width)
+    faces = faces.to(device=verts.device, dtype=torch.long)
+    uv, depth = project(verts, cams)  # (B, V, 2), (B, V)
+    face_idx, bary, depth_img, pix = _fragments(uv, depth, faces, H, W, near, max_pairs)
+    shape = (len(cams), H, W) if batched else (H, W)
+    return Fragments(face_idx.view(shape), bary.view(*shape, 3), depth_img.view(shape), pix)
 
-    with torch.no_grad():
-        uv_d, depth_d = uv.detach().float(), depth.detach().float()
-        tri = uv_d[faces]  # (F, 3, 2)
-        tri_z = depth_d[faces]  # (F, 3)
-        lo, hi = tri.amin(1), tri.amax(1)
-        # Pixels whose centres (i + 0.5) fall in [lo, hi], clamped to the image.
-        x0 = torch.ceil(lo[:, 0] - 0.5).clamp(0, W).long()
-        x1 = torch.floor(hi[:, 0] - 0.5).clamp(-1, W - 1).long()
-        y0 = torch.ceil(lo[:, 1] - 0.5).clamp(0, H).long()
-        y1 = torch.floor(hi[:, 1] - 0.5).clamp(-1, H - 1).long()
-        bw, bh = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
-        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-        area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        ok = ((tri_z > near).all(1) & torch.isfinite(tri).all(2).all(1) & (area.abs() > 1e-12)
-              & (bw > 0) & (bh > 0))
-        keep = ok.nonzero().squeeze(1)
-        counts = (bw * bh)[keep]
-        ends = counts.cumsum(0)
-        total = int(ends[-1]) if len(ends) else 0
 
-        zbuf = torch.full((H * W,), _EMPTY, dtype=torch.int64, device=device)
-        for start in range(0, total, max_pairs):
-            pair = torch.arange(start, min(start + max_pairs, total), device=device)
-            slot = torch.searchsorted(ends, pair, right=True)  # which kept face this pair belongs to
-            k = pair - (ends[slot] - counts[slot])  # index inside that face's bounding box
-            f = keep[slot]
-            px = x0[f] + k % bw[f]
-            py = y0[f] + torch.div(k, bw[f], rounding_mode="floor")
-            q = torch.stack([px, py], -1).float() + 0.5
-            b = _screen_bary(tri[f], q)
-            inside = (b >= -1e-6).all(-1)
-            b, f, px, py = b[inside], f[inside], px[inside], py[inside]
-            _, z = _perspective(b, tri_z[f])
-            # Positive float32 bit patterns sort like the floats: pack (depth, face) into one int64 key.
-            key = (z.float().view(torch.int32).long() << 32) | f
-            zbuf.scatter_reduce_(0, py * W + px, key, reduce="amin")
+class _Interpolate(torch.autograd.Function):
+    """sum_k w_k * attr[idx_k]: (P, 3) vertex indices and weights -> (P, C).
 
-        hit = zbuf != _EMPTY
-        pix = hit.nonzero().squeeze(1)
-        face_idx = torch.full((H * W,), -1, dtype=torch.long, device=device)
-        face_idx[pix] = zbuf[pix] & 0xFFFFFFFF
+    As ``encodings._InterpolateTable``: autograd's backward of ``attr[idx]`` sorts all P*3 indices on CUDA
+    (a deterministic index_put), which was most of ``interpolate``'s backward; this one scatters with
+    ``index_add_`` and never keeps the (P, 3, C) gathered corners. Its backward is made of differentiable ops.
+    """
 
-    # Recompute barycentrics and depth of the winning faces with autograd on, so they carry gradients to verts.
-    f = face_idx[pix]
-    q = torch.stack([pix % W, torch.div(pix, W, rounding_mode="floor")], -1).to(uv.dtype) + 0.5
-    b, z = _perspective(_screen_bary(uv[faces[f]], q), depth[faces[f]])
-    bary = torch.zeros(H * W, 3, dtype=uv.dtype, device=device).index_copy(0, pix, b)
-    depth_img = torch.full((H * W,), float("inf"), dtype=uv.dtype, device=device).index_copy(0, pix, z)
-    return Fragments(face_idx.view(H, W), bary.view(H, W, 3), depth_img.view(H, W))
+    @staticmethod
+    def forward(ctx, attr, idx, w):
+        ctx.save_for_backward(attr, idx, w)
+        return (attr[idx] * w[..., None]).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        attr, idx, w = ctx.saved_tensors
+        grad_attr = grad_w = None
+        if ctx.needs_input_grad[0]:
+            contrib = (w[..., None] * grad[:, None, :]).reshape(-1, attr.shape[1])
+            grad_attr = torch.zeros_like(attr).index_add_(0, idx.reshape(-1), contrib.to(attr.dtype))
+        if ctx.needs_input_grad[2]:
+            grad_w = (attr[idx] * grad[:, None, :]).sum(-1)
+        return grad_attr, None, grad_w
 
 
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
-    """Barycentric interpolation of per-vertex attributes at each pixel.
+    """Barycentric interpolation of per-vertex attributes at each covered pixel.
 
     Args:
-        attr: (V, C) attributes indexed by ``faces`` (vertex colours, normals, or UVs with ``face_uv``).
+        attr: (V, C) attributes indexed by ``faces`` (vertex colours, normals, positions, or UVs with
+            ``face_uv``), shared by all views of a batch.
         faces: (F, 3) long indices into ``attr``, the same faces (in the same order) that were rasterized.
-        frags: the ``Fragments`` from ``rasterize``.
+        frags: the ``Fragments`` from ``rasterize`` (one view or a batch).
 
     Returns:
-        (H, W, C); zero where no face covers the pixel. Differentiable w.r.t. ``attr`` and the barycentrics.
+        ([B,] H, W, C); zero where no face covers the pixel. Differentiable w.r.t. ``attr`` and the
+        barycentrics (so w.r.t. the vertices), without a sort in the backward.
     """
-    mask = frags.mask
-    corner = attr[faces.to(attr.device)[frags.face_idx.clamp_min(0)]]  # (H, W, 3, C)
-    out = (frags.bary.unsqueeze(-1).to(attr.dtype) * corner).sum(-2)
-    return out * mask.unsqueeze(-1).to(out.dtype)
+    pix = frags.covered
+    faces = faces.to(device=attr.device, dtype=torch.long)
+    f = frags.face_idx.reshape(-1).index_select(0, pix)
+    w = frags.bary.reshape(-1, 3).index_select(0, pix).to(attr.dtype)
+    vals = _Interpolate.apply(attr, faces[f], w)  # (P, C)
+    out = attr.new_zeros(frags.face_idx.numel(), attr.shape[-1]).index_copy(0, pix, vals)
+    return out.view(*frags.face_idx.shape, attr.shape[-1])
+
+
+def face_neighbours(faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3) long: the face across edge k = (faces[:, k], faces[:, k + 1 mod 3]), -1 where that edge is a
+    boundary or is shared by more than two faces (both count as silhouette edges for ``antialias``).
+
+    Depends on the faces only: compute it once per topology (the DMTet mesh changes it every step).
+    """
+    faces = faces.long()
+    n_faces = faces.shape[0]
+    out = torch.full((3 * n_faces,), -1, dtype=torch.long, device=faces.device)
+    if n_faces == 0:
+        return out.view(0, 3)
+    a, b = faces, faces.roll(-1, dims=1)
+    n = int(faces.max()) + 1
+    key = (torch.minimum(a, b) * n + torch.maximum(a, b)).reshape(-1)
+    order = torch.argsort(key)
+    same = key[order][1:] == key[order][:-1]  # (3F - 1,) this sorted edge equals the next one
+    no = same.new_zeros(1)
+    pair = (same & ~torch.cat([no, same[:-1]]) & ~torch.cat([same[1:], no])).nonzero().squeeze(1)
+    first, second = order[pair], order[pair + 1]  # exactly two faces on this edge
+    out[first] = torch.div(second, 3, rounding_mode="floor")
+    out[second] = torch.div(first, 3, rounding_mode="floor")
+    return out.view(n_faces, 3)
+
+
+def antialias(color: torch.Tensor, frags: Fragments, screen: torch.Tensor, faces: torch.Tensor,
+              neighbours: torch.Tensor | None = None) -> torch.Tensor:
+    """Analytic silhouette antialiasing in the manner of nvdiffrast's ``antialias`` (Laine et al. 2020).
+
+    For each pair of horizontally or vertically adjacent pixels showing different faces, the face of the
+    nearer pixel is tested for a silhouette edge (a boundary edge, or one whose neighbour face turns the
+    other way on screen) that crosses the segment between the two pixel centres and is closer to
+    perpendicular than to parallel to it (so each edge is handled by one pair direction). With the crossing
+    at distance d in [0, 1] from the nearer pixel's centre, the face covers about d - 1/2 of the other pixel
+    (if d > 1/2) or leaves 1/2 - d of its own pixel to the background (if d < 1/2); that pixel's colour moves
+    towards the other's by |d - 1/2|. The blend is continuous as an edge sweeps over pixel centres, and d is
+    a differentiable function of the edge's screen positions, so silhouettes pass gradients to vertices
+    (a z-buffer alone gives them none). Apply it to the final shaded colour (and alpha), last.
+
+    Args:
+        color: ([B,] H, W, C) shaded image (concatenate alpha as a channel to get soft coverage).
+        frags: the ``Fragments`` the colour was shaded from.
+        screen: ([B,] V, 2) pixel coordinates from ``project`` (u right, v down, pixel centres at +0.5), or
+            ([B,] V, 4) homogeneous clip coordinates in nvdiffrast's convention (x/w, y/w in [-1, 1], y up).
+            Differentiable: the positional gradients arrive here.
+        faces: (F, 3) long, the faces that were rasterized.
+        neighbours: ``face_neighbours(faces)``, if already computed.
+
+    Returns:
+        ([B,] H, W, C) antialiased colour.
+    """
+    batched = frags.face_idx.dim() == 3
+    ids = (frags.face_idx if batched else frags.face_idx[None]).reshape(-1)
+    B, H, W = (frags.face_idx.shape if batched else (1, *frags.face_idx.shape))
+    C = color.shape[-1]
+    col = color.reshape(B * H * W, C)
+    scr = screen if batched else screen[None]
+    if scr.shape[-1] == 4:  # clip -> pixels
+        ndc = scr[..., :2] / scr[..., 3:4]
+        scr = torch.stack([(ndc[..., 0] + 1) * (W / 2), (1 - ndc[..., 1]) * (H / 2)], -1)
+    V = scr.shape[1]
+    scr = scr.reshape(B * V, 2)
+    faces = faces.to(device=color.device, dtype=torch.long)
+    nb = face_neighbours(faces) if neighbours is None else neighbours.to(faces.device)
+
+    targets, deltas = [], []
+    with torch.no_grad():
+        depth = (frags.depth if batched else frags.depth[None]).reshape(-1)
+        t = scr.detach().view(B, V, 2)[:, faces]  # (B, F, 3, 2)
+        facing = ((t[..., 1, 0] - t[..., 0, 0]) * (t[..., 2, 1] - t[..., 0, 1])
+                  - (t[..., 1, 1] - t[..., 0, 1]) * (t[..., 2, 0] - t[..., 0, 0])) > 0  # (B, F) screen winding
+    for axis, step in ((0, 1), (1, W)):  # pairs along x (step 1 pixel) and along y (step one row)
+        with torch.no_grad():
+            grid = ids.view(B, H, W)
+            diff = grid[:, :, :-1] != grid[:, :, 1:] if axis == 0 else grid[:, :-1, :] != grid[:, 1:, :]
+            b_, y_, x_ = diff.nonzero().unbind(1)
+            p0 = (b_ * H + y_) * W + x_
+            p1 = p0 + step
+            front0 = (ids[p0] >= 0) & (depth[p0] <= depth[p1])
+            pf, pb = torch.where(front0, p0, p1), torch.where(front0, p1, p0)
+            f = ids[pf]
+            corner = faces[f] + (b_ * V)[:, None]  # (K, 3) rows of scr
+            tri = scr.detach()[corner]  # (K, 3, 2)
+            ea, eb = tri, tri.roll(-1, dims=1)  # edge k runs from corner k to corner k + 1
+            nbf = nb[f]
+            silhouette = (nbf < 0) | (facing[b_[:, None], nbf.clamp_min(0)] != facing[b_, f][:, None])
+            loc = pf % (H * W)
+            centre = torch.stack([loc % W, torch.div(loc, W, rounding_mode="floor")], -1).to(tri.dtype) + 0.5
+            sgn = torch.where(front0, 1.0, -1.0).to(tri.dtype)  # from the front pixel towards the back one
+            perp = 1 - axis
+            da, db = ea[..., perp] - centre[:, None, perp], eb[..., perp] - centre[:, None, perp]
+            straddle = (da * db <= 0) & (da != db)
+            s = da / torch.where(straddle, da - db, torch.ones_like(da))
+            dist = (ea[..., axis] + s * (eb[..., axis] - ea[..., axis]) - centre[:, None, axis]) * sgn[:, None]
+            steep = (eb[..., perp] - ea[..., perp]).abs() > (eb[..., axis] - ea[..., axis]).abs()
+            ok = silhouette & straddle & steep & (dist >= 0) & (dist <= 1)
+            hit = ok.any(1).nonzero().squeeze(1)
+            k = ok[hit].to(torch.uint8).argmax(1)  # the first valid edge
+            ia, ib = corner[hit, k], corner[hit, (k + 1) % 3]
+            pf, pb, centre, sgn = pf[hit], pb[hit], centre[hit], sgn[hit]
+        # The crossing again, under autograd, for the chosen edges only.
+        a, b = scr.index_select(0, ia), scr.index_select(0, ib)
+        s = (a[:, perp] - centre[:, perp]) / (a[:, perp] - b[:, perp])
+        d = (a[:, axis] + s * (b[:, axis] - a[:, axis]) - centre[:, axis]) * sgn
+        w = 0.5 - d
+        own = w.detach() > 0  # the front pixel is partly background, else the back pixel partly front face
+        tgt, src = torch.where(own, pf, pb), torch.where(own, pb, pf)
+        targets.append(tgt)
+        deltas.append(w.abs()[:, None].to(col.dtype) * (col.index_select(0, src) - col.index_select(0, tgt)))
+    out = col.index_add(0, torch.cat(targets), torch.cat(deltas))
+    return out.view(color.shape)
 
 
 def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
