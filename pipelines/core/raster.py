@@ -113,7 +113,7 @@ def _zbuffer(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int,
     of all views are walked together in chunks of ``max_pairs`` and merged with one ``scatter_reduce`` of a
     packed (depth, face) key, so memory stays bounded (about 100 bytes per pair) and ties go to the lower index.
     """
-    B, V, n_faces = uv.shape[0], uv.shape[1], faces.shape[0]
+    B, n_faces = uv.shape[0], faces.shape[0]
     device = uv.device
     tri = uv.float()[:, faces].reshape(-1, 3, 2)  # (B*F, 3, 2): face g is face g % F of view g // F
     tri_z = depth.float()[:, faces].reshape(-1, 3)
@@ -203,6 +203,29 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras, near: f
     face_idx, bary, depth_img, pix = _fragments(uv, depth, faces, H, W, near, max_pairs)
     shape = (len(cams), H, W) if batched else (H, W)
     return Fragments(face_idx.view(shape), bary.view(*shape, 3), depth_img.view(shape), pix)
+
+
+def rasterize_uv(uv: torch.Tensor, faces_uv: torch.Tensor, size: int, max_pairs: int = 1 << 20) -> Fragments:
+    """Rasterizes a mesh's UV layout, for baking: which face covers each texel centre, at which barycentrics.
+
+    Texel (row r, column c) has its centre at UV ((c + 0.5) / size, 1 - (r + 0.5) / size): UV (0, 0) is the
+    image's bottom-left corner, as ``render_mesh`` samples textures (trimesh flips v for glTF itself).
+    ``interpolate(attr, faces, frags)`` then gives any per-vertex attribute per texel, e.g. the 3D surface
+    point at which to query a colour field; ``frags.mask`` is the texels inside a chart.
+
+    Args:
+        uv: (T, 2) texture coordinates in [0, 1].
+        faces_uv: (F, 3) long indices into ``uv`` per face corner.
+        size: texture width and height in texels.
+
+    Returns:
+        ``Fragments`` of shape (size, size); depth is 1 where covered. Barycentrics are affine in UV space.
+    """
+    screen = torch.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], -1)[None].float()
+    ones = torch.ones_like(screen[..., 0])
+    faces_uv = faces_uv.to(device=uv.device, dtype=torch.long)
+    face_idx, bary, depth, pix = _fragments(screen, ones, faces_uv, size, size, 0.5, max_pairs)
+    return Fragments(face_idx.view(size, size), bary.view(size, size, 3), depth.view(size, size), pix)
 
 
 class _Interpolate(torch.autograd.Function):
