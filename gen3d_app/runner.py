@@ -1,86 +1,15 @@
-"""How the app drives a run: one thread owns the pipeline generator from start to end, on a device of its own.
+"""Where a run goes: a device of its own, and on Hugging Face ZeroGPU a GPU call of a computed duration.
 
-Contract: ``owned_events(run_fn, cfg, device)`` starts ``run_fn(cfg)`` in a new thread that advances it to the
-end and relays its events through a small queue; iterating the result yields them in order, and closing it
-(Gradio's Stop) asks the thread to stop after the current step and waits until the pipeline's ``finally:``
-has freed its memory. One owner thread is what CUDA graphs need (``--prior-compile reduce-overhead``: graphs
-are captured and replayed from the thread that built them), which Gradio's worker threads, a different one
-for each step of a generator, cannot give. ``DevicePool`` hands each run a device, free-first, so with
-``GEN3D_GPU_SLOTS=N`` and N GPUs, N runs proceed at once, each on its own ``cuda:i``. ``zerogpu(...)``
-wraps the function that touches CUDA in ``spaces.GPU`` on Hugging Face ZeroGPU and is inert elsewhere.
-No torch at import.
+Contract: ``DevicePool`` hands each run a device, free-first, so with ``GEN3D_GPU_SLOTS=N`` and N GPUs, N runs
+proceed at once, each on its own ``cuda:i`` (``stream.drive``'s worker thread, which owns the run from start
+to end, makes it that thread's current device). ``zerogpu(duration)`` wraps the function that touches CUDA in
+``spaces.GPU`` on ZeroGPU and is inert elsewhere; ``run_seconds`` is the duration rule. No torch at import.
 """
 from __future__ import annotations
 
 import os
-import queue
 import threading
-from typing import Any, Callable, Iterator
-
-_END = object()
-
-
-def owned_events(run_fn: Callable[[Any], Iterator[Any]], cfg: Any, device: str | None = None,
-                 queue_size: int = 4) -> Iterator[Any]:
-    """The events of ``run_fn(cfg)``, produced by one thread that owns the generator (see module docstring).
-
-    Args:
-        run_fn: a pipeline's ``run``.
-        cfg: its config.
-        device: "cuda:i" makes it the thread's current CUDA device before the pipeline starts (so code that
-            says "cuda" lands there too); None or "cpu" leaves it.
-        queue_size: events held while the consumer is busy; the pipeline waits when the queue is full, so a
-            slow browser slows the run rather than letting previews pile up in memory.
-    """
-    q: queue.Queue = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def owner() -> None:
-        try:
-            if device and device.startswith("cuda"):
-                import torch
-
-                torch.cuda.set_device(device)
-            events = run_fn(cfg)
-            try:
-                for ev in events:
-                    if not put(ev):
-                        break
-            finally:
-                events.close()  # the pipeline's finally: runs in the thread that ran the pipeline
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            put(e)
-            return
-        put(_END)
-
-    thread = threading.Thread(target=owner, name=f"gen3d-run-{getattr(cfg, 'out_dir', '')}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:
-                item = q.get(timeout=0.25)
-            except queue.Empty:
-                if not thread.is_alive() and q.empty():
-                    return  # the owner died without a word (should not happen): end rather than hang
-                continue
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()  # Stop returns once the run's memory is free: the next queued run may start
-
+from typing import Callable
 
 # ------------------------------------------------------------------------------------------------ devices
 def visible_devices() -> list[str]:
