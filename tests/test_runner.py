@@ -1,55 +1,11 @@
-"""gen3d_app/runner.py: the owner thread, the device pool and the ZeroGPU wrapper (no GPU, no browser)."""
+"""gen3d_app/runner.py: the device pool and the ZeroGPU wrapper (no GPU, no browser)."""
 from __future__ import annotations
 
 import sys
 import threading
 import types
 
-import pytest
-
 from gen3d_app import runner
-from pipelines.config import UserInputError
-
-
-def counting_pipeline(n: int, log: list):
-    """A fake pipeline: records the thread of every step and whether its finally: ran."""
-    def run(cfg):
-        try:
-            for i in range(n):
-                log.append(("step", i, threading.get_ident()))
-                yield i
-        finally:
-            log.append(("finally", None, threading.get_ident()))
-    return run
-
-
-def test_one_thread_owns_the_run_from_start_to_end():
-    log: list = []
-    events = list(runner.owned_events(counting_pipeline(20, log), cfg=None, queue_size=2))
-    assert events == list(range(20))
-    threads = {t for _, _, t in log}
-    assert len(threads) == 1 and threading.get_ident() not in threads
-    assert log[-1][0] == "finally"
-
-
-def test_closing_stops_the_run_and_waits_for_its_finally():
-    log: list = []
-    events = runner.owned_events(counting_pipeline(10_000, log), cfg=None, queue_size=2)
-    assert [next(events) for _ in range(3)] == [0, 1, 2]
-    events.close()
-    assert log[-1][0] == "finally"  # close() returned only after the pipeline cleaned up
-    assert sum(1 for kind, *_ in log if kind == "step") < 100  # it stopped, it did not run to the end
-
-
-def test_errors_reach_the_consumer():
-    def failing(cfg):
-        yield 1
-        raise UserInputError("bad prompt")
-
-    events = runner.owned_events(failing, cfg=None)
-    assert next(events) == 1
-    with pytest.raises(UserInputError, match="bad prompt"):
-        next(events)
 
 
 def test_device_pool_is_free_first_and_bounded():
@@ -110,3 +66,54 @@ def test_run_seconds():
     assert runner.run_seconds(10, 0.0) == int(1.3 * 20)
     assert runner.run_seconds(10 ** 6, 1.0) == runner.ZEROGPU_MAX_S
     assert runner.run_seconds(0, 0.0, fixed_s=1) == 10
+
+
+def test_handler_pins_each_run_to_a_free_gpu_and_gives_it_back(monkeypatch, tmp_path):
+    """Two runs at once with two faked GPUs: each gets its own cuda:i (as cfg.device and as the worker
+    thread's current device), and both devices are free again once the runs end."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from gen3d_app import widgets
+    from pipelines import PIPELINES, PipelineSpec
+    from pipelines.config import PipelineConfig
+    from pipelines.events import Done
+
+    @dataclass
+    class Cfg(PipelineConfig):
+        pass
+
+    seen, inside = [], threading.Barrier(2, timeout=30)
+
+    def run(cfg):
+        seen.append((cfg.device, current.get(threading.get_ident())))
+        inside.wait()  # both runs are in flight together
+        yield Done([], {}, 0.0)
+
+    current: dict[int, str] = {}
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.__setitem__(threading.get_ident(), d))
+    mod = types.ModuleType("gen3d_fake_gpu_pipeline")
+    mod.CONFIG, mod.run = Cfg, run
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(PIPELINES, "nerf", PipelineSpec("NeRF", mod.__name__, "fake"))
+    monkeypatch.setenv("GEN3D_OUTPUTS", str(tmp_path))
+    pool = runner.DevicePool(2, devices=lambda: ["cuda:0", "cuda:1"], memory=lambda d: 1)
+    monkeypatch.setattr(widgets, "POOL", pool)
+    handler = widgets.make_handler("nerf", lambda cls, **kw: cls(), {"status": object()}, ())
+    req = types.SimpleNamespace(session_hash="s")
+    threads = [threading.Thread(target=lambda: list(handler(req))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(seen) == [("cuda:0", "cuda:0"), ("cuda:1", "cuda:1")]
+    assert pool.busy() == {}
+
+
+def test_gpu_duration_comes_from_the_steps():
+    from gen3d_app import widgets
+
+    cfg = types.SimpleNamespace(steps=1000)
+    assert widgets.gpu_duration("dreamfusion", cfg) == runner.run_seconds(1000, 0.045)
+    assert widgets.gpu_duration("dreamfusion", types.SimpleNamespace(steps=100_000)) == runner.ZEROGPU_MAX_S
