@@ -117,3 +117,20 @@ def test_gpu_duration_comes_from_the_steps():
     cfg = types.SimpleNamespace(steps=1000)
     assert widgets.gpu_duration("dreamfusion", cfg) == runner.run_seconds(1000, 0.045)
     assert widgets.gpu_duration("dreamfusion", types.SimpleNamespace(steps=100_000)) == runner.ZEROGPU_MAX_S
+
+
+def test_readme_front_matter_preloads_the_default_models():
+    """A Space built from the README starts with the real priors in its Hub cache."""
+    from pathlib import Path
+
+    import yaml
+
+    from pipelines.core.priors import DEFAULT_DIFFUSION
+    from pipelines.core.priors.clip import DEFAULT_CLIP
+
+    meta = yaml.safe_load((Path(__file__).resolve().parents[1] / "README.md").read_text().split("---")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["python_version"]
+    preloaded = {line.split()[0]: line.split()[1].split(",") for line in meta["preload_from_hub"]}
+    assert "unet/diffusion_pytorch_model.safetensors" in preloaded[DEFAULT_DIFFUSION]
+    assert "model.safetensors" in preloaded[DEFAULT_CLIP]
+    assert {DEFAULT_DIFFUSION, DEFAULT_CLIP} <= set(meta["models"])
