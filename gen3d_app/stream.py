@@ -4,14 +4,24 @@ Contract: ``drive(run_fn, cfg)`` runs ``run_fn(cfg)`` and yields dicts ``{output
 what changed (names: ``status``, ``image:<key>``, ``plot``, ``video``, ``model3d``, ``files``, ``metrics``);
 the widgets turn names into components. ``RunState.apply(event)`` and ``render(state, names)`` are the
 pure parts. Progress and previews are throttled to one update per ``min_interval`` seconds (the plot to
-one per ``plot_interval``); artifacts, warnings and the end are sent at once. Closing the ``drive``
-generator (Gradio's Stop) closes the pipeline generator, so its ``finally:`` frees GPU memory. Errors
-become ``gr.Error``.
+one per ``plot_interval``); artifacts, warnings and the end are sent at once, and a held-back update is sent
+once ``min_interval`` has passed even when the pipeline sends nothing more (a long step or export).
+
+The status names what the run is doing: the training step, or the latest ``Log`` (loading the prior, extracting
+the mesh) or named stage (a ``Progress`` with a ``stage`` and no losses: "rendering the turntable 12/48").
+
+The pipeline runs in a worker thread of its own, so ``drive`` yields at least every ``keepalive`` seconds
+(an empty dict when there is nothing new): Gradio's Stop can only close a generator that is not inside
+``next()``, and its cancel request (with the Run button's "once" mode waiting on it) lasts until then.
+Closing ``drive`` asks the worker to stop; the worker closes the pipeline generator after its current step
+(its ``finally:`` frees GPU memory) and then calls ``on_closed``. Errors become ``gr.Error``.
 """
 from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +38,13 @@ OUTPUTS = ("status", "plot", "video", "model3d", "files", "metrics")
 """Output names besides one ``image:<key>`` per preview image."""
 MAX_PLOT_POINTS = 400
 """Per curve; longer histories are thinned (evenly, keeping the last point) before plotting."""
+MAX_STATUS_CHARS = 200
+"""A log line shown in the status is cut to this (a prompt echoed in full could be thousands of characters)."""
+
+
+def clip_text(text: str, n: int = MAX_STATUS_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1].rstrip() + "…"
 
 
 @dataclass
@@ -49,11 +66,24 @@ class RunState:
     logs: list[str] = field(default_factory=list)
     first_step: tuple[int, float] | None = None
     ended: bool = False
+    activity: str = ""
+    """What the run is doing outside the training steps: the latest Log or named stage ("" while training)."""
+    stage_first: tuple[str, int, float] | None = None
+    """(stage, step, time) of a named stage's first Progress: its rate and ETA."""
 
     def apply(self, ev: Any, now: float | None = None) -> tuple[set[str], bool]:
         """Fold one event in; returns (names of the outputs it changed, whether to send them at once)."""
         now = time.monotonic() if now is None else now
+        if isinstance(ev, Progress) and ev.stage and not ev.losses:  # a named stage: "rendering the turntable"
+            if self.stage_first is None or self.stage_first[0] != ev.stage:
+                self.stage_first = (ev.stage, ev.step, now)
+            self.activity = f"{ev.stage} {ev.step}/{ev.total}"
+            if ev.total > 2 and 0 < ev.step < ev.total and (dt := now - self.stage_first[2]) > 0.5 \
+                    and (ds := ev.step - self.stage_first[1]) > 0:
+                self.activity += f" · ETA {fmt_seconds((ev.total - ev.step) * dt / ds)}"
+            return {"status"}, False
         if isinstance(ev, Progress):
+            self.activity = ""
             if self.first_step is None or ev.stage != self.stage:  # a new stage restarts its step count
                 self.first_step = (ev.step, now)
             self.step, self.total, self.stage = ev.step, ev.total, ev.stage
@@ -77,8 +107,10 @@ class RunState:
                 self.artifacts.append(ev.artifact)
             return {"video", "model3d", "files", "metrics"}, True
         if isinstance(ev, Log):
-            self.logs.append(("⚠️ " if ev.level == "warning" else "") + ev.message)
-            return {"metrics"}, ev.level == "warning"
+            self.logs.append(("⚠️ " if ev.level == "warning" else "") + clip_text(ev.message, 600))
+            if ev.level != "warning":
+                self.activity = clip_text(ev.message)
+            return {"metrics", "status"}, ev.level == "warning"
         if isinstance(ev, Done):
             for a in ev.artifacts:
                 if all(a.path != b.path for b in self.artifacts):
@@ -116,10 +148,14 @@ def status_text(st: RunState, now: float | None = None) -> str:
         return head
     if st.ended:
         return f"**Ended** at step {st.step} / {st.total} (the pipeline sent no summary)"
+    if st.activity:
+        where = (f" (training done: {st.step} steps)" if st.step >= st.total else f" (step {st.step} / {st.total})") \
+            if st.total else ""
+        return f"**{st.title}: {st.activity}**{where}"
     if not st.total:
         if st.images:
-            return f"**{st.title}: preview at step {st.step}**" + (f" ({st.caption})" if st.caption else "")
-        return f"**Starting {st.title}…** (loading data and models)"
+            return f"**{st.title}: preview at step {st.step}**" + (f" ({clip_text(st.caption)})" if st.caption else "")
+        return f"**Starting {st.title}…**"
     pct = 100.0 * st.step / max(1, st.total)
     parts = [f"**{st.stage + ' · ' if st.stage else ''}step {st.step} / {st.total}** ({pct:.0f}%)"]
     for k in ("loss", "psnr_train", "psnr_val"):
@@ -203,7 +239,7 @@ def metrics_text(st: RunState) -> str:
             lines.append(f"| time | {fmt_seconds(st.seconds)} |")
     if st.logs:
         lines.append("")
-        lines += [f"- {m}" for m in st.logs[-8:]]
+        lines += [f"- {m}" for m in st.logs[-10:]]
     return "\n".join(lines)
 
 
@@ -259,17 +295,52 @@ def to_gr_error(e: BaseException):
 
 
 # ------------------------------------------------------------------------------------------------- drive
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
 def drive(run_fn: Callable[[Any], Iterator[Any]], cfg: Any, image_keys: tuple[str, ...] = (),
           min_interval: float = 0.5, plot_interval: float = 2.0, title: str = "run",
-          clock: Callable[[], float] = time.monotonic) -> Iterator[dict[str, Any]]:
-    """Run ``run_fn(cfg)`` and yield UI updates (see the module docstring).
+          clock: Callable[[], float] = time.monotonic, keepalive: float = 0.25,
+          on_closed: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Run ``run_fn(cfg)`` in a worker thread and yield UI updates (see the module docstring).
 
     Status and previews go out at most every ``min_interval`` s, the plot (a larger payload, and a redraw
-    in the browser) every ``plot_interval`` s; artifacts, warnings and the end go out at once.
+    in the browser) every ``plot_interval`` s; artifacts, warnings and the end go out at once; an update held
+    back goes out when its interval has passed, whether or not another event came. With nothing to send,
+    an empty dict every ``keepalive`` s. ``on_closed()`` runs in the worker once the pipeline's ``finally:``
+    has run (however the run ended), even when this generator was closed long before.
     """
     st = RunState(title=title, started=clock())
+    events_q: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        events = None
+        try:
+            events = run_fn(cfg)
+            for ev in events:
+                events_q.put(ev)
+                if stop.is_set():
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which words it
+            events_q.put(_Failed(e))
+        finally:
+            try:
+                if events is not None and hasattr(events, "close"):
+                    events.close()  # the pipeline's finally: (frees GPU memory) when we were stopped early
+            except Exception:  # noqa: BLE001
+                log.exception("closing the pipeline failed")
+            events_q.put(_END)
+            if on_closed is not None:
+                on_closed()
+
+    threading.Thread(target=work, name=f"gen3d-run-{title}", daemon=True).start()
     yield reset(image_keys, title)
-    events = None
     pending: set[str] = set()
     last = last_plot = -math.inf
     sent: dict[str, Any] = {"video": None, "model3d": None, "files": None}  # as reset() left them
@@ -285,18 +356,30 @@ def drive(run_fn: Callable[[Any], Iterator[Any]], cfg: Any, image_keys: tuple[st
         return update
 
     try:
-        events = run_fn(cfg)
-        for ev in events:
-            now = clock()
-            names, urgent = st.apply(ev, now)
-            pending |= names
-            if not pending or not (urgent or now - last >= min_interval):
-                continue
-            send = pending if urgent or now - last_plot >= plot_interval else pending - {"plot"}
-            if send and (update := fresh(render(st, send, now))):
-                yield update
-                pending, last = pending - send, now
-                last_plot = now if "plot" in send else last_plot
+        while True:
+            due = last + min_interval if pending - {"plot"} else max(last + min_interval, last_plot + plot_interval)
+            wait = min(keepalive, max(0.0, due - clock())) if pending else keepalive
+            try:
+                ev = events_q.get(timeout=wait) if wait > 0 else events_q.get_nowait()
+            except queue.Empty:
+                ev = None
+            if ev is _END:
+                break
+            if isinstance(ev, _Failed):
+                raise ev.error
+            now, urgent = clock(), False
+            if ev is not None:
+                names, urgent = st.apply(ev, now)
+                pending |= names
+            update: dict[str, Any] = {}
+            if pending and (urgent or now - last >= min_interval):
+                send = pending if urgent or now - last_plot >= plot_interval else pending - {"plot"}
+                if send:
+                    update = fresh(render(st, send, now))
+                    pending, last = pending - send, now
+                    last_plot = now if "plot" in send else last_plot
+            if update or ev is None:
+                yield update  # {} when there is nothing new: a point where Stop can close us
         if st.seconds is None:  # ended without Done
             st.ended = True
             pending.add("status")
@@ -309,5 +392,4 @@ def drive(run_fn: Callable[[Any], Iterator[Any]], cfg: Any, image_keys: tuple[st
         yield {"status": f"**{err.title}:** {err.message}"}
         raise err from e
     finally:
-        if events is not None and hasattr(events, "close"):
-            events.close()  # runs the pipeline's finally: (frees GPU memory) when we were stopped early
+        stop.set()  # the worker closes the pipeline after its current step

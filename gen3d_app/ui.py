@@ -46,6 +46,9 @@ def build_demo() -> gr.Blocks:
 
 
 def launch_kwargs() -> dict:
-    """Gradio 6 takes theme and css in launch(); run folders may live outside the cwd ($GEN3D_OUTPUTS)."""
+    """Gradio 6 takes theme and css in launch(). Run folders may live outside the cwd ($GEN3D_OUTPUTS): allowed
+    so that Gradio may copy them into its cache; ``outputs.SessionFiles`` serves each session only its own."""
+    from starlette.middleware import Middleware
+
     return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, show_error=True,
-                allowed_paths=[str(outputs.root())])
+                allowed_paths=[str(outputs.root())], app_kwargs={"middleware": [Middleware(outputs.SessionFiles)]})

@@ -133,7 +133,15 @@ def fake_nerf(monkeypatch, tmp_path):
 
 
 def collect(cfg, **kw):
-    return list(stream.drive(fake_run, cfg, ("rgb", "depth", "opacity"), **kw))
+    """drive's updates, without its keep-alive empty ones."""
+    return [u for u in stream.drive(fake_run, cfg, ("rgb", "depth", "opacity"), **kw) if u]
+
+
+def wait_until(cond, deadline_s: float = 30.0) -> bool:
+    end = time.monotonic() + deadline_s
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
+    return cond()
 
 
 # ---------------------------------------------------------------------------------------------- the demo
@@ -261,8 +269,8 @@ def test_closing_the_consumer_runs_the_pipelines_finally(fake_nerf):
     for _ in range(5):
         next(gen)
     assert TRACK.started == 1 and TRACK.finalized == 0
-    gen.close()  # what Gradio does on Stop
-    assert TRACK.finalized == 1 and TRACK.steps_done < 1000
+    gen.close()  # what Gradio does on Stop: returns at once, the worker closes the pipeline after its step
+    assert wait_until(lambda: TRACK.finalized == 1) and TRACK.steps_done < 1000
 
 
 def test_handler_uses_a_session_folder_and_maps_components(fake_nerf, monkeypatch):
