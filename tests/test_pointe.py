@@ -370,3 +370,58 @@ def test_pointe_cli(tiny_point_e, tmp_path, capsys):
     assert main(["pointe", "--prompt", "", "--checkpoints", str(tiny_point_e), "--device", "cpu", "--out-dir",
                  str(tmp_path / "empty")]) == 2
     assert "write a prompt" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- the tab
+def test_tab_maps_inputs_and_shows_the_final_cloud(monkeypatch, tmp_path):
+    pytest.importorskip("gradio")
+    import sys
+    import types
+
+    import numpy as np
+
+    from gen3d_app.tabs import pointe as tab
+    from pipelines import PIPELINES, Artifact, ArtifactReady, Done, PipelineSpec, Preview, Progress, UserInputError
+    from pipelines.core.export import save_point_cloud
+    from pipelines.core.geometry import PointCloud
+    from pipelines.pointe import PointEConfig
+
+    assert set(tab.PRESETS) == {"custom"} | set(PointEConfig.PRESETS)
+    args = dict(checkpoints=" /models ", base_model="base300M", text_to_image="", guidance_scale=2.5, steps=10,
+                seed=3, upsample=False, mesh=True, grid_size=64)
+    cfg = tab.make_config(PointEConfig, " a vase ", None, **args)
+    assert (cfg.prompt, cfg.image, cfg.checkpoints, cfg.base_model, cfg.guidance_scale, cfg.steps, cfg.upsample,
+            cfg.grid_size, cfg.text_to_image) == ("a vase", "", "/models", "base300M", 2.5, 10, False, 64,
+                                                  PointEConfig.text_to_image)
+    assert tab.make_config(PointEConfig, "", "/tmp/x.png", **args).image == "/tmp/x.png"
+    with pytest.raises(UserInputError, match="write a prompt or upload an image"):
+        tab.make_config(PointEConfig, "  ", None, **args)
+    monkeypatch.setenv("GEN3D_TINY", "1")
+    assert tab.make_config(PointEConfig, "a cup", None, **args).steps == tab.TINY["steps"]
+    monkeypatch.delenv("GEN3D_TINY")
+    assert "Point-E" in tab.models_note() or "Models" in tab.models_note()
+
+    def fake_run(cfg):  # what the real pipeline yields, in miniature
+        yield Progress(4, 8, {}, stage="base")
+        yield Preview(4, {"points": np.zeros((8, 8, 3), np.uint8), "view": np.ones((8, 8, 3), np.uint8)})
+        xyz = torch.rand(50, 3) - 0.5
+        ply = save_point_cloud(PointCloud(xyz, torch.rand(50, 3)), Path(cfg.out_dir) / "points.ply")
+        art = Artifact("points", str(ply), "points")
+        yield ArtifactReady(art)
+        yield Done([art], {"points": 50.0}, 0.1)
+
+    mod = types.ModuleType("fake_pointe")
+    mod.CONFIG, mod.run = PointEConfig, fake_run
+    monkeypatch.setitem(sys.modules, "fake_pointe", mod)
+    monkeypatch.setitem(PIPELINES, "pointe", PipelineSpec("Point-E", "fake_pointe", "fake"))
+    monkeypatch.setenv("GEN3D_OUTPUTS", str(tmp_path / "sessions"))
+    from gen3d_app import widgets
+
+    comps = {n: object() for n in ("status", "model3d", "files", "metrics", "image:view", "image:points")}
+    files, cloud = comps["files"], object()
+    comps["files"] = files
+    handler = tab.wrap_handler(widgets.make_handler("pointe", tab.make_config, comps, tab.PREVIEW_KEYS), files, cloud)
+    ups = list(handler(types.SimpleNamespace(session_hash="s1"), prompt="a cup", image=None, **args))
+    assert any(u.get(comps["image:points"]) is not None for u in ups if isinstance(u, dict))
+    figs = [u[cloud] for u in ups if isinstance(u, dict) and u.get(cloud) is not None]
+    assert figs and len(figs[-1].data[0].x) == 50 and figs[-1].data[0].marker.color[0].startswith("rgb(")

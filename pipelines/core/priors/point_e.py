@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import UserInputError
-from ..point_diffusion import CHECKPOINT_FILES, MODEL_CONFIGS, model_kind
+from ..point_configs import CHECKPOINT_FILES, MODEL_CONFIGS, model_kind
 from .hub import ModelCache, hub_error, local_path
 
 OFFICIAL_URL = "https://openaipublic.azureedge.net/main/point-e/"
