@@ -36,6 +36,12 @@ def test_cube_depth_and_normals_match_ray_box_intersection():
     cams = [Camera.from_fov(c, math.radians(50), 40, 32) for c in look_at(eyes)]
     frags = rasterize(CUBE_VERTS, CUBE_FACES, cams)
     assert frags.face_idx.shape == (3, 32, 40) and frags.bary.shape == (3, 32, 40, 3)
+    # A closed, outward-wound mesh: culling back faces changes nothing; culling the inside-out mesh shows the
+    # far side of the box instead.
+    assert torch.equal(rasterize(CUBE_VERTS, CUBE_FACES, cams, cull_backfaces=True).face_idx, frags.face_idx)
+    far = rasterize(CUBE_VERTS, CUBE_FACES.flip(1), cams, cull_backfaces=True)
+    gap = far.depth[far.mask] - frags.depth[frags.mask]
+    assert torch.equal(far.mask, frags.mask) and gap.min() > -1e-5 and gap.mean() > 1.0
     normals = face_normals(CUBE_VERTS, CUBE_FACES)[frags.face_idx.clamp_min(0)]
     for b, cam in enumerate(cams):
         d, o = _rays(cam)

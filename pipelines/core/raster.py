@@ -105,13 +105,16 @@ def _perspective(bary_screen: torch.Tensor, tri_depth: torch.Tensor) -> tuple[to
 
 @torch.no_grad()
 def _zbuffer(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int, W: int, near: float,
-             max_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+             max_pairs: int, cull_backfaces: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest face per pixel centre over B views: (B, V, 2) pixels, (B, V) depths -> face ids (B*H*W,),
     -1 where empty, and the covered pixels' flat indices (P,).
 
     Each view's faces are tested against the pixels of their screen bounding boxes; the (face, pixel) pairs
     of all views are walked together in chunks of ``max_pairs`` and merged with one ``scatter_reduce`` of a
     packed (depth, face) key, so memory stays bounded (about 100 bytes per pair) and ties go to the lower index.
+    Per face, the screen barycentrics and 1/depth are affine in the pixel's offset (i, j) inside the face's
+    box, so each pair costs one row gather and four dot products; pairs outside the face get the empty key
+    instead of being compacted away (no data-dependent shapes, so no host sync inside the loop).
     """
     B, n_faces = uv.shape[0], faces.shape[0]
     device = uv.device
@@ -127,31 +130,41 @@ def _zbuffer(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int,
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     ok = ((tri_z > near).all(1) & torch.isfinite(tri).all(2).all(1) & (area.abs() > 1e-12) & (bw > 0) & (bh > 0))
+    if cull_backfaces:  # counter-clockwise seen from the camera in world axes is clockwise in (u, v-down)
+        ok &= area < 0
     keep = ok.nonzero().squeeze(1)
-    # Per kept face: its box and the pixel offset of its view, gathered once instead of per pair.
-    kx0, ky0, kbw = x0[keep], y0[keep], bw[keep]
-    kbase = torch.div(keep, n_faces, rounding_mode="floor") * (H * W)
-    ktri, kz = tri[keep], tri_z[keep]
-    counts = kbw * bh[keep]
+    # Affine maps per kept face, in the offset (i, j) from its box's first pixel centre:
+    # b1 = (q - a) x e2 / area, b2 = e1 x (q - a) / area, b0 = 1 - b1 - b2, 1/z = sum_k b_k / z_k.
+    t, e1, e2, inv_area = tri[keep], e1[keep], e2[keep], 1.0 / area[keep]
+    r = torch.stack([x0[keep], y0[keep]], -1).float() + 0.5 - t[:, 0]  # first pixel centre - a
+    c1 = torch.stack([e2[:, 1], -e2[:, 0], r[:, 0] * e2[:, 1] - r[:, 1] * e2[:, 0]], -1) * inv_area[:, None]
+    c2 = torch.stack([-e1[:, 1], e1[:, 0], e1[:, 0] * r[:, 1] - e1[:, 1] * r[:, 0]], -1) * inv_area[:, None]
+    c0 = -c1 - c2
+    c0[:, 2] += 1.0
+    iz = 1.0 / tri_z[keep]
+    cz = c0 * iz[:, :1] + c1 * iz[:, 1:2] + c2 * iz[:, 2:]
+    coef = torch.stack([c0, c1, c2, cz], 1)  # (K, 4, 3): rows b0, b1, b2, 1/z; columns i, j, 1
+    base = torch.div(keep, n_faces, rounding_mode="floor") * (H * W) + y0[keep] * W + x0[keep]
+    counts = bw[keep] * bh[keep]
     ends = counts.cumsum(0)
     total = int(ends[-1]) if len(ends) else 0
+    ints = torch.stack([ends - counts, base, bw[keep], keep], -1)  # (K, 4): first pair, first pixel, width, face
 
     zbuf = torch.full((B * H * W,), _EMPTY, dtype=torch.int64, device=device)
     for start in range(0, total, max_pairs):
         pair = torch.arange(start, min(start + max_pairs, total), device=device)
         slot = torch.searchsorted(ends, pair, right=True)  # which kept face this pair belongs to
-        k = pair - (ends[slot] - counts[slot])  # index inside that face's bounding box
-        w = kbw[slot]
-        px = kx0[slot] + k % w
-        py = ky0[slot] + torch.div(k, w, rounding_mode="floor")
-        q = torch.stack([px, py], -1).float() + 0.5
-        b = _screen_bary(ktri[slot], q)
-        inside = (b >= -1e-6).all(-1)
-        b, slot, px, py = b[inside], slot[inside], px[inside], py[inside]
-        _, z = _perspective(b, kz[slot])
+        first_pair, first, w, face = ints[slot].unbind(-1)
+        k = pair - first_pair  # index inside that face's bounding box
+        j = torch.div(k, w, rounding_mode="floor")
+        i = k - j * w
+        c = coef[slot]  # (P, 4, 3)
+        val = torch.addcmul(torch.addcmul(c[..., 2], c[..., 0], i[:, None].float()), c[..., 1], j[:, None].float())
+        inside = (val[:, :3] >= -1e-6).all(-1)
+        z = 1.0 / val[:, 3]  # b0, b1, b2, 1/z at the pixel centre
         # Positive float32 bit patterns sort like the floats: pack (depth, face) into one int64 key.
-        key = (z.float().view(torch.int32).long() << 32) | keep[slot]
-        zbuf.scatter_reduce_(0, kbase[slot] + py * W + px, key, reduce="amin")
+        key = torch.where(inside, (z.view(torch.int32).long() << 32) | face, _EMPTY)
+        zbuf.scatter_reduce_(0, first + j * W + i, key, reduce="amin")
 
     pix = (zbuf != _EMPTY).nonzero().squeeze(1)
     face_idx = torch.full((B * H * W,), -1, dtype=torch.long, device=device)
@@ -160,11 +173,11 @@ def _zbuffer(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int,
 
 
 def _fragments(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: int, W: int, near: float,
-               max_pairs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               max_pairs: int, cull_backfaces: bool = False) -> tuple[torch.Tensor, ...]:
     """The z-buffer, then the winners' barycentrics and depth recomputed under autograd from (B, V, 2)
     pixel positions and (B, V) depths: face ids, bary and depth flat over B*H*W, and the covered pixels."""
     B, V = depth.shape
-    face_idx, pix = _zbuffer(uv.detach(), depth.detach(), faces, H, W, near, max_pairs)
+    face_idx, pix = _zbuffer(uv.detach(), depth.detach(), faces, H, W, near, max_pairs, cull_backfaces)
     view, local = torch.div(pix, H * W, rounding_mode="floor"), pix % (H * W)
     corner = (faces[face_idx[pix]] + (view * V)[:, None]).reshape(-1)  # (P*3,) rows of the flattened views
     # index_select: its backward is an index_add, not the sorting index_put that x[idx] uses on CUDA.
@@ -178,7 +191,7 @@ def _fragments(uv: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, H: in
 
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras, near: float = 1e-3,
-              max_pairs: int = 1 << 20) -> Fragments:
+              max_pairs: int = 1 << 20, cull_backfaces: bool = False) -> Fragments:
     """Nearest-face z-buffer over pixel centres, for one camera or a batch of cameras in one pass.
 
     All views' (face, pixel) pairs go through one chunked loop (see ``_zbuffer``); then the barycentrics
@@ -192,6 +205,8 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras, near: f
             its width x height is the output size.
         near: faces with a vertex closer than this (along -z) are culled.
         max_pairs: (face, pixel) tests per chunk.
+        cull_backfaces: skip faces whose counter-clockwise side looks away from the camera: the same image
+            at about half the work for closed, consistently wound meshes (``marching_tets``' output).
 
     Returns:
         ``Fragments`` of shape (H, W) for one camera, (B, H, W) for a batch.
@@ -200,7 +215,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras, near: f
     H, W = int(cams[0].height), int(cams[0].width)
     faces = faces.to(device=verts.device, dtype=torch.long)
     uv, depth = project(verts, cams)  # (B, V, 2), (B, V)
-    face_idx, bary, depth_img, pix = _fragments(uv, depth, faces, H, W, near, max_pairs)
+    face_idx, bary, depth_img, pix = _fragments(uv, depth, faces, H, W, near, max_pairs, cull_backfaces)
     shape = (len(cams), H, W) if batched else (H, W)
     return Fragments(face_idx.view(shape), bary.view(*shape, 3), depth_img.view(shape), pix)
 
