@@ -3,8 +3,10 @@
 Contract: a tab lays out its inputs, calls ``run_panel``, ``preview_panel`` and ``artifacts_panel`` where it
 wants them, then ``wire_run(pipeline, make_config, inputs, ...)``. The run handler loads the pipeline module
 only when a run starts, gives the run a per-session folder, and streams ``stream.drive`` updates. All runs
-share one queue slot (``concurrency_id="gpu"``, limit ``$GEN3D_GPU_SLOTS``, default 1); Stop cancels the run
-event, which closes the generators down to the pipeline's ``finally:``.
+share one queue (``concurrency_id="gpu"``, limit ``$GEN3D_GPU_SLOTS``, default 1) and a device pool (one run per
+GPU, free-first); each run's pipeline is advanced by one worker thread that owns it (``stream.drive``), through
+``gpu_events``, the one function that touches CUDA (``spaces.GPU`` on ZeroGPU). Stop cancels the run event,
+which closes the generators down to the pipeline's ``finally:``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import gradio as gr
 
 from pipelines import PIPELINES, UserInputError
 
-from . import outputs, stream
+from . import outputs, runner, stream
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_QUEUE = "gpu"
@@ -39,23 +41,46 @@ def gpu_slots() -> int:
     return max(1, int(os.environ.get("GEN3D_GPU_SLOTS", "1")))
 
 
-_GPU = threading.BoundedSemaphore(gpu_slots())
-"""Held from a run's start until its pipeline's finally: has run. Gradio frees the queue slot of a
-cancelled run at once, while the run's current step (in a worker thread) finishes before its generator
-can be closed; this keeps the next run from loading onto the GPU before the stopped one has let go."""
+POOL = runner.DevicePool(gpu_slots())
+"""A run holds its device from its start until its pipeline's finally: has run (``drive``'s ``on_closed``).
+Gradio frees the queue slot of a cancelled run at once, while the run's current step finishes before the
+pipeline can stop; this keeps the next run from loading onto that GPU before the stopped one has let go."""
+
+GPU_SECONDS_PER_STEP = {"nerf": 0.02, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
+                        "dreamfields": 0.044, "magic3d": 0.06, "pointe": 0.03}
+"""Measured seconds per step on one H200, eager (bench/RESULTS.md): what a ZeroGPU call's duration is computed
+from. DreamFusion: the SD 2.1-base guidance step, 44.6 ms; DreamFields: the default step, 43.9 ms; NeRF fast
+53 steps/s, VolSDF 44 steps/s; the others are estimates until measured."""
 
 
-def wait_for_gpu(wait_s: float = RELEASE_WAIT_S) -> Iterator[str]:
-    """Yields "waiting" every 0.25 s until a GPU slot is free, then "acquired" (the caller releases it
-    with ``_GPU.release()``), or "timeout" after ``wait_s`` (then nothing is held)."""
+def wait_for_device(wait_s: float = RELEASE_WAIT_S) -> Iterator[str | None]:
+    """Yields None every 0.25 s while every slot is taken, then the device acquired (the caller gives it back
+    with ``POOL.release``), or "" after ``wait_s`` (then nothing is held and the run starts anyway)."""
     end = time.monotonic() + wait_s
-    while not _GPU.acquire(timeout=0.25):
+    while (device := POOL.try_acquire(timeout=0.25)) is None:
         if time.monotonic() > end:
             log.warning("a stopped run still holds the GPU after %.0fs; starting the next one anyway", wait_s)
-            yield "timeout"
+            yield ""
             return
-        yield "waiting"
-    yield "acquired"
+        yield None
+    yield device
+
+
+def gpu_duration(pipeline: str, cfg: Any, device: str | None = None) -> int:
+    """Seconds a ZeroGPU call asks for: the run's steps at the measured cost, plus loading and export."""
+    return runner.run_seconds(int(getattr(cfg, "steps", 0) or 0), GPU_SECONDS_PER_STEP.get(pipeline, 0.05))
+
+
+@runner.zerogpu(gpu_duration)
+def gpu_events(pipeline: str, cfg: Any, device: str | None = None) -> Iterator[Any]:
+    """The one function that touches CUDA, iterated by the one worker thread that owns the run (``stream.drive``;
+    on ZeroGPU inside the call that holds the GPU, its events coming back pickled: CPU data and file paths)."""
+    _, run_fn = PIPELINES[pipeline].load()
+    if device and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)  # this thread's current device: code that says "cuda" lands here too
+    yield from run_fn(cfg)
 
 
 def tiny_mode() -> bool:
@@ -169,28 +194,50 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
             err = stream.to_gr_error(e)
             yield to_components({"status": f"**{err.title}:** {err.message}"})
             raise err from e
-        out_dir = outputs.run_dir(getattr(request, "session_hash", None), pipeline)
+        key = outputs.session_key(request)
+        out_dir = outputs.run_dir(key, pipeline)
         cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
-        state = "waiting"
-        for i, state in enumerate(wait_for_gpu()):
-            if state == "waiting":  # yielding (a no-op update) keeps a waiting run cancellable
+        device = None
+        for i, device in enumerate(wait_for_device()):
+            if device is None:  # yielding (a no-op update) keeps a waiting run cancellable
                 yield to_components({"status": "**Waiting** for the previous run to free the GPU…"} if i == 0 else {})
+        if device and device.startswith("cuda") and cfg.device in ("auto", "cuda"):
+            cfg = dataclasses.replace(cfg, device=device)  # several GPUs: this run's own
+        given_back = threading.Lock()
+
+        def give_back() -> None:  # once, after the pipeline's finally: (drive's worker calls it)
+            if device and given_back.acquire(blocking=False):
+                POOL.release(device)
+
+        started = False
         try:
-            with contextlib.closing(stream.drive(run_fn, cfg, image_keys, title=spec.title)) as updates:
-                next(updates)  # drive's own reset: already sent
+            with contextlib.closing(stream.drive(lambda c: gpu_events(pipeline, c, device), cfg, image_keys,
+                                                 title=spec.title, on_closed=give_back)) as updates:
+                next(updates)  # drive's own reset: already sent; its worker has started
+                started = True
                 update, status = {}, ""
                 for update in updates:
                     status = update.get("status", status)
+                    outputs.own(file_values(update), key)  # this session may fetch these files' cached copies
                     yield to_components(update)
             if "model3d" in update:
                 # Gradio 6.31's Model3D stays blank when its value comes in a generator's very last update
                 # (the end-of-run message races the viewer's lazy load): end with the status once more.
                 yield to_components({"status": status})
-        finally:  # after drive closed the pipeline, i.e. after its finally: freed the GPU
-            if state == "acquired":
-                _GPU.release()
+        finally:
+            if not started:  # no worker, so no on_closed: give the device back here
+                give_back()
 
     return run_handler
+
+
+def file_values(update: dict[str, Any]) -> list[str]:
+    """The file paths among an update's values (video, model3d, files)."""
+    out: list[str] = []
+    for k in ("video", "model3d", "files"):
+        v = update.get(k)
+        out += [str(x) for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, (str, Path))]
+    return out
 
 
 def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, Any], run: RunPanel,
