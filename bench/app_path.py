@@ -44,6 +44,11 @@ def app_path(run, cfg, skip: int) -> float:
     from gen3d_app import stream
     from pipelines.events import Progress
 
+    try:
+        import plotly  # noqa: F401 - the loss plot of each update is built as in the app
+    except ImportError:  # the GPU machine has no plotly (its wheel does not fit the carry budget)
+        print("plotly missing: the loss plot is not built in this measurement", flush=True)
+        stream.loss_figure = lambda history: None
     stamps: list[tuple[int, float]] = []
 
     def observed(c):  # the events as the worker thread hands them on, stamped where they arrive
