@@ -164,12 +164,14 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
         and hasattr(getattr(models.upsampler, "_orig_mod", models.upsampler), "clip_embed") else {}
 
     # 3. Sampling, streamed.
-    base, up = models.base, models.upsampler
-    if cfg.compile != "off" and dev.type == "cuda":
-        base, up = (None if m is None else _compiled(m, cfg.compile) for m in (base, up))
-        yield Log(f"compile mode {cfg.compile}: the first run compiles (slow)")
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" or (cfg.precision == "auto" and dev.type == "cuda") \
         else None
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs: TF32 matmuls (as the released sampler's timing)
+    base, up, sdf = (_variant(models, part, autocast, cfg.compile if dev.type == "cuda" else "off")
+                     for part in ("base", "upsampler", "sdf"))
+    if cfg.compile != "off" and dev.type == "cuda":
+        yield Log(f"compile mode {cfg.compile}: the first run compiles (slow)")
     base_stage = Stage(**{**asdict(BASE_STAGE), "steps": cfg.steps, "guidance_scale": cfg.guidance_scale})
     up_stage = Stage(**{**asdict(UPSAMPLE_STAGE), "steps": cfg.steps, "guidance_scale": cfg.upsample_guidance})
     total = cfg.steps * (2 if up is not None else 1)
@@ -195,9 +197,9 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
 
     # 4. Mesh.
     metrics = {"points": float(len(cloud.xyz))}
-    if cfg.mesh and models.sdf is not None:
+    if cfg.mesh and sdf is not None:
         t0 = time.perf_counter()
-        mesh = cloud_mesh(models.sdf, cloud, cfg.grid_size, autocast)
+        mesh = cloud_mesh(sdf, cloud, cfg.grid_size, autocast)
         seconds["mesh"] = sync() - t0
         metrics["mesh_faces"] = float(mesh.num_faces)
         if mesh.num_faces == 0:
@@ -231,9 +233,22 @@ def _view_prior(cfg: PointEConfig, models) -> str:
     return cfg.text_to_image
 
 
-def _compiled(model, mode: str):
-    import torch
+def _variant(models, part: str, dtype, compile_mode: str):
+    """``models.<part>`` with bfloat16 parameters for autocast runs, compiled when asked; made once per loaded
+    models object (the cache keeps it with them)."""
+    model = getattr(models, part)
+    if model is None or (dtype is None and compile_mode == "off"):
+        return model
+    variants = models.__dict__.setdefault("variants", {})
+    key = (part, dtype, compile_mode)
+    if key not in variants:
+        import torch
 
-    compiled = torch.compile(model, mode=mode)
-    compiled._cuda_graphs = mode == "reduce-overhead"
-    return compiled
+        from .core.point_diffusion import cast_parameters
+
+        v = cast_parameters(model, dtype) if dtype is not None else model
+        if compile_mode != "off" and part != "sdf":
+            v = torch.compile(v, mode=compile_mode)
+            v._cuda_graphs = compile_mode == "reduce-overhead"
+        variants[key] = v
+    return variants[key]

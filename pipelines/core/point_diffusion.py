@@ -295,3 +295,16 @@ def build_model(config: str | dict, device=None, dtype: torch.dtype = torch.floa
     with torch.device(device or "cpu"):
         model = cls(**cfg)
     return model.to(dtype).eval() if dtype != torch.float32 else model.eval()
+
+
+def cast_parameters(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy whose linear layers hold ``dtype`` weights (layer norms and buffers, such as the upsampler's channel
+    scales, stay float32): run under autocast, it skips the per-call weight casts autocast makes for frozen
+    float32 weights."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, nn.Linear):
+            m.to(dtype)
+    return out

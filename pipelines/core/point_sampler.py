@@ -192,10 +192,10 @@ def sample_stage(model, shape: tuple[int, int, int], cond: dict, stage: Stage, s
 
 
 def to_official_units(x: torch.Tensor) -> torch.Tensor:
-    """(B, 6, K) in [-1, 1] -> official units (xyz in about [-0.5, 0.5], RGB in 0..255): the upsampler's ``low_res``."""
-    scale = torch.tensor(CHANNEL_SCALES, device=x.device)[None, :, None]
-    bias = torch.tensor(CHANNEL_BIASES, device=x.device)[None, :, None]
-    return (x - bias) / scale
+    """(B, 6, K) in [-1, 1] -> official units (xyz in about [-0.5, 0.5], RGB in 0..255): the upsampler's ``low_res``.
+    (Python scalars only: no host-to-device copy, which would wait for the queued work.)"""
+    return torch.cat([(x[:, :3] - CHANNEL_BIASES[0]) / CHANNEL_SCALES[0],
+                      (x[:, 3:] - CHANNEL_BIASES[3]) / CHANNEL_SCALES[3]], dim=1)
 
 
 def to_point_cloud(x: torch.Tensor) -> PointCloud:
