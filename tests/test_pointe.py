@@ -349,6 +349,11 @@ def test_pointe_bad_inputs(tiny_point_e, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(UserInputError, match="not an image"):
         go(image=str(tmp_path / "notes.png"), checkpoints=str(tiny_point_e))
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (250, 250, 250)).save(tmp_path / "blank.png")
+    with pytest.raises(UserInputError, match="no object"):
+        go(image=str(tmp_path / "blank.png"), checkpoints=str(tiny_point_e))
     partial = tmp_path / "partial"
     shutil.copytree(tiny_point_e, partial)
     (partial / "upsample_40m.pt").unlink()

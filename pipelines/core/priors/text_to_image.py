@@ -25,9 +25,9 @@ def text_to_image(guidance, prompt: str, negative_prompt: str = "", steps: int =
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, g.unet.config.in_channels, side, side, generator=gen).to(g.device)
     cond = torch.cat([text.uncond, text.cond]).to(g.dtype)
+    t_dev = torch.tensor(ts, device=g.device)  # one copy to the device: none inside the loop
     for i, t in enumerate(ts):
-        out = g.unet(torch.cat([x, x]).to(g.dtype), torch.tensor([t, t], device=g.device),
-                     encoder_hidden_states=cond).sample.float()
+        out = g.unet(torch.cat([x, x]).to(g.dtype), t_dev[i].expand(2), encoder_hidden_states=cond).sample.float()
         uncond, cnd = out.chunk(2)
         out = uncond + guidance_scale * (cnd - uncond)
         a = ab[t]
