@@ -39,6 +39,9 @@ PIPELINES: dict[str, PipelineSpec] = {
                                 "and a mesh"),
     "dreamfields": PipelineSpec("DreamFields", "pipelines.dreamfields",
                                 "a caption to a NeRF that CLIP sees from every pose: a turntable, a mesh, CLIP scores"),
+    "magic3d": PipelineSpec("Magic3D", "pipelines.magic3d",
+                            "a text prompt to a textured mesh: a coarse hash-grid field, then a DMTet mesh refined by "
+                            "differentiable rasterization"),
     "pointe": PipelineSpec("Point-E", "pipelines.pointe",
                            "a prompt or a picture to a coloured point cloud by point diffusion, upsampled, then a mesh"),
 }

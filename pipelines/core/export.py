@@ -19,8 +19,15 @@ def _trimesh(mesh: Mesh):
     if mesh.vert_colors is not None:
         rgb = (mesh.vert_colors.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
         colors = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-    return trimesh.Trimesh(vertices=mesh.verts.detach().float().cpu().numpy(),
-                           faces=mesh.faces.detach().cpu().numpy(), vertex_colors=colors, process=False)
+    tm = trimesh.Trimesh(vertices=mesh.verts.detach().float().cpu().numpy(),
+                         faces=mesh.faces.detach().cpu().numpy(), vertex_colors=colors, process=False)
+    if mesh.uv is not None and mesh.texture is not None:
+        from PIL import Image
+
+        image = Image.fromarray((mesh.texture.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0)
+        tm.visual = trimesh.visual.TextureVisuals(uv=mesh.uv.detach().float().cpu().numpy(), material=material)
+    return tm
 
 
 def save_mesh(mesh: Mesh, path: str | Path) -> Path:
@@ -34,6 +41,28 @@ def save_mesh(mesh: Mesh, path: str | Path) -> Path:
         tm.apply_transform(np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64))
     tm.export(path)
     return path
+
+
+def save_textured_obj(mesh: Mesh, path: str | Path) -> list[Path]:
+    """A textured mesh as ``.obj`` + ``.mtl`` + ``.png`` side by side (named after the .obj); returns the three
+    paths. Unlike ``save_mesh``, no axis change: .obj files keep the scene's z-up (Blender asks on import)."""
+    import trimesh
+
+    path = Path(path)
+    tm = _trimesh(mesh)
+    image = tm.visual.material.baseColorTexture
+    # white diffuse and ambient, no specular: viewers that multiply Kd by map_Kd show the texture as baked
+    tm.visual.material = trimesh.visual.material.SimpleMaterial(image=image, diffuse=(255, 255, 255, 255),
+                                                                ambient=(255, 255, 255, 255),
+                                                                specular=(0, 0, 0, 255), name=path.stem)
+    text, files = trimesh.exchange.obj.export_obj(tm, include_texture=True, return_texture=True,
+                                                  mtl_name=f"{path.stem}.mtl")
+    path.write_text(text)
+    written = [path]
+    for name, data in files.items():
+        (path.parent / name).write_bytes(data)
+        written.append(path.parent / name)
+    return written
 
 
 def save_point_cloud(pc: PointCloud, path: str | Path) -> Path:

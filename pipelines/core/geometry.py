@@ -1,7 +1,8 @@
 """Plain geometry containers and the density/SDF grid -> mesh step (marching cubes via PyMCubes).
 
 Contract: tensors live on any device; ``Mesh.verts`` (V, 3) float, ``faces`` (F, 3) long, optional
-``vert_colors`` (V, 3) in [0, 1]. Conversion to trimesh happens only in ``export.py``.
+``vert_colors`` (V, 3) in [0, 1], or ``uv`` (V, 2) and a ``texture`` image. Conversion to trimesh happens only
+in ``export.py``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ class Mesh:
     verts: torch.Tensor
     faces: torch.Tensor
     vert_colors: torch.Tensor | None = None
+    uv: torch.Tensor | None = None
+    """(V, 2) texture coordinates per vertex, (0, 0) the texture's bottom-left corner (with ``texture``)."""
+    texture: torch.Tensor | None = None
+    """(H, W, 3) colour image in [0, 1], row 0 at the top."""
 
     @property
     def num_faces(self) -> int:

@@ -60,6 +60,13 @@ class AlbedoField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)[0]
 
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3) colours alone: the field used as a volumetric texture (Magic3D's fine stage)."""
+        if self.albedo_net is None:
+            return self(x)[1]
+        u = x / self.radius
+        return torch.sigmoid(self.albedo_net(self.encoding((u + 1) / 2 if self.hash else u)).float())
+
 
 class BackgroundField(nn.Module):
     """d (N, 3) unit view directions -> (N, 3) colour: what a ray that leaves the sphere empty sees."""

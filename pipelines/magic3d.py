@@ -1,0 +1,567 @@
+"""Magic3D (Lin et al. 2023): text to a textured mesh in two stages of score distillation.
+
+Coarse: DreamFusion's student (core.text3d) as a multiresolution hash grid (16 levels x 2 features, 2^19
+entries, resolutions 16..4096) with one-hidden-layer density and albedo heads and Magic3D's density blob, volume-
+rendered at 64 x 64 with an occupancy grid skipping empty space and distilled from the prior (guidance 100,
+t ~ U[0.02, 0.98]) with DreamFusion's orientation and sparsity terms; ambient-only shading first, random diffuse
+later. Conversion: a deformable tet grid (core.dmtet) over the coarse surface's box, SDF = clamp(-(density - tau),
+-1, 1). Fine: the DMTet surface, rasterized (core.raster) at the prior's resolution (512 for Stable Diffusion)
+with edge antialiasing, coloured by the coarse albedo field as a volumetric texture, distilled at t ~ U[0.02, 0.5]
+with a normal-consistency term. Exports a textured mesh (.glb; .obj + .mtl + .png), the coarse stage's
+marching-cubes mesh, a turntable of both stages and a coarse checkpoint that ``--from-coarse`` refines later.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, Iterator, Literal
+
+from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .core.priors import DEFAULT_DIFFUSION
+from .events import Done, Event, Log, Preview, Progress
+
+
+@dataclass
+class Magic3DConfig(PipelineConfig):
+    prompt: str = "a DSLR photo of a hamburger"
+    """What to make."""
+    negative_prompt: str = ""
+    """What to steer away from: the unconditional side of classifier-free guidance."""
+    prior: str = DEFAULT_DIFFUSION
+    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), or 'embedded'."""
+    prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
+    prior_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    """torch.compile the prior's UNet (and VAE encoder) on CUDA (see the DreamFusion option)."""
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale of both stages (Magic3D: 100)."""
+    coarse_steps: int = 5000
+    """Steps of the coarse stage (the volumetric hash-grid field)."""
+    fine_steps: int = 5000
+    """Steps of the fine stage (the DMTet mesh)."""
+    steps: int = 0
+    """Both stages' steps together: set from coarse_steps + fine_steps (set those instead)."""
+    from_coarse: str = ""
+    """A coarse checkpoint to refine, skipping the coarse stage: a Magic3D coarse.pt or a DreamFusion model.pt."""
+    batch_size: int = 1
+    """Random views per step, in both stages."""
+    # ---- coarse stage
+    lr: float = 1e-2
+    """Adam learning rate of the coarse field (and of its colour in the fine stage)."""
+    t_min: float = 0.02
+    """Smallest diffusion time drawn (both stages), as a fraction of the training timesteps."""
+    t_max: float = 0.98
+    """Largest diffusion time of the coarse stage."""
+    t_max_end: float = 0.98
+    """Largest coarse diffusion time at the end of the stage (linear from t_max; equal: Magic3D's fixed range)."""
+    view_prompts: bool = True
+    """Append the view ('front', 'side', 'back', 'overhead') to the prompt, from each camera's angles."""
+    view_template: str = "{prompt}, {view} view"
+    """How a view-dependent prompt is written."""
+    front_width_deg: float = 90.0
+    """Azimuth sector (centred on +x) that is the front; as wide a sector opposite is the back."""
+    overhead_elevation_deg: float = 60.0
+    """Cameras at or above this elevation get the 'overhead' prompt."""
+    width: int = 64
+    """Width of the density and albedo heads' hidden layer."""
+    hash_levels: int = 16
+    """Hash-grid levels (2 features each)."""
+    hash_log2_size: int = 19
+    """log2 of hash-table entries per level."""
+    hash_max_res: int = 4096
+    """Finest hash-grid resolution (the coarsest is 16)."""
+    bound: float = 1.0
+    """Radius of the bounding sphere the object lives in."""
+    blob_density: float = 10.0
+    """Density added at the centre, falling linearly to 0 at blob_radius (Magic3D's blob): the start shape."""
+    blob_radius: float = 0.5
+    """Radius of the initial density blob."""
+    resolution: int = 64
+    """Side of the coarse renders in pixels."""
+    n_samples: int = 64
+    """Samples per ray in the coarse stage (those in empty cells of the occupancy grid skip the field)."""
+    n_importance: int = 0
+    """Extra samples per ray from a density-only first pass (0: none)."""
+    occupancy_resolution: int = 64
+    """Cells per side of the occupancy grid that prunes empty space (0: no grid)."""
+    occupancy_every: int = 16
+    """Coarse steps between occupancy-grid updates."""
+    camera_distance_min: float = 1.5
+    """Random cameras (both stages): nearest distance from the origin."""
+    camera_distance_max: float = 2.0
+    """Random cameras: farthest distance."""
+    elevation_min: float = -10.0
+    """Random cameras: lowest elevation in degrees."""
+    elevation_max: float = 80.0
+    """Random cameras: highest elevation in degrees."""
+    fov_min: float = 40.0
+    """Coarse cameras: narrowest field of view in degrees."""
+    fov_max: float = 70.0
+    """Coarse cameras: widest field of view in degrees."""
+    albedo_warmup: float = 0.2
+    """Fraction of the coarse stage shaded with the albedo only (ambient-only), before random shading."""
+    albedo_prob: float = 0.0
+    """After the warm-up (and in the fine stage): probability of albedo-only shading."""
+    textureless_prob: float = 0.5
+    """After the warm-up: probability of textureless (white) diffuse shading; the rest is diffuse."""
+    ambient: float = 0.1
+    """Ambient light of diffuse shading."""
+    background: Literal["mlp", "random", "white"] = "mlp"
+    """'mlp': a small network of the view direction; 'random': a random colour per view; 'white'."""
+    lambda_orient: float = 1000.0
+    """Weight of the orientation loss, ramped from a hundredth of it (10) over the coarse stage's first half."""
+    lambda_opacity: float = 1.0
+    """Weight of the sparsity term mean(sqrt(opacity^2 + 0.01))."""
+    # ---- conversion
+    tet_resolution: int = 64
+    """Cells per side of the DMTet grid (6 n^3 tets: 64 -> 1.6 M, threestudio's '128' grid)."""
+    surface_threshold: str = "auto"
+    """Coarse density at the surface: 'auto' (the mean of the densities above 1e-5) or a number. Raise it when
+    the mesh is a puffy shell, lower it when parts are missing."""
+    # ---- fine stage
+    fine_lr: float = 1e-2
+    """Adam learning rate of the SDF values and vertex offsets."""
+    fine_resolution: int = 0
+    """Side of the fine renders in pixels; 0: the prior's input size (512 for Stable Diffusion, 64 embedded)."""
+    fine_t_max: float = 0.5
+    """Largest diffusion time of the fine stage (small t refines details; Magic3D: 0.5)."""
+    fine_fov_min: float = 30.0
+    """Fine cameras: narrowest field of view in degrees."""
+    fine_fov_max: float = 45.0
+    """Fine cameras: widest field of view in degrees."""
+    lambda_normal: float = 1e4
+    """Weight of the normal consistency 1 - cos between adjacent faces' normals (threestudio: 1e4)."""
+    lambda_laplacian: float = 0.0
+    """Weight of the uniform Laplacian smoothing of the mesh (0: off)."""
+    # ---- outputs
+    texture_size: int = 1024
+    """Side of the baked texture image of the exported mesh."""
+    mesh_resolution: int = 128
+    """Marching-cubes grid of the coarse mesh, and the grid that finds the coarse surface's threshold and box."""
+    turntable_frames: int = 48
+    """Frames of the turntable video, both stages side by side (0: no video)."""
+    preview_size: int = 128
+    """Side of preview and turntable renders, in pixels."""
+    export: bool = True
+    """Write the meshes, the turntable and the checkpoints at the end (benchmarks turn this off)."""
+    preview_every: int = 250
+
+    PRESETS: ClassVar[dict] = {
+        "fast": dict(coarse_steps=2000, fine_steps=1000, tet_resolution=48),
+        "quality": dict(coarse_steps=10000, fine_steps=5000, tet_resolution=64, mesh_resolution=256,
+                        turntable_frames=96, preview_size=256, n_importance=32),
+        "zerogpu": dict(coarse_steps=1000, fine_steps=300, tet_resolution=40, mesh_resolution=96,
+                        turntable_frames=24, texture_size=512),
+    }
+
+    def __post_init__(self):
+        self.steps = (0 if self.from_coarse else self.coarse_steps) + self.fine_steps
+
+
+CONFIG = Magic3DConfig
+LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
+PREVIEW_VIEW = dict(elevation=15.0, azimuth=0.0)
+
+
+def run(cfg: Magic3DConfig) -> Iterator[Event]:
+    return run_guarded("magic3d", cfg, _train, "lower --fine-resolution, --tet-resolution or --batch-size, or use "
+                       "--prior-dtype float16")
+
+
+def build_student(cfg: Magic3DConfig):
+    """The coarse field (AlbedoField: hash grid, separate heads) and the background network."""
+    from .core.text3d import AlbedoField, BackgroundField
+
+    return AlbedoField(**student_args(asdict(cfg), magic3d=True)), BackgroundField()
+
+
+def student_args(config: dict, magic3d: bool) -> dict:
+    """AlbedoField arguments from a Magic3D or DreamFusion config (as its checkpoint stores it)."""
+    args = dict(radius=config.get("bound", 1.0), width=config.get("width", 64),
+                hash_levels=config.get("hash_levels", 16), hash_log2_size=config.get("hash_log2_size", 19),
+                blob_density=config.get("blob_density", 10.0), blob_radius=config.get("blob_radius", 0.5))
+    if magic3d:
+        return dict(args, encoding="hash", hash_max_res=config.get("hash_max_res", 4096), separate_heads=True)
+    return dict(args, encoding=config.get("student", "harmonic"), depth=config.get("depth", 3),
+                n_freqs=config.get("n_freqs", 6))
+
+
+def load_coarse(path: str, dev):
+    """(student, background or None, its method) from a Magic3D coarse.pt or a DreamFusion model.pt."""
+    import torch
+
+    from .core.text3d import AlbedoField, BackgroundField
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserInputError(f"--from-coarse: no file {file} (a Magic3D coarse.pt or a DreamFusion model.pt)")
+    try:
+        state = torch.load(file, map_location=dev, weights_only=False)
+        magic3d = state.get("method") == "magic3d"
+        student = AlbedoField(**student_args(state["config"], magic3d))
+        student.load_state_dict(state["student"])
+    except Exception as e:  # noqa: BLE001 - not a checkpoint of ours: say so
+        raise UserInputError(f"--from-coarse: {file} is not a Magic3D or DreamFusion checkpoint "
+                             f"({type(e).__name__}: {str(e)[:200]})") from e
+    background = None
+    if "background" in state:
+        background = BackgroundField()
+        background.load_state_dict(state["background"])
+    return student.to(dev), background, "Magic3D" if magic3d else "DreamFusion"
+
+
+def _check(cfg: Magic3DConfig) -> None:
+    if not cfg.prompt.strip():
+        raise UserInputError("write a prompt: what should the 3D object be?")
+    if cfg.fine_steps < 1 or (cfg.coarse_steps < 1 and not cfg.from_coarse) or cfg.batch_size < 1:
+        raise UserInputError("coarse_steps, fine_steps and batch_size must be positive")
+    if cfg.resolution < 8 or cfg.n_samples < 2 or cfg.tet_resolution < 2 or cfg.mesh_resolution < 8:
+        raise UserInputError("need resolution >= 8, n_samples >= 2, tet_resolution >= 2 and mesh_resolution >= 8")
+    if cfg.view_prompts and "{prompt}" not in cfg.view_template:
+        raise UserInputError("view_template needs a {prompt} placeholder (and a {view} one)")
+    if not (0 <= cfg.t_min <= min(cfg.t_max, cfg.fine_t_max) and max(cfg.t_max, cfg.t_max_end, cfg.fine_t_max) <= 1):
+        raise UserInputError("need 0 <= t_min <= t_max, fine_t_max <= 1")
+    if cfg.camera_distance_min <= cfg.bound:
+        raise UserInputError(f"cameras must stay outside the bounding sphere: camera_distance_min > bound ({cfg.bound})")
+    threshold(cfg)
+
+
+def threshold(cfg: Magic3DConfig) -> float | None:
+    """The surface threshold override, or None for 'auto'."""
+    text = str(cfg.surface_threshold).strip().lower()
+    if text in ("", "auto"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserInputError(f"--surface-threshold must be 'auto' or a number, not {cfg.surface_threshold!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UserInputError("--surface-threshold must be a positive density (or 'auto')")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
+    import torch
+
+    from .core.cameras import look_at, spherical_to_cartesian
+    from .core.priors.prompts import view_direction
+    from .core.text3d import BackgroundField, PixelRays, load_prior
+
+    _check(cfg)
+    dev = ctx.device
+    started = time.perf_counter()
+    guidance, text, prompt_for = yield from load_prior(cfg, dev)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # the prior's convolutions see one input size per stage
+
+    mid_dist = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max)
+    preview_c2w = look_at(spherical_to_cartesian(mid_dist, math.radians(PREVIEW_VIEW["elevation"]),
+                                                 math.radians(PREVIEW_VIEW["azimuth"]))).to(dev)
+    run = dict(ctx=ctx, guidance=guidance, text=text, prompt_for=prompt_for, rays=PixelRays(dev),
+               preview_c2w=preview_c2w, mid_dist=mid_dist,
+               direction=lambda e, a: view_direction(e, a, cfg.front_width_deg, cfg.overhead_elevation_deg))
+    metrics = {"load_seconds": time.perf_counter() - started}
+    grid = None
+    if cfg.from_coarse:
+        student, background, method = load_coarse(cfg.from_coarse, dev)
+        background = (background or BackgroundField()).to(dev)
+        yield Log(f"refining the {method} coarse field of {cfg.from_coarse}: the coarse stage is skipped")
+    else:
+        student, background, grid = yield from _coarse(cfg, metrics, **run)
+    student.eval()
+    coarse_frames = _coarse_turntable(cfg, student, background, grid, run["rays"], mid_dist)
+
+    dmtet, coarse_mesh = yield from _convert(cfg, student, dev, metrics)
+    yield from _fine(cfg, metrics, student, background, dmtet, **run)
+    if dev.type == "cuda":
+        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    if cfg.export:
+        yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, coarse_frames, metrics, guidance.name,
+                           mid_dist)
+    yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
+    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _flush(acc: dict, step: int, stage: str) -> dict[str, float]:
+    """The mean of each accumulated term since the last flush (one host sync); stops a diverged run."""
+    import torch
+
+    n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY
+    losses = {k: v / n for k, v in zip(acc, torch.stack(list(acc.values())).tolist())}
+    for v in acc.values():
+        v.zero_()
+    if not math.isfinite(losses["loss"]):
+        raise UserInputError(f"training diverged in the {stage} stage (loss is {losses['loss']}) at step {step}: "
+                             "lower --lr, --fine-lr or --guidance-scale, or try another --seed")
+    return losses
+
+
+def _preview_due(cfg: Magic3DConfig, step: int, total: int) -> bool:
+    return step % max(1, cfg.preview_every) == 0 or step == total or step == LOG_EVERY
+
+
+def _coarse(cfg: Magic3DConfig, metrics: dict, ctx: RunContext, guidance, text, prompt_for, rays, direction,
+            preview_c2w, mid_dist) -> Iterator[Event]:
+    """The coarse stage; returns (student, background, occupancy grid)."""
+    import torch
+
+    from .core.images import normals_to_uint8, to_uint8
+    from .core.occupancy import OccupancyGrid
+    from .core.priors.guidance import TextEmbeddings, residual_image
+    from .core.text3d import Views, distill_step, pick_shading, render_view
+
+    dev = ctx.device
+    student, background = (m.to(dev) for m in build_student(cfg))
+    grid = OccupancyGrid(cfg.bound, cfg.occupancy_resolution).to(dev) if cfg.occupancy_resolution else None
+    modules = torch.nn.ModuleDict({"student": student, "background": background})
+    opt = torch.optim.Adam([{"params": student.parameters(), "lr": cfg.lr},
+                            {"params": background.parameters(), "lr": 1e-3}], betas=(0.9, 0.99), eps=1e-15)
+    b, steps = cfg.batch_size, cfg.coarse_steps
+    views = Views(steps * b, cfg.seed, (cfg.camera_distance_min, cfg.camera_distance_max),
+                  (cfg.elevation_min, cfg.elevation_max), (cfg.fov_min, cfg.fov_max), dev)
+    names = [direction(e, a) for e, a in zip(views.elevation, views.azimuth)]
+    shade_rng = random.Random(cfg.seed)
+    step_size = 2 * cfg.bound / cfg.n_samples  # the grid keeps sigma * step, as the marcher would see it
+    mid_fov = 0.5 * (cfg.fov_min + cfg.fov_max)
+    yield Log(f"coarse stage: hash-grid field ({cfg.hash_levels} levels, 2^{cfg.hash_log2_size} entries, finest "
+              f"{cfg.hash_max_res}) on {dev}, {steps} steps of {b} view(s) at {cfg.resolution}px; prompt "
+              f"{cfg.prompt!r}" + (f", negative {cfg.negative_prompt!r}" if cfg.negative_prompt else ""))
+    acc = {k: torch.zeros((), device=dev) for k in ("loss", "sds_grad", "orient", "opacity", "t")}
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        modules.train()
+        progress = (step - 1) / steps
+        if grid is not None and (step - 1) % cfg.occupancy_every == 0:
+            grid.update(student.density, step_size, step - 1)
+        idx = range((step - 1) * b, step * b)
+        # Magic3D's shading: ambient-only (the albedo) first, then random diffuse or textureless.
+        shading = pick_shading(progress, shade_rng, cfg.albedo_warmup, cfg.albedo_prob, cfg.textureless_prob)
+        loss, terms, sds = distill_step(student, background, guidance, TextEmbeddings.cat([text[names[i]] for i in idx]),
+                                        views, idx, rays, cfg.resolution, progress, shading, cfg, grid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in terms.items():
+            acc[k] += v
+        if step % LOG_EVERY == 0 or step == steps:
+            losses = _flush(acc, step, "coarse")
+            if _preview_due(cfg, step, steps):
+                modules.eval()
+                view = render_view(student, background if cfg.background == "mlp" else None, rays, preview_c2w,
+                                   mid_fov, cfg.preview_size, cfg.n_samples, cfg.n_importance, grid)
+                images = {"rgb": to_uint8(view["rgb"]), "opacity": to_uint8(view["opacity"]),
+                          "normal": normals_to_uint8(view["normal"], view["opacity"][..., None]),
+                          "sds": to_uint8(residual_image(sds.residual))}
+                yield Preview(step, images, caption=f"coarse stage, step {step} · last step: {shading}, "
+                              f"t={float(sds.t[0]) / guidance.num_train_timesteps:.2f}, "
+                              f"prompt {prompt_for(names[idx.stop - 1])!r}")
+            yield Progress(step, steps, losses, stage="coarse")
+    metrics.update(coarse_seconds=time.perf_counter() - started, coarse_steps=float(steps),
+                   coarse_seconds_per_step=(time.perf_counter() - started) / steps)
+    if grid is not None:
+        metrics["occupied_fraction"] = float(grid.binary.float().mean())
+    if cfg.export:
+        torch.save({"method": "magic3d", "config": asdict(cfg), "student": student.state_dict(),
+                    "background": background.state_dict()}, ctx.path("coarse.pt"))
+        yield ctx.artifact("checkpoint", ctx.path("coarse.pt"), "coarse checkpoint (--from-coarse refines it)")
+    return student, background, grid
+
+
+def _convert(cfg: Magic3DConfig, student, dev, metrics: dict) -> Iterator[Event]:
+    """Coarse field -> DMTet grid over its surface's box; returns (DMTet, the coarse marching-cubes mesh)."""
+    import torch
+
+    from .core.dmtet import DMTet, surface_box, surface_threshold
+    from .core.geometry import grid_points, marching_cubes
+
+    r, bound = cfg.mesh_resolution, cfg.bound
+    with torch.no_grad():
+        points = grid_points(r, -bound, bound, dev).reshape(-1, 3)
+        density = torch.cat([student.density(points[i:i + 1 << 18]) for i in range(0, len(points), 1 << 18)])
+    override = threshold(cfg)
+    tau = override if override is not None else surface_threshold(density)
+    box = surface_box(points, density, tau)
+    if box is None:
+        densest = float(density.max())
+        raise UserInputError(f"no coarse surface at density {tau:.4g} (the densest point is {densest:.4g}): "
+                             f"{'lower --surface-threshold' if override is not None else 'set --surface-threshold'} "
+                             f"to a density below {densest:.4g}, or train the coarse stage longer")
+    dmtet = DMTet.from_density(student.density, box[0], box[1], cfg.tet_resolution, tau).to(dev)
+    if not ((dmtet.sdf < 0).any() and (dmtet.sdf > 0).any()):
+        raise UserInputError(f"the tet grid finds no surface at density {tau:.4g}: change --surface-threshold "
+                             "(or raise --tet-resolution)")
+    coarse_mesh = marching_cubes(density.reshape(r, r, r).cpu(), tau, -bound, bound)
+    with torch.no_grad():
+        verts, faces = dmtet()
+        if len(coarse_mesh.verts):
+            coarse_mesh.vert_colors = student.albedo(coarse_mesh.verts.to(dev)).cpu()
+    size = (box[1] - box[0]).tolist()
+    metrics.update(surface_threshold=tau, tets=float(len(dmtet.tets)), dmtet_faces_start=float(len(faces)),
+                   coarse_mesh_faces=float(coarse_mesh.num_faces))
+    yield Log(f"conversion: surface at density {tau:.4g} ({'set' if override is not None else 'auto'}), tet grid "
+              f"{cfg.tet_resolution}^3 ({len(dmtet.tets):,} tets) over a {size[0]:.2f} x {size[1]:.2f} x "
+              f"{size[2]:.2f} box; first mesh {len(faces):,} faces")
+    return dmtet, coarse_mesh
+
+
+def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: RunContext, guidance, text, prompt_for,
+          rays, direction, preview_c2w, mid_dist) -> Iterator[Event]:
+    """The fine stage: SDS on rasterized renders of the DMTet surface, the SDF, offsets and colour field trained."""
+    import torch
+
+    from .core.cameras import Camera
+    from .core.dmtet import face_pairs, mesh_edges, render_surface
+    from .core.images import to_uint8
+    from .core.priors.guidance import TextEmbeddings, residual_image
+    from .core.shape_losses import laplacian_smoothing, normal_consistency
+    from .core.text3d import Views, pick_shading, random_lights, view_backgrounds
+
+    dev = ctx.device
+    res = cfg.fine_resolution or guidance.resolution
+    b, steps = cfg.batch_size, cfg.fine_steps
+    views = Views(steps * b, cfg.seed + 1, (cfg.camera_distance_min, cfg.camera_distance_max),
+                  (cfg.elevation_min, cfg.elevation_max), (cfg.fine_fov_min, cfg.fine_fov_max), dev)
+    names = [direction(e, a) for e, a in zip(views.elevation, views.azimuth)]
+    shade_rng = random.Random(cfg.seed + 1)
+    colour = [p for n, p in student.named_parameters() if not n.startswith("net.")]  # the density head rests
+    opt = torch.optim.Adam([{"params": [dmtet.sdf, dmtet.offset], "lr": cfg.fine_lr},
+                            {"params": colour, "lr": cfg.lr},
+                            {"params": background.parameters(), "lr": 1e-3}], betas=(0.9, 0.99), eps=1e-15)
+    yield Log(f"fine stage: DMTet surface rasterized at {res}px ({guidance.name} sees {guidance.resolution}px), "
+              f"{steps} steps of {b} view(s), t in [{cfg.t_min}, {cfg.fine_t_max}]")
+    acc = {k: torch.zeros((), device=dev) for k in ("loss", "sds_grad", "normal", "laplacian", "coverage", "t")}
+    fine_fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        student.train()
+        progress = (step - 1) / steps
+        idx = range((step - 1) * b, step * b)
+        verts, faces = dmtet()
+        if len(faces) == 0:
+            raise UserInputError(f"the fine mesh vanished at step {step}: lower --fine-lr, or change "
+                                 "--surface-threshold so the tet grid starts from more of the coarse shape")
+        cams = [Camera.from_fov(views.c2w[i], math.radians(views.fov[i]), res, res) for i in idx]
+        d = torch.cat([rays(views.c2w[i], views.fov[i], res)[1] for i in idx])
+        bg = view_backgrounds(cfg.background, background, d, b).expand(b * res * res, 3).reshape(b, res, res, 3)
+        shading = pick_shading(1.0, shade_rng, 0.0, cfg.albedo_prob, cfg.textureless_prob)
+        out = render_surface(verts, faces, cams, student.albedo, bg, shading,
+                             random_lights(views.c2w[idx.start:idx.stop, :3, 3]), cfg.ambient)
+        sds = guidance.sds(out["rgb"], TextEmbeddings.cat([text[names[i]] for i in idx]), cfg.guidance_scale,
+                           (cfg.t_min, cfg.fine_t_max))
+        normal = normal_consistency(verts, faces, face_pairs(faces))
+        lap = laplacian_smoothing(verts, mesh_edges(faces)) if cfg.lambda_laplacian else torch.zeros((), device=dev)
+        loss = sds.loss + cfg.lambda_normal * normal + cfg.lambda_laplacian * lap
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in (("loss", loss), ("sds_grad", sds.grad_norm), ("normal", normal), ("laplacian", lap),
+                     ("coverage", out["alpha"].mean()), ("t", sds.t.float().mean() / guidance.num_train_timesteps)):
+            acc[k] += v.detach()
+        if step % LOG_EVERY == 0 or step == steps:
+            losses = _flush(acc, step, "fine")
+            if _preview_due(cfg, step, steps):
+                student.eval()
+                with torch.no_grad():
+                    view = _mesh_view(dmtet, student, preview_c2w, fine_fov, cfg.preview_size)
+                images = dict(view, sds=to_uint8(residual_image(sds.residual)))
+                yield Preview(step, images, caption=f"fine stage, step {step} · {len(faces):,} faces · last step: "
+                              f"{shading}, t={float(sds.t[0]) / guidance.num_train_timesteps:.2f}, "
+                              f"prompt {prompt_for(names[idx.stop - 1])!r}")
+            yield Progress(step, steps, losses, stage="fine")
+    seconds = time.perf_counter() - started
+    metrics.update(fine_seconds=seconds, fine_steps=float(steps), fine_seconds_per_step=seconds / steps,
+                   fine_resolution=float(res))
+    student.eval()
+
+
+def _mesh_view(dmtet, student, c2w, fov: float, size: int) -> dict:
+    """uint8 rgb (albedo on white), normal and mask images of the DMTet surface from one camera."""
+    import torch
+
+    from .core.cameras import Camera
+    from .core.dmtet import render_surface
+    from .core.images import normals_to_uint8, to_uint8
+
+    verts, faces = dmtet()
+    cam = Camera.from_fov(c2w, math.radians(fov), size, size)
+    if len(faces) == 0:
+        blank = torch.ones(size, size, 3)
+        return {"rgb": to_uint8(blank), "normal": to_uint8(blank), "opacity": to_uint8(blank[..., 0] * 0)}
+    out = render_surface(verts, faces, [cam], student.albedo, torch.ones(3, device=verts.device))
+    alpha = out["alpha"][0].clamp(0, 1)
+    return {"rgb": to_uint8(out["rgb"][0]), "normal": normals_to_uint8(out["normal"][0], alpha[..., None]),
+            "opacity": to_uint8(alpha)}
+
+
+def _coarse_turntable(cfg: Magic3DConfig, student, background, grid, rays, dist: float) -> list:
+    """The coarse field's turntable frames (rgb | normals, uint8), kept to sit beside the fine stage's."""
+    import numpy as np
+
+    from .core.cameras import orbit_cameras
+    from .core.images import normals_to_uint8, to_uint8
+    from .core.text3d import render_view
+
+    if not (cfg.export and cfg.turntable_frames):
+        return []
+    frames = []
+    fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size):
+        view = render_view(student, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples, cfg.n_importance, grid)
+        frames.append(np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None])],
+                                     axis=1))
+    return frames
+
+
+def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse_frames: list,
+            metrics: dict, prior_name: str, dist: float) -> Iterator[Event]:
+    """The textured mesh (.glb; .obj + .mtl + .png), the turntable of both stages, the coarse mesh, the fine
+    checkpoint and the run's settings."""
+    import numpy as np
+    import torch
+
+    from .core.cameras import orbit_cameras
+    from .core.export import save_mesh, save_textured_obj, save_video
+    from .core.texture import bake_texture
+
+    with torch.no_grad():
+        verts, faces = dmtet()
+        mesh, coverage, unwrapper = bake_texture(verts, faces, student.albedo, cfg.texture_size)
+    metrics.update(mesh_faces=float(mesh.num_faces), texture_coverage=coverage)
+    if unwrapper != "xatlas":
+        yield Log("xatlas is not installed (pip install xatlas): the texture has one small chart per face, which "
+                  "wastes texels and puts a seam on every edge", "warning")
+    yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), f"textured mesh (.glb) ({prior_name})")
+    labels = {".obj": ("mesh", "textured mesh (.obj)"), ".mtl": ("file", "its material (.mtl)"),
+              ".png": ("image", f"its texture ({cfg.texture_size}^2 .png)")}
+    for path in save_textured_obj(mesh, ctx.path("mesh.obj")):
+        kind, label = labels.get(path.suffix, ("file", path.name))
+        yield ctx.artifact(kind, path, label)
+
+    if coarse_frames:
+        fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+        frames = []
+        with torch.no_grad():
+            for cam, coarse in zip(orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size),
+                                   coarse_frames):
+                view = _mesh_view(dmtet, student, cam.c2w.to(ctx.device), fov, cfg.preview_size)
+                frames.append(np.concatenate([coarse, view["rgb"], view["normal"]], axis=1))
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
+                           f"turntable: coarse rgb | normals, fine rgb | normals ({prior_name})")
+    if coarse_mesh.num_faces:
+        yield ctx.artifact("mesh", save_mesh(coarse_mesh, ctx.path("coarse_mesh.glb")), "coarse mesh (.glb)")
+    torch.save({"method": "magic3d", "config": asdict(cfg), "student": student.state_dict(),
+                "background": background.state_dict(), "dmtet": dmtet.state_dict()}, ctx.path("model.pt"))
+    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "fine checkpoint (DMTet and colour field)")
+    settings = {"prompt": cfg.prompt, "negative_prompt": cfg.negative_prompt, "prior": prior_name,
+                "config": asdict(cfg), "metrics": metrics}
+    ctx.path("run.json").write_text(json.dumps(settings, indent=1))
+    yield ctx.artifact("json", ctx.path("run.json"), f"run settings: prompt, prior {prior_name}")
