@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pipelines.core.shape_losses import (chamfer_distance, edge_face_pairs, f_score, laplacian_smoothing,
+from pipelines.core.shape_losses import (chamfer_distance, edge_face_pairs, f_score, laplacian_smoothing, nearest,
                                          normal_consistency, uniform_laplacian, voxel_iou)
 from pipelines.core.shapes import (CarvedVolume, carving_cameras, cell_centers, cubify, face_areas, icosphere,
                                    mesh_edges, occupancy_grid, sample_surface, voxelize_points)
@@ -80,6 +80,35 @@ def test_chamfer_and_f_score_closed_forms():
     chamfer_distance(x, grid).sum().backward()
     n = grid.shape[1]
     assert torch.allclose(x.grad[0, :, 0], torch.full((n,), 4 * 0.015 / n), rtol=1e-4)
+
+
+def test_chamfer_counts_both_directions():
+    # Sets of different sizes, where the two directions differ: a one-sided Chamfer gets these wrong.
+    x = torch.tensor([[[0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]])  # (2, 1, 3)
+    y = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]],
+                      [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.5]]])  # (2, 3, 3)
+    # x -> y: 0 and 0.25; y -> x: (0 + 1 + 4) / 3 and (1 + 4 + 0.25) / 3.
+    expected = torch.tensor([0.0 + 5 / 3, 0.25 + 5.25 / 3])
+    assert torch.allclose(chamfer_distance(x, y), expected, rtol=1e-6)
+    assert torch.allclose(chamfer_distance(y, x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_elems", [1 << 26, 70])  # one block, and blocks of a few points of x
+def test_nearest_matches_brute_force(max_elems):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 50, 3, generator=g), torch.rand(3, 37, 3, generator=g)
+    y[..., 2] *= 10.0  # unequal axis scales: a wrong coordinate pairing picks other neighbours
+    brute = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1).argmin(-1)
+    assert torch.equal(nearest(x, y, max_elems), brute)
+    assert torch.equal(nearest(y, x, max_elems), ((y[:, :, None] - x[:, None]) ** 2).sum(-1).argmin(-1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nearest_on_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 300, 3, generator=g), torch.rand(2, 400, 3, generator=g)
+    assert torch.equal(nearest(x.cuda(), y.cuda(), 1 << 12).cpu(), nearest(x, y))
 
 
 def test_voxel_iou_of_two_boxes():

@@ -18,19 +18,23 @@ def _batched(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def nearest(x: torch.Tensor, y: torch.Tensor, max_elems: int = 1 << 26) -> torch.Tensor:
-    """(B, N) index of the nearest point of y (B, M, 3) for each point of x (B, N, 3)."""
+    """(B, N) index of the nearest point of y (B, M, 3) for each point of x (B, N, 3).
+
+    One code path on every device: the sum of the three squared coordinate differences, exact (no matmul
+    trick) and chunked over x so that each (B, chunk, M) block stays under ``max_elems``. On CUDA it made a
+    single-view step 34x faster than ``cdist``'s exact kernel; on a CPU it costs about 1.4x ``cdist``.
+    """
     B, N, M = x.shape[0], x.shape[1], y.shape[1]
     chunk = max(1, max_elems // max(1, B * M))
     out = torch.empty(B, N, dtype=torch.long, device=x.device)
     xf, yf = x.float(), y.float()
     for s in range(0, N, chunk):
-        if x.is_cuda:  # cdist's exact (non-matmul) CUDA kernel is slow: these sums made a single-view step 34x faster
-            xs = xf[:, s:s + chunk, None]
-            d = (xs[..., 0] - yf[:, None, :, 0]) ** 2
-            d += (xs[..., 1] - yf[:, None, :, 1]) ** 2
-            d += (xs[..., 2] - yf[:, None, :, 2]) ** 2
-        else:
-            d = torch.cdist(xf[:, s:s + chunk], yf, compute_mode="donot_use_mm_for_euclid_dist")
+        xs = xf[:, s:s + chunk, None, :]  # (B, n, 1, 3) against yf[:, None] (B, 1, M, 3)
+        d = (xs[..., 0] - yf[:, None, :, 0]).square_()
+        diff = torch.empty_like(d)
+        for k in (1, 2):
+            torch.sub(xs[..., k], yf[:, None, :, k], out=diff)
+            d.addcmul_(diff, diff)
         out[:, s:s + chunk] = d.argmin(-1)
     return out
 
