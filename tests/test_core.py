@@ -132,6 +132,22 @@ def test_weights_sum_to_opacity_and_packed_matches_dense():
     assert torch.allclose(packed.rgb[3], torch.full((3,), 0.3))
 
 
+def test_depth_is_divided_by_opacity_on_half_transparent_rays():
+    # One sample of alpha 1/2 at t = 3: the expected distance *where the ray stops* is 3, not 1.5.
+    tau = torch.full((2, 1), math.log(2.0))  # alpha = 1 - exp(-tau) = 1/2
+    t = torch.tensor([[3.0], [2.0]])
+    out = composite(tau, torch.zeros(2, 1, 3), t, torch.ones(2, 1), background=1.0)
+    assert torch.allclose(out.opacity, torch.full((2,), 0.5))
+    assert torch.allclose(out.depth, torch.tensor([3.0, 2.0]))
+    # Two samples, 1/2 then 1/2 of the rest: weights 1/2 and 1/4, opacity 3/4, depth (1/2 * 1 + 1/4 * 5) / (3/4).
+    tau2, t2 = torch.full((1, 2), math.log(2.0)), torch.tensor([[1.0, 5.0]])
+    for out in (composite(tau2, torch.zeros(1, 2, 3), t2, torch.ones(1, 2), background=0.0),
+                composite_packed(tau2[0], torch.zeros(2, 3), t2[0], torch.ones(2), torch.zeros(2, dtype=torch.long),
+                                 1, background=0.0)):
+        assert float(out.opacity[0]) == pytest.approx(0.75, rel=1e-6)
+        assert float(out.depth[0]) == pytest.approx((0.5 * 1 + 0.25 * 5) / 0.75, rel=1e-5)
+
+
 def test_sample_pdf_concentrates_where_weights_are():
     bins = torch.linspace(0, 1, 11).expand(3, 11)
     weights = torch.zeros(3, 10)
@@ -251,6 +267,38 @@ def test_psnr_and_ssim():
     assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
     noisy = (a + 0.2 * torch.randn_like(a)).clamp(0, 1)
     assert ssim(a, noisy) < ssim(a, (a + 0.05 * torch.randn_like(a)).clamp(0, 1)) < 1.0
+
+
+def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al. 2004 written out independently in float64 numpy: an 11x11 Gaussian window (sigma 1.5) slid
+    over the valid region by explicit shifts, K1 = 0.01, K2 = 0.03, L = 1, averaged over channels."""
+    r = np.arange(11) - 5.0
+    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    h, wd = a.shape[0] - 10, a.shape[1] - 10
+
+    def blur(x):
+        return sum(w[i, j] * x[i:i + h, j:j + wd] for i in range(11) for j in range(11))
+
+    c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
+    out = []
+    for c in range(a.shape[-1]):
+        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+        mx, my = blur(x), blur(y)
+        vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        out.append(((2 * mx * my + c1) * (2 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(out))
+
+
+def test_ssim_matches_an_independent_implementation():
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(24, 20, 3, generator=g)
+    smooth = torch.nn.functional.avg_pool2d(a.permute(2, 0, 1)[None], 5, 1, 2)[0].permute(1, 2, 0)
+    for b in ((a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1), smooth, 0.5 * a + 0.3):
+        assert ssim(b, a) == pytest.approx(_ssim_reference(b.numpy(), a.numpy()), abs=2e-5)
+    # Constant images: only the luminance term is left, (2 m n + C1) / (m^2 + n^2 + C1) with C1 = 0.01^2.
+    assert ssim(torch.full((16, 16, 3), 0.2), torch.full((16, 16, 3), 0.25)) == pytest.approx(
+        (2 * 0.2 * 0.25 + 1e-4) / (0.2 ** 2 + 0.25 ** 2 + 1e-4), abs=5e-5)  # float32 variances: ~1e-5 off
 
 
 def test_marching_cubes_sphere_is_outward_and_round():
