@@ -208,6 +208,48 @@ def test_dreamfusion_offline_on_the_embedded_prior(server, browser):
              check=server_alive)
 
 
+def test_pointe_image_to_cloud_in_the_browser(server, browser, tmp_path):
+    """Point-E on the test tier: tiny models in the official format typed in as the checkpoint folder, a picture
+    uploaded; the forming cloud streams, the final cloud is a plotly scatter, the mesh loads."""
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from pipelines.core.priors.point_e import save_tiny_point_e
+
+    folder = save_tiny_point_e(tmp_path / "point_e")
+    img = np.full((96, 96, 3), 255, np.uint8)
+    img[24:72, 30:66] = (200, 60, 40)
+    Image.fromarray(img).save(tmp_path / "object.png")
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                 if b.text.strip() == "Point-E"), None), 60, "the Point-E tab")
+    tab.click()
+    wait_for(lambda: find("#pointe-run").is_displayed(), 20, "the Point-E form")
+    more = wait_for(lambda: next((b for b in d.find_elements(By.XPATH, "//button[.//span[text()='More']]")
+                                  if b.is_displayed()), None), 10, "the More accordion")
+    more.click()
+    box = wait_for(lambda: find("#pointe-checkpoints textarea"), 10, "the checkpoint folder box")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(folder))
+    box.send_keys(Keys.TAB)
+    find("#pointe-image input[type=file]").send_keys(str(tmp_path / "object.png"))
+    wait_for(lambda: find("#pointe-image img").get_attribute("src"), 20, "the uploaded image")
+    find("#pointe-run").click()
+    wait_for(lambda: find("#pointe-preview-points img").get_attribute("src"), RUN_DEADLINE_S,
+             "a preview of the forming cloud", check=no_error)
+    wait_for(lambda: "Done" in find("#pointe-status").text, RUN_DEADLINE_S, "the run to finish", check=no_error)
+    wait_for(lambda: find("#pointe-cloud .js-plotly-plot"), 30, "the final cloud's plot", check=no_error)
+    assert "test tier" in find("#pointe-metrics").text
+    shots = Path(os.environ.get("GEN3D_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(shots / "browser_pointe.png"))
+
+
 def test_magic3d_both_stages_to_a_textured_mesh(server, browser, tmp_path):
     """Magic3D on the embedded prior, capped by GEN3D_TINY: previews of the coarse stage, then the fine one, and a
     textured .glb in the 3D viewer with the .obj, .mtl and texture among the downloads."""

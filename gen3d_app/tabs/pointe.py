@@ -73,12 +73,13 @@ def final_cloud(paths: list[str] | None):
 
 
 def wrap_handler(inner, files, cloud):
-    """The run handler with the final cloud's figure added when the downloads arrive."""
+    """The run handler with the final cloud's figure added when the downloads arrive. (A separate clearing event
+    on Run is not used: it was served after the run and blanked the figure.)"""
 
     def run_handler(request: gr.Request, **values):  # the name widgets.make_handler's has (tests look for it)
-        for update in inner(request, **values):
-            if isinstance(update, dict) and files in update:
-                update[cloud] = final_cloud(update[files])
+        for i, update in enumerate(inner(request, **values)):
+            if isinstance(update, dict) and (i == 0 or files in update):  # the first update clears the last run's
+                update[cloud] = final_cloud(update.get(files))
             yield update
 
     return run_handler
@@ -148,4 +149,3 @@ def build() -> None:
                           api_name=f"run_{PIPELINE}")
     run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
-    run.run.click(lambda: None, outputs=[cloud], queue=False, api_visibility="private")
