@@ -61,12 +61,11 @@ def test_lego_background_and_area_downscale(lego):
 
 
 @pytest.mark.skipif(not (COW_SCENE / "transforms_train.json").is_file(), reason="assets/scenes/cow not built")
-def test_cow_scene_matches_its_cameras():
+def test_cow_scene_matches_its_cameras(shared_data):
     """The shipped scene's silhouettes sit where its cameras project the mesh (independent numpy projection)."""
     from pipelines.train.example_scenes import COW_OBJ, load_textured_mesh
 
-    if not COW_OBJ.is_file():
-        pytest.skip("shared cow mesh not found")
+    shared_data(COW_OBJ)
     assert scene_splits(COW_SCENE) == ("train", "val")
     train, val = load_blender(COW_SCENE, "train"), load_blender(COW_SCENE, "val")
     assert (len(train), len(val)) == (40, 10) and train.images.shape[1:] == (100, 100, 3)
