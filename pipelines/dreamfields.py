@@ -7,7 +7,8 @@ image and caption embeddings (core.priors.clip). A transmittance loss -min(tau, 
 annealed up over the first steps, keeps the scene sparse. The field has no view dependence and lives in a
 cube; origin tracking moves the cameras' target to an exponential moving average of the density-weighted
 centre. Exports a turntable, a marching-cubes mesh, the mean CLIP score over held-out poses and, given a
-prompt set, CLIP R-precision.
+prompt set, CLIP R-precision; both are in-sample (``*_in_sample``): scored by the CLIP that was optimised,
+only the poses are new (the paper scores with a different CLIP).
 """
 from __future__ import annotations
 
@@ -363,16 +364,17 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
     with torch.no_grad():
         renders = torch.cat([view(eval_c2w[i:i + 1], cfg.preview_size)["rgb"] for i in range(n)])
         image_emb = torch.cat([scorer.encode_images(renders[i:i + 8]) for i in range(0, n, 8)])
-        metrics["eval_clip"] = float((image_emb @ text.T).mean())
+        metrics["eval_clip_in_sample"] = float((image_emb @ text.T).mean())  # the optimised scorer: in-sample
         prompts = load_prompt_set(cfg.rprecision_prompts)
         if prompts:
             others = [p for p in prompts if p != cfg.caption]
             texts = torch.cat([text] + [scorer.encode_text(others[i:i + 64]) for i in range(0, len(others), 64)])
-            metrics["r_precision"] = r_precision(image_emb, texts)
+            metrics["r_precision_in_sample"] = r_precision(image_emb, texts)  # NaN: no distractors
             metrics["r_precision_prompts"] = float(texts.shape[0])
-    yield Log(f"mean CLIP score over {n} held-out poses: {metrics['eval_clip']:.4f}"
-              + (f"; R-precision {metrics['r_precision']:.2f} against {int(metrics['r_precision_prompts'])} prompts"
-                 if prompts else ""))
+    rp = metrics.get("r_precision_in_sample")
+    yield Log(f"in-sample scores (by the CLIP that was optimised; only the {n} poses are held out): mean CLIP score "
+              f"{metrics['eval_clip_in_sample']:.4f}"
+              + (f"; R-precision {rp:.2f} against {int(metrics['r_precision_prompts'])} prompts" if prompts else ""))
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     if cfg.export:

@@ -245,7 +245,9 @@ def test_dreamfields_smoke_with_the_test_scorer(scorer_dir, tmp_path, monkeypatc
     assert progress[-1].step == cfg.steps and {"loss", "clip", "transmittance", "tau"} <= set(progress[-1].losses)
     assert -1 <= progress[-1].losses["clip"] <= 1 and 0 <= progress[-1].losses["transmittance"] <= 1
     m = done.metrics
-    assert -1 <= m["eval_clip"] <= 1 and 0 <= m["r_precision"] <= 1 and m["r_precision_prompts"] == 3
+    assert -1 <= m["eval_clip_in_sample"] <= 1 and 0 <= m["r_precision_in_sample"] <= 1
+    assert m["r_precision_prompts"] == 3 and "eval_clip" not in m  # labelled in-sample wherever it is shown
+    assert any(msg.startswith("in-sample scores") for msg in logs)
     kinds = {a.kind for a in done.artifacts}
     assert {"video", "mesh", "checkpoint", "json"} <= kinds
     for a in done.artifacts:
@@ -332,3 +334,4 @@ def test_r_precision_counts_strict_wins_only():
     assert r_precision(img, texts) == 0.5  # view 0 retrieves the caption, view 1 a distractor
     same = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # a distractor identical to the caption: a tie, no retrieval
     assert r_precision(img[:1], same) == 0.0
+    assert math.isnan(r_precision(img, texts[:1]))  # no distractors: nothing to retrieve against

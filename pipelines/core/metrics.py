@@ -54,9 +54,12 @@ PROMPT_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "prompts"
 def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
     """Share of images (V, D) whose caption (row 0 of ``text_emb`` (1 + distractors, D)) scores strictly above
     every distractor. A tie is not a retrieval (prompts that a small tokenizer maps alike would otherwise
-    count for whichever index argmax picks)."""
+    count for whichever index argmax picks). NaN without distractors: the caption would be retrieved whatever
+    the images show, so no score measures anything there."""
+    if text_emb.shape[0] < 2:
+        return float("nan")
     sims = image_emb @ text_emb.T
-    return float((sims[:, 0] > sims[:, 1:].max(-1).values).float().mean()) if text_emb.shape[0] > 1 else 1.0
+    return float((sims[:, 0] > sims[:, 1:].max(-1).values).float().mean())
 
 
 def load_prompt_set(spec: str) -> list[str]:
