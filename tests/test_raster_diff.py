@@ -252,3 +252,28 @@ def test_face_neighbours():
     # Edge (1, 2) of face 0 is shared with face 1; (0, 1) is in three faces: non-manifold, -1 like a boundary.
     assert nb[0].tolist() == [-1, 1, -1] and nb[1].tolist() == [0, 2, -1] and nb[2, 0] == 1
     assert nb[3, 0] == -1 and nb[4, 0] == -1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_batched_with_antialias_and_marching_tets():
+    from pipelines.core.tets import marching_tets, tet_grid
+
+    verts, tets = tet_grid(24)
+    sdf = verts.norm(dim=-1) - 0.7 + 0.05 * torch.sin(5 * verts[:, 0])
+    outs = []
+    for dev in ("cpu", "cuda"):
+        v = verts.to(dev).requires_grad_(True)
+        points, faces = marching_tets(v, sdf.to(dev), tets.to(dev))
+        cams = [c.to(dev) for c in orbit_cameras(3, 3.0, 20.0, 40.0, 96)]
+        frags = rasterize(points, faces, cams, cull_backfaces=True)
+        rgb = interpolate(points * 0.5 + 0.5, faces, frags)
+        rgba = torch.cat([rgb, frags.mask[..., None].float()], -1)
+        out = antialias(rgba, frags, project(points, cams)[0], faces)
+        out.square().sum().backward()
+        outs.append((points.detach().cpu(), frags.face_idx.cpu(), out.detach().cpu(), v.grad.cpu()))
+    (p0, f0, o0, g0), (p1, f1, o1, g1) = outs
+    assert torch.allclose(p0, p1, atol=1e-5)
+    assert (f0 != f1).float().mean() < 0.002
+    assert (o0 - o1).abs().mean() < 1e-3
+    assert torch.allclose(g0, g1, rtol=1e-2, atol=1e-2 * g0.abs().max().item())

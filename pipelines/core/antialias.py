@@ -80,7 +80,7 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
         ok = (silhouette & straddle & steep & same_side & (dist >= 0) & (dist <= 1)).flatten(1)  # (K, R * 3)
         hit = ok.any(1)
         idx = hit.nonzero().squeeze(1)
-        first = ok[idx].to(torch.uint8).argmax(1)  # the first valid edge of this ring
+        first = ok[idx].to(torch.int32).argmax(1)  # the first valid edge of this ring
         r, k = torch.div(first, 3, rounding_mode="floor"), first % 3
         found.append((pf[idx], pb[idx], centre[idx], sgn[idx], corner[idx, r, k], corner[idx, r, (k + 1) % 3]))
         rest = (~hit).nonzero().squeeze(1)
