@@ -127,41 +127,47 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
 
     # 1. The view: the given picture, or one made from the prompt (unless the base reads text directly).
     view, view_prior = None, _view_prior(cfg, models)
-    t0 = time.perf_counter()
+    prior = None
+    if view_prior:
+        from .core.priors import describe_prior, load_guidance
+
+        yield Log(f"text to view: {describe_prior(view_prior)}")
+        prior = load_guidance(view_prior, dev)
+    t0 = time.perf_counter()  # the view stage: the picture and its CLIP features (loading is not timed)
     if cfg.image:
         from .core.single_view_net import prepare_image
 
         view = to_uint8(prepare_image(cfg.image, 256))
         yield Log("image to 3D: the object cropped and centred on white")
-    elif view_prior:
-        from .core.priors import describe_prior, load_guidance
+    elif prior is not None:
         from .core.priors.text_to_image import text_to_image
 
-        yield Log(f"text to view: {describe_prior(view_prior)}")
-        prior = load_guidance(view_prior, dev)
         view_prompt = cfg.view_template.format(prompt=cfg.prompt.strip())
         view = to_uint8(text_to_image(prior, view_prompt, steps=cfg.view_steps, guidance_scale=cfg.view_guidance,
                                       seed=cfg.seed))
         yield Preview(0, {"view": view}, caption=f"synthetic view: {view_prompt!r}")
-    seconds["view"] = sync() - t0
-    if view is not None:
-        yield ctx.artifact("image", save_image(view, ctx.path("view.png")), "the view the cloud is conditioned on")
 
     # 2. Conditioning.
     from PIL import Image
 
     pil = [Image.fromarray(view)] if view is not None else None
     enc = models.encoder
+    grid = enc.grid(pil) if pil and hasattr(enc, "grid") else None
     if kind == "grid":
-        base_cond = {"embeddings": enc.grid(pil)}
+        if grid is None:
+            raise UserInputError(f"{models.base_name} is conditioned on a picture: give an image or a text-to-image "
+                                 "model for the prompt's view")
+        base_cond = {"embeddings": grid}
     elif kind == "vec":
         base_cond = {"embeddings": enc.image_vec(pil) if pil else enc.text_vec([cfg.prompt.strip()])}
     else:
         base_cond = {}
     if not cfg.image and not view_prior:
         yield Log(f"text to 3D straight from the prompt's embedding ({models.base_name})")
-    up_cond = {"embeddings": enc.grid(pil)} if pil and models.upsampler is not None and hasattr(enc, "grid") \
-        and hasattr(getattr(models.upsampler, "_orig_mod", models.upsampler), "clip_embed") else {}
+    up_cond = {"embeddings": grid} if grid is not None and hasattr(models.upsampler, "clip_embed") else {}
+    seconds["view"] = sync() - t0
+    if view is not None:
+        yield ctx.artifact("image", save_image(view, ctx.path("view.png")), "the view the cloud is conditioned on")
 
     # 3. Sampling, streamed.
     autocast = torch.bfloat16 if cfg.precision == "bfloat16" or (cfg.precision == "auto" and dev.type == "cuda") \
