@@ -21,14 +21,16 @@ SIDE = 1.02
 
 
 @torch.no_grad()
-def sdf_volume(model, xyz: torch.Tensor, resolution: int = 128, side: float = SIDE, chunk: int = 32768,
+def sdf_volume(model, xyz: torch.Tensor, resolution: int = 128, side: float = SIDE, chunk: int = 0,
                autocast: torch.dtype | None = None) -> torch.Tensor:
     """(R, R, R) SDF values on CPU at ``grid_points(R, -side/2, side/2)`` for the cloud ``xyz`` (N, 3).
 
-    The cloud is encoded once; query points go through the decoder in chunks, all on the model's device, with
-    one copy to the host at the end.
+    The cloud is encoded once; query points go through the decoder in chunks (0: 32768 on CUDA, whose attention
+    kernels never hold the query x point matrix, 4096 on a CPU, whose do), all on the model's device, with one
+    copy to the host at the end.
     """
     dev = xyz.device
+    chunk = chunk or (32768 if dev.type == "cuda" else 4096)
     ctx = torch.autocast(dev.type, dtype=autocast) if autocast else torch.autocast(dev.type, enabled=False)
     with ctx:
         latents = model.encode_point_clouds(xyz.t()[None].float())
