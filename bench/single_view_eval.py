@@ -23,7 +23,7 @@ from pathlib import Path
 from common import device_name
 
 from pipelines.events import Log, run_to_completion
-from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run, split_shapes
+from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run, scored_on, split_shapes
 
 VARIANTS = {
     # Training set: how much furniture, and whether other objects help.
@@ -86,7 +86,8 @@ def score(args) -> None:
     _, test_idx, note = split_shapes(data, cfg)
     t0 = time.perf_counter()
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev)
-    result = dict(variant="checkpoint", checkpoint=info, metrics=metrics, heldout_shapes=len(test_idx),
+    result = dict(variant="checkpoint", checkpoint=info, metrics=metrics, heldout_shapes=0 if note else len(test_idx),
+                  scored_on=scored_on(note),
                   seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
                   date=time.strftime("%Y-%m-%d"), note=note)
     print(json.dumps(result, indent=1))

@@ -170,6 +170,11 @@ def split_shapes(data, cfg: SingleViewConfig) -> tuple[list[int], list[int], str
     return train, test, note
 
 
+def scored_on(note: str) -> str:
+    """What scores were computed on, from ``split_shapes``' note (not empty when it fell back)."""
+    return "training shapes (no held-out shapes in the data)" if note else "held-out shapes"
+
+
 def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
@@ -208,6 +213,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"{len(train)} training shapes, {len(test)} held-out shapes, {V} views each, from "
               f"{', '.join(p.name for p in packs)}; heads {', '.join(heads)}; {model.num_parameters() / 1e6:.1f}M "
               f"parameters on {dev}")
+    scored = scored_on(note)
     if note:
         yield Log(note, "warning")
 
@@ -275,7 +281,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
                 with torch.no_grad(), torch.autocast(**amp):
                     pred = model(preview_in, heads)
                 yield Preview(step, preview_images(preview_in[0], pred, model, cfg.voxel_threshold),
-                              caption=f"held-out shape {test.ids[0]}, step {step}")
+                              caption=f"{scored.split()[0]} shape {test.ids[0]}, step {step}")
             yield Progress(step, cfg.steps, {"loss": logged.pop("loss"), **logged})
         if cfg.max_seconds and time.perf_counter() - tick >= cfg.max_seconds:
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
@@ -283,7 +289,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     train_seconds = time.perf_counter() - tick
 
     model.eval()
-    yield Log(f"scoring {len(test)} held-out shapes")
+    yield Log(f"scoring {len(test)} {scored}")
     metrics = evaluate(model, test, heads, cfg, dev)
     metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(train)))
     if dev.type == "cuda":
@@ -293,11 +299,12 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         model.trained_heads = heads
         folder = ctx.out_dir / "model"
         manifest = dict(data=dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
-                                  train_shapes=len(train), heldout_shapes=len(test), views=V,
+                                  train_shapes=len(train), heldout_shapes=0 if note else len(test), views=V,
                                   built_by="python -m pipelines single_view data build"),
                         command=command_line(cfg),
                         device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
-                        metrics=metrics, metrics_note=f"held-out scores of the float32 model, before it was "
+                        metrics=metrics, scored_on=f"{len(test)} {scored}",
+                        metrics_note=f"scores on {scored} of the float32 model, before it was "
                         f"stored as {cfg.weights_format}; bench/single_view_eval.py score re-scores the files")
         save_checkpoint(model, folder, cfg.weights_format, manifest, credits_meta=train.meta)
         yield ctx.artifact("checkpoint", folder / "config.json", "checkpoint (folder)")

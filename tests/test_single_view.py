@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipelines import PIPELINES, UserInputError
-from pipelines.events import Done, Preview, Progress, run_to_completion
+from pipelines.events import Done, Log, Preview, Progress, run_to_completion
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 from pipelines.train.single_view_data import build, built_records
 from pipelines.core.shape_packs import from_view, load_packs, to_view
@@ -123,6 +123,18 @@ def test_training_steps_lower_the_loss(tmp_path):
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["command"].startswith("python -m pipelines single_view") and "--steps 40" in manifest["command"]
     assert manifest["metrics"]["steps"] == 40 and "CC" in (tmp_path / "model" / "CREDITS.md").read_text()
+    assert manifest["scored_on"] == "6 held-out shapes" and manifest["data"]["heldout_shapes"] == 6
+
+
+def test_scores_on_training_shapes_say_so(tmp_path):
+    # No held-out shapes from the named sources: scoring falls back to training shapes, and the manifest says so.
+    cfg = SingleViewConfig(data=str(MINI), sources="all", eval_sources="no-such-source", steps=2, batch_size=2,
+                           heads="voxels", device="cpu", out_dir=str(tmp_path), eval_views=1, **TINY_NET)
+    events = list(run(cfg))
+    assert any(isinstance(e, Log) and e.level == "warning" and "training shapes" in e.message for e in events)
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["scored_on"].endswith("training shapes (no held-out shapes in the data)")
+    assert manifest["data"]["heldout_shapes"] == 0 and manifest["metrics_note"].startswith("scores on training")
 
 
 def test_one_head_at_a_time(tmp_path):
