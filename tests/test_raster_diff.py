@@ -229,6 +229,17 @@ def test_antialias_batched_and_clip_input():
     assert torch.allclose(antialias(color, frags, clip, CUBE_FACES), out, atol=1e-5)
 
 
+def test_projection_stays_float32_under_autocast():
+    verts = torch.tensor([[0.31, -0.27, -2.0], [0.5, 0.4, -3.0], [-0.6, 0.2, -2.5]])
+    cam = Camera(torch.eye(4), 400.0, 400.0, 256.0, 256.0, 512, 512)
+    ref = project(verts.bfloat16().float(), cam)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        uv, depth = project(verts.bfloat16(), cam)
+        frags = rasterize(verts, torch.tensor([[0, 1, 2]]), cam)
+    assert uv.dtype == torch.float32 and frags.bary.dtype == torch.float32
+    assert (uv - ref).abs().max() < 1e-3  # bf16 inputs round the vertices, not the projection
+
+
 def test_interpolate_backward_scatters_without_sorting():
     torch.manual_seed(0)
     verts = torch.randn(30, 3) * 0.5 + torch.tensor([0.0, 0.0, -3.0])

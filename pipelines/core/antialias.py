@@ -47,19 +47,15 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
     p1 = p0 + step
     front0 = (ids[p0] >= 0) & (depth[p0] <= depth[p1])
     pf, pb = torch.where(front0, p0, p1), torch.where(front0, p1, p0)
-    back = ids[pb]
-    loc = pf % (H * W)
-    centre = torch.stack([loc % W, torch.div(loc, W, rounding_mode="floor")], -1).to(scr.dtype) + 0.5
-    sgn = torch.where(front0, 1.0, -1.0).to(scr.dtype)  # from the front pixel towards the back one
+    state = torch.stack([b_, pf, pb, ids[pb], front0.long()], 1)  # (K, 5), filtered as pairs are settled
+    cur = ids[pf][:, None]  # (K, R): this ring's faces, -1 past a boundary
     perp = 1 - axis
     found = []
-    cur = ids[pf][:, None]  # (K, R): this ring's faces, -1 past a boundary
     for ring in range(rings + 1):
-        if ring:
-            cur = torch.where(cur[..., None] >= 0, nb[cur.clamp_min(0)], -1).flatten(1)
-            # The back pixel shows one of these faces: one surface goes on between the two, no silhouette.
-            go_on = ((back < 0) | ~(cur == back[:, None]).any(1)).nonzero().squeeze(1)
-            b_, pf, pb, back, centre, sgn, cur = (x[go_on] for x in (b_, pf, pb, back, centre, sgn, cur))
+        b_, pf, pb, back, front0 = state.unbind(1)
+        loc = pf % (H * W)
+        centre = torch.stack([loc % W, torch.div(loc, W, rounding_mode="floor")], -1).to(scr.dtype) + 0.5
+        sgn = (2 * front0 - 1).to(scr.dtype)  # from the front pixel towards the back one
         g = cur.clamp_min(0)
         corner = faces[g] + (b_ * V)[:, None, None]  # (K, R, 3) rows of scr
         tri = scr[corner]  # (K, R, 3, 2)
@@ -83,8 +79,12 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
         first = ok[idx].to(torch.int32).argmax(1)  # the first valid edge of this ring
         r, k = torch.div(first, 3, rounding_mode="floor"), first % 3
         found.append((pf[idx], pb[idx], centre[idx], sgn[idx], corner[idx, r, k], corner[idx, r, (k + 1) % 3]))
-        rest = (~hit).nonzero().squeeze(1)
-        b_, pf, pb, back, centre, sgn, cur = (x[rest] for x in (b_, pf, pb, back, centre, sgn, cur))
+        if ring == rings:
+            break
+        # Next ring; a pair whose back pixel shows one of its faces lies on one continuing surface: dropped.
+        cur = torch.where(cur[..., None] >= 0, nb[g], -1).flatten(1)
+        keep = (~hit & ((back < 0) | ~(cur == back[:, None]).any(1))).nonzero().squeeze(1)
+        state, cur = state[keep], cur[keep]
     return tuple(torch.cat(parts) for parts in zip(*found))
 
 

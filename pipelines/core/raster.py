@@ -73,12 +73,16 @@ def project(verts: torch.Tensor, camera: Cameras) -> tuple[torch.Tensor, torch.T
 
     Returns:
         ([B,] V, 2) pixel coordinates (u, v) and ([B,] V) depths along the camera's -z (positive in front);
-        the batch axis only for batched cameras.
+        the batch axis only for batched cameras. At least float32, also under autocast: half precision
+        would put a 512 px image's coordinates on a grid of 2-4 px.
     """
     cams, batched = _camera_list(camera)
+    if verts.dtype in (torch.float16, torch.bfloat16):
+        verts = verts.float()
     c2w = torch.stack([c.c2w for c in cams]).to(verts)  # (B, 4, 4)
     k = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams]).to(verts)[:, None]  # (B, 1, 4)
-    cam = (verts[None] - c2w[:, None, :3, 3]) @ c2w[:, :3, :3]  # orthonormal rotation: R^T (p - t), row-wise
+    with torch.autocast(verts.device.type, enabled=False):
+        cam = (verts[None] - c2w[:, None, :3, 3]) @ c2w[:, :3, :3]  # orthonormal R: R^T (p - t), row-wise
     depth = -cam[..., 2]
     inv = 1.0 / torch.where(depth.abs() > 1e-12, depth, torch.full_like(depth, 1e-12))
     uv = torch.stack([k[..., 2] + k[..., 0] * cam[..., 0] * inv, k[..., 3] - k[..., 1] * cam[..., 1] * inv], -1)
