@@ -46,11 +46,12 @@ POOL = runner.DevicePool(gpu_slots())
 Gradio frees the queue slot of a cancelled run at once, while the run's current step finishes before the
 pipeline can stop; this keeps the next run from loading onto that GPU before the stopped one has let go."""
 
-GPU_SECONDS_PER_STEP = {"nerf": 0.02, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
+GPU_SECONDS_PER_STEP = {"nerf": 0.021, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
                         "dreamfields": 0.044, "magic3d": 0.06, "pointe": 0.03}
 """Measured seconds per step on one H200, eager (bench/RESULTS.md): what a ZeroGPU call's duration is computed
 from. DreamFusion: the SD 2.1-base guidance step, 44.6 ms; DreamFields: the default step, 43.9 ms; NeRF fast
-53 steps/s, VolSDF 44 steps/s; the others are estimates until measured."""
+47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 44 steps/s; the others are estimates until
+measured."""
 
 
 def wait_for_device(wait_s: float = RELEASE_WAIT_S) -> Iterator[str | None]:
