@@ -430,3 +430,42 @@ def test_tab_maps_inputs_and_shows_the_final_cloud(monkeypatch, tmp_path):
     assert any(u.get(comps["image:points"]) is not None for u in ups if isinstance(u, dict))
     figs = [u[cloud] for u in ups if isinstance(u, dict) and u.get(cloud) is not None]
     assert figs and len(figs[-1].data[0].x) == 50 and figs[-1].data[0].marker.color[0].startswith("rgb(")
+
+
+def test_embedded_tier_folder_format_loads_and_runs(tmp_path, tiny_sd, monkeypatch):
+    """The format the embedded tier ships in (point_e's docstring): int8 prior folders per model, conditioned on
+    the embedded scorer's space (a stand-in scorer here; the shipped one loads in ~12 s)."""
+    from pipelines import run_to_completion
+    from pipelines.core.priors import embedded
+    from pipelines.core.priors.point_e import tier_of
+    from pipelines.core.priors.prior_folder import save_prior
+    from pipelines.pointe import PointEConfig, run
+
+    small = dict(width=32, layers=1, heads=4)
+    configs = {
+        "base": dict(pd.MODEL_CONFIGS["base40M-imagevec"], **small, clip_dim=8, n_ctx=32),
+        "upsample": dict(pd.MODEL_CONFIGS["upsample"], **small, name="UpsamplePointDiffusionTransformer", n_ctx=64,
+                         cond_ctx=32),
+        "sdf": dict(pd.MODEL_CONFIGS["sdf"], width=16, encoder_layers=1, decoder_layers=1),
+    }
+    folder = tmp_path / "pointe"
+    for name, cfg in configs.items():
+        save_prior(folder / name, f"pointe-{name}", pd.build_model(cfg), {"model": cfg, "condition": "scorer"},
+                   {"data": "test"}, dtype="int8")
+
+    class Scorer:  # encode_images (B, S, S, 3) in [0, 1] and encode_text, unit rows, as EmbeddedScorer
+        device, image_size, name = torch.device("cpu"), 16, "stand-in scorer"
+
+        def encode_images(self, x):
+            return torch.nn.functional.normalize(x.mean((1, 2)).repeat(1, 3)[:, :8] + 0.1, dim=-1)
+
+        def encode_text(self, texts):
+            return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
+
+    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": Scorer())
+    assert tier_of(str(folder)) == "embedded"
+    cfg = PointEConfig(prompt="a chair", checkpoints=str(folder), text_to_image=str(tiny_sd), view_steps=2, steps=2,
+                       grid_size=12, preview_size=16, device="cpu", out_dir=str(tmp_path / "out"))
+    done = run_to_completion(run(cfg))
+    assert done.metrics["points"] == 96 and done.metrics["mesh_faces"] > 0
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["tier"] == "embedded"
