@@ -43,7 +43,9 @@ PIPELINES: dict[str, PipelineSpec] = {
                             "a text prompt to a textured mesh: a coarse hash-grid field, then a DMTet mesh refined by "
                             "differentiable rasterization"),
     "pointe": PipelineSpec("Point-E", "pipelines.pointe",
-                           "a prompt or a picture to a coloured point cloud by point diffusion, upsampled, then a mesh"),
+                           "a prompt or a picture to a coloured point cloud by point diffusion, upsampled, then a mesh",
+                           {"data": "pipelines.train.pointe_data:main", "train": "pipelines.train.pointe_train:main",
+                            "export": "pipelines.train.pointe_train:export_main"}),
 }
 
 __all__ = [

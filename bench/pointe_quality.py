@@ -1,0 +1,150 @@
+"""Point-E embedded tier, quality on held-out shapes: generated 4096-point clouds against the true surface samples.
+
+    python bench/pointe_quality.py [--models assets/pointe] [--data .data/pointe/pointe.npz] [--shapes 0]
+                                   [--steps 64] [--guidance 3] [--device auto] [--tag h200]
+    python bench/pointe_quality.py --tiny --models DIR --data PACK      # a CPU smoke run (2 shapes, 3 steps)
+
+For each held-out shape of the pack (split by shape id, as every data builder): a cloud from the true render
+(image -> 3D: the render on white through the models' encoder, as the app does) and one from the shape's plain
+caption (text -> 3D: the scorer's text embedding, the same space), each the base model's 1024 points (guidance on
+x0, Karras/Heun with the released settings) upsampled to 4096. Scores, in the canonical frame (z-up, longest side 1,
+so distances are fractions of the extent): Chamfer distance (squared, both ways, PyTorch3D's; the single-view
+bench's), F1 at 1, 2 and 5 % (``core.shape_losses``), F1@5 % after the best of 24 turns about z (how much of the
+error is the front facing the wrong way: the single-view net predicts in the view's frame, Point-E in the
+shape's), and the mean colour error (L1 on RGB in [0, 1], each point against its nearest true point). Two
+references: *retrieval* (the training shape whose image embedding is nearest the render's, its true cloud) and
+*truth, other half* (2048 true points against the other 2048: the floor the metrics allow at this density).
+Writes bench/results/pointe_quality[_TAG].json and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from common import REPO, device_name
+
+import numpy as np
+import torch
+
+from pipelines.core.shape_losses import chamfer_distance, f_score, nearest
+from pipelines.train.pointe_data import load_pack
+
+TAUS = (0.01, 0.02, 0.05)
+
+
+def rotate_z(xyz: torch.Tensor, angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], device=xyz.device)
+    return xyz @ rot.T
+
+
+def scores(pred_xyz: torch.Tensor, pred_rgb: torch.Tensor, gt_xyz: torch.Tensor, gt_rgb: torch.Tensor) -> dict:
+    """Per-shape metrics of (B, K, 3) clouds against (B, N, 3) truths; colours in [0, 1]."""
+    f = f_score(pred_xyz, gt_xyz, TAUS)
+    best5 = torch.stack([f_score(rotate_z(pred_xyz, 2 * math.pi * k / 24), gt_xyz, (0.05,))[0.05]
+                         for k in range(24)]).amax(0)
+    idx = nearest(pred_xyz, gt_xyz)
+    colour = (pred_rgb - torch.gather(gt_rgb, 1, idx[..., None].expand(-1, -1, 3))).abs().mean((1, 2))
+    out = {"cd": chamfer_distance(pred_xyz, gt_xyz)}
+    out.update({f"f1@{round(t * 100)}%": f[t] for t in TAUS})
+    out.update({"f1@5% best z-turn": best5, "colour L1": colour})
+    return {k: v.float().cpu() for k, v in out.items()}
+
+
+def generate(models, embeddings: torch.Tensor, steps: int, guidance: float, seed: int, device, batch: int):
+    """(B, E) conditioning -> (B, K, 3) xyz and (B, K, 3) RGB in [0, 1] (``point_sampler.to_point_cloud`` units)."""
+    from pipelines.core.point_sampler import BASE_STAGE, UPSAMPLE_STAGE, sample
+
+    base = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": steps, "guidance_scale": guidance})
+    up = UPSAMPLE_STAGE.__class__(**{**UPSAMPLE_STAGE.__dict__, "steps": steps})
+    xyz, rgb = [], []
+    for i in range(0, len(embeddings), batch):
+        e = embeddings[i:i + batch].to(device)
+        x = sample(models.base, {"embeddings": e}, len(e), models.upsampler, {}, base, up, seed + i, device)
+        xyz.append(x[:, :3].transpose(1, 2).float() / 2)
+        rgb.append(((x[:, 3:].transpose(1, 2).float() + 1) * 127.5).clamp(0, 255).round() / 255)
+    return torch.cat(xyz), torch.cat(rgb)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=str(REPO / "assets" / "pointe"), help="embedded Point-E folder")
+    p.add_argument("--data", default=str(REPO / ".data" / "pointe" / "pointe.npz"))
+    p.add_argument("--shapes", type=int, default=0, help="held-out shapes to score (0: all)")
+    p.add_argument("--steps", type=int, default=64, help="Heun steps per stage (64: the released setting)")
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--batch", type=int, default=64, help="clouds sampled at once")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="2 shapes, 3 steps: a smoke run")
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    if args.tiny:
+        args.shapes, args.steps = args.shapes or 2, 3
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    dev_name = device_name() if device.type == "cuda" else "cpu"
+
+    from pipelines.core.priors.point_e import load_models
+
+    models = load_models(args.models, "base40M", device)
+    data = load_pack(args.data, device)
+    test = data.test[:args.shapes or None]
+    if len(test) == 0:
+        raise SystemExit(f"{args.data} has no held-out shapes")
+    renders = data.test_rgba[:len(test), 0]  # the pack keeps the held-out renders in pack order
+    gt_xyz, gt_rgb = data.xyz[test], data.rgb[test].float() / 255
+    captions = [data.captions[int(data.shape_caps[i, 0])] for i in test]
+    conditions = {"image": models.encoder.image_vec(list(renders)), "text": models.encoder.text_vec(captions)}
+
+    rows, per_shape = [], {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for name, emb in conditions.items():
+        t0 = time.perf_counter()
+        xyz, rgb = generate(models, emb, args.steps, args.guidance, args.seed, device, args.batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        s = scores(xyz, rgb, gt_xyz, gt_rgb)
+        per_shape[name] = {k: v.tolist() for k, v in s.items()}
+        rows.append(dict(method=f"Point-E embedded, {name} -> 3D", points=xyz.shape[1], seconds=seconds,
+                         **{k: float(v.mean()) for k, v in s.items()}))
+    # References: the nearest training shape by image embedding, and the truth against itself.
+    train = torch.as_tensor(data.train, device=device)
+    sim = conditions["image"].to(device) @ data.image_emb[train].reshape(-1, data.image_emb.shape[-1]).T
+    nn_shape = train[sim.argmax(1) // data.image_emb.shape[1]]
+    s = scores(data.xyz[nn_shape], data.rgb[nn_shape].float() / 255, gt_xyz, gt_rgb)
+    rows.append(dict(method="retrieval (nearest training render)", points=gt_xyz.shape[1], seconds=0.0,
+                     **{k: float(v.mean()) for k, v in s.items()}))
+    half = gt_xyz.shape[1] // 2
+    perm = torch.randperm(gt_xyz.shape[1], generator=torch.Generator().manual_seed(0)).to(device)
+    a, b = perm[:half], perm[half:2 * half]  # random halves (the pack's order is a Z-curve: neighbours pair up)
+    s = scores(gt_xyz[:, a], gt_rgb[:, a], gt_xyz[:, b], gt_rgb[:, b])
+    rows.append(dict(method="truth, other half (floor)", points=half, seconds=0.0,
+                     **{k: float(v.mean()) for k, v in s.items()}))
+
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
+    keys = ["cd", "f1@1%", "f1@2%", "f1@5%", "f1@5% best z-turn", "colour L1"]
+    print(f"{len(test)} held-out shapes, {args.steps} steps/stage, guidance {args.guidance}, {dev_name}, "
+          f"peak {peak:.2f} GiB; models: {models.describe()}")
+    print("| method | points | s | " + " | ".join(keys) + " |")
+    print("|---|---|---|" + "---|" * len(keys))
+    for r in rows:
+        print(f"| {r['method']} | {r['points']} | {r['seconds']:.1f} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+    out = Path(args.out or REPO / "bench" / "results" / f"pointe_quality{'_' + args.tag if args.tag else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(device=dev_name, shapes=[data.ids[i] for i in test], captions=captions,
+                                   steps=args.steps, guidance=args.guidance, peak_gib=peak, rows=rows,
+                                   per_shape=per_shape, models=models.describe(), data=Path(args.data).name,
+                                   data_sha256=data.sha256), indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

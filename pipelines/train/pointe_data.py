@@ -1,0 +1,367 @@
+"""Training data of the embedded Point-E tier: coloured surface samples of open 3D models, with renders, captions
+and their precomputed conditioning.
+
+    python -m pipelines pointe data build [--root .data/pointe] [--sources sh3d,pybullet] [--points 4096]
+                                          [--views 4] [--workers N] [--limit N]
+    python -m pipelines pointe data pack  [--root .data/pointe] [--scorer DIR]
+
+``build`` reads the meshes of the other builders (``mesh_library``: Debian's ``sweethome3d-furniture``, CC0 /
+CC-BY 3.0, and ``pybullet_data``'s named objects, zlib) through the embedded priors' catalog
+(``priors_data.priors_catalog``: no doors or staircases), so the train / test split by shape id
+(``ShapeSource.split``) is theirs. Per shape it writes ``shapes/<id>.npz`` + ``.json``:
+
+* ``points`` (N, 3) float32 uniform over the surface, in the canonical frame (z-up, box centred, longest side 1:
+  Point-E's units, xyz in [-0.5, 0.5]) and ``colors`` (N, 3) uint8, the albedo at each point (the part's
+  texture at its UV, else its material colour: what the renders show before shading);
+* ``rgba`` (V, 64, 64, 4) renders, their azimuth / elevation, and the captions, from ``priors_data.render_shape``
+  (the embedded priors' cameras, lights and caption phrasings);
+* ``occupancy`` (R^3 bits) by space carving (``core.shapes``), the inside test of the SDF model's targets.
+
+The build is parallel and restartable (each ``.npz`` is written whole, last). ``pack`` writes ``pointe.npz``,
+what a GPU machine carries (about 9 KB a shape): xyz quantised to uint8 (steps of 1/255 of the extent, well under
+the 1 % of the F1 threshold) as byte planes of Z-curve code differences (``encode_points``: they compress to
+less than half), colours in the same order, the occupancy bits, and the conditioning computed here on the CPU
+so training needs neither the meshes nor the text encoder: the embedded scorer's unit image embedding of every
+render (on white, ``image_condition``, as ``point_e_embedded.ScorerEncoder`` does at run time) and its unit
+text embedding of every caption, both int8; the held-out shapes' renders travel too (for the quality bench).
+``load_pack`` reads it back with numpy and torch only.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .mesh_library import FURNITURE_DIR, Parts, ShapeSource, load_parts
+from . import priors_data
+from .priors_data import _progress, built_records, priors_catalog
+from ..core.priors.prior_folder import sha256_file
+from ..core.shape_packs import credits_markdown
+
+DEFAULT_ROOT = Path(".data/pointe")
+RESOLUTION = 32
+"""Side of the occupancy grid over [-0.5, 0.5]^3."""
+
+
+# ------------------------------------------------------------------------------------------- sampling
+def texture_lookup(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear (Ht, Wt, 3) texture lookup at (N, 2) UVs (wrapped; v up), as ``render_parts`` samples it."""
+    h, w = tex.shape[:2]
+    uv = uv % 1.0
+    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip((1 - uv[:, 1]) * h - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = tex[y0, x0] * (1 - fx) + tex[y0, x1] * fx
+    bottom = tex[y1, x0] * (1 - fx) + tex[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def sample_coloured_surface(parts: Parts, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points uniform over the surface (faces by area, uniform barycentrics) and their albedo.
+
+    Returns:
+        (n, 3) float32 points and (n, 3) float32 colours in [0, 1].
+    """
+    tri = parts.verts[parts.faces]  # (F, 3, 3)
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    if not area.sum() > 0:
+        raise ValueError("the mesh has no area")
+    face = rng.choice(len(area), n, p=area / area.sum())
+    u = rng.random((n, 2))
+    su = np.sqrt(u[:, 0])
+    w = np.stack([1 - su, su * (1 - u[:, 1]), su * u[:, 1]], 1)  # (n, 3) barycentrics
+    points = (w[:, :, None] * tri[face]).sum(1)
+    part = parts.face_part[face]
+    colors = parts.colors[part].astype(np.float64)
+    for k, tex in enumerate(parts.textures):
+        sel = part == k
+        if tex is not None and sel.any():
+            uv = (w[sel, :, None] * parts.uv[parts.faces[face[sel]]]).sum(1)
+            colors[sel] = texture_lookup(tex, uv)
+    return points.astype(np.float32), np.clip(colors, 0, 1).astype(np.float32)
+
+
+def carved_occupancy(parts: Parts, resolution: int = RESOLUTION) -> np.ndarray:
+    """(R, R, R) bool over [-0.5, 0.5]^3: space carving united with the surface's cells (``core.shapes``)."""
+    import torch
+
+    from ..core.shapes import CarvedVolume, carving_cameras, occupancy_grid
+
+    verts, faces = torch.from_numpy(parts.verts).float(), torch.from_numpy(parts.faces)
+    with torch.no_grad():
+        carve = CarvedVolume(verts, faces, carving_cameras(16, size=2 * resolution))  # as 32 at 96 px here, 3x faster
+        return occupancy_grid(verts, faces, resolution, carve=carve).numpy()
+
+
+def render_loaded(src: ShapeSource, parts: Parts, views: int, size: int, ssaa: int) -> dict:
+    """``priors_data.render_shape`` (its cameras, lights and captions) on a mesh already loaded: it would load it
+    again through its module's ``load_parts``, a third of a shape's build time."""
+    load = priors_data.load_parts
+    priors_data.load_parts = lambda _src: parts
+    try:
+        return priors_data.render_shape(src, views, size, ssaa)
+    finally:
+        priors_data.load_parts = load
+
+
+def build_one(src: ShapeSource, out_dir: Path, points: int = 4096, views: int = 4, size: int = 64, ssaa: int = 3,
+              resolution: int = RESOLUTION) -> dict:
+    t0 = time.perf_counter()
+    parts = load_parts(src)
+    rng = np.random.default_rng(int(hashlib.sha1(src.id.encode()).hexdigest()[:12], 16))
+    xyz, rgb = sample_coloured_surface(parts, points, rng)
+    occ = carved_occupancy(parts, resolution)
+    r = render_loaded(src, parts, views, size, ssaa)
+    record = dict(id=src.id, name=src.name, source=src.source, license=src.license, creator=src.creator,
+                  category=src.category, split=src.split, colour=r["colour"], captions=r["captions"], views=views,
+                  size=size, points=points, resolution=resolution, faces=int(len(parts.faces)),
+                  seconds=round(time.perf_counter() - t0, 2))
+    tmp = out_dir / f".{src.id}.tmp.npz"
+    np.savez_compressed(tmp, points=xyz, colors=(rgb * 255 + 0.5).astype(np.uint8), rgba=r["rgba"],
+                        azimuth=r["azimuth"], elevation=r["elevation"], occupancy=np.packbits(occ.reshape(-1)))
+    (out_dir / f"{src.id}.json").write_text(json.dumps(record))
+    os.replace(tmp, out_dir / f"{src.id}.npz")  # last: an .npz exists only when its shape is complete
+    return record
+
+
+def _build_job(job) -> tuple[str, str]:
+    src, out_dir, opts = job
+    import torch
+
+    torch.set_num_threads(1)  # one process per core
+    try:
+        build_one(src, out_dir, **opts)
+        return src.id, ""
+    except Exception as e:  # noqa: BLE001 - one bad model must not stop the build
+        return src.id, f"{type(e).__name__}: {e}"
+
+
+def build(root: Path = DEFAULT_ROOT, sources: str = "sh3d,pybullet", workers: int = 1, limit: int = 0,
+          furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "", shapes: list[ShapeSource] | None = None,
+          log=print, **opts) -> list[dict]:
+    """Builds every shape of the catalog (or ``shapes``) not built yet under ``root/shapes``; returns the records."""
+    shapes = priors_catalog(sources, furniture_dir, mesh_dir) if shapes is None else shapes
+    if limit:  # an even spread over the catalog, so a small build still mixes libraries
+        shapes = [shapes[int(i * len(shapes) / limit)] for i in range(min(limit, len(shapes)))]
+    out_dir = Path(root) / "shapes"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(s, out_dir, opts) for s in shapes if not (out_dir / f"{s.id}.npz").is_file()]
+    log(f"{len(shapes)} shapes, {len(shapes) - len(todo)} already built, building {len(todo)} with {workers} worker(s)")
+    t0 = time.perf_counter()
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results = list(_progress(pool.imap_unordered(_build_job, todo), len(todo), t0, log))
+    else:
+        results = list(_progress(map(_build_job, todo), len(todo), t0, log))
+    failed = {sid: err for sid, err in results if err}
+    (Path(root) / "failed.json").write_text(json.dumps(failed, indent=1))
+    wanted = {s.id for s in shapes}
+    records = [r for r in built_records(root) if r["id"] in wanted]
+    log(f"{len(records)} shapes built, {len(failed)} failed (failed.json), {time.perf_counter() - t0:.0f}s")
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ pack
+def morton_code(q: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 points -> (...) int64 positions along a Z-curve (bits interleaved x, y, z)."""
+    code = np.zeros(q.shape[:-1], np.int64)
+    for bit in range(8):
+        for axis in range(3):
+            code |= ((q[..., axis].astype(np.int64) >> bit) & 1) << (3 * bit + axis)
+    return code
+
+
+def encode_points(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) xyz in [-0.5, 0.5] -> ((3, N) uint8 byte planes of the sorted Z-curve codes' differences, the order
+    of the points): uint8 steps of 1/255 of the extent, and neighbours along the curve differ in their low
+    bytes only, so the planes compress to about 5 KB for 4096 points (12 KB raw)."""
+    code = morton_code(np.clip(np.round((xyz + 0.5) * 255), 0, 255).astype(np.uint8))
+    order = np.argsort(code, kind="stable")
+    delta = np.diff(code[order], prepend=0)
+    return np.stack([(delta >> (8 * k)) & 255 for k in range(3)]).astype(np.uint8), order
+
+
+def decode_points(planes: np.ndarray) -> np.ndarray:
+    """(..., 3, N) byte planes of ``encode_points`` -> (..., N, 3) float32 xyz in [-0.5, 0.5] (cell centres are
+    k / 255 - 0.5: within 1 / 510 of the true points)."""
+    p = planes.astype(np.int64)
+    code = np.cumsum(p[..., 0, :] | (p[..., 1, :] << 8) | (p[..., 2, :] << 16), axis=-1)
+    q = np.zeros(code.shape + (3,), np.int64)
+    for bit in range(8):
+        for axis in range(3):
+            q[..., axis] |= ((code >> (3 * bit + axis)) & 1) << bit
+    return q.astype(np.float32) / 255 - 0.5
+
+
+def quantize_unit(v: np.ndarray) -> np.ndarray:
+    """Unit embeddings -> int8 (x 127): 256 bytes per 256-d vector, error under 0.004 per component."""
+    return np.clip(np.round(np.asarray(v, np.float32) * 127), -127, 127).astype(np.int8)
+
+
+def image_condition(scorer, rgba: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(N, H, W, 4) uint8 straight-alpha renders -> (N, E) float32 unit image embeddings of the scorer, on white
+    (the background the priors are trained and used with)."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(rgba)).float() / 255
+    rgb = x[..., :3] * x[..., 3:] + (1 - x[..., 3:])
+    with torch.no_grad():
+        return torch.cat([scorer.encode_images(rgb[i:i + batch].to(scorer.device))
+                          for i in range(0, len(rgb), batch)]).cpu().numpy()
+
+
+def text_condition(scorer, texts: list[str], batch: int = 512) -> np.ndarray:
+    """Captions -> (N, E) float32 unit text embeddings of the scorer (the same space as ``image_condition``)."""
+    return np.concatenate([scorer.encode_text(texts[i:i + batch]).cpu().numpy() for i in range(0, len(texts), batch)])
+
+
+def pack(root: Path = DEFAULT_ROOT, out: Path | None = None, scorer_dir: str | None = None,
+         records: list[dict] | None = None, test_views: int = 2, scorer=None) -> Path:
+    """``root/pointe.npz`` (see the module docstring; ``load_pack`` in ``pointe_train`` reads it) and CREDITS.md."""
+    from ..core.priors.embedded import SCORER_DIR, load_embedded_scorer
+
+    if scorer is None:
+        scorer = load_embedded_scorer("cpu", "float32", scorer_dir)
+    manifest = Path(scorer_dir or SCORER_DIR) / "manifest.json"
+    scorer_info = {"name": scorer.name, "image_size": scorer.image_size,
+                   "manifest_sha256": sha256_file(manifest) if manifest.is_file() else ""}
+    records = built_records(root) if records is None else records
+    if not records:
+        raise ValueError(f"no built shapes under {root}/shapes; run `python -m pipelines pointe data build` first")
+    n, views = min(r["points"] for r in records), min(r["views"] for r in records)
+    xyz, rgb, occ, rgba, test_rgba, shape_caps, captions = [], [], [], [], [], [], []
+    for r in records:
+        with np.load(Path(root) / "shapes" / f"{r['id']}.npz") as z:
+            planes, order = encode_points(z["points"][:n])
+            xyz.append(planes)
+            rgb.append(z["colors"][:n][order])
+            occ.append(z["occupancy"])
+            rgba.append(z["rgba"][:views])
+        if r["split"] == "test":
+            test_rgba.append(rgba[-1][:test_views])
+        shape_caps.append([len(captions) + k for k in range(len(r["captions"]))])
+        captions += r["captions"]
+    width = max(len(c) for c in shape_caps)
+    caps = np.array([c + [-1] * (width - len(c)) for c in shape_caps], np.int32)
+    image_emb = image_condition(scorer, np.concatenate(rgba)).reshape(len(records), views, -1)
+    text_emb = text_condition(scorer, captions)
+    meta = {r["id"]: {k: r[k] for k in ("name", "source", "license", "creator", "category", "split", "colour",
+                                        "captions")} for r in records}
+    splits = np.array([r["split"] for r in records])
+    out = Path(out) if out else Path(root) / "pointe.npz"
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(
+        tmp, xyz_planes=np.stack(xyz), rgb=np.stack(rgb), occupancy=np.stack(occ),
+        resolution=np.int32(records[0]["resolution"]), image_emb=quantize_unit(image_emb),
+        text_emb=quantize_unit(text_emb), shape_caps=caps, captions=np.array(captions), ids=np.array(
+            [r["id"] for r in records]), splits=splits, categories=np.array([r["category"] for r in records]),
+        test_rgba=np.stack(test_rgba) if test_rgba else np.zeros((0, test_views, 1, 1, 4), np.uint8),
+        scorer=np.array(json.dumps(scorer_info)),
+        meta=np.array(json.dumps(meta)))
+    os.replace(tmp, out)
+    out.with_name("CREDITS.md").write_text(credits_markdown(meta, "Training data of the embedded Point-E models"))
+    return out
+
+
+@dataclass
+class PointEData:
+    """A loaded pack: S shapes of N points, V views, C captions, embeddings of size E, on one device."""
+
+    xyz: "torch.Tensor"  # (S, N, 3) float32 in [-0.5, 0.5], Z-curve order
+    rgb: "torch.Tensor"  # (S, N, 3) uint8
+    occupancy: "torch.Tensor"  # (S, R, R, R) bool, indexed [x, y, z] over [-0.5, 0.5]^3
+    image_emb: "torch.Tensor"  # (S, V, E) float32, unit
+    text_emb: "torch.Tensor"  # (C, E) float32, unit
+    shape_caps: "torch.Tensor"  # (S, M) int64 caption indices, -1 padded
+    captions: list
+    ids: list
+    splits: np.ndarray
+    categories: list
+    test_rgba: np.ndarray  # (S_test, V', H, W, 4) uint8 renders of the held-out shapes, in pack order
+    meta: dict
+    scorer: dict  # the scorer that made the embeddings: name, image_size, manifest_sha256
+    sha256: str
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.flatnonzero(self.splits == "train")
+
+    @property
+    def test(self) -> np.ndarray:
+        return np.flatnonzero(self.splits == "test")
+
+
+def _unit(q: np.ndarray):
+    import torch
+
+    return torch.nn.functional.normalize(torch.from_numpy(q.astype(np.float32)), dim=-1)
+
+
+def load_pack(path: str | Path, device="cpu") -> PointEData:
+    """Reads ``pack``'s file (numpy + torch only: what a GPU machine has)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build it with `python -m pipelines pointe data build`")
+    with np.load(path) as z:
+        r = int(z["resolution"])
+        occ = np.unpackbits(z["occupancy"], axis=-1)[:, :r ** 3].reshape(-1, r, r, r).astype(bool)
+        dev = torch.device(device)
+        return PointEData(
+            xyz=torch.from_numpy(decode_points(z["xyz_planes"])).to(dev), rgb=torch.from_numpy(z["rgb"]).to(dev),
+            occupancy=torch.from_numpy(occ).to(dev), image_emb=_unit(z["image_emb"]).to(dev),
+            text_emb=_unit(z["text_emb"]).to(dev), shape_caps=torch.from_numpy(z["shape_caps"]).long().to(dev),
+            captions=z["captions"].tolist(), ids=z["ids"].tolist(), splits=z["splits"],
+            categories=z["categories"].tolist(), test_rgba=z["test_rgba"], meta=json.loads(str(z["meta"])),
+            scorer=json.loads(str(z["scorer"])), sha256=sha256_file(path))
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines pointe data", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="sample, render and caption every shape (restartable), then pack them")
+    b.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="output folder (default: %(default)s)")
+    b.add_argument("--sources", default="sh3d,pybullet", help="comma list of sh3d, pybullet (default: %(default)s)")
+    b.add_argument("--mesh-dir", default="", help="also every mesh file in this folder")
+    b.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR)
+    b.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
+    b.add_argument("--limit", type=int, default=0, help="only N shapes, spread over the catalog (0: all)")
+    b.add_argument("--points", type=int, default=4096, help="surface samples per shape (default: %(default)s)")
+    b.add_argument("--views", type=int, default=4, help="renders per shape (default: %(default)s)")
+    b.add_argument("--size", type=int, default=64, help="render side in pixels (default: %(default)s)")
+    b.add_argument("--resolution", type=int, default=RESOLUTION, help="occupancy grid side (default: %(default)s)")
+    b.add_argument("--no-pack", action="store_true", help="skip writing pointe.npz")
+    k = sub.add_parser("pack", help="(re)write pointe.npz from the built shapes")
+    k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    for a in (b, k):
+        a.add_argument("--scorer", default=None, help="embedded scorer folder (default: assets/priors/clip)")
+    args = p.parse_args(argv)
+    if args.cmd == "build":
+        if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
+            print(f"error: no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture",
+                  file=sys.stderr)
+            return 2
+        records = build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
+                        points=args.points, views=args.views, size=args.size, resolution=args.resolution)
+        if args.no_pack or not records:
+            return 0 if records else 1
+    path = pack(args.root, scorer_dir=args.scorer)
+    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB) and {path.with_name('CREDITS.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
