@@ -115,6 +115,9 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
             torch.cuda.synchronize(dev)
         return time.perf_counter()
 
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)  # peak_gpu_gb: this run's
+
     tier = tier_of(cfg.checkpoints)
     yield Log(f"Point-E {tier} tier: loading {cfg.checkpoints or 'the default checkpoints'}")
     models = load_models(cfg.checkpoints, cfg.base_model, dev, cfg.clip, cfg.upsample, cfg.mesh)

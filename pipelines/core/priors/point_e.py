@@ -49,8 +49,8 @@ def where_to_get(files: list[str] | None = None) -> str:
     """The sentence every 'Point-E weights not found' message ends with."""
     files = files or [CHECKPOINT_FILES["base40M"], CHECKPOINT_FILES["upsample"], CHECKPOINT_FILES["sdf"]]
     urls = " ".join(OFFICIAL_URL + f for f in files)
-    return (f"Put the official Point-E checkpoints ({', '.join(files)}) in a folder and give it as the checkpoint "
-            f"folder (or a Hugging Face repository id holding them); they download where there is internet from "
+    return (f"Put the official Point-E checkpoints ({', '.join(files)}) in a folder and name it (CLI: --checkpoints "
+            f"DIR; the tab: 'Point-E checkpoints'), or a Hugging Face repository id holding them; they download where there is internet from "
             f"{urls} (the `point_e` package saves them in ./{DEFAULT_REAL}). "
             + ("'embedded' runs the project's own offline models." if embedded_available() else
                "No Point-E model is available offline yet: the project's embedded models are not shipped."))
