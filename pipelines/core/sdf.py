@@ -19,7 +19,7 @@ from torch import nn
 from .encodings import HarmonicEncoding, HashGridEncoding
 from .fields import mlp
 from .geometry import Mesh, evaluate_grid, marching_cubes
-from .volume import RenderOut, composite, intervals, sample_pdf, stratified_samples
+from .volume import RenderOut, composite, intervals, quadrature_weights, sample_pdf, stratified_samples
 
 # ----------------------------------------------------------------------------------------------------------
 # Density from distance
@@ -379,9 +379,7 @@ def upsample_near_surface(sdf_fn, origins: torch.Tensor, dirs: torch.Tensor, t: 
         beta_k = torch.maximum(spacing / 8 ** k, beta).clamp_min(1e-6)[:, None]
         mid = 0.5 * (d[:, 1:] + d[:, :-1])
         tau = laplace_cdf(-mid, beta_k) / beta_k * (t[:, 1:] - t[:, :-1])
-        trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1))
-        weights = trans * (1 - torch.exp(-tau))
-        t_new = sample_pdf(t, weights, n, perturb, generator)
+        t_new = sample_pdf(t, quadrature_weights(tau)[0], n, perturb, generator)
         x = origins[:, None, :] + t_new[..., None] * dirs[:, None, :]
         d_new = sdf_fn(x.reshape(-1, 3)).reshape(t_new.shape).to(d.dtype)
         t, order = torch.sort(torch.cat([t, t_new], -1), -1)

@@ -61,14 +61,23 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool,
     return (bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)).detach()
 
 
+def quadrature_weights(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeRF's quadrature along dense rays: the one place its transmittance is written.
+
+    Args:
+        tau: (R, S) optical depth of each interval, sigma_i * delta_i.
+    Returns:
+        weights (R, S), w_i = T_i (1 - exp(-tau_i)), and transmittance (R, S) before each sample,
+        T_i = exp(-sum_{j<i} tau_j) (an exclusive cumulative sum).
+    """
+    trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1))
+    return trans * (1.0 - torch.exp(-tau)), trans
+
+
 def composite(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, delta: torch.Tensor,
               background: torch.Tensor | float) -> RenderOut:
     """Dense compositing of (R, S) samples. ``background`` is a colour (3,) or per-ray (R, 3)."""
-    tau = sigma * delta
-    alpha = 1.0 - torch.exp(-tau)
-    # Exclusive cumulative sum: transmittance before each sample.
-    trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1))
-    weights = alpha * trans
+    weights, trans = quadrature_weights(sigma * delta)
     opacity = weights.sum(-1)
     color = (weights[..., None] * rgb).sum(-2)
     depth = (weights * t).sum(-1) / opacity.clamp_min(1e-6)
