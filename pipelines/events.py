@@ -5,7 +5,6 @@ events to components, the CLI and the tests call ``run_to_completion``: both con
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Union
 
@@ -68,15 +67,4 @@ def run_to_completion(events: Iterable[Event], on_event: Callable[[Event], None]
     if done is None:
         raise RuntimeError("pipeline ended without a Done event")
     return done
-
-
-class Timer:
-    """Wall time of a run, for ``Done.seconds``."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
 

@@ -50,8 +50,3 @@ def normals_to_uint8(normals: torch.Tensor, opacity: torch.Tensor | None = None)
     if opacity is not None:
         img = img * opacity + (1 - opacity)
     return to_uint8(img)
-
-
-def composite_on(rgba: torch.Tensor, background: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """(..., 4) straight-alpha RGBA -> (..., 3) RGB over a background colour."""
-    return rgba[..., :3] * rgba[..., 3:4] + torch.as_tensor(background, dtype=rgba.dtype) * (1 - rgba[..., 3:4])
