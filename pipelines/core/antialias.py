@@ -47,8 +47,16 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
     p1 = p0 + step
     front0 = (ids[p0] >= 0) & (depth[p0] <= depth[p1])
     pf, pb = torch.where(front0, p0, p1), torch.where(front0, p1, p0)
-    state = torch.stack([b_, pf, pb, ids[pb], front0.long()], 1)  # (K, 5), filtered as pairs are settled
-    cur = ids[pf][:, None]  # (K, R): this ring's faces, -1 past a boundary
+    front, back = ids[pf], ids[pb]
+    # Most pairs lie inside one surface: the back pixel shows a neighbour of the front face (across an edge,
+    # or a vertex: two rings). Integer tests drop them before any geometry is computed.
+    ring1 = nb[front]
+    same = (ring1 == back[:, None]).any(1)
+    if rings >= 2:
+        same |= (torch.where(ring1[..., None] >= 0, nb[ring1.clamp_min(0)], -1) == back[:, None, None]).flatten(1).any(1)
+    keep = ((back < 0) | ~same).nonzero().squeeze(1)  # (an empty back pixel would match a missing neighbour)
+    state = torch.stack([b_, pf, pb, back, front0.long()], 1)[keep]  # (K, 5), filtered as pairs are settled
+    cur = front[keep, None]  # (K, R): this ring's faces, -1 past a boundary
     perp = 1 - axis
     found = []
     for ring in range(rings + 1):
