@@ -87,7 +87,8 @@ def tet_grid(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         templates.append(p if vol > 0 else p[[0, 1, 3, 2]])  # odd permutations come out mirrored: swap two
     offsets = (torch.stack(templates).to(device) * step).sum(-1)  # (6, 4) vertex-id offsets
     c = torch.arange(n, device=device)
-    base = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3) @ step  # (n^3,) cube origins
+    base = (torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3) * step).sum(-1)  # (n^3,) cube
+    # origins (a sum, not ``@``: CUDA has no integer matmul)
     tets = (base[:, None, None] + offsets[None]).reshape(-1, 4)
     return verts, tets
 
