@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
+from .shape_builds import build_shapes, built_records, spread
+from .shape_builds import progress as _progress  # noqa: F401 - pointe_data imports it from here
 from ..core.shape_packs import SOURCES_NOTE, credits_markdown
 
 DEFAULT_ROOT = Path(".data/priors")
@@ -204,56 +206,11 @@ def build_one(src: ShapeSource, out_dir: Path, views: int = 12, size: int = 64, 
     return record
 
 
-def _build_job(job) -> tuple[str, str]:
-    src, out_dir, opts = job
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        build_one(src, out_dir, **opts)
-        return src.id, ""
-    except Exception as e:  # noqa: BLE001 - one bad model must not stop the build
-        return src.id, f"{type(e).__name__}: {e}"
-
-
 def build(root: Path = DEFAULT_ROOT, sources: str = "sh3d,pybullet", workers: int = 1, limit: int = 0,
           furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "", log=print, **opts) -> list[dict]:
     """Renders every shape not built yet under ``root/shapes`` (restartable); returns the built records."""
-    shapes = priors_catalog(sources, furniture_dir, mesh_dir)
-    if limit:
-        shapes = [shapes[int(i * len(shapes) / limit)] for i in range(min(limit, len(shapes)))]
-    out_dir = Path(root) / "shapes"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(s, out_dir, opts) for s in shapes if not (out_dir / f"{s.id}.npz").is_file()]
-    log(f"{len(shapes)} shapes, {len(shapes) - len(todo)} already built, rendering {len(todo)} "
-        f"with {workers} worker(s)")
-    failed, t0 = {}, time.perf_counter()
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = list(_progress(pool.imap_unordered(_build_job, todo), len(todo), t0, log))
-    else:
-        results = list(_progress(map(_build_job, todo), len(todo), t0, log))
-    failed = {sid: err for sid, err in results if err}
-    (Path(root) / "failed.json").write_text(json.dumps(failed, indent=1))
-    wanted = {s.id for s in shapes}
-    records = [r for r in built_records(root) if r["id"] in wanted]
-    log(f"{len(records)} shapes built, {len(failed)} failed (failed.json), {time.perf_counter() - t0:.0f}s")
-    return records
-
-
-def _progress(results, n: int, t0: float, log):
-    for i, (sid, err) in enumerate(results, 1):
-        if err or i % 20 == 0 or i == n:
-            log(f"[{i}/{n}] {sid} {'FAILED ' + err if err else 'ok'} ({time.perf_counter() - t0:.0f}s)")
-        yield sid, err
-
-
-def built_records(root: Path) -> list[dict]:
-    shapes = Path(root) / "shapes"
-    return [json.loads(p.with_suffix(".json").read_text()) for p in sorted(shapes.glob("*.npz"))
-            if not p.name.startswith(".") and p.with_suffix(".json").is_file()]
+    shapes = spread(priors_catalog(sources, furniture_dir, mesh_dir), limit)
+    return build_shapes(root, shapes, build_one, opts, workers, log)
 
 
 def pack(root: Path = DEFAULT_ROOT, out: Path | None = None, records: list[dict] | None = None) -> Path:

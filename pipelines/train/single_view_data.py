@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
+from .shape_builds import build_shapes, built_records, spread
 from ..core.shape_packs import credits_markdown, crop_to_object, from_view, to_view
 
 DEFAULT_ROOT = Path(".data/single_view")
@@ -107,56 +108,19 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def _build_one(args) -> tuple[str, str]:
-    src, out_dir, opts = args
-    import torch
-
-    torch.set_num_threads(1)  # one process per core; more threads per process oversubscribe
-    try:
-        build_shape(src, out_dir, **opts)
-        return src.id, ""
-    except Exception as e:  # noqa: BLE001 - one bad model must not stop a build of hundreds
-        return src.id, f"{type(e).__name__}: {e}"
-
-
 def build(root: Path, sources: str = "sh3d,pybullet", workers: int = 1, limit: int = 0, furniture_dir=FURNITURE_DIR,
           mesh_dir: str = "", random_limit: int = 1000, pack: bool = True, split: str = "all", log=print,
           **opts) -> list[dict]:
     """Builds every shape not built yet under ``root/shapes`` (restartable), then the packs."""
     shapes = [s for s in catalog(sources, furniture_dir, mesh_dir, random_limit) if split in ("all", s.split)]
-    if limit:  # an even spread over the catalog, so a small build still mixes libraries
-        shapes = [shapes[int(i * len(shapes) / limit)] for i in range(min(limit, len(shapes)))]
-    out_dir = Path(root) / "shapes"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in shapes if not (out_dir / f"{s.id}.npz").is_file()]
-    log(f"{len(shapes)} shapes selected ({sources}, split {split}), {len(shapes) - len(todo)} already built, "
-        f"building {len(todo)} with {workers} worker(s)")
-    failed = []
-    t0 = time.perf_counter()
-    jobs = [(s, out_dir, opts) for s in todo]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.imap_unordered(_build_one, jobs)
-            for i, (sid, err) in enumerate(results, 1):
-                failed += [(sid, err)] if err else []
-                log(f"[{i}/{len(jobs)}] {sid} {'FAILED ' + err if err else 'ok'} ({time.perf_counter() - t0:.0f}s)")
-    else:
-        for i, job in enumerate(jobs, 1):
-            sid, err = _build_one(job)
-            failed += [(sid, err)] if err else []
-            log(f"[{i}/{len(jobs)}] {sid} {'FAILED ' + err if err else 'ok'} ({time.perf_counter() - t0:.0f}s)")
-    (Path(root) / "failed.json").write_text(json.dumps(dict(failed), indent=1))
-    wanted = {s.id for s in shapes}
-    records = [r for r in built_records(root) if r["id"] in wanted]
+    records = build_shapes(root, spread(shapes, limit), build_shape, opts, workers, log,
+                           f" selected ({sources}, split {split})")
     (Path(root) / "index.json").write_text(json.dumps(records, indent=0))
     if pack:
         for source in sorted({r["source"] for r in records}):
-            path = write_pack([r for r in records if r["source"] == source], out_dir,
+            path = write_pack([r for r in records if r["source"] == source], Path(root) / "shapes",
                               Path(root) / "pack" / f"{source}.npz")
             log(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
-    log(f"{len(records)} shapes built, {len(failed)} failed (see failed.json), {time.perf_counter() - t0:.0f}s")
     return records
 
 
@@ -239,13 +203,6 @@ def _jpeg(rgb, quality: int = 92) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((rgb.numpy() * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
-
-
-def built_records(root: Path) -> list[dict]:
-    """Records (the ``.json`` beside each finished ``.npz``) of the shapes built under ``root/shapes``."""
-    shapes = Path(root) / "shapes"
-    return [json.loads(p.with_suffix(".json").read_text()) for p in sorted(shapes.glob("*.npz"))
-            if not p.name.startswith(".") and p.with_suffix(".json").is_file()]
 
 
 def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
