@@ -277,6 +277,9 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
     started = time.perf_counter()
     yield Log(f"loading the scorer: {describe_scorer(cfg.scorer)}")
     scorer = load_scorer(cfg.scorer, dev, cfg.scorer_dtype)
+    if dev.type == "cuda":  # cuDNN's FIND (benchmark mode, left on by another method's run in this process)
+        torch.backends.cudnn.benchmark = False  # cannot run inside the CUDA-graph capture that a run in a new
+        # thread makes; CLIP's one patch convolution does as well on cuDNN's heuristics
     if hasattr(scorer, "compile") and scorer.compile(cfg.scorer_compile):  # 'off' undoes an earlier run's
         yield Log(f"scorer compile mode: {cfg.scorer_compile} (compiling makes the first steps slow)")
     yield Log(f"scorer: {scorer.name} ({str(scorer.dtype).removeprefix('torch.')} on {dev}); {cfg.resolution}px "
