@@ -8,8 +8,8 @@
 Throughput is faces x pixels per second (F * B * H * W / time), forward and backward separately (backward =
 forward + backward - forward), for the batched call (one z-buffer pass over all views) and for a loop of
 single-view calls, and for the batched call with back faces culled (``cull_backfaces``: right for the
-closed, outward-wound meshes of marching tets); the forward is also split into rasterize / interpolate / antialias. Prints a table and
-writes JSON (default bench/results/raster_<device>.json, or --json).
+closed, outward-wound meshes of marching tets); the forward is also split into rasterize / interpolate /
+antialias. Prints a table and writes JSON (bench/results/raster.json; raster_tiny_<device>.json with --tiny).
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def bumpy_sphere(n_faces: int, device):
     theta = torch.linspace(0, math.pi, n_lat + 1, device=device)[:, None]
     phi = torch.linspace(0, 2 * math.pi, n_lon + 1, device=device)[:-1][None]
     r = 1 + 0.05 * torch.sin(8 * theta) * torch.sin(6 * phi)
-    verts = torch.stack([r * theta.sin() * phi.cos(), r * theta.sin() * phi.sin(), (r * theta.cos()).expand(-1, n_lon)], -1)
+    x, y, z = r * theta.sin() * phi.cos(), r * theta.sin() * phi.sin(), (r * theta.cos()).expand(-1, n_lon)
+    verts = torch.stack([x, y, z], -1)
     i, j = torch.meshgrid(torch.arange(n_lat, device=device), torch.arange(n_lon, device=device), indexing="ij")
     a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
     c, d = a + n_lon, b + n_lon
@@ -144,7 +145,8 @@ def profile_step(size: int, n_faces: int, batch: int, dev) -> str:
     with profile(activities=acts) as prof:
         step()[0].backward()
     key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-    return f"profile: {size}px, {faces.shape[0]} faces, batch {batch}\n" + prof.key_averages().table(sort_by=key, row_limit=25)
+    table = prof.key_averages().table(sort_by=key, row_limit=25)
+    return f"profile: {size}px, {faces.shape[0]} faces, batch {batch}\n{table}"
 
 
 def main() -> None:
@@ -157,7 +159,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="timed steps (default 20 GPU, 2 CPU)")
     ap.add_argument("--no-loop", action="store_true", help="skip the one-view-at-a-time comparison")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per size")
-    ap.add_argument("--json", default="", help="default: bench/results/raster_<device>.json")
+    ap.add_argument("--json", default="", help="default: bench/results/raster.json (--tiny: raster_tiny_<device>.json)")
     args = ap.parse_args()
 
     import torch
@@ -181,7 +183,7 @@ def main() -> None:
                        ("interpolate_ms", "interp ms", 9), ("antialias_ms", "aa ms", 7),
                        ("fwd_gfp_s", "fwd Gfp/s", 10), ("bwd_gfp_s", "bwd Gfp/s", 10), ("peak_gb", "peak GB", 8)])
     print("Gfp/s: 1e9 faces x pixels per second (F * B * H * W / time)")
-    out = Path(args.json or REPO / "bench" / "results" / f"raster_{'tiny_' if args.tiny else ''}{dev.type}.json")
+    out = Path(args.json or REPO / "bench" / "results" / (f"raster_tiny_{dev.type}.json" if args.tiny else "raster.json"))
     write_json(out, rows, n_faces=n_faces, batch=batch, sizes=sizes, iters=iters)
     print(f"wrote {out} ({device_name()})")
 

@@ -35,16 +35,19 @@ def face_neighbours(faces: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings):
-    """The pixel pairs along ``axis`` (0: x, 1: y) that a silhouette edge crosses: for each, the front and
-    back pixel (flat), the front pixel's centre, the sign from front to back, and the edge's two rows of
-    ``scr``. The front pixel's face is tried first, then its neighbours ring by ring, up to ``rings``."""
-    step = 1 if axis == 0 else W
+def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, rings):
+    """The adjacent pixel pairs that a silhouette edge crosses. Vertical pairs are handled as horizontal ones
+    with x and y swapped (as nvdiffrast does), so both directions go through one pass. For each pair found:
+    the front and back pixel (flat), the front pixel's centre (swapped for vertical pairs), the sign from
+    front to back along the pair, the edge's two rows of ``scr``, and whether the pair is vertical. The
+    front pixel's face is tried first, then its neighbours ring by ring, up to ``rings``."""
     grid = ids.view(B, H, W)
-    diff = grid[:, :, :-1] != grid[:, :, 1:] if axis == 0 else grid[:, :-1, :] != grid[:, 1:, :]
-    b_, y_, x_ = diff.nonzero().unbind(1)
-    p0 = (b_ * H + y_) * W + x_
-    p1 = p0 + step
+    pairs = []
+    for vertical, diff, step in ((0, grid[:, :, :-1] != grid[:, :, 1:], 1), (1, grid[:, :-1, :] != grid[:, 1:, :], W)):
+        b_, y_, x_ = diff.nonzero().unbind(1)
+        p0 = (b_ * H + y_) * W + x_
+        pairs.append(torch.stack([b_, p0, p0 + step, torch.full_like(p0, vertical)], 1))
+    b_, p0, p1, vert = torch.cat(pairs).unbind(1)
     front0 = (ids[p0] >= 0) & (depth[p0] <= depth[p1])
     pf, pb = torch.where(front0, p0, p1), torch.where(front0, p1, p0)
     front, back = ids[pf], ids[pb]
@@ -53,32 +56,35 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
     ring1 = nb[front]
     same = (ring1 == back[:, None]).any(1)
     if rings >= 2:
-        same |= (torch.where(ring1[..., None] >= 0, nb[ring1.clamp_min(0)], -1) == back[:, None, None]).flatten(1).any(1)
+        ring2 = torch.where(ring1[..., None] >= 0, nb[ring1.clamp_min(0)], -1)
+        same |= (ring2 == back[:, None, None]).flatten(1).any(1)
     keep = ((back < 0) | ~same).nonzero().squeeze(1)  # (an empty back pixel would match a missing neighbour)
-    state = torch.stack([b_, pf, pb, back, front0.long()], 1)[keep]  # (K, 5), filtered as pairs are settled
+    state = torch.stack([b_, pf, pb, back, front0.long(), vert], 1)[keep]  # (K, 6), filtered as pairs settle
     cur = front[keep, None]  # (K, R): this ring's faces, -1 past a boundary
-    perp = 1 - axis
     found = []
     for ring in range(rings + 1):
-        b_, pf, pb, back, front0 = state.unbind(1)
+        b_, pf, pb, back, front0, vert = state.unbind(1)
         loc = pf % (H * W)
         centre = torch.stack([loc % W, torch.div(loc, W, rounding_mode="floor")], -1).to(scr.dtype) + 0.5
+        swap = vert.bool()
+        centre = torch.where(swap[:, None], centre.flip(-1), centre)
         sgn = (2 * front0 - 1).to(scr.dtype)  # from the front pixel towards the back one
         g = cur.clamp_min(0)
         corner = faces[g] + (b_ * V)[:, None, None]  # (K, R, 3) rows of scr
-        tri = scr[corner]  # (K, R, 3, 2)
+        tri = scr[corner]  # (K, R, 3, 2), then x <-> y for vertical pairs: the pair runs along x
+        tri = torch.where(swap[:, None, None, None], tri.flip(-1), tri)
         ea, eb, opp = tri, tri.roll(-1, dims=2), tri.roll(-2, dims=2)  # edge k: corner k -> k + 1, opposite one
         nbg = nb[g]
         silhouette = (cur[..., None] >= 0) & ((nbg < 0) | (facing[b_[:, None, None], nbg.clamp_min(0)]
                                                            != facing[b_[:, None], g][..., None]))
         c = centre[:, None, None]
-        da, db = ea[..., perp] - c[..., perp], eb[..., perp] - c[..., perp]
+        da, db = ea[..., 1] - c[..., 1], eb[..., 1] - c[..., 1]
         straddle = (da * db <= 0) & (da != db)
         s = da / torch.where(straddle, da - db, torch.ones_like(da))
-        dist = (ea[..., axis] + s * (eb[..., axis] - ea[..., axis]) - c[..., axis]) * sgn[:, None, None]
-        steep = (eb[..., perp] - ea[..., perp]).abs() > (eb[..., axis] - ea[..., axis]).abs()
-        # The edge's face must lie on the front pixel's side of it (always true for the front face itself).
+        dist = (ea[..., 0] + s * (eb[..., 0] - ea[..., 0]) - c[..., 0]) * sgn[:, None, None]
         e = eb - ea
+        steep = e[..., 1].abs() > e[..., 0].abs()  # closer to perpendicular to the pair than to parallel
+        # The edge's face must lie on the front pixel's side of it (always true for the front face itself).
         side = lambda p: e[..., 0] * (p[..., 1] - ea[..., 1]) - e[..., 1] * (p[..., 0] - ea[..., 0])  # noqa: E731
         same_side = side(opp) * side(c.expand_as(ea)) >= 0
         ok = (silhouette & straddle & steep & same_side & (dist >= 0) & (dist <= 1)).flatten(1)  # (K, R * 3)
@@ -86,12 +92,15 @@ def _find_crossings(ids, depth, scr, faces, nb, facing, B, H, W, V, axis, rings)
         idx = hit.nonzero().squeeze(1)
         first = ok[idx].to(torch.int32).argmax(1)  # the first valid edge of this ring
         r, k = torch.div(first, 3, rounding_mode="floor"), first % 3
-        found.append((pf[idx], pb[idx], centre[idx], sgn[idx], corner[idx, r, k], corner[idx, r, (k + 1) % 3]))
+        found.append((pf[idx], pb[idx], centre[idx], sgn[idx], corner[idx, r, k], corner[idx, r, (k + 1) % 3],
+                      swap[idx]))
         if ring == rings:
             break
         # Next ring; a pair whose back pixel shows one of its faces lies on one continuing surface: dropped.
         cur = torch.where(cur[..., None] >= 0, nb[g], -1).flatten(1)
         keep = (~hit & ((back < 0) | ~(cur == back[:, None]).any(1))).nonzero().squeeze(1)
+        if len(keep) == 0:
+            break
         state, cur = state[keep], cur[keep]
     return tuple(torch.cat(parts) for parts in zip(*found))
 
@@ -150,19 +159,16 @@ def antialias(color: torch.Tensor, frags, screen: torch.Tensor, faces: torch.Ten
         facing = ((t[..., 1, 0] - t[..., 0, 0]) * (t[..., 2, 1] - t[..., 0, 1])
                   - (t[..., 1, 1] - t[..., 0, 1]) * (t[..., 2, 0] - t[..., 0, 0])) > 0  # (B, F) screen winding
 
-    targets, deltas = [], []
-    for axis in (0, 1):
-        pf, pb, centre, sgn, ia, ib = _find_crossings(ids, depth, scr.detach(), faces, nb, facing, B, H, W, V,
-                                                      axis, rings)
-        # The crossing again, under autograd, for the chosen edges only.
-        perp = 1 - axis
-        a, b = scr.index_select(0, ia), scr.index_select(0, ib)
-        s = (a[:, perp] - centre[:, perp]) / (a[:, perp] - b[:, perp])
-        d = (a[:, axis] + s * (b[:, axis] - a[:, axis]) - centre[:, axis]) * sgn
-        w = 0.5 - d
-        own = w.detach() > 0  # the front pixel is partly background, else the back pixel partly front face
-        tgt, src = torch.where(own, pf, pb), torch.where(own, pb, pf)
-        targets.append(tgt)
-        deltas.append(w.abs()[:, None].to(col.dtype) * (col.index_select(0, src) - col.index_select(0, tgt)))
-    out = col.index_add(0, torch.cat(targets), torch.cat(deltas))
+    pf, pb, centre, sgn, ia, ib, swap = _find_crossings(ids, depth, scr.detach(), faces, nb, facing, B, H, W, V,
+                                                        rings)
+    # The crossing again, under autograd, for the chosen edges only (x <-> y for vertical pairs).
+    a, b = scr.index_select(0, ia), scr.index_select(0, ib)
+    a, b = torch.where(swap[:, None], a.flip(-1), a), torch.where(swap[:, None], b.flip(-1), b)
+    s = (a[:, 1] - centre[:, 1]) / (a[:, 1] - b[:, 1])
+    d = (a[:, 0] + s * (b[:, 0] - a[:, 0]) - centre[:, 0]) * sgn
+    w = 0.5 - d
+    own = w.detach() > 0  # the front pixel is partly background, else the back pixel partly front face
+    tgt, src = torch.where(own, pf, pb), torch.where(own, pb, pf)
+    delta = w.abs()[:, None].to(col.dtype) * (col.index_select(0, src) - col.index_select(0, tgt))
+    out = col.index_add(0, tgt, delta)
     return out.view(color.shape)
