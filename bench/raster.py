@@ -183,7 +183,8 @@ def main() -> None:
                        ("interpolate_ms", "interp ms", 9), ("antialias_ms", "aa ms", 7),
                        ("fwd_gfp_s", "fwd Gfp/s", 10), ("bwd_gfp_s", "bwd Gfp/s", 10), ("peak_gb", "peak GB", 8)])
     print("Gfp/s: 1e9 faces x pixels per second (F * B * H * W / time)")
-    out = Path(args.json or REPO / "bench" / "results" / (f"raster_tiny_{dev.type}.json" if args.tiny else "raster.json"))
+    name = f"raster_tiny_{dev.type}.json" if args.tiny else "raster.json"
+    out = Path(args.json or REPO / "bench" / "results" / name)
     write_json(out, rows, n_faces=n_faces, batch=batch, sizes=sizes, iters=iters)
     print(f"wrote {out} ({device_name()})")
 
