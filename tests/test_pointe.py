@@ -45,6 +45,71 @@ def test_per_head_qkv_layout_matches_reference():
     assert torch.allclose(attn(x), ref, atol=1e-5)
 
 
+def _official_forward(sd, heads, x, t, cond_tokens):
+    """The released transformer's forward written from its source with plain ops on a state dict: per-head
+    [q|k|v] split, q and k each scaled by c^-1/4, float32 softmax; condition tokens in front, dropped after."""
+    import torch.nn.functional as F
+
+    lin = lambda h, name: F.linear(h, sd[name + ".weight"], sd[name + ".bias"])  # noqa: E731
+    ln = lambda h, name: F.layer_norm(h, h.shape[-1:], sd[name + ".weight"], sd[name + ".bias"])  # noqa: E731
+    width = sd["ln_pre.weight"].shape[0]
+    half = width // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half) / half)
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], -1)
+    t_embed = lin(F.gelu(lin(emb, "time_embed.c_fc")), "time_embed.c_proj")
+    tokens = [tok(t_embed) for tok in cond_tokens]
+    h = torch.cat(tokens + [lin(x.permute(0, 2, 1), "input_proj")], 1)
+    h = ln(h, "ln_pre")
+    n_blocks = len({k.split(".")[2] for k in sd if k.startswith("backbone.resblocks.")})
+    for i in range(n_blocks):
+        p = f"backbone.resblocks.{i}."
+        qkv = lin(ln(h, p + "ln_1"), p + "attn.c_qkv")
+        bs, n, w3 = qkv.shape
+        c = w3 // heads // 3
+        q, k, v = qkv.view(bs, n, heads, -1).split(c, dim=-1)
+        scale = 1 / math.sqrt(math.sqrt(c))
+        wgt = torch.softmax(torch.einsum("bthc,bshc->bhts", q * scale, k * scale).float(), -1)
+        h = h + lin(torch.einsum("bhts,bshc->bthc", wgt, v).reshape(bs, n, -1), p + "attn.c_proj")
+        h = h + lin(F.gelu(lin(ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
+    h = ln(h, "ln_post")[:, sum(tok.shape[1] for tok in tokens):]
+    return lin(h, "output_proj").permute(0, 2, 1)
+
+
+def test_models_match_the_released_forward():
+    """Grid, vec and upsampler models against the released formulation: conditioning tokens, their scalings and
+    norms, the attention layout (token order cannot matter: there are no positions)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    small = dict(width=32, layers=2, heads=4)
+    x, t = torch.randn(2, 6, 10), torch.tensor([3, 900])
+    grid_cfg = dict(pd.MODEL_CONFIGS["base40M"], **small, grid_dim=8, grid_tokens=5)
+    up_cfg = dict(pd.MODEL_CONFIGS["upsample"], **small, grid_dim=8, grid_tokens=5, n_ctx=10, cond_ctx=7)
+    vec_cfg = dict(pd.MODEL_CONFIGS["base40M-textvec"], **small, clip_dim=6)
+    grid, vec, low = torch.randn(2, 8, 5), F.normalize(torch.randn(2, 6), dim=-1), torch.rand(2, 6, 7)
+    for cfg, kwargs, tokens in [
+        (grid_cfg, dict(embeddings=grid), lambda sd: [lambda te: te[:, None], lambda te: F.linear(F.layer_norm(
+            grid.permute(0, 2, 1), (8,), sd["clip_embed.0.weight"], sd["clip_embed.0.bias"]),
+            sd["clip_embed.1.weight"], sd["clip_embed.1.bias"])]),
+        (vec_cfg, dict(embeddings=vec), lambda sd: [lambda te: F.linear(math.sqrt(6) * vec, sd["clip_embed.weight"],
+                                                                        sd["clip_embed.bias"])[:, None],
+                                                    lambda te: te[:, None]]),
+        (up_cfg, dict(embeddings=grid, low_res=low), lambda sd: [
+            lambda te: te[:, None],
+            lambda te: F.linear(F.layer_norm(grid.permute(0, 2, 1), (8,), sd["clip_embed.0.weight"],
+                                             sd["clip_embed.0.bias"]), sd["clip_embed.1.weight"], sd["clip_embed.1.bias"]),
+            lambda te: F.linear((low * sd["channel_scales"][None, :, None] + sd["channel_biases"][None, :, None])
+                                .permute(0, 2, 1), sd["cond_point_proj.weight"], sd["cond_point_proj.bias"])]),
+    ]:
+        model = pd.build_model(cfg)
+        torch.nn.init.normal_(model.output_proj.weight)
+        sd = model.state_dict()
+        with torch.no_grad():
+            ref = _official_forward(sd, 4, x, t, tokens(sd))
+            assert torch.allclose(model(x, t, **kwargs), ref, atol=1e-4), cfg["name"]
+
+
 def test_timestep_embedding_cos_then_sin():
     emb = pd.timestep_embedding(torch.tensor([3.0]), 8)
     freqs = torch.exp(-math.log(10000) * torch.arange(4) / 4)
