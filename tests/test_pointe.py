@@ -45,6 +45,17 @@ def test_per_head_qkv_layout_matches_reference():
     assert torch.allclose(attn(x), ref, atol=1e-5)
 
 
+def test_cross_attention_kv_layout_matches_reference():
+    """The SDF decoder's key/value projection is [k | v] per head."""
+    attn = pd.MultiheadCrossAttention(width=12, heads=3, init_scale=0.5)
+    x, data = torch.randn(2, 5, 12), torch.randn(2, 7, 12)
+    q = attn.c_q(x).view(2, 5, 3, 4)
+    k, v = attn.c_kv(data).view(2, 7, 3, 8).split(4, dim=-1)
+    w = torch.softmax(torch.einsum("bthc,bshc->bhts", q, k) / 2.0, dim=-1)
+    ref = attn.c_proj(torch.einsum("bhts,bshc->bthc", w, v).reshape(2, 5, 12))
+    assert torch.allclose(attn(x, data), ref, atol=1e-5)
+
+
 def _official_forward(sd, heads, x, t, cond_tokens):
     """The released transformer's forward written from its source with plain ops on a state dict: per-head
     [q|k|v] split, q and k each scaled by c^-1/4, float32 softmax; condition tokens in front, dropped after."""
