@@ -51,7 +51,7 @@ class Magic3DConfig(PipelineConfig):
     """Random views per step, in both stages."""
     # ---- coarse stage
     lr: float = 1e-2
-    """Adam learning rate of the coarse field (and of its colour in the fine stage)."""
+    """Adam learning rate of the coarse field."""
     t_min: float = 0.02
     """Smallest diffusion time drawn (both stages), as a fraction of the training timesteps."""
     t_max: float = 0.98
@@ -125,6 +125,9 @@ class Magic3DConfig(PipelineConfig):
     # ---- fine stage
     fine_lr: float = 1e-2
     """Adam learning rate of the SDF values and vertex offsets."""
+    fine_texture_lr: float = 1e-3
+    """Adam learning rate of the colour field in the fine stage: lower than the coarse stage's, as each step's
+    renders touch only the hash entries around the visible surface, and large sparse steps leave speckles."""
     fine_resolution: int = 0
     """Side of the fine renders in pixels; 0: the prior's input size (512 for Stable Diffusion, 64 embedded)."""
     fine_t_max: float = 0.5
@@ -154,7 +157,7 @@ class Magic3DConfig(PipelineConfig):
         "fast": dict(coarse_steps=2000, fine_steps=1000, tet_resolution=48),
         "quality": dict(coarse_steps=10000, fine_steps=5000, tet_resolution=64, mesh_resolution=256,
                         turntable_frames=96, preview_size=256, n_importance=32),
-        "zerogpu": dict(coarse_steps=1000, fine_steps=300, tet_resolution=40, mesh_resolution=96,
+        "zerogpu": dict(coarse_steps=800, fine_steps=200, tet_resolution=40, mesh_resolution=96,
                         turntable_frames=24, texture_size=512),
     }
 
@@ -384,10 +387,10 @@ def _convert(cfg: Magic3DConfig, student, dev, metrics: dict) -> Iterator[Event]
     from .core.dmtet import DMTet, surface_box, surface_threshold
     from .core.geometry import grid_points, marching_cubes
 
-    r, bound = cfg.mesh_resolution, cfg.bound
+    r, bound = cfg.mesh_resolution, student.radius  # a refined checkpoint keeps its own sphere
     with torch.no_grad():
         points = grid_points(r, -bound, bound, dev).reshape(-1, 3)
-        density = torch.cat([student.density(points[i:i + 1 << 18]) for i in range(0, len(points), 1 << 18)])
+        density = torch.cat([student.density(points[i:i + (1 << 18)]) for i in range(0, len(points), 1 << 18)])
     override = threshold(cfg)
     tau = override if override is not None else surface_threshold(density)
     box = surface_box(points, density, tau)
@@ -435,7 +438,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     shade_rng = random.Random(cfg.seed + 1)
     colour = [p for n, p in student.named_parameters() if not n.startswith("net.")]  # the density head rests
     opt = torch.optim.Adam([{"params": [dmtet.sdf, dmtet.offset], "lr": cfg.fine_lr},
-                            {"params": colour, "lr": cfg.lr},
+                            {"params": colour, "lr": cfg.fine_texture_lr},
                             {"params": background.parameters(), "lr": 1e-3}], betas=(0.9, 0.99), eps=1e-15)
     yield Log(f"fine stage: DMTet surface rasterized at {res}px ({guidance.name} sees {guidance.resolution}px), "
               f"{steps} steps of {b} view(s), t in [{cfg.t_min}, {cfg.fine_t_max}]")

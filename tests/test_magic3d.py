@@ -228,7 +228,7 @@ def test_config_presets_and_cli(prior, tmp_path):
     assert (d.hash_levels, d.hash_log2_size, d.hash_max_res, d.tet_resolution, d.surface_threshold) == (
         16, 19, 4096, 64, "auto")
     zerogpu, quality = d.with_preset("zerogpu"), d.with_preset("quality")
-    assert zerogpu.steps < d.with_preset("fast").steps < quality.steps and zerogpu.steps == 1300
+    assert zerogpu.steps < d.with_preset("fast").steps < quality.steps and zerogpu.steps == 1000
     assert PIPELINES["magic3d"].load() == (Magic3DConfig, run) and PIPELINES["magic3d"].title == "Magic3D"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-m", "pipelines", "magic3d", "--help"], capture_output=True, text=True,
@@ -268,7 +268,7 @@ def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
     assert cfg.steps == 700 and cfg.prior == priors.default_diffusion() and cfg.from_coarse == ""
     with pytest.raises(UserInputError):
         tab.make_config(Magic3DConfig, "", "", 100, 10, 10, 16, "auto", 0, "", "custom")
-    assert tab.preset_values("zerogpu") == (1000, 300, 40)
+    assert tab.preset_values("zerogpu") == (800, 200, 40)
     monkeypatch.setenv("GEN3D_TINY", "1")
     tiny = tab.make_config(Magic3DConfig, "a", "", 100, 5000, 5, 64, "", 0, "/m", "custom", "/x/coarse.pt")
     assert (tiny.coarse_steps, tiny.fine_steps, tiny.from_coarse) == (tab.TINY["coarse_steps"], 5, "/x/coarse.pt")
