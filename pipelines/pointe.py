@@ -44,7 +44,8 @@ class PointEConfig(PipelineConfig):
     view_guidance: float = 7.5
     """Classifier-free guidance of the synthetic view."""
     clip: str = ""
-    """CLIP ViT-L/14 (Hub id or folder); empty: <checkpoints>/clip when it exists, else openai/clip-vit-large-patch14."""
+    """CLIP ViT-L/14 (Hub id or folder); empty: <checkpoints>/clip when it exists, else
+    openai/clip-vit-large-patch14."""
     guidance_scale: float = 3.0
     """Classifier-free guidance of the base model, on its x0 prediction (Point-E: 3)."""
     upsample_guidance: float = 0.0

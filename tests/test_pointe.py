@@ -109,7 +109,8 @@ def test_models_match_the_released_forward():
         (up_cfg, dict(embeddings=grid, low_res=low), lambda sd: [
             lambda te: te[:, None],
             lambda te: F.linear(F.layer_norm(grid.permute(0, 2, 1), (8,), sd["clip_embed.0.weight"],
-                                             sd["clip_embed.0.bias"]), sd["clip_embed.1.weight"], sd["clip_embed.1.bias"]),
+                                             sd["clip_embed.0.bias"]),
+                                sd["clip_embed.1.weight"], sd["clip_embed.1.bias"]),
             lambda te: F.linear((low * sd["channel_scales"][None, :, None] + sd["channel_biases"][None, :, None])
                                 .permute(0, 2, 1), sd["cond_point_proj.weight"], sd["cond_point_proj.bias"])]),
     ]:

@@ -1,14 +1,16 @@
 """Point-E's networks (Nichol et al. 2022), state-dict compatible with the released checkpoints.
 
-Contract: ``build_model(name)`` builds a config of ``MODEL_CONFIGS`` (the released ones: base40M-imagevec,
-base40M-textvec, base40M-uncond, base40M, base300M, base1B, upsample, sdf); its parameter and buffer names and
-shapes are those of the official ``.pt`` files, so ``load_state_dict(..., strict=True)`` takes them.
+Contract: ``build_model(name)`` builds a config of ``MODEL_CONFIGS`` (from ``point_configs``; the released ones:
+base40M-imagevec, base40M-textvec, base40M-uncond, base40M, base300M, base1B, upsample, sdf); its parameter and
+buffer names and shapes are those of the official ``.pt`` files, so ``load_state_dict(..., strict=True)`` takes
+them.
 The diffusion models map ``x`` (B, C, K) noisy points in the diffusion's [-1, 1] space and ``t`` (B,) integer
 timesteps of the 1024-step schedule to (B, 2C, K): C channels of predicted noise, then C learned-range variance
 values (which sampling ignores). Conditioning is passed explicitly: ``embeddings`` (B, D) for the vec models,
 (B, D, L) CLIP grids for the grid models; ``low_res`` (B, 6, 1024) coarse points in the official output units
 (xyz, RGB in 0..255) for the upsampler. The SDF model maps query points (B, 3, Q) and a cloud (B, 3, N) to (B, Q).
 The CLIP tower is not part of these modules (the official checkpoints do not hold it either).
+``cast_parameters(model, bfloat16)`` is the copy autocast runs use.
 """
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .point_configs import CHECKPOINT_FILES, MODEL_CONFIGS, model_kind  # noqa: F401 - re-exported
-
+from .point_configs import CHECKPOINT_FILES, MODEL_CONFIGS, model_kind  # noqa: F401 - re-exported here
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

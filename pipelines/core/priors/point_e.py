@@ -50,8 +50,8 @@ def where_to_get(files: list[str] | None = None) -> str:
     files = files or [CHECKPOINT_FILES["base40M"], CHECKPOINT_FILES["upsample"], CHECKPOINT_FILES["sdf"]]
     urls = " ".join(OFFICIAL_URL + f for f in files)
     return (f"Put the official Point-E checkpoints ({', '.join(files)}) in a folder and name it (CLI: --checkpoints "
-            f"DIR; the tab: 'Point-E checkpoints'), or a Hugging Face repository id holding them; they download where there is internet from "
-            f"{urls} (the `point_e` package saves them in ./{DEFAULT_REAL}). "
+            "DIR; the tab: 'Point-E checkpoints'), or a Hugging Face repository id holding them; they download "
+            f"where there is internet from {urls} (the `point_e` package saves them in ./{DEFAULT_REAL}). "
             + ("'embedded' runs the project's own offline models." if embedded_available() else
                "No Point-E model is available offline yet: the project's embedded models are not shipped."))
 
@@ -145,8 +145,9 @@ def load_point_e(source: str, name: str, device="cpu"):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated download, not a torch file
+        url = OFFICIAL_URL + CHECKPOINT_FILES[name]
         raise UserInputError(f"could not read {path} ({type(e).__name__}: {str(e)[:200]}); it is not a PyTorch "
-                             f"checkpoint or is incomplete: download {OFFICIAL_URL}{CHECKPOINT_FILES[name]} again") from e
+                             f"checkpoint or is incomplete: download {url} again") from e
     if not isinstance(state, dict):
         raise UserInputError(f"{path} holds a {type(state).__name__}, not a state dict of Point-E's {name} model")
     check_state_dict(state, config, path, name)

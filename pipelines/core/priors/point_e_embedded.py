@@ -2,7 +2,8 @@
 ``point_e``'s module docstring), loaded from int8 prior folders, conditioned on the embedded scorer's embeddings.
 
 Contract: ``load_embedded_models(folder, device, upsample, sdf)`` returns the keyword arguments of a
-``point_e.PointEModels`` (this module does not import ``point_e``), whose ``encoder`` has ``image_vec(images)`` and ``text_vec(texts)`` (the scorer's unit embeddings) or raises
+``point_e.PointEModels`` (this module does not import ``point_e``), whose ``encoder`` has ``image_vec(images)``
+and ``text_vec(texts)`` (the scorer's unit embeddings), or raises
 UserInputError when the folder is incomplete. ``load_model_folder(folder)`` loads one model folder.
 """
 from __future__ import annotations
