@@ -67,9 +67,15 @@ def wait_for_device(wait_s: float = RELEASE_WAIT_S) -> Iterator[str | None]:
     yield device
 
 
+GPU_FIXED_SECONDS = {"pointe": 60.0, "magic3d": 40.0}
+"""Loading and export per run where they outweigh the steps: Point-E loads Stable Diffusion, CLIP ViT-L/14 and
+three point models for a run whose sampling takes 2.5 s (bench/pointe.py on an H200); Magic3D bakes a texture."""
+
+
 def gpu_duration(pipeline: str, cfg: Any, device: str | None = None) -> int:
     """Seconds a ZeroGPU call asks for: the run's steps at the measured cost, plus loading and export."""
-    return runner.run_seconds(int(getattr(cfg, "steps", 0) or 0), GPU_SECONDS_PER_STEP.get(pipeline, 0.05))
+    return runner.run_seconds(int(getattr(cfg, "steps", 0) or 0), GPU_SECONDS_PER_STEP.get(pipeline, 0.05),
+                              fixed_s=GPU_FIXED_SECONDS.get(pipeline, 20.0))
 
 
 @runner.zerogpu(gpu_duration)
