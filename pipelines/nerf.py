@@ -152,8 +152,9 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.datasets import load_blender, open_scene, scene_splits
     from .core.images import colormap, to_uint8
-    from .core.metrics import mse_to_psnr, psnr, ssim
+    from .core.metrics import mse_to_psnr, psnr
     from .core.rays import pixel_rays
+    from .core.training import TrainClock, at_seconds, heldout_scores
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -182,22 +183,12 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     bg = torch.full((3,), bg_value, device=dev)
     preview_cam = val.camera(0).scaled(min(1.0, cfg.preview_size / max(val.width, val.height)))
     preview_gt = _resize(val.images[0], preview_cam.height, preview_cam.width).to(dev)
-    eval_times = sorted(float(s) for s in cfg.eval_at_seconds.split(",") if s.strip())
 
     def render_view(cam):
         with torch.autocast(**amp):
             return render_image(lambda o, d: render(o, d, bg, False)[0], cam.to(dev), device=dev)
 
-    def evaluate(tag: str) -> dict[str, float]:
-        scores = {"psnr": [], "ssim": []}
-        for i in range(len(val)):
-            out = render_view(val.camera(i))
-            gt = val.images[i].to(dev)
-            scores["psnr"].append(psnr(out["rgb"], gt))
-            scores["ssim"].append(ssim(out["rgb"], gt))
-        return {f"{tag}psnr": sum(scores["psnr"]) / len(val), f"{tag}ssim": sum(scores["ssim"]) / len(val)}
-
-    train_seconds, tick = 0.0, time.perf_counter()
+    clock = TrainClock(cfg.steps, cfg.max_seconds, cfg.eval_at_seconds)  # paused for previews and scoring
     loss_acc = torch.zeros((), device=dev)
     timeline: dict[str, float] = {}
     step, n_rays = 0, cfg.batch_rays
@@ -206,10 +197,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         if grid is not None and (step == 1 or step % 16 == 0):
             with torch.autocast(**amp):
                 grid.update(modules["field"].density, step_size, step)
-        elapsed = train_seconds + time.perf_counter() - tick
-        progress = min(1.0, elapsed / cfg.max_seconds if cfg.max_seconds else (step - 1) / cfg.steps)
         for group, base in zip(opt.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(step, progress)
+            group["lr"] = base * lr_factor(step, clock.progress(step))
         idx = torch.randint(0, n_img, (n_rays,), device=dev)
         precrop = grid is None and step <= cfg.precrop_steps
         y0, x0 = (h // 4, w // 4) if precrop else (0, 0)
@@ -242,30 +231,27 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
                                      "try another --seed")
             losses = {"loss": mean_mse, "psnr_train": mse_to_psnr(mean_mse)}
             if ctx.preview_due(step) or step == LOG_EVERY:
-                train_seconds += time.perf_counter() - tick
-                modules.eval()
-                view = render_view(preview_cam)
-                losses["psnr_val"] = psnr(view["rgb"], preview_gt)
-                yield Preview(step, _preview_images(view, to_uint8, colormap),
-                              caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB")
-                tick = time.perf_counter()
+                with clock.paused():
+                    modules.eval()
+                    view = render_view(preview_cam)
+                    losses["psnr_val"] = psnr(view["rgb"], preview_gt)
+                    yield Preview(step, _preview_images(view, to_uint8, colormap),
+                                  caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB")
             yield Progress(step, cfg.steps, losses)
-        elapsed = train_seconds + time.perf_counter() - tick
-        if eval_times and elapsed >= eval_times[0]:
-            train_seconds, t_at = elapsed, eval_times.pop(0)
-            modules.eval()
-            scores = evaluate("")
-            timeline.update({f"psnr@{t_at:g}s": scores["psnr"], f"steps@{t_at:g}s": float(step)})
-            yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB, "
-                      f"SSIM {scores['ssim']:.3f}")
-            tick = time.perf_counter()
-        if cfg.max_seconds and elapsed >= cfg.max_seconds:
+        if (t_at := clock.checkpoint_due()) is not None:
+            with clock.paused():
+                modules.eval()
+                scores = heldout_scores(render_view, val)
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step))
+                yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB, "
+                          f"SSIM {scores['ssim']:.3f}")
+        if clock.out_of_time():
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
             break
-    train_seconds += time.perf_counter() - tick
+    train_seconds = clock.seconds
 
     modules.eval()
-    metrics = evaluate("")
+    metrics = heldout_scores(render_view, val)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30

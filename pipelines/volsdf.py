@@ -210,9 +210,10 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.datasets import load_blender, open_scene, scene_splits
     from .core.images import colormap, normals_to_uint8, to_uint8
-    from .core.metrics import mse_to_psnr, psnr, ssim
+    from .core.metrics import mse_to_psnr, psnr
     from .core.rays import pixel_rays, ray_aabb
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient, sdf_to_mesh
+    from .core.training import TrainClock, at_seconds, heldout_scores
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -250,28 +251,18 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     preview_cam = val.camera(0).scaled(min(1.0, cfg.preview_size / max(val.width, val.height)))
     preview_gt = F.interpolate(val.images[0].permute(2, 0, 1)[None], size=(preview_cam.height, preview_cam.width),
                                mode="area")[0].permute(1, 2, 0).to(dev)
-    eval_times = sorted(float(s) for s in cfg.eval_at_seconds.split(",") if s.strip())
 
     def render_view(cam):
         return render_image(lambda o, d: render(o, d, bg, False), cam.to(dev), chunk=4096, device=dev,
                             extras=("normal",))
 
-    def evaluate() -> dict[str, float]:
-        scores = {"psnr": 0.0, "ssim": 0.0}
-        for i in range(len(val)):
-            out, gt = render_view(val.camera(i)), val.images[i].to(dev)
-            scores["psnr"] += psnr(out["rgb"], gt) / len(val)
-            scores["ssim"] += ssim(out["rgb"], gt) / len(val)
-        return scores
-
-    train_seconds, tick = 0.0, time.perf_counter()
+    clock = TrainClock(cfg.steps, cfg.max_seconds, cfg.eval_at_seconds)  # paused for previews and scoring
     acc = torch.zeros(2, device=dev)  # running sums of the colour MSE and the eikonal loss
     timeline: dict[str, float] = {}
     step = 0
     for step in range(1, cfg.steps + 1):
         modules.train()
-        elapsed = train_seconds + time.perf_counter() - tick
-        progress = min(1.0, elapsed / cfg.max_seconds if cfg.max_seconds else (step - 1) / cfg.steps)
+        progress = clock.progress(step)
         warmup = min(1.0, step / 50) if cfg.field == "neural" else 1.0  # the MLPs get a short warm-up
         for group, base in zip(opt.param_groups, base_lrs):  # then the rate decays exponentially to 1/10
             group["lr"] = base * warmup * 0.1 ** progress
@@ -306,36 +297,33 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
             losses = {"loss": mse, "psnr_train": mse_to_psnr(mse), "eikonal": eik_mean,
                       "beta": float(density.beta.detach()), "alpha": float(density.alpha.detach())}
             if ctx.preview_due(step) or step == LOG_EVERY:
-                train_seconds += time.perf_counter() - tick
-                modules.eval()
-                view = render_view(preview_cam)
-                losses["psnr_val"] = psnr(view["rgb"], preview_gt)
-                yield Preview(step, _preview_images(view, to_uint8, colormap, normals_to_uint8),
-                              caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB, "
-                                      f"beta {losses['beta']:.4g}, alpha {losses['alpha']:.4g}")
-                if cfg.field == "primitives":
-                    yield Log(f"step {step}: beta {losses['beta']:.4g}, alpha {losses['alpha']:.4g} · "
-                              f"{describe_primitives(field)}")
-                tick = time.perf_counter()
+                with clock.paused():
+                    modules.eval()
+                    view = render_view(preview_cam)
+                    losses["psnr_val"] = psnr(view["rgb"], preview_gt)
+                    yield Preview(step, _preview_images(view, to_uint8, colormap, normals_to_uint8),
+                                  caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB, "
+                                          f"beta {losses['beta']:.4g}, alpha {losses['alpha']:.4g}")
+                    if cfg.field == "primitives":
+                        yield Log(f"step {step}: beta {losses['beta']:.4g}, alpha {losses['alpha']:.4g} · "
+                                  f"{describe_primitives(field)}")
             yield Progress(step, cfg.steps, losses)
-        elapsed = train_seconds + time.perf_counter() - tick
-        if eval_times and elapsed >= eval_times[0]:
-            train_seconds, t_at = elapsed, eval_times.pop(0)
-            modules.eval()
-            scores = evaluate()
-            timeline.update({f"psnr@{t_at:g}s": scores["psnr"], f"steps@{t_at:g}s": float(step)})
-            if cfg.mesh_resolution > 0:
-                stats = _mesh_stats(sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=False))
-                timeline.update({f"{k}@{t_at:g}s": v for k, v in stats.items()})
-            yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
-            tick = time.perf_counter()
-        if cfg.max_seconds and elapsed >= cfg.max_seconds:
+        if (t_at := clock.checkpoint_due()) is not None:
+            with clock.paused():
+                modules.eval()
+                scores = heldout_scores(render_view, val)
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step))
+                if cfg.mesh_resolution > 0:
+                    stats = _mesh_stats(sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=False))
+                    timeline.update(at_seconds(t_at, **stats))
+                yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
+        if clock.out_of_time():
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
             break
-    train_seconds += time.perf_counter() - tick
+    train_seconds = clock.seconds
 
     modules.eval()
-    metrics = evaluate()
+    metrics = heldout_scores(render_view, val)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step), beta=float(density.beta.detach()),
                    alpha=float(density.alpha.detach()))
     if cfg.field == "primitives":
