@@ -229,7 +229,8 @@ def _check(cfg: Magic3DConfig) -> None:
     if not (0 <= cfg.t_min <= min(cfg.t_max, cfg.fine_t_max) and max(cfg.t_max, cfg.t_max_end, cfg.fine_t_max) <= 1):
         raise UserInputError("need 0 <= t_min <= t_max, fine_t_max <= 1")
     if cfg.camera_distance_min <= cfg.bound:
-        raise UserInputError(f"cameras must stay outside the bounding sphere: camera_distance_min > bound ({cfg.bound})")
+        raise UserInputError("cameras must stay outside the bounding sphere: camera_distance_min > bound "
+                             f"({cfg.bound})")
     threshold(cfg)
 
 
@@ -349,8 +350,9 @@ def _coarse(cfg: Magic3DConfig, metrics: dict, ctx: RunContext, guidance, text, 
         idx = range((step - 1) * b, step * b)
         # Magic3D's shading: ambient-only (the albedo) first, then random diffuse or textureless.
         shading = pick_shading(progress, shade_rng, cfg.albedo_warmup, cfg.albedo_prob, cfg.textureless_prob)
-        loss, terms, sds = distill_step(student, background, guidance, TextEmbeddings.cat([text[names[i]] for i in idx]),
-                                        views, idx, rays, cfg.resolution, progress, shading, cfg, grid)
+        batch_text = TextEmbeddings.cat([text[names[i]] for i in idx])
+        loss, terms, sds = distill_step(student, background, guidance, batch_text, views, idx, rays, cfg.resolution,
+                                        progress, shading, cfg, grid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -447,7 +449,6 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     started = time.perf_counter()
     for step in range(1, steps + 1):
         student.train()
-        progress = (step - 1) / steps
         idx = range((step - 1) * b, step * b)
         verts, faces = dmtet()
         if len(faces) == 0:
@@ -520,8 +521,8 @@ def _coarse_turntable(cfg: Magic3DConfig, student, background, grid, rays, dist:
     fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
     for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size):
         view = render_view(student, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples, cfg.n_importance, grid)
-        frames.append(np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None])],
-                                     axis=1))
+        normal = normals_to_uint8(view["normal"], view["opacity"][..., None])
+        frames.append(np.concatenate([to_uint8(view["rgb"]), normal], axis=1))
     return frames
 
 

@@ -214,7 +214,8 @@ def test_surface_threshold_override(smoke, prior, tmp_path):
 def test_bad_input_is_a_user_error(prior, tmp_path):
     for bad, msg in ((dict(prompt="  "), "prompt"), (dict(surface_threshold="high"), "surface-threshold"),
                      (dict(surface_threshold="-1"), "surface-threshold"), (dict(fine_steps=0), "fine_steps"),
-                     (dict(camera_distance_min=0.5), "outside"), (dict(from_coarse=str(tmp_path / "no.pt")), "no file")):
+                     (dict(camera_distance_min=0.5), "outside"),
+                     (dict(from_coarse=str(tmp_path / "no.pt")), "no file")):
         with pytest.raises(UserInputError, match=msg):
             run_to_completion(run(Magic3DConfig(prior=prior, out_dir=str(tmp_path / "o"), **{**TINY, **bad})))
     with pytest.raises(UserInputError, match="preset"):
