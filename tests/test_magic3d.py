@@ -254,7 +254,8 @@ def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
     with gr.Blocks() as demo:
         tab.build()
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
-    d = Magic3DConfig()
+    d = Magic3DConfig().with_preset("cpu") if tab.default_preset() == "cpu" else Magic3DConfig()
+    assert tab.default_preset() == ("custom" if widgets.has_cuda() else "cpu") == by_id["magic3d-preset"].value
     assert by_id["magic3d-coarse-steps"].value == d.coarse_steps and by_id["magic3d-fine-steps"].value == d.fine_steps
     assert by_id["magic3d-tets"].value == d.tet_resolution and by_id["magic3d-threshold"].value == "auto"
     assert by_id["magic3d-prior"].value == priors.default_diffusion()

@@ -13,7 +13,7 @@ from .. import widgets
 from .dreamfusion import EMBEDDED_EXAMPLES, EXAMPLES
 
 PIPELINE = "magic3d"
-PRESETS = ("custom", "fast", "quality", "zerogpu")  # "custom": the config defaults; tests check these match
+PRESETS = ("custom", "cpu", "fast", "quality", "zerogpu")  # "custom": the config defaults; tests check these match
 TINY = dict(coarse_steps=10, fine_steps=10, resolution=32, n_samples=16, hash_levels=8, hash_log2_size=14,
             hash_max_res=256, occupancy_resolution=32, tet_resolution=16, fine_resolution=64, mesh_resolution=32,
             texture_size=128, turntable_frames=4, preview_size=64, preview_every=5)
@@ -35,6 +35,11 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, coarse_steps, fine
         cfg = dataclasses.replace(cfg, **{**TINY, "coarse_steps": min(cfg.coarse_steps, TINY["coarse_steps"]),
                                           "fine_steps": min(cfg.fine_steps, TINY["fine_steps"])})
     return cfg
+
+
+def default_preset() -> str:
+    """The preset the tab opens on: one a person would wait for on this device."""
+    return "custom" if widgets.has_cuda() else "cpu"
 
 
 def preset_values(preset):
@@ -66,7 +71,7 @@ def build() -> None:
     choices = list(priors.KNOWN_DIFFUSION) + ([priors.EMBEDDED] if priors.embedded_diffusion_available() else [])
     default = priors.default_diffusion()
     examples = EMBEDDED_EXAMPLES + EXAMPLES if default == priors.EMBEDDED else EXAMPLES
-    coarse0, fine0, tets0 = preset_values("custom")
+    coarse0, fine0, tets0 = preset_values(default_preset())
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(examples[0], label="Prompt", elem_id="magic3d-prompt", lines=2,
@@ -76,8 +81,9 @@ def build() -> None:
             prior = gr.Dropdown(choices, value=default, allow_custom_value=True, label="Prior",
                                 elem_id="magic3d-prior", info="Hub id or local folder of a diffusers model")
             gr.Markdown(prior_note(), elem_id="magic3d-prior-note")
-            preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="magic3d-preset",
-                                 info="fast: fewer steps; quality: longer, finer mesh; zerogpu: fits a 120 s GPU slot")
+            preset = gr.Dropdown(list(PRESETS), value=default_preset(), label="Preset", elem_id="magic3d-preset",
+                                 info="cpu: small, minutes on a CPU; fast: fewer steps; quality: longer, finer mesh; "
+                                      "zerogpu: fits a 120 s GPU slot")
             coarse_steps = gr.Slider(1, 20000, value=coarse0, step=1, label="Coarse steps (hash-grid field)",
                                      elem_id="magic3d-coarse-steps")
             fine_steps = gr.Slider(1, 10000, value=fine0, step=1, label="Fine steps (textured mesh)",
@@ -96,7 +102,7 @@ def build() -> None:
         with gr.Column(scale=3):
             preview = widgets.preview_panel(PIPELINE, ("rgb", "normal", "opacity", "sds"))
     arts = widgets.artifacts_panel(PIPELINE)
-    gr.Examples([[p, "", "custom", 0] for p in examples], inputs=[prompt, negative, preset, seed],
+    gr.Examples([[p, "", default_preset(), 0] for p in examples], inputs=[prompt, negative, preset, seed],
                 cache_examples=False, elem_id="magic3d-examples")
     preset.input(preset_values, inputs=[preset], outputs=[coarse_steps, fine_steps, tets], queue=False)
     widgets.wire_run(PIPELINE, make_config, dict(prompt=prompt, negative_prompt=negative, guidance_scale=scale,
