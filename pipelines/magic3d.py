@@ -91,11 +91,11 @@ class Magic3DConfig(PipelineConfig):
     occupancy_every: int = 16
     """Coarse steps between occupancy-grid updates."""
     camera_distance_min: float = 1.5
-    """Random cameras (both stages): nearest distance from the origin."""
+    """Coarse cameras: nearest distance from the origin."""
     camera_distance_max: float = 2.0
-    """Random cameras: farthest distance."""
+    """Coarse cameras: farthest distance."""
     elevation_min: float = -10.0
-    """Random cameras: lowest elevation in degrees."""
+    """Random cameras (both stages): lowest elevation in degrees."""
     elevation_max: float = 80.0
     """Random cameras: highest elevation in degrees."""
     fov_min: float = 40.0
@@ -132,6 +132,10 @@ class Magic3DConfig(PipelineConfig):
     """Side of the fine renders in pixels; 0: the prior's input size (512 for Stable Diffusion, 64 embedded)."""
     fine_t_max: float = 0.5
     """Largest diffusion time of the fine stage (small t refines details; Magic3D: 0.5)."""
+    fine_camera_distance_min: float = 2.0
+    """Fine cameras: nearest distance (farther than the coarse ones, so the narrower view still frames the object)."""
+    fine_camera_distance_max: float = 2.5
+    """Fine cameras: farthest distance."""
     fine_fov_min: float = 30.0
     """Fine cameras: narrowest field of view in degrees."""
     fine_fov_max: float = 45.0
@@ -232,7 +236,7 @@ def _check(cfg: Magic3DConfig) -> None:
         raise UserInputError("view_template needs a {prompt} placeholder (and a {view} one)")
     if not (0 <= cfg.t_min <= min(cfg.t_max, cfg.fine_t_max) and max(cfg.t_max, cfg.t_max_end, cfg.fine_t_max) <= 1):
         raise UserInputError("need 0 <= t_min <= t_max, fine_t_max <= 1")
-    if cfg.camera_distance_min <= cfg.bound:
+    if min(cfg.camera_distance_min, cfg.fine_camera_distance_min) <= cfg.bound:
         raise UserInputError("cameras must stay outside the bounding sphere: camera_distance_min > bound "
                              f"({cfg.bound})")
     threshold(cfg)
@@ -438,7 +442,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     dev = ctx.device
     res = cfg.fine_resolution or guidance.resolution
     b, steps = cfg.batch_size, cfg.fine_steps
-    views = Views(steps * b, cfg.seed + 1, (cfg.camera_distance_min, cfg.camera_distance_max),
+    views = Views(steps * b, cfg.seed + 1, (cfg.fine_camera_distance_min, cfg.fine_camera_distance_max),
                   (cfg.elevation_min, cfg.elevation_max), (cfg.fine_fov_min, cfg.fine_fov_max), dev)
     names = [direction(e, a) for e, a in zip(views.elevation, views.azimuth)]
     shade_rng = random.Random(cfg.seed + 1)
