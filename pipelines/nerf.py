@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .config import RunContext, UserInputError, run_guarded
+from .core.training import PosedImagesConfig
 from .events import Done, Event, Log, Preview, Progress
 
 EXAMPLE_SCENE = Path(__file__).resolve().parents[1] / "assets" / "scenes" / "cow"
 
 
 @dataclass
-class NerfConfig(PipelineConfig):
-    scene: str = ""
-    """A Blender-format folder (transforms_*.json + images) or a .zip of one; empty: the shipped example."""
+class NerfConfig(PosedImagesConfig):
     model: Literal["vanilla", "fast"] = "fast"
     """'vanilla': MLP with positional encoding, coarse + fine sampling; 'fast': hash grid + occupancy grid."""
     steps: int = 2000
@@ -32,14 +31,6 @@ class NerfConfig(PipelineConfig):
     """fast: samples per step the ray count adapts to, as in nerfacc (0: keep batch_rays fixed)."""
     lr: float = 0.0
     """Adam learning rate; 0 picks the model's default (5e-4 vanilla, 1e-2 fast)."""
-    downscale: int = 1
-    """Load images at 1/N resolution."""
-    max_views: int = 0
-    """Use at most this many training views (0: all)."""
-    eval_views: int = 0
-    """Held-out views for the final PSNR/SSIM (0: all of the held-out split)."""
-    white_background: bool = True
-    """Composite transparent images and renders on white (NeRF-synthetic protocol); else black."""
     bound: float = 1.5
     """The scene lies in the box [-bound, bound]^3 (NeRF-synthetic objects fit in 1.5)."""
     n_coarse: int = 64
@@ -72,11 +63,6 @@ class NerfConfig(PipelineConfig):
     """Frames in the turntable video."""
     preview_size: int = 200
     """Longest side of preview and turntable renders, in pixels."""
-    eval_at_seconds: str = ""
-    """Comma-separated training times (s) at which to score all held-out views (benchmarks); the clock
-    pauses while scoring."""
-    max_seconds: float = 0.0
-    """Stop training after this many seconds (0: no limit)."""
     export: bool = True
     """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
     preview_every: int = 200

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .config import RunContext, UserInputError, run_guarded
+from .core.training import PosedImagesConfig
 from .events import Done, Event, Log, Preview, Progress
 
 SCENES = Path(__file__).resolve().parents[1] / "assets" / "scenes"
@@ -28,8 +29,8 @@ EXAMPLE_SCENES = {"neural": SCENES / "cow", "primitives": SCENES / "primitives"}
 
 
 @dataclass
-class VolSDFConfig(PipelineConfig):
-    scene: str = ""
+class VolSDFConfig(PosedImagesConfig):
+    scene: str = ""  # (declared again for its help text)
     """A Blender-format folder (transforms_*.json + images) or a .zip of one; empty: the shipped example
     (assets/scenes/primitives for the primitives field, assets/scenes/cow for the neural one)."""
     field: Literal["neural", "primitives"] = "neural"
@@ -48,14 +49,6 @@ class VolSDFConfig(PipelineConfig):
     """Rays per step."""
     lr: float = 0.0
     """Adam learning rate; 0 picks the field's default (1e-2 hash grid and primitives, 5e-4 harmonic MLP)."""
-    downscale: int = 1
-    """Load images at 1/N resolution."""
-    max_views: int = 0
-    """Use at most this many training views (0: all)."""
-    eval_views: int = 0
-    """Held-out views for the final PSNR/SSIM (0: all of the held-out split)."""
-    white_background: bool = True
-    """Composite transparent images and renders on white (NeRF-synthetic protocol); else black."""
     random_background: bool = True
     """While training, composite rays of images with alpha on a random colour so empty space must be empty."""
     bound: float = 1.5
@@ -98,10 +91,6 @@ class VolSDFConfig(PipelineConfig):
     """Frames in the turntable video."""
     preview_size: int = 200
     """Longest side of preview and turntable renders, in pixels."""
-    eval_at_seconds: str = ""
-    """Comma-separated training times (s) at which to score all held-out views (benchmarks)."""
-    max_seconds: float = 0.0
-    """Stop training after this many seconds (0: no limit)."""
     export: bool = True
     """Write the turntable, mesh, parameters and checkpoint at the end (benchmarks may turn this off)."""
     preview_every: int = 200

@@ -2,7 +2,8 @@
 pauses while a run previews or scores, the benchmark checkpoints (``eval_at_seconds``) and the ``max_seconds``
 budget, and the held-out PSNR/SSIM.
 
-Contract: ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time only (wrap previews and
+Contract: ``PosedImagesConfig`` holds the config fields these methods share (the scene, how it loads, the
+clock's); ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time only (wrap previews and
 scoring in ``with clock.paused():``); ``progress(step)`` in [0, 1] drives learning-rate schedules;
 ``checkpoint_due()`` returns the next ``eval_at_seconds`` time once training has reached it (each one once);
 ``out_of_time()`` says when the budget is spent. ``heldout_scores`` renders every view of a ``core.datasets``
@@ -12,9 +13,31 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .metrics import psnr, ssim
+from ..config import PipelineConfig
+
+
+@dataclass
+class PosedImagesConfig(PipelineConfig):
+    """Config fields of the methods fitted to posed images (NeRF, VolSDF), declared once."""
+
+    scene: str = ""
+    """A Blender-format folder (transforms_*.json + images) or a .zip of one; empty: the shipped example."""
+    downscale: int = 1
+    """Load images at 1/N resolution."""
+    max_views: int = 0
+    """Use at most this many training views (0: all)."""
+    eval_views: int = 0
+    """Held-out views for the final PSNR/SSIM (0: all of the held-out split)."""
+    white_background: bool = True
+    """Composite transparent images and renders on white (NeRF-synthetic protocol); else black."""
+    eval_at_seconds: str = ""
+    """Comma-separated training times (s) at which to score all held-out views (benchmarks); the clock
+    pauses while scoring."""
+    max_seconds: float = 0.0
+    """Stop training after this many seconds (0: no limit); the learning-rate schedule then follows the clock."""
 
 
 class TrainClock:
@@ -71,6 +94,8 @@ def heldout_scores(render_view: Callable, views) -> dict[str, float]:
     Args:
         render_view: camera -> dict with "rgb" (H, W, 3) in [0, 1].
     """
+    from .metrics import psnr, ssim  # torch: not at import, as the app imports the configs from here
+
     total = {"psnr": 0.0, "ssim": 0.0}
     for i in range(len(views)):
         rgb = render_view(views.camera(i))["rgb"]
