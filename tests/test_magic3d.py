@@ -211,6 +211,20 @@ def test_surface_threshold_override(smoke, prior, tmp_path):
                                             out_dir=str(tmp_path / "c"), **base)))
 
 
+def test_stop_in_the_fine_stage_closes_the_run_and_frees(prior, tmp_path, monkeypatch):
+    from pipelines import config
+
+    freed = []
+    monkeypatch.setattr(config.RunContext, "free", lambda self: freed.append(True))
+    gen = run(Magic3DConfig(prior=prior, out_dir=str(tmp_path), **{**TINY, "coarse_steps": 2, "fine_steps": 1000}))
+    for ev in gen:
+        if isinstance(ev, Log) and ev.message.startswith("fine stage"):
+            break
+    assert not freed and (tmp_path / "coarse.pt").exists()
+    gen.close()  # what the UI's Stop does
+    assert freed == [True] and not (tmp_path / "mesh.glb").exists()
+
+
 def test_bad_input_is_a_user_error(prior, tmp_path):
     for bad, msg in ((dict(prompt="  "), "prompt"), (dict(surface_threshold="high"), "surface-threshold"),
                      (dict(surface_threshold="-1"), "surface-threshold"), (dict(fine_steps=0), "fine_steps"),
