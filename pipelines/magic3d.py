@@ -446,7 +446,8 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
                   (cfg.elevation_min, cfg.elevation_max), (cfg.fine_fov_min, cfg.fine_fov_max), dev)
     names = [direction(e, a) for e, a in zip(views.elevation, views.azimuth)]
     shade_rng = random.Random(cfg.seed + 1)
-    colour = [p for n, p in student.named_parameters() if not n.startswith("net.")]  # the density head rests
+    # the colour field: the encoding and albedo head (the density head rests); a DreamFusion student's shared head
+    colour = [p for n, p in student.named_parameters() if student.albedo_net is None or not n.startswith("net.")]
     opt = torch.optim.Adam([{"params": [dmtet.sdf, dmtet.offset], "lr": cfg.fine_lr},
                             {"params": colour, "lr": cfg.fine_texture_lr},
                             {"params": background.parameters(), "lr": 1e-3}], betas=(0.9, 0.99), eps=1e-15)

@@ -189,9 +189,12 @@ def test_refining_a_coarse_checkpoint_skips_the_coarse_stage(smoke, prior, tmp_p
     df_cfg = DreamFusionConfig(width=16, depth=1, blob_density=20.0)
     student, _ = dreamfusion_student(df_cfg)
     torch.save({"config": dataclasses.asdict(df_cfg), "student": student.state_dict()}, tmp_path / "model.pt")
-    events = list(run(dataclasses.replace(cfg, from_coarse=str(tmp_path / "model.pt"))))
+    events = list(run(dataclasses.replace(cfg, from_coarse=str(tmp_path / "model.pt"), out_dir=str(tmp_path / "d"),
+                                          export=True, turntable_frames=0)))
     assert isinstance(events[-1], Done) and any("DreamFusion coarse field" in e.message for e in events
                                                 if isinstance(e, Log))
+    refined = torch.load(tmp_path / "d" / "model.pt", weights_only=False)["student"]
+    assert not torch.equal(refined["net.0.weight"], student.state_dict()["net.0.weight"])  # its colour trained too
     with pytest.raises(UserInputError, match="from-coarse"):
         run_to_completion(run(dataclasses.replace(cfg, from_coarse=str(tmp_path / "run.json"))))
 
