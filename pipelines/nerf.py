@@ -136,22 +136,16 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
 
-    from .core.datasets import load_blender, open_scene, scene_splits
     from .core.images import colormap, to_uint8
     from .core.metrics import mse_to_psnr, psnr
-    from .core.rays import pixel_rays
-    from .core.training import TrainClock, at_seconds, heldout_scores
+    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
         raise UserInputError("steps, batch_rays and downscale must be positive")
     dev = ctx.device
     started = time.perf_counter()
-    root = open_scene(cfg.scene or EXAMPLE_SCENE, ctx.out_dir)
-    train_split, val_split = scene_splits(root)
-    bg_value = 1.0 if cfg.white_background else 0.0
-    train = load_blender(root, train_split, cfg.downscale, cfg.max_views, bg_value)
-    val = load_blender(root, val_split, cfg.downscale, cfg.eval_views, bg_value)
+    _, train, val = load_posed_scene(cfg, EXAMPLE_SCENE, ctx.out_dir)
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
               f"model '{cfg.model}' on {dev}")
 
@@ -161,14 +155,10 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp16-like mantissa for the MLPs, fp32 range
     render, step_size = make_renderer(cfg, modules, grid)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
-    images = train.images.to(dev)
-    # Composited on a random colour per ray while training, so empty space cannot hide in the background.
-    alphas = train.alphas.to(dev) if (train.alphas is not None and grid is not None) else None
-    c2w = train.c2w.to(dev)
-    n_img, h, w = images.shape[:3]
-    bg = torch.full((3,), bg_value, device=dev)
-    preview_cam = val.camera(0).scaled(min(1.0, cfg.preview_size / max(val.width, val.height)))
-    preview_gt = _resize(val.images[0], preview_cam.height, preview_cam.width).to(dev)
+    # fast: targets composited on a random colour per ray while training (RayBatches).
+    rays = RayBatches(train, 1.0 if cfg.white_background else 0.0, grid is not None, dev)
+    bg = rays.background
+    preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
 
     def render_view(cam):
         with torch.autocast(**amp):
@@ -185,17 +175,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
                 grid.update(modules["field"].density, step_size, step)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, clock.progress(step))
-        idx = torch.randint(0, n_img, (n_rays,), device=dev)
-        precrop = grid is None and step <= cfg.precrop_steps
-        y0, x0 = (h // 4, w // 4) if precrop else (0, 0)
-        py = torch.randint(y0, h - y0, (n_rays,), device=dev)
-        px = torch.randint(x0, w - x0, (n_rays,), device=dev)
-        o, d = pixel_rays(c2w[idx], px + 0.5, py + 0.5, train.fx, train.fy, train.cx, train.cy)
-        target = images[idx, py, px]
-        ray_bg = bg
-        if alphas is not None:
-            ray_bg = torch.rand(n_rays, 3, device=dev)
-            target = target + (ray_bg - bg) * (1 - alphas[idx, py, px])
+        o, d, target, ray_bg = rays.sample(n_rays, central=grid is None and step <= cfg.precrop_steps)
         with torch.autocast(**amp):
             out, out_coarse = render(o, d, ray_bg, True)
         loss = F.mse_loss(out.rgb, target)
@@ -245,14 +225,6 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     if cfg.export:
         yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
-
-
-def _resize(img, h: int, w: int):
-    import torch.nn.functional as F
-
-    if img.shape[:2] == (h, w):
-        return img
-    return F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
 
 
 def _preview_images(view, to_uint8, colormap) -> dict:

@@ -197,12 +197,11 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
 
-    from .core.datasets import load_blender, open_scene, scene_splits
     from .core.images import colormap, normals_to_uint8, to_uint8
     from .core.metrics import mse_to_psnr, psnr
-    from .core.rays import pixel_rays, ray_aabb
+    from .core.rays import ray_aabb
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient, sdf_to_mesh
-    from .core.training import TrainClock, at_seconds, heldout_scores
+    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -211,11 +210,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("need 0 < beta_min < beta_init")
     dev = ctx.device
     started = time.perf_counter()
-    root = open_scene(cfg.scene or EXAMPLE_SCENES[cfg.field], ctx.out_dir)
-    train_split, val_split = scene_splits(root)
-    bg_value = 1.0 if cfg.white_background else 0.0
-    train = load_blender(root, train_split, cfg.downscale, cfg.max_views, bg_value)
-    val = load_blender(root, val_split, cfg.downscale, cfg.eval_views, bg_value)
+    root, train, val = load_posed_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir)
     field = build_field(cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)
     modules = torch.nn.ModuleDict({"field": field, "density": density})
@@ -233,13 +228,9 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         return render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, background, perturb,
                           cfg.upsample_levels)
 
-    images, c2w = train.images.to(dev), train.c2w.to(dev)
-    alphas = train.alphas.to(dev) if (train.alphas is not None and cfg.random_background) else None
-    n_img, h, w = images.shape[:3]
-    bg = torch.full((3,), bg_value, device=dev)
-    preview_cam = val.camera(0).scaled(min(1.0, cfg.preview_size / max(val.width, val.height)))
-    preview_gt = F.interpolate(val.images[0].permute(2, 0, 1)[None], size=(preview_cam.height, preview_cam.width),
-                               mode="area")[0].permute(1, 2, 0).to(dev)
+    rays = RayBatches(train, 1.0 if cfg.white_background else 0.0, cfg.random_background, dev)
+    bg = rays.background
+    preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
 
     def render_view(cam):
         return render_image(lambda o, d: render(o, d, bg, False), cam.to(dev), chunk=4096, device=dev,
@@ -258,14 +249,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         if cfg.field == "neural" and cfg.encoding == "hash" and cfg.hash_warmup:
             field.active_levels = min(cfg.hash_levels, 4 + (cfg.hash_levels - 4) * step // cfg.hash_warmup)
 
-        idx = torch.randint(0, n_img, (cfg.batch_rays,), device=dev)
-        py = torch.randint(0, h, (cfg.batch_rays,), device=dev)
-        px = torch.randint(0, w, (cfg.batch_rays,), device=dev)
-        o, d = pixel_rays(c2w[idx], px + 0.5, py + 0.5, train.fx, train.fy, train.cx, train.cy)
-        target, ray_bg = images[idx, py, px], bg
-        if alphas is not None:
-            ray_bg = torch.rand(cfg.batch_rays, 3, device=dev)
-            target = target + (ray_bg - bg) * (1 - alphas[idx, py, px])
+        o, d, target, ray_bg = rays.sample(cfg.batch_rays)
         out = render(o, d, ray_bg, True)
         color_loss = F.mse_loss(out.rgb, target)
         x_eik = (torch.rand(cfg.eikonal_points, 3, device=dev) * 2 - 1) * cfg.bound

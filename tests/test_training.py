@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipelines.core import training
-from pipelines.core.training import TrainClock, at_seconds, heldout_scores
+from pipelines.core.datasets import PosedImages
+from pipelines.core.training import RayBatches, TrainClock, at_seconds, heldout_scores, preview_target
 from pipelines.events import Done, Log, run_to_completion
 
 
@@ -57,6 +58,29 @@ def test_at_seconds_and_heldout_scores():
     renders = [torch.full((12, 12, 3), 0.5), torch.full((12, 12, 3), 0.6)]  # PSNR inf-capped 100, then 20 dB
     scores = heldout_scores(lambda cam: {"rgb": renders[cam]}, Views())
     assert scores["psnr"] == pytest.approx((100 + 20) / 2, abs=1e-3) and 0.9 < scores["ssim"] < 1
+
+
+def test_ray_batches_recomposite_targets_and_crop():
+    n, h, w = 2, 8, 8
+    alphas = torch.zeros(n, h, w, 1)
+    alphas[:, :, : w // 2] = 1.0  # opaque left half, empty right half
+    colour = torch.tensor([0.2, 0.4, 0.6])
+    images = colour * alphas + 1.0 * (1 - alphas)  # composited on white, as load_blender does
+    views = PosedImages(images, alphas, torch.eye(4).expand(n, 4, 4), 4.0, 4.0, 4.0, 4.0, w, h, ["a", "b"])
+    torch.manual_seed(0)
+    o, d, target, ray_bg = RayBatches(views, 1.0, True, "cpu").sample(500, central=True)
+    assert o.shape == d.shape == target.shape == ray_bg.shape == (500, 3)
+    px = d[:, 0] / -d[:, 2] * 4.0 + 4.0 - 0.5  # back from the direction to the pixel column
+    py = -d[:, 1] / -d[:, 2] * 4.0 + 4.0 - 0.5
+    assert px.round().min() >= 2 and px.round().max() <= 5 and py.round().min() >= 2 and py.round().max() <= 5
+    left = px < w // 2
+    assert torch.allclose(target[left], colour.expand(int(left.sum()), 3))  # opaque: the image's colour
+    assert torch.allclose(target[~left], ray_bg[~left])  # empty: the ray's random background
+    plain = RayBatches(views, 1.0, False, "cpu").sample(10)
+    assert plain[3].shape == (3,) and torch.equal(plain[3], torch.ones(3))
+    cam, gt = preview_target(views, 4, "cpu")
+    assert (cam.width, cam.height) == (4, 4) and gt.shape == (4, 4, 3)
+    assert torch.allclose(gt[:, :2], colour.expand(4, 2, 3)) and torch.allclose(gt[:, 2:], torch.ones(4, 2, 3))
 
 
 @pytest.mark.parametrize("method", ["nerf", "volsdf"])

@@ -3,7 +3,8 @@ pauses while a run previews or scores, the benchmark checkpoints (``eval_at_seco
 budget, and the held-out PSNR/SSIM.
 
 Contract: ``PosedImagesConfig`` holds the config fields these methods share (the scene, how it loads, the
-clock's); ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time only (wrap previews and
+clock's) and ``load_posed_scene`` loads what they name; ``RayBatches.sample`` draws random training rays with
+their target colours; ``preview_target`` is the held-out view that previews show; ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time only (wrap previews and
 scoring in ``with clock.paused():``); ``progress(step)`` in [0, 1] drives learning-rate schedules;
 ``checkpoint_due()`` returns the next ``eval_at_seconds`` time once training has reached it (each one once);
 ``out_of_time()`` says when the budget is spent. ``heldout_scores`` renders every view of a ``core.datasets``
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 from ..config import PipelineConfig
@@ -38,6 +40,71 @@ class PosedImagesConfig(PipelineConfig):
     pauses while scoring."""
     max_seconds: float = 0.0
     """Stop training after this many seconds (0: no limit); the learning-rate schedule then follows the clock."""
+
+
+def load_posed_scene(cfg: PosedImagesConfig, example: Path, out_dir: Path):
+    """(scene root, training views, held-out views) of ``cfg.scene`` (empty: ``example``), as
+    ``core.datasets.PosedImages`` on the CPU with transparent pixels on the config's background."""
+    from .datasets import load_blender, open_scene, scene_splits
+
+    root = open_scene(cfg.scene or example, out_dir)
+    train_split, val_split = scene_splits(root)
+    bg = 1.0 if cfg.white_background else 0.0
+    return (root, load_blender(root, train_split, cfg.downscale, cfg.max_views, bg),
+            load_blender(root, val_split, cfg.downscale, cfg.eval_views, bg))
+
+
+class RayBatches:
+    """Random training rays of a set of posed images and their target colours, all on ``device``.
+
+    With ``random_background`` (and images with alpha), each ray's target is composited again on a random
+    colour, which the render is given as its background: empty space cannot then pass for the background
+    colour (nerfacc's recipe).
+    """
+
+    def __init__(self, views, background: float, random_background: bool, device):
+        import torch
+
+        self.views, self.device = views, device
+        self.images, self.c2w = views.images.to(device), views.c2w.to(device)
+        self.alphas = views.alphas.to(device) if (random_background and views.alphas is not None) else None
+        self.background = torch.full((3,), float(background), device=device)
+
+    def sample(self, n: int, central: bool = False):
+        """``n`` rays from random pixels of random images (``central``: of each image's central half only).
+
+        Returns:
+            origins (n, 3), dirs (n, 3), target colours (n, 3), and the background to render them on: (3,), or
+            (n, 3) with random backgrounds.
+        """
+        import torch
+
+        from .rays import pixel_rays
+
+        n_img, h, w = self.images.shape[:3]
+        y0, x0 = (h // 4, w // 4) if central else (0, 0)
+        idx = torch.randint(0, n_img, (n,), device=self.device)
+        py = torch.randint(y0, h - y0, (n,), device=self.device)
+        px = torch.randint(x0, w - x0, (n,), device=self.device)
+        v = self.views
+        o, d = pixel_rays(self.c2w[idx], px + 0.5, py + 0.5, v.fx, v.fy, v.cx, v.cy)
+        target, ray_bg = self.images[idx, py, px], self.background
+        if self.alphas is not None:
+            ray_bg = torch.rand(n, 3, device=self.device)
+            target = target + (ray_bg - self.background) * (1 - self.alphas[idx, py, px])
+        return o, d, target, ray_bg
+
+
+def preview_target(views, size: int, device):
+    """(camera, image (h, w, 3) on ``device``): the first view with its longest side at most ``size`` pixels,
+    and its image area-averaged to that size."""
+    import torch.nn.functional as F
+
+    cam = views.camera(0).scaled(min(1.0, size / max(views.width, views.height)))
+    img = views.images[0]
+    if img.shape[:2] != (cam.height, cam.width):
+        img = F.interpolate(img.permute(2, 0, 1)[None], size=(cam.height, cam.width), mode="area")[0].permute(1, 2, 0)
+    return cam, img.to(device)
 
 
 class TrainClock:
