@@ -95,7 +95,7 @@ def mesh_renders(run_dir: Path, n_views: int, size: int, device):
     from pipelines.core.dmtet import DMTet, render_surface
     from pipelines.magic3d import Magic3DConfig, build_student
 
-    state = torch.load(run_dir / "model.pt", map_location=device, weights_only=False)
+    state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     cfg = Magic3DConfig(**state["config"])
     student, _ = build_student(cfg)
     student.load_state_dict(state["student"])

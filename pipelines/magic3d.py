@@ -211,7 +211,7 @@ def load_coarse(path: str, dev):
     if not file.is_file():
         raise UserInputError(f"--from-coarse: no file {file} (a Magic3D coarse.pt or a DreamFusion model.pt)")
     try:
-        state = torch.load(file, map_location=dev, weights_only=False)
+        state = torch.load(file, map_location=dev, weights_only=True)  # an upload must not run code (pickle)
         magic3d = state.get("method") == "magic3d"
         student = AlbedoField(**student_args(state["config"], magic3d))
         student.load_state_dict(state["student"])

@@ -197,6 +197,20 @@ def test_refining_a_coarse_checkpoint_skips_the_coarse_stage(smoke, prior, tmp_p
     assert not torch.equal(refined["net.0.weight"], student.state_dict()["net.0.weight"])  # its colour trained too
     with pytest.raises(UserInputError, match="from-coarse"):
         run_to_completion(run(dataclasses.replace(cfg, from_coarse=str(tmp_path / "run.json"))))
+    # an uploaded checkpoint is read without unpickling code: this one would create a file when loaded
+    marker = tmp_path / "pwned"
+    torch.save({"config": {}, "student": Touch(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UserInputError, match="not a Magic3D or DreamFusion checkpoint"):
+        run_to_completion(run(dataclasses.replace(cfg, from_coarse=str(tmp_path / "evil.pt"))))
+    assert not marker.exists()
+
+
+class Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
 
 
 def test_surface_threshold_override(smoke, prior, tmp_path):
