@@ -227,10 +227,10 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
                     status = update.get("status", status)
                     outputs.own(file_values(update), key)  # this session may fetch these files' cached copies
                     yield to_components(update)
-            if "model3d" in update:
-                # Gradio 6.31's Model3D stays blank when its value comes in a generator's very last update
-                # (the end-of-run message races the viewer's lazy load): end with the status once more.
-                yield to_components({"status": status})
+            # Gradio 6.31's Model3D stays blank when its value comes in a generator's very last update (the
+            # end-of-run message races the viewer's lazy load), and a tab may add viewers to any update (single
+            # view): always end with the status once more.
+            yield to_components({"status": status})
         finally:
             if not started:  # no worker, so no on_closed: give the device back here
                 give_back()
@@ -289,3 +289,101 @@ def detect_device() -> str:
 
 def has_cuda() -> bool:
     return detect_device().startswith("CUDA")
+
+
+# ------------------------------------------------------------------------------------ inputs people type
+def text_input(label: str, value: str = "", *, elem_id: str, info: str | None = None, lines: int = 2,
+               placeholder: str | None = None) -> gr.Textbox:
+    """A prompt, negative prompt or caption box: one length limit for every text input (``MAX_PROMPT_CHARS``, the
+    same ``check_prompt`` the pipelines apply for the CLI); the browser stops typing there."""
+    from pipelines.core.priors.prompts import MAX_PROMPT_CHARS
+
+    return gr.Textbox(value, label=label, elem_id=elem_id, info=info, lines=lines, max_lines=6,
+                      placeholder=placeholder, max_length=MAX_PROMPT_CHARS)
+
+
+def prompt_value(text: Any, what: str = "prompt", required: bool = True) -> str:
+    """The text of a prompt box, checked as the pipelines check it (UserInputError for empty or too long)."""
+    from pipelines.core.priors.prompts import check_prompt
+
+    return check_prompt(text, what, required)
+
+
+def model_roots() -> list[Path]:
+    """Folders under which a person may name a local model in the app: ``$GEN3D_MODEL_ROOTS`` (paths separated by
+    ``os.pathsep``), by default the Hugging Face Hub cache. The CLI takes any folder (it is the user's machine)."""
+    env = os.environ.get("GEN3D_MODEL_ROOTS")
+    if env is None:
+        from huggingface_hub import constants
+
+        env = str(constants.HF_HUB_CACHE)
+    return [Path(r).expanduser().resolve() for r in env.split(os.pathsep) if r.strip()]
+
+
+def model_source(value: Any, default: str, named: tuple[str, ...] = ("embedded", "auto")) -> str:
+    """What the app lets a person name as a prior or scorer: a name in ``named``, a Hub id (owner/name), or a folder
+    under ``model_roots()``. Anything else is refused with one message that never says whether the path exists."""
+    from pipelines.core.priors.hub import HUB_ID
+
+    text = str(value or "").strip()
+    if not text:
+        return default
+    if text.lower() in named:
+        return text.lower()
+    path = Path(text).expanduser()
+    if HUB_ID.match(text) and not path.exists():  # a Hub id; one that names a local path is a path
+        return text
+    try:
+        resolved = path.resolve() if path.is_absolute() else (Path.cwd() / path).resolve()
+    except (OSError, RuntimeError):
+        resolved = None
+    roots = model_roots()
+    if resolved is not None and any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        return str(resolved)
+    where = ", ".join(str(r) for r in roots) or "none are configured"
+    raise UserInputError(f"{text[:80]!r} is not a model this app may load: name a Hugging Face Hub id (owner/name), "
+                         f"{' or '.join(repr(n) for n in named)}, or a folder under the model roots ({where}; set "
+                         "GEN3D_MODEL_ROOTS). The command line takes any folder.")
+
+
+def image_file(value: Any) -> str:
+    """The path of an uploaded image (a Gradio FileData dict when the event skips preprocessing, or a path),
+    checked to be an image Pillow reads: a UserInputError otherwise, not Gradio's internal error."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = value.get("path") if isinstance(value, dict) else value
+    if not path:
+        raise UserInputError("upload an image or pick an example first")
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise UserInputError("that file is not an image this app can read: upload a PNG, JPEG or WebP picture of "
+                             "one object") from None
+    return str(path)
+
+
+# -------------------------------------------------------------------------------------------- estimates
+def device_class() -> str:
+    """'cuda' or 'cpu': which table of measured step costs applies."""
+    return "cuda" if has_cuda() else "cpu"
+
+
+def estimate_text(steps: Any, measured: dict[str, dict[str, float]], preset: str | None,
+                  fixed: dict[str, float]) -> str:
+    """The time a run of ``steps`` will take on this device class, from ``measured[device][preset]`` seconds per
+    step (measured, see the tab's constants) plus ``fixed[device]`` seconds (loading, exports). The status shows
+    the run's own rate and ETA once it starts."""
+    kind = device_class()
+    per_step = measured.get(kind, {}).get(preset or "custom")
+    where = "this GPU" if kind == "cuda" else "this CPU"
+    if per_step is None:
+        return f"No measured step time for the '{preset}' preset on {where}: the status shows the rate once it runs."
+    try:
+        n = max(0, int(float(steps or 0)))
+    except (TypeError, ValueError):
+        n = 0
+    total = n * per_step + fixed.get(kind, 0.0)
+    return (f"Estimate: about **{stream.fmt_seconds(total)}** on {where} ({per_step:.2g} s a step, measured; plus "
+            f"about {stream.fmt_seconds(fixed.get(kind, 0.0))} for loading and exports). Once running, the status "
+            "shows the run's own rate.")

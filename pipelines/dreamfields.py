@@ -19,18 +19,17 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.priors.clip import DEFAULT_CLIP
+from .core.priors.clip import AUTO
 from .events import Done, Event, Log, Preview, Progress
-
-MAX_CAPTION_CHARS = 1000
 
 
 @dataclass
 class DreamFieldsConfig(PipelineConfig):
     caption: str = "a bouquet of flowers in a vase"
     """What CLIP should see from every pose."""
-    scorer: str = DEFAULT_CLIP
-    """Image-text scorer: a Hub id or a local folder of a transformers CLIPModel, or 'embedded'."""
+    scorer: str = AUTO
+    """Image-text scorer: a Hub id or a local folder of a transformers CLIPModel, 'embedded', or 'auto' (CLIP
+    ViT-B/32 when it is in the local Hugging Face cache, else the embedded scorer; the log says which)."""
     scorer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Precision of CLIP on CUDA ('auto': float16); always float32 on CPU."""
     scorer_compile: Literal["off", "default", "reduce-overhead"] = "off"
@@ -112,6 +111,9 @@ class DreamFieldsConfig(PipelineConfig):
     preview_every: int = 250
 
     PRESETS: ClassVar[dict] = {
+        # A few minutes on a 2-core CPU with the embedded scorer (0.7 s a step measured there: widgets' estimate).
+        "cpu": dict(steps=200, batch_size=1, resolution=48, n_samples=32, width=64, depth=3, eval_views=2,
+                    preview_every=25, mesh_resolution=64, turntable_frames=24, preview_size=64),
         "fast": dict(steps=2000, resolution=64, n_samples=48, width=64, depth=3),
         "quality": dict(steps=20000, resolution=128, n_samples=128, width=256, depth=6, n_crops=4,
                         mesh_resolution=256, turntable_frames=96, preview_size=256),
@@ -270,11 +272,13 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.cameras import look_at, spherical_to_cartesian
     from .core.images import to_uint8
     from .core.metrics import load_prompt_set, r_precision
-    from .core.priors.clip import describe_scorer, load_scorer
+    from .core.priors.clip import CLIPScorer, describe_scorer, load_scorer, resolve_scorer
 
     kinds = _check(cfg)
     dev = ctx.device
     started = time.perf_counter()
+    if why := resolve_scorer(cfg.scorer)[1]:
+        yield Log(f"scorer {why}")
     yield Log(f"loading the scorer: {describe_scorer(cfg.scorer)}")
     scorer = load_scorer(cfg.scorer, dev, cfg.scorer_dtype)
     if dev.type == "cuda":  # cuDNN's FIND (benchmark mode, left on by another method's run in this process)
@@ -284,13 +288,15 @@ def _train(cfg: DreamFieldsConfig, ctx: RunContext) -> Iterator[Event]:
         yield Log(f"scorer compile mode: {cfg.scorer_compile} (compiling makes the first steps slow)")
     yield Log(f"scorer: {scorer.name} ({str(scorer.dtype).removeprefix('torch.')} on {dev}); {cfg.resolution}px "
               f"renders are resized to its {scorer.image_size}px input")
-    if cfg.scorer.strip().lower() == "embedded":
+    if resolve_scorer(cfg.scorer)[0].lower() == "embedded":
         from .core.priors.embedded import vocabulary_warning
 
         if warning := vocabulary_warning(cfg.caption, "scorer"):
             yield Log(warning, "warning")
     if scorer.n_tokens(cfg.caption) > scorer.max_tokens:
-        yield Log(f"the caption is longer than CLIP reads ({scorer.max_tokens} tokens): the end was cut off", "warning")
+        reader = "CLIP" if isinstance(scorer, CLIPScorer) else "the embedded scorer's text encoder"
+        yield Log(f"the caption is longer than {reader} reads ({scorer.max_tokens} tokens): the end was cut off",
+                  "warning")
     text = scorer.encode_text([cfg.caption])
 
     field = make_field(cfg).to(dev)
@@ -391,12 +397,9 @@ def _check(cfg: DreamFieldsConfig) -> tuple[str, ...]:
     """Validates the config; returns the background kinds."""
     from .core.backgrounds import KINDS
 
-    caption = cfg.caption if isinstance(cfg.caption, str) else ""
-    if not caption.strip():
-        raise UserInputError("write a caption: what should CLIP see from every pose?")
-    if len(caption) > MAX_CAPTION_CHARS:
-        raise UserInputError(f"the caption is {len(caption)} characters long; CLIP reads 77 tokens (a sentence or "
-                             f"two): keep it under {MAX_CAPTION_CHARS} characters")
+    from .core.priors.prompts import check_prompt
+
+    check_prompt(cfg.caption if isinstance(cfg.caption, str) else "", "caption")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.resolution < 8 or cfg.n_samples < 2 or cfg.n_crops < 1:
         raise UserInputError("steps, batch_size and n_crops must be positive, resolution at least 8, n_samples "
                              "at least 2")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.priors import DEFAULT_DIFFUSION
+from .core.priors import AUTO
 from .events import Done, Event, Log, Preview, Progress
 
 
@@ -30,8 +30,9 @@ class DreamFusionConfig(PipelineConfig):
     """What to make."""
     negative_prompt: str = ""
     """What to steer away from: the unconditional side of classifier-free guidance."""
-    prior: str = DEFAULT_DIFFUSION
-    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), or 'embedded'."""
+    prior: str = AUTO
+    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), 'embedded', or 'auto' (Stable
+    Diffusion 2.1-base when it is in the local Hugging Face cache, else the embedded prior; the log says which)."""
     prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
     prior_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
@@ -127,6 +128,9 @@ class DreamFusionConfig(PipelineConfig):
     preview_every: int = 250
 
     PRESETS: ClassVar[dict] = {
+        # A few minutes on a 2-core CPU with the embedded prior (about 1.5 s a step measured there: the tab's estimate).
+        "cpu": dict(steps=150, resolution=32, n_samples=32, n_importance=0, preview_every=25, preview_size=64,
+                    mesh_resolution=64, turntable_frames=24),
         "fast": dict(student="hash", steps=3000, t_max_end=0.5, n_importance=0),
         "quality": dict(student="harmonic", width=128, depth=4, steps=15000, resolution_end=128, n_importance=64,
                         mesh_resolution=256, turntable_frames=96, preview_size=256),
@@ -261,8 +265,10 @@ def _train(cfg: DreamFusionConfig, ctx: RunContext) -> Iterator[Event]:
 
 
 def _check(cfg: DreamFusionConfig) -> None:
-    if not cfg.prompt.strip():
-        raise UserInputError("write a prompt: what should the 3D object be?")
+    from .core.priors.prompts import check_prompt
+
+    check_prompt(cfg.prompt, "prompt")
+    check_prompt(cfg.negative_prompt, "negative prompt", required=False)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.resolution < 8 or cfg.n_samples < 2:
         raise UserInputError("steps and batch_size must be positive, resolution at least 8, n_samples at least 2")
     if cfg.view_prompts and "{prompt}" not in cfg.view_template:
@@ -283,25 +289,33 @@ def _export(cfg: DreamFusionConfig, ctx: RunContext, student, render_view, metri
     import numpy as np
     import torch
 
+    from .core.budget import export_seconds, grid_resolution, turntable
     from .core.cameras import orbit_cameras
     from .core.export import save_mesh, save_video
     from .core.geometry import evaluate_grid, marching_cubes
     from .core.images import normals_to_uint8, to_uint8
 
     dev = ctx.device
-    frames, opacity = [], 0.0
-    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size) if cfg.turntable_frames else []:
-        view = render_view(cam.c2w, fov, cfg.preview_size)
-        opacity += float(view["opacity"].mean()) / cfg.turntable_frames
-        frames.append(np.concatenate([to_uint8(view["rgb"]),
-                                      normals_to_uint8(view["normal"], view["opacity"][..., None])], axis=1))
+    budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
+    opacities = []
+
+    def frame(k: int, n: int):
+        view = render_view(orbit_cameras(n, dist, 15.0, fov, cfg.preview_size)[k].c2w, fov, cfg.preview_size)
+        opacities.append(float(view["opacity"].mean()))
+        return np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None])],
+                              axis=1)
+
+    frames = yield from turntable(frame, cfg.turntable_frames, budget)
     if frames:
-        metrics["mean_opacity"] = opacity
+        metrics["mean_opacity"] = sum(opacities) / len(opacities)
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
                            f"turntable: rgb | normals ({prior_name})")
 
     with torch.no_grad():
-        density = evaluate_grid(student.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)
+        res = grid_resolution(lambda r: evaluate_grid(student.density, r, -cfg.bound, cfg.bound, dev),
+                              cfg.mesh_resolution, budget)
+        yield Log(f"extracting the mesh ({res}^3 grid)")
+        density = evaluate_grid(student.density, res, -cfg.bound, cfg.bound, dev)
     mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
     metrics["mesh_faces"] = float(mesh.num_faces)
     if mesh.num_faces == 0:
@@ -313,6 +327,7 @@ def _export(cfg: DreamFusionConfig, ctx: RunContext, student, render_view, metri
         metrics["mesh_extent"] = float((mesh.verts.amax(0) - mesh.verts.amin(0)).max())
         yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), f"mesh (.glb) ({prior_name})")
         yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
+    yield Log("writing the checkpoint")
     torch.save({"config": asdict(cfg), "student": student.state_dict()}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
     settings = {"prompt": cfg.prompt, "negative_prompt": cfg.negative_prompt, "prior": prior_name,

@@ -57,8 +57,9 @@ class NerfConfig(PosedImagesConfig):
     guard against collapsing to an empty, background-only scene)."""
     mesh_resolution: int = 128
     """Marching-cubes grid resolution for the exported mesh."""
-    mesh_density: float = 10.0
-    """Density level of the exported mesh's surface."""
+    mesh_density: float = 0.0
+    """Density level of the exported mesh's surface; 0: chosen from the field, the half-opacity surface that volume
+    rendering shows from outside (``core.volume.hidden_opacity``), which a short run's faint field also has."""
     turntable_frames: int = 48
     """Frames in the turntable video."""
     preview_size: int = 200
@@ -70,8 +71,8 @@ class NerfConfig(PosedImagesConfig):
     PRESETS: ClassVar[dict] = {
         # A few minutes on a 2-core CPU (no GPU): fewer levels and samples, same method.
         "cpu": dict(model="fast", steps=300, batch_rays=512, target_samples=8192, hash_levels=8, hash_log2_size=15,
-                    grid_resolution=64, march_steps=256, preview_every=25, eval_views=4, mesh_resolution=96,
-                    turntable_frames=24, preview_size=100),
+                    grid_resolution=64, march_steps=256, preview_every=50, eval_views=4, mesh_resolution=96,
+                    turntable_frames=24, preview_size=64),
         "fast": dict(model="fast", steps=1500),
         "quality": dict(model="fast", steps=10000, batch_rays=8192, mesh_resolution=256, turntable_frames=96),
     }
@@ -136,8 +137,9 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
 
+    from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
-    from .core.metrics import mse_to_psnr, psnr
+    from .core.metrics import mse_to_psnr, psnr, ssim
     from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
     from .core.volume import render_image
 
@@ -145,10 +147,12 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("steps, batch_rays and downscale must be positive")
     dev = ctx.device
     started = time.perf_counter()
+    yield Log("loading the scene" + (" (unpacking the upload)" if str(cfg.scene).lower().endswith(".zip") else ""))
     _, train, val = load_posed_scene(cfg, EXAMPLE_SCENE, ctx.out_dir)
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
               f"model '{cfg.model}' on {dev}")
 
+    yield Log(f"building the '{cfg.model}' model" + (" and its occupancy grid" if cfg.model == "fast" else ""))
     modules, opt, lr_factor, grid = build_model(cfg, dev)
     base_lrs = [g["lr"] for g in opt.param_groups]
     if dev.type == "cuda":
@@ -159,6 +163,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     rays = RayBatches(train, 1.0 if cfg.white_background else 0.0, grid is not None, dev)
     bg = rays.background
     preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
+    yield Log(f"training: {cfg.steps} steps, the first preview at step {LOG_EVERY}")
 
     def render_view(cam):
         with torch.autocast(**amp):
@@ -217,11 +222,21 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     train_seconds = clock.seconds
 
     modules.eval()
-    metrics = heldout_scores(render_view, val)
+
+    def score(i: int) -> tuple[float, float]:
+        out = render_view(val.camera(i))
+        gt = val.images[i].to(dev)
+        return psnr(out["rgb"], gt), ssim(out["rgb"], gt)
+
+    # A benchmark (eval_at_seconds) scores every view; a UI run as many as fit in its export budget.
+    scores = [score(i) for i in range(len(val))] if cfg.eval_at_seconds or not cfg.export else \
+        (yield from views_within(score, len(val), export_seconds(train_seconds)))
+    metrics = {"psnr": sum(p for p, _ in scores) / len(scores), "ssim": sum(q for _, q in scores) / len(scores)}
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
-    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views")
+    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
+              f"{len(val)} views")
     if cfg.export:
         yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
@@ -238,31 +253,48 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     import numpy as np
     import torch
 
+    from .core.budget import export_seconds, grid_resolution, turntable
     from .core.cameras import orbit_cameras
     from .core.export import save_image, save_mesh, save_video
     from .core.geometry import evaluate_grid, marching_cubes, vertex_normals
     from .core.images import to_uint8
+    from .core.volume import hidden_opacity
 
     dev = ctx.device
+    budget = export_seconds(metrics.get("train_seconds", 0.0))
     field = modules["field"] if grid is not None else modules["fine"]
     cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
     elev = float(torch.rad2deg(torch.asin((train.c2w[:, 2, 3] / train.c2w[:, :3, 3].norm(dim=-1)).clamp(-1, 1))).mean())
     fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
     side = min(cfg.preview_size, max(train.width, train.height))
-    frames = [to_uint8(render_view(cam)["rgb"])
-              for cam in orbit_cameras(cfg.turntable_frames, cam_dist, elev, fov, side)]
-    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
+
+    def frame(k: int, n: int):
+        return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
+
+    frames = yield from turntable(frame, cfg.turntable_frames, budget)
+    if frames:
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
 
     pred = render_view(val.camera(0))["rgb"]
     side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
     with torch.no_grad():
-        density = evaluate_grid(field.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)
-        mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
-        if mesh.num_faces == 0:
-            yield Log(f"no surface above density {cfg.mesh_density}: no mesh written (lower --mesh-density)",
-                      "warning")
+        res = grid_resolution(lambda r: evaluate_grid(field.density, r, -cfg.bound, cfg.bound, dev),
+                              cfg.mesh_resolution, budget)
+        yield Log(f"extracting the mesh ({res}^3 grid)")
+        density = evaluate_grid(field.density, res, -cfg.bound, cfg.bound, dev)
+        if cfg.mesh_density > 0:
+            level, what = cfg.mesh_density, f"density {cfg.mesh_density:g}"
+        else:  # the half-opacity surface; a field too faint to reach it anywhere gets half its own peak
+            density = hidden_opacity(density, 2 * cfg.bound / res)
+            level = min(0.5, 0.5 * float(density.max()))
+            what = f"opacity {level:.2f} seen from outside"
+        mesh = marching_cubes(density, level, -cfg.bound, cfg.bound) if level > 1e-3 else None
+        metrics["mesh_level"] = float(level)
+        if mesh is None or mesh.num_faces == 0:
+            yield Log(f"no surface at {what}: the field is empty, no mesh written (train longer; the mesh level "
+                      "is under More in the tab, --mesh-density on the command line)", "warning")
         else:
             # Colour each vertex as seen from outside, looking along the inward normal.
             normals = vertex_normals(mesh.verts, mesh.faces).to(dev)
@@ -273,5 +305,6 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
             metrics["mesh_faces"] = float(mesh.num_faces)
             yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), "mesh (.glb)")
             yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
+    yield Log("writing the checkpoint")
     torch.save({"config": cfg.__dict__, "state": modules.state_dict()}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")

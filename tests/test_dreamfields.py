@@ -308,7 +308,8 @@ def test_config_cli_and_tab(monkeypatch):
     from pipelines.core.priors import clip
 
     # the form starts on the embedded scorer when it ships and the default CLIP is not cached
-    assert by_id["dreamfields-steps"].value == d.steps and by_id["dreamfields-scorer"].value == clip.default_scorer()
+    assert by_id["dreamfields-steps"].value == tab.preset_values(tab.default_preset())  # cpu preset without a GPU
+    assert by_id["dreamfields-scorer"].value == clip.default_scorer()
     assert {f"dreamfields-preview-{k}" for k in ("rgb", "opacity", "background")} <= set(by_id)
     note = by_id["dreamfields-scorer-note"].value
     if clip.embedded_scorer_available():
@@ -319,12 +320,12 @@ def test_config_cli_and_tab(monkeypatch):
     assert set(tab.PRESETS) == {"custom"} | set(DreamFieldsConfig.PRESETS)
     assert set(tab.TINY) <= {f.name for f in dataclasses.fields(DreamFieldsConfig)}
     cfg = tab.make_config(DreamFieldsConfig, " a teapot ", 400, 3, "", "fast")
-    assert (cfg.caption, cfg.steps, cfg.seed, cfg.scorer) == ("a teapot", 400, 3, d.scorer)
+    assert (cfg.caption, cfg.steps, cfg.seed, cfg.scorer) == ("a teapot", 400, 3, clip.default_scorer())
     assert cfg.width == DreamFieldsConfig.PRESETS["fast"]["width"]
     with pytest.raises(UserInputError):
         tab.make_config(DreamFieldsConfig, " ", 10, 0, "", "custom")
     monkeypatch.setenv("GEN3D_TINY", "1")
-    assert tab.make_config(DreamFieldsConfig, "a", 5000, 0, "/m", "custom").steps == tab.TINY["steps"]
+    assert tab.make_config(DreamFieldsConfig, "a", 5000, 0, "owner/model", "custom").steps == tab.TINY["steps"]
     assert math.isfinite(tab.preset_values("quality"))
 
 

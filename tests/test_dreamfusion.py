@@ -206,7 +206,8 @@ def test_tab_matches_the_config(monkeypatch):
         tab.build()
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     d = DreamFusionConfig()
-    assert by_id["dreamfusion-steps"].value == d.steps and by_id["dreamfusion-scale"].value == d.guidance_scale
+    assert by_id["dreamfusion-steps"].value == tab.preset_values(tab.default_preset())  # cpu preset without a GPU
+    assert by_id["dreamfusion-scale"].value == d.guidance_scale
     assert by_id["dreamfusion-prior"].value == priors.default_diffusion()
     assert by_id["dreamfusion-seed"].value == d.seed
     note = by_id["dreamfusion-prior-note"].value
@@ -226,4 +227,4 @@ def test_tab_matches_the_config(monkeypatch):
         tab.make_config(DreamFusionConfig, "", "", 100, 10, 0, "", "custom")
     assert tab.preset_values("quality") == DreamFusionConfig.PRESETS["quality"]["steps"]
     monkeypatch.setenv("GEN3D_TINY", "1")
-    assert tab.make_config(DreamFusionConfig, "a", "", 100, 5000, 0, "/m", "custom").steps == tab.TINY["steps"]
+    assert tab.make_config(DreamFusionConfig, "a", "", 100, 5000, 0, "owner/model", "custom").steps == tab.TINY["steps"]

@@ -374,4 +374,7 @@ def test_far_outside_the_vocabulary_warns():
 
     assert vocabulary_warning("a spaceship orbiting saturn") and "never saw" in vocabulary_warning("a spaceship")
     assert vocabulary_warning("a red armchair") == "" and unknown_words("a red armchair") == []
-    assert vocabulary_warning("a purple spaceship") == ""  # one known word is enough to try quietly
+    # any unknown content word is named (issue 15: "a golden retriever with a blue bowtie" passed silently)
+    warning = vocabulary_warning("a purple spaceship")
+    assert "'spaceship'" in warning and "'purple'" not in warning
+    assert "'retriever'" in vocabulary_warning("A golden retriever with a blue bowtie", "diffusion")

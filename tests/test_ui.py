@@ -30,6 +30,7 @@ class FakeConfig(PipelineConfig):
     scene: str = ""
     model: str = "fast"
     downscale: int = 1
+    mesh_density: float = 0.0
     steps: int = 12
     preview_every: int = 4
     fail: str = ""

@@ -13,13 +13,23 @@ TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, pr
             n_fine=16, width=64, depth=4, hash_levels=8, hash_log2_size=14, mesh_resolution=32,
             turntable_frames=4)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for the browser test."""
+STEP_SECONDS = {"cpu": {"cpu": 0.5}, "cuda": {"custom": 0.021, "fast": 0.021, "quality": 0.025}}
+"""Seconds per step of the cow example: the cpu preset measured on this project's 2-core CPU machine with
+OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01, 30 steps, the first preview included); the fast model on
+an H200 (bench/RESULTS.md: about 50 steps/s on lego)."""
+FIXED_SECONDS = {"cpu": 60.0, "cuda": 20.0}
+"""Loading the scene and the exports (held-out scores, turntable, mesh), which take a share of the run."""
 
 
-def make_config(cls, scene, upload, model, preset, steps, seed, downscale):
+def estimate(steps, preset) -> str:
+    return widgets.estimate_text(steps, STEP_SECONDS, preset, FIXED_SECONDS)
+
+
+def make_config(cls, scene, upload, model, preset, steps, seed, downscale, mesh_density=0.0):
     cfg = widgets.preset_config(cls, preset)
     scene = widgets.scene_source(scene, upload)
     cfg = dataclasses.replace(cfg, scene=scene, model=model, steps=int(steps), seed=int(seed or 0),
-                              downscale=int(downscale))
+                              downscale=int(downscale), mesh_density=max(0.0, float(mesh_density or 0.0)))
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -48,9 +58,13 @@ def build() -> None:
             preset = gr.Dropdown(list(PRESETS), value=default, label="Preset", elem_id="nerf-preset",
                                  info="cpu: small and quick without a GPU; fast/quality: for a GPU")
             steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="nerf-steps")
+            eta = gr.Markdown(estimate(steps0, default), elem_id="nerf-estimate")
             with gr.Accordion("More", open=False):
                 downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
                                       elem_id="nerf-downscale")
+                mesh_density = gr.Number(0.0, minimum=0, label="Mesh level (density; 0: auto)",
+                                         elem_id="nerf-mesh-level", info="0 puts the mesh where the field is half opaque seen from outside, "
+                                              "whatever its densities (short runs too); higher: a tighter surface")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="nerf-seed")
             run = widgets.run_panel(PIPELINE)
         with gr.Column(scale=3):
@@ -63,5 +77,7 @@ def build() -> None:
                     example_labels=[f"{scenes[0]}: fast, {default} preset, {steps0} steps",
                                     f"{scenes[0]}: vanilla, 500 steps, 1/2 res"])
     preset.input(preset_values, inputs=[preset], outputs=[model, steps, downscale], queue=False)
+    steps.change(estimate, inputs=[steps, preset], outputs=[eta], queue=False, show_progress="hidden")
     widgets.wire_run(PIPELINE, make_config, dict(scene=scene, upload=upload, model=model, preset=preset,
-                                                  steps=steps, seed=seed, downscale=downscale), run, preview, arts)
+                                                  steps=steps, seed=seed, downscale=downscale,
+                                                  mesh_density=mesh_density), run, preview, arts)

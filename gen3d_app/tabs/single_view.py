@@ -37,11 +37,11 @@ def model_status() -> str:
 
 
 def make_config(cls, mode, image, preset, steps, heads, seed):
+    """Inputs arrive unprocessed (the run event skips Gradio's preprocessing, whose error for a non-image shows
+    internals): the image as Gradio's file dict, checked here."""
     cfg = widgets.preset_config(cls, preset)
     if mode == "predict":
-        if not image:
-            raise UserInputError("upload an image or pick an example first")
-        return dataclasses.replace(cfg, mode="predict", image=str(image))
+        return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image))
     if not heads:
         raise UserInputError("pick at least one decoder to train")
     cfg = dataclasses.replace(cfg, mode="train", steps=int(steps), heads=",".join(heads), seed=int(seed or 0))
@@ -68,11 +68,17 @@ def points_figure(path: str | None):
     return fig
 
 
-def three_views(paths: list[str] | None) -> tuple:
-    """(voxels .glb, points figure, mesh .glb) from a run's files."""
+def three_paths(paths: list[str] | None) -> tuple:
+    """(voxels .glb, points .ply, mesh .glb) among a run's files (None for each one missing)."""
     paths = paths or []
     find = lambda name: next((p for p in paths if Path(p).name == name), None)  # noqa: E731
-    return find("voxels.glb"), points_figure(find("points.ply")), find("mesh.glb")
+    return find("voxels.glb"), find("points.ply"), find("mesh.glb")
+
+
+def three_views(paths: list[str] | None) -> tuple:
+    """(voxels .glb, points figure, mesh .glb) from a run's files."""
+    vox, pts, mesh = three_paths(paths)
+    return vox, points_figure(pts), mesh
 
 
 def preset_values(preset):
@@ -122,17 +128,20 @@ def build() -> None:
     inner = widgets.make_handler(PIPELINE, make_config, comps, PREVIEW_KEYS)
 
     def run_handler(request: gr.Request, **values):  # the name widgets.make_handler's has (tests look for it)
+        shown: dict = {}  # viewer -> file shown: a Model3D given its value again reloads and may stay blank
         for update in inner(request, **values):
             if isinstance(update, dict) and files in update:
-                update.update(zip((voxels, points, mesh), three_views(update[files])))
-            yield update
+                paths = dict(zip((voxels, points, mesh), (update[files] and three_paths(update[files])) or (None,) * 3))
+                for viewer, path in paths.items():
+                    if viewer not in shown or shown[viewer] != path:
+                        shown[viewer] = path
+                        update[viewer] = points_figure(path) if viewer is points else path
+            yield update  # make_handler ends with a status-only update: Model3D stays blank when last
 
     inputs = dict(mode=mode, image=image, preset=preset, steps=steps, heads=heads, seed=seed)
     event = run.run.click(run_handler, inputs=None, inputs_kwargs=inputs,
                           outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=widgets.gpu_slots(),
                           concurrency_id=widgets.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],
-                          trigger_mode="once", api_name=f"run_{PIPELINE}")
+                          trigger_mode="once", api_name=f"run_{PIPELINE}", preprocess=False)
     run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
-    reset = lambda: (None, None, None)  # noqa: E731 - a new run clears the previous 3D views
-    run.run.click(reset, outputs=[voxels, points, mesh], queue=False, api_visibility="private")

@@ -171,7 +171,9 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[SingleViewModel, 
     except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise UserInputError(f"cannot load the checkpoint in {folder}: {e}") from e
     model.trained_heads = tuple(config.get("heads", model.trained_heads))
-    desc = f"{folder} ({config['weights_format']}, heads {', '.join(model.trained_heads)})"
+    repo = Path(__file__).resolve().parents[2]  # the shipped model is named from the repo; others by folder name
+    where = folder.resolve().relative_to(repo) if folder.resolve().is_relative_to(repo) else folder.name
+    desc = f"{where} ({config['weights_format']}, heads {', '.join(model.trained_heads)})"
     manifest = folder / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
@@ -215,7 +217,8 @@ def prepare_image(path: str | Path, size: int) -> torch.Tensor:
     except UserInputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserInputError(f"{Path(path).name} is not an image this app can read (PNG, JPEG, WebP, ...): {e}") from e
+        # the error's text names the server's temporary path: not shown
+        raise UserInputError(f"{Path(path).name} is not an image this app can read (PNG, JPEG, WebP, ...)") from e
     if min(rgba.shape[:2]) < 8:
         raise UserInputError(f"the image is too small ({rgba.shape[1]}x{rgba.shape[0]})")
     alpha = rgba[..., 3]

@@ -169,9 +169,11 @@ def load_prior(cfg, dev) -> Iterator:
     TextEmbeddings}, prompt_for(view) -> str). Reads prior, prior_dtype, prior_compile, resolution, prompt,
     negative_prompt, view_prompts and view_template from ``cfg``."""
     from ..events import Log
-    from .priors import describe_prior, is_embedded, load_guidance
-    from .priors.prompts import VIEWS, view_prompt
+    from .priors import describe_prior, is_embedded, load_guidance, resolve_prior
+    from .priors.prompts import VIEWS, fit_view_prompt
 
+    if why := resolve_prior(cfg.prior)[1]:
+        yield Log(f"prior {why}")
     yield Log(f"loading the diffusion prior: {describe_prior(cfg.prior)}")
     guidance = load_guidance(cfg.prior, dev, cfg.prior_dtype)
     if hasattr(guidance, "compile") and guidance.compile(cfg.prior_compile):  # 'off' undoes an earlier run's
@@ -184,13 +186,20 @@ def load_prior(cfg, dev) -> Iterator:
         if warning := vocabulary_warning(cfg.prompt, "diffusion prior"):
             yield Log(warning, "warning")
 
+    # A text encoder cuts a long prompt from the end, which is where the view suffix is: shorten the prompt instead.
+    fitted = {v: fit_view_prompt(cfg.prompt, v, cfg.view_template, guidance.n_tokens, guidance.max_tokens)
+              if cfg.view_prompts else (cfg.prompt, False) for v in VIEWS}
+
     def prompt_for(view: str) -> str:
-        return view_prompt(cfg.prompt, view, cfg.view_template) if cfg.view_prompts else cfg.prompt
+        return fitted[view][0]
 
     text = {v: guidance.encode_prompt(prompt_for(v), cfg.negative_prompt) for v in VIEWS}
-    if any(e.truncated for e in text.values()):
-        yield Log(f"the prompt is longer than the text encoder reads ({guidance.max_tokens} "
-                  "tokens with the view suffix): the end was cut off", "warning")
+    if any(cut for _, cut in fitted.values()):
+        yield Log(f"the prompt is longer than the text encoder reads ({guidance.max_tokens} tokens with the view "
+                  f"suffix): its end was cut to keep the view, e.g. {prompt_for('front')!r}", "warning")
+    elif any(e.truncated for e in text.values()):
+        yield Log(f"the prompt is longer than the text encoder reads ({guidance.max_tokens} tokens): the end was "
+                  "cut off", "warning")
     return guidance, text, prompt_for
 
 

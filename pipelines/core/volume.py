@@ -150,3 +150,22 @@ def render_hierarchical(coarse: Field, fine: Field, origins: torch.Tensor, dirs:
     t_fine = sample_pdf(mids, out_coarse.extras["weights"][:, 1:-1], n_fine, perturb, generator)
     t_all, _ = torch.sort(torch.cat([t_coarse, t_fine], -1), -1)
     return shade(fine, t_all), out_coarse
+
+
+def hidden_opacity(density: torch.Tensor, cell: float) -> torch.Tensor:
+    """How hidden each cell of a density grid is from the most revealing of the six axis-aligned views.
+
+    Args:
+        density: (R, R, R) densities sampled on a grid whose cells have side ``cell``.
+    Returns:
+        (R, R, R) in [0, 1]: 1 - the largest transmittance reaching the cell's centre from outside the grid
+        along +-x, +-y, +-z. Its 0.5 level set is the half-opacity surface volume rendering shows along the axes,
+        a mesh level that needs no density threshold (a short run's faint field and a long run's sharp one alike).
+    """
+    tau = density.float().clamp_min(0) * cell
+    best = torch.zeros_like(tau)
+    for dim in range(3):
+        for t in (tau, tau.flip(dim)):
+            trans = torch.exp(-(t.cumsum(dim) - 0.5 * t))  # up to the cell's centre
+            best = torch.maximum(best, trans if t is tau else trans.flip(dim))
+    return 1.0 - best

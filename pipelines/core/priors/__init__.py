@@ -26,10 +26,26 @@ KNOWN_DIFFUSION = {
 folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) works."""
 EMBEDDED = "embedded"
 """The prior name of the embedded tier: the project's own offline diffusion prior."""
+AUTO = "auto"
+"""The default of the CLI and the app alike: Stable Diffusion when it is in the local Hugging Face cache, else the
+embedded prior when it ships (``resolve_prior``; the run's log says which and why)."""
+
+
+def resolve_prior(prior: str) -> tuple[str, str]:
+    """(the prior to load, why) for a prior name: 'auto' (or '') picks by ``default_diffusion``; others are kept."""
+    name = prior.strip()
+    if name.lower() not in ("", AUTO):
+        return name, ""
+    chosen = default_diffusion()
+    why = ("Stable Diffusion 2.1-base is in the local Hugging Face cache" if chosen == DEFAULT_DIFFUSION else
+           "Stable Diffusion 2.1-base is not in the local Hugging Face cache; the embedded offline prior ships")
+    return chosen, f"'auto' picked {chosen} ({why})"
 
 
 def is_embedded(prior: str) -> bool:
-    """'embedded', or a folder written by ``python -m pipelines priors ... --export`` (a manifest.json beside it)."""
+    """'embedded' ('auto' when it picks it), or a folder written by ``python -m pipelines priors ... --export``
+    (a manifest.json beside it)."""
+    prior = resolve_prior(prior)[0]
     return prior.strip().lower() == EMBEDDED or embedded_folder(prior) is not None
 
 
@@ -76,7 +92,7 @@ def where_to_get_models() -> str:
 
 def describe_prior(prior: str) -> str:
     """A short human label: which prior a run uses (the UI and the run's log show it)."""
-    prior = prior.strip() or DEFAULT_DIFFUSION
+    prior = resolve_prior(prior)[0]
     if is_embedded(prior):
         folder = embedded_folder(prior)
         return f"embedded offline prior ({folder or 'assets/'})"
@@ -88,10 +104,10 @@ def describe_prior(prior: str) -> str:
 
 
 def load_guidance(prior: str, device, dtype: str = "auto"):
-    """The diffusion guidance named by ``prior`` ('' means ``DEFAULT_DIFFUSION``), loaded once per process.
+    """The diffusion guidance named by ``prior`` ('' or 'auto': ``resolve_prior``), loaded once per process.
 
     Args:
-        prior: a Hub id, a local diffusers folder, "embedded", or a folder of an exported embedded prior.
+        prior: a Hub id, a local diffusers folder, "embedded", "auto", or a folder of an exported embedded prior.
         device: torch device (or its name) the models run on.
         dtype: "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16" or "float32".
     Returns:
@@ -111,5 +127,6 @@ def load_guidance(prior: str, device, dtype: str = "auto"):
     return load_stable_diffusion(prior.strip() or DEFAULT_DIFFUSION, device, dtype)
 
 
-__all__ = ["DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "default_diffusion", "describe_prior",
-           "embedded_diffusion_available", "embedded_folder", "is_embedded", "load_guidance", "where_to_get_models"]
+__all__ = ["AUTO", "DEFAULT_DIFFUSION", "EMBEDDED", "KNOWN_DIFFUSION", "default_diffusion", "describe_prior",
+           "embedded_diffusion_available", "embedded_folder", "is_embedded", "load_guidance", "resolve_prior",
+           "where_to_get_models"]

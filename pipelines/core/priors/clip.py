@@ -25,6 +25,9 @@ KNOWN_CLIP = {
 }
 """Hub ids offered in the UI; any transformers CLIPModel repository or folder works."""
 EMBEDDED = "embedded"
+AUTO = "auto"
+"""The CLI's and the app's default: the default CLIP when it is in the local Hugging Face cache, else the embedded
+scorer when it ships (``resolve_scorer``)."""
 ASSET_DIR = Path(__file__).resolve().parents[3] / "assets" / "priors" / "clip"
 """Where the project's own embedded scorer lives, with its manifest (``embedded.load_embedded_scorer``)."""
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,6 +48,17 @@ def default_scorer() -> str:
     return DEFAULT_CLIP
 
 
+def resolve_scorer(source: str) -> tuple[str, str]:
+    """(the scorer to load, why) for a scorer name: 'auto' (or '') picks by ``default_scorer``; others are kept."""
+    name = (source or "").strip()
+    if name.lower() not in ("", AUTO):
+        return name, ""
+    chosen = default_scorer()
+    why = (f"{DEFAULT_CLIP} is in the local Hugging Face cache" if chosen == DEFAULT_CLIP else
+           f"{DEFAULT_CLIP} is not in the local Hugging Face cache; the embedded offline scorer ships")
+    return chosen, f"'auto' picked {chosen} ({why})"
+
+
 def where_to_get_scorers() -> str:
     ids = ", ".join(KNOWN_CLIP)
     return (f"Give a Hugging Face Hub id ({ids}; any transformers CLIPModel works) or a local folder holding one "
@@ -55,7 +69,7 @@ def where_to_get_scorers() -> str:
 
 
 def describe_scorer(source: str) -> str:
-    source = source.strip() or DEFAULT_CLIP
+    source = resolve_scorer(source)[0]
     if source.lower() == EMBEDDED:
         return "embedded offline scorer (gen3d's own, trained on furniture renders; assets/priors/clip)"
     if source in KNOWN_CLIP:
@@ -147,8 +161,9 @@ _CACHE = ModelCache()
 
 
 def load_scorer(source: str, device, dtype: str = "auto") -> CLIPScorer:
-    """The scorer for a Hub id, a local folder or 'embedded' ('' means DEFAULT_CLIP), cached per process."""
-    source = (source or "").strip() or DEFAULT_CLIP
+    """The scorer for a Hub id, a local folder, 'embedded' or 'auto' ('' too: ``resolve_scorer``), cached per
+    process."""
+    source = resolve_scorer(source)[0]
     if source.lower() == EMBEDDED:
         from .embedded import NotShipped, load_embedded_scorer
 

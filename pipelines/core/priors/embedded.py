@@ -63,7 +63,8 @@ def scorer_available() -> bool:
 
 
 STOP_WORDS = {"a", "an", "the", "of", "for", "with", "and", "in", "on", "to", "at", "by", "from", "photo", "render",
-              "3d", "dslr", "view", "front", "side", "back", "overhead", "picture", "image", "high", "quality"}
+              "3d", "dslr", "view", "front", "side", "back", "overhead", "picture", "image", "high", "quality", "is",
+              "are", "its", "it", "this", "that", "very", "some", "into", "as", "or", "be", "has", "made"}
 
 
 def vocabulary(kind: str = "scorer") -> dict:
@@ -92,15 +93,14 @@ def unknown_words(text: str, kind: str = "scorer") -> list[str]:
 
 
 def vocabulary_warning(text: str, kind: str = "scorer") -> str:
-    """A warning when none of the content words of ``text`` were in the training captions ('' otherwise)."""
-    words = [w.strip(".,;:!?'\"()") for w in text.lower().split()]
-    content = [w for w in words if w and w not in STOP_WORDS]
-    unknown = unknown_words(text, kind)
-    if not content or len(unknown) < len(content):
+    """A warning naming the content words of ``text`` that no training caption contained ('' when all were)."""
+    unknown = list(dict.fromkeys(unknown_words(text, kind)))
+    if not unknown:
         return ""
     examples = ", ".join(f"'{e}'" for e in vocabulary(kind).get("examples", [])[:4])
-    return (f"the embedded {kind} never saw {', '.join(repr(w) for w in unknown[:5])} in training (it knows "
-            f"furniture and household objects, e.g. {examples}): the run goes on, but expect little")
+    named = ", ".join(repr(w) for w in unknown[:6]) + (f" and {len(unknown) - 6} more" if len(unknown) > 6 else "")
+    return (f"the embedded {kind} never saw {named} in training (it knows furniture and household objects, e.g. "
+            f"{examples}): the run goes on, but expect those words to be ignored")
 
 
 def credits_markdown() -> str:
@@ -207,6 +207,9 @@ def _guidance_class():
             self.max_tokens = text_encoder.max_tokens
             self.prediction_type = schedule.get("prediction_type", "epsilon")
             self.alphas_cumprod = _alphas_cumprod(schedule).to(self.device)
+
+        def n_tokens(self, text: str) -> int:
+            return self.text_encoder.n_tokens(text)
 
         def encode_prompt(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
             states, _ = self.text_encoder.encode([prompt, negative_prompt])

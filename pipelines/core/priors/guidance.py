@@ -57,6 +57,10 @@ class DiffusionGuidance(abc.ABC):
     dtype: torch.dtype = torch.float32
     """Precision the model runs in."""
 
+    def n_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the start and end tokens (more than ``max_tokens``: it would be cut)."""
+        return len(text.split()) + 2  # subclasses count with their tokenizer
+
     @abc.abstractmethod
     def encode_prompt(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
         """Text embeddings (1, L, D) of the prompt and of the negative prompt (the CFG baseline)."""

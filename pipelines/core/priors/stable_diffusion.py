@@ -92,6 +92,9 @@ class StableDiffusionGuidance(Compilable, DiffusionGuidance):
         # alpha_bar_t lives on the device: diffusers' add_noise copies it there on every call, a host sync.
         self.alphas_cumprod = _alphas_cumprod(scheduler_config).to(self.device)
 
+    def n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=False, verbose=False).input_ids)
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
         tok = self.tokenizer
