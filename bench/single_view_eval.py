@@ -23,7 +23,7 @@ from pathlib import Path
 from common import device_name
 
 from pipelines.events import Log, run_to_completion
-from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run, scored_on, split_shapes
+from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run
 
 VARIANTS = {
     # Training set: how much furniture, and whether other objects help.
@@ -76,14 +76,14 @@ def score(args) -> None:
     import torch
 
     from pipelines.config import resolve_device
-    from pipelines.core.shape_packs import load_packs
+    from pipelines.core.shape_packs import load_packs, scored_on, split_shapes
     from pipelines.core.single_view_net import load_checkpoint
 
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
     cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views)
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
-    _, test_idx, note = split_shapes(data, cfg)
+    _, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     t0 = time.perf_counter()
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev)
     result = dict(variant="checkpoint", checkpoint=info, metrics=metrics, heldout_shapes=0 if note else len(test_idx),

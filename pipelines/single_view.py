@@ -150,39 +150,11 @@ def command_line(cfg: SingleViewConfig) -> str:
     return " ".join(["python -m pipelines single_view", *flags])
 
 
-def split_shapes(data, cfg: SingleViewConfig) -> tuple[list[int], list[int], str]:
-    """(train shape indices, held-out shape indices, a note when the held-out set had to fall back)."""
-    import hashlib
-
-    def wanted(sources: str):
-        names = {s.strip() for s in sources.split(",") if s.strip()}
-        return lambda src: "all" in names or src in names
-
-    use_train, use_test = wanted(cfg.sources), wanted(cfg.eval_sources or cfg.sources)
-    train = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "train" and use_train(src)]
-    test = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "test" and use_test(src)]
-    if cfg.train_fraction < 1.0:  # a fixed order by hash, so smaller fractions are subsets of larger ones
-        order = sorted(train, key=lambda i: hashlib.sha1(data.ids[i].encode()).hexdigest())
-        train = sorted(order[:max(1, round(len(order) * cfg.train_fraction))])
-    note = ""
-    if not test:
-        test, note = train[:8], "no held-out shapes in this data: scores are on training shapes"
-    return train, test, note
-
-
-def scored_on(note: str) -> str:
-    """What scores were computed on, from ``split_shapes``' note (not empty when it fell back)."""
-    return "training shapes (no held-out shapes in the data)" if note else "held-out shapes"
-
-
 def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
-    import torch.nn.functional as F
 
-    from .core.shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, normal_consistency
-    from .core.shapes import sample_surface
-    from .core.shape_packs import load_packs
-    from .core.single_view_net import SingleViewModel, load_checkpoint, preview_images, save_checkpoint
+    from .core.shape_packs import load_packs, scored_on, split_shapes
+    from .core.single_view_net import preview_images, save_checkpoint
 
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
@@ -190,26 +162,15 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     dev = ctx.device
     started = time.perf_counter()
     packs = resolve_packs(cfg.data)
-    if cfg.checkpoint:
-        model, info = load_checkpoint(cfg.checkpoint, dev)
-        yield Log(f"starting from checkpoint {cfg.checkpoint}")
-    else:
-        model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size)
-        if cfg.pretrained:
-            from .core.resnet import load_torchvision_weights
-
-            try:
-                load_torchvision_weights(model.encoder, cfg.pretrained)
-            except (OSError, ValueError, RuntimeError) as e:
-                raise UserInputError(f"could not load ImageNet weights: {e}") from e
-            yield Log(f"encoder starts from ImageNet weights {cfg.pretrained}")
-        model = model.to(dev)
+    model, start = _start_model(cfg, dev)
+    if start:
+        yield Log(start)
     data = load_packs(packs, dev, model.image_size)
-    train_idx, test_idx, note = split_shapes(data, cfg)
+    train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if not train_idx:
         raise UserInputError(f"no training shapes from sources {cfg.sources!r} in {', '.join(map(str, packs))}")
     train, test = data.select(train_idx), data.select(test_idx)
-    V, P = train.images.shape[1], train.points.shape[1]
+    V = train.images.shape[1]
     yield Log(f"{len(train)} training shapes, {len(test)} held-out shapes, {V} views each, from "
               f"{', '.join(p.name for p in packs)}; heads {', '.join(heads)}; {model.num_parameters() / 1e6:.1f}M "
               f"parameters on {dev}")
@@ -218,7 +179,6 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         yield Log(note, "warning")
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    faces, edges, pairs = model.template_faces, model.template_edges, model.template_pairs
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -231,41 +191,12 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         progress = min(1.0, (time.perf_counter() - tick) / cfg.max_seconds if cfg.max_seconds else step / cfg.steps)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        si = torch.randint(0, len(train), (cfg.batch_size,), device=dev, generator=gen)
-        vi = torch.randint(0, V, (cfg.batch_size,), device=dev, generator=gen)
-        images = train.images[si, vi].float() / 255.0
-        occ, pts = train.targets(si, vi)
-        pts = pts[:, torch.randperm(P, device=dev, generator=gen)[:cfg.gt_points]]
-        if cfg.flip:  # mirror x: the image's columns, the grid's first axis, the points' x
-            f = torch.rand(cfg.batch_size, device=dev, generator=gen) < 0.5
-            images = torch.where(f[:, None, None, None], images.flip(-1), images)
-            occ = torch.where(f[:, None, None, None], occ.flip(1), occ)
-            pts = torch.where(f[:, None, None], pts * pts.new_tensor([-1.0, 1.0, 1.0]), pts)
+        images, occ, pts = _batch(train, cfg, gen)
         with torch.autocast(**amp):
             out = model(images, heads)
-        losses = {}
-        loss = torch.zeros((), device=dev)
-        if "voxels" in out:
-            losses["voxels_bce"] = F.binary_cross_entropy_with_logits(out["voxels"].float(), occ.float())
-            loss = loss + losses["voxels_bce"]
-        if "points" in out:
-            losses["points_cd"] = chamfer_distance(out["points"].float(), pts).mean()
-            loss = loss + losses["points_cd"]
-        if "mesh" in out:
-            verts = out["mesh"].float()
-            samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
-            losses["mesh_cd"] = chamfer_distance(samples, pts).mean()
-            losses["laplacian"] = laplacian_smoothing(verts, edges)
-            loss = loss + losses["mesh_cd"] + cfg.w_laplacian * losses["laplacian"]
-            if cfg.w_edge:
-                losses["edge"] = edge_loss(verts, edges)
-                loss = loss + cfg.w_edge * losses["edge"]
-            if cfg.w_normal:
-                losses["normal"] = normal_consistency(verts, faces, pairs)
-                loss = loss + cfg.w_normal * losses["normal"]
-        losses["loss"] = loss
+        losses = _losses(out, occ, pts, model, cfg, gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["loss"].backward()
         opt.step()
         for k, v in losses.items():
             sums[k] = sums.get(k, torch.zeros((), device=dev)) + v.detach()
@@ -298,15 +229,10 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if cfg.export:
         model.trained_heads = heads
         folder = ctx.out_dir / "model"
-        manifest = dict(data=dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
-                                  train_shapes=len(train), heldout_shapes=0 if note else len(test), views=V,
-                                  built_by="python -m pipelines single_view data build"),
-                        command=command_line(cfg),
-                        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
-                        metrics=metrics, scored_on=f"{len(test)} {scored}",
-                        metrics_note=f"scores on {scored} of the float32 model, before it was "
-                        f"stored as {cfg.weights_format}; bench/single_view_eval.py score re-scores the files")
-        save_checkpoint(model, folder, cfg.weights_format, manifest, credits_meta=train.meta)
+        data_info = dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
+                         train_shapes=len(train), heldout_shapes=0 if note else len(test), views=V)
+        save_checkpoint(model, folder, cfg.weights_format, _manifest(cfg, dev, data_info, metrics, len(test), scored),
+                        credits_meta=train.meta)
         yield ctx.artifact("checkpoint", folder / "config.json", "checkpoint (folder)")
         with torch.no_grad():
             pred = model(preview_in, heads)
@@ -315,6 +241,87 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         except ImportError as e:  # a bare GPU machine without trimesh: the checkpoint is what matters there
             yield Log(f"prediction files not written ({e})", "warning")
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _start_model(cfg: SingleViewConfig, dev):
+    """(model on ``dev``, a line for the log): from ``cfg.checkpoint``, or new (encoder from ImageNet weights)."""
+    from .core.single_view_net import SingleViewModel, load_checkpoint
+
+    if cfg.checkpoint:
+        return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
+    model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size)
+    if not cfg.pretrained:
+        return model.to(dev), ""
+    from .core.resnet import load_torchvision_weights
+
+    try:
+        load_torchvision_weights(model.encoder, cfg.pretrained)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserInputError(f"could not load ImageNet weights: {e}") from e
+    return model.to(dev), f"encoder starts from ImageNet weights {cfg.pretrained}"
+
+
+def _batch(train, cfg: SingleViewConfig, gen):
+    """A random training batch: images (B, 3, H, W) in [0, 1], occupancy (B, R, R, R) and ``gt_points``
+    surface points (B, gt_points, 3) in each image's view frame; with ``flip``, half mirrored in x."""
+    import torch
+
+    dev, B = train.images.device, cfg.batch_size
+    si = torch.randint(0, len(train), (B,), device=dev, generator=gen)
+    vi = torch.randint(0, train.images.shape[1], (B,), device=dev, generator=gen)
+    images = train.images[si, vi].float() / 255.0
+    occ, pts = train.targets(si, vi)
+    pts = pts[:, torch.randperm(pts.shape[1], device=dev, generator=gen)[:cfg.gt_points]]
+    if cfg.flip:  # mirror x: the image's columns, the grid's first axis, the points' x
+        f = torch.rand(B, device=dev, generator=gen) < 0.5
+        images = torch.where(f[:, None, None, None], images.flip(-1), images)
+        occ = torch.where(f[:, None, None, None], occ.flip(1), occ)
+        pts = torch.where(f[:, None, None], pts * pts.new_tensor([-1.0, 1.0, 1.0]), pts)
+    return images, occ, pts
+
+
+def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen) -> dict:
+    """Each head's loss, and their weighted sum as "loss": voxel BCE, point Chamfer, and for the mesh the
+    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers."""
+    import torch
+    import torch.nn.functional as F
+
+    from .core.shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, normal_consistency
+    from .core.shapes import sample_surface
+
+    losses = {}
+    loss = torch.zeros((), device=occ.device)
+    if "voxels" in out:
+        losses["voxels_bce"] = F.binary_cross_entropy_with_logits(out["voxels"].float(), occ.float())
+        loss = loss + losses["voxels_bce"]
+    if "points" in out:
+        losses["points_cd"] = chamfer_distance(out["points"].float(), pts).mean()
+        loss = loss + losses["points_cd"]
+    if "mesh" in out:
+        verts, faces, edges = out["mesh"].float(), model.template_faces, model.template_edges
+        samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
+        losses["mesh_cd"] = chamfer_distance(samples, pts).mean()
+        losses["laplacian"] = laplacian_smoothing(verts, edges)
+        loss = loss + losses["mesh_cd"] + cfg.w_laplacian * losses["laplacian"]
+        if cfg.w_edge:
+            losses["edge"] = edge_loss(verts, edges)
+            loss = loss + cfg.w_edge * losses["edge"]
+        if cfg.w_normal:
+            losses["normal"] = normal_consistency(verts, faces, model.template_pairs)
+            loss = loss + cfg.w_normal * losses["normal"]
+    losses["loss"] = loss
+    return losses
+
+
+def _manifest(cfg: SingleViewConfig, dev, data_info: dict, metrics: dict, n_scored: int, scored: str) -> dict:
+    """What a trained checkpoint's manifest.json records: data, command, device, scores and what they were on."""
+    import torch
+
+    return dict(data={**data_info, "built_by": "python -m pipelines single_view data build"},
+                command=command_line(cfg), device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
+                metrics=metrics, scored_on=f"{n_scored} {scored}",
+                metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
+                             "bench/single_view_eval.py score re-scores the files")
 
 
 def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """Packed single-view training data: the reader that Train mode uses (``pipelines.train.single_view_data``
-writes the packs), plus the view-frame maths, the object crop and the credits that training and inference share.
+writes the packs) and its train / held-out split, plus the view-frame maths, the object crop and the credits that training and inference share.
 
 Contract: a pack is one ``.npz`` per source: ``ids``/``splits``/``sources`` (S,), ``jpeg`` + ``jpeg_offsets``
 (S * V object-cropped RGB views on white, JPEG), ``occupancy`` (S, V, R^3 / 8) packed bits in each view's
@@ -94,6 +94,33 @@ class ShapeData:
         p = self.view_params[shape_idx, view_idx]
         pts = to_view(self.points[shape_idx], p[:, 0], p[:, 1], p[:, 2:5])
         return self.occupancy[shape_idx, view_idx], pts
+
+
+def split_shapes(data: ShapeData, sources: str, eval_sources: str = "",
+                 train_fraction: float = 1.0) -> tuple[list[int], list[int], str]:
+    """(train shape indices, held-out shape indices, a note when the held-out set had to fall back) of the
+    shapes from ``sources`` (comma list or "all"; held out: from ``eval_sources``, empty: the same)."""
+    import hashlib
+
+    def wanted(names: str):
+        names = {s.strip() for s in names.split(",") if s.strip()}
+        return lambda src: "all" in names or src in names
+
+    use_train, use_test = wanted(sources), wanted(eval_sources or sources)
+    train = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "train" and use_train(src)]
+    test = [i for i, (sp, src) in enumerate(zip(data.splits, data.sources)) if sp == "test" and use_test(src)]
+    if train_fraction < 1.0:  # a fixed order by hash, so smaller fractions are subsets of larger ones
+        order = sorted(train, key=lambda i: hashlib.sha1(data.ids[i].encode()).hexdigest())
+        train = sorted(order[:max(1, round(len(order) * train_fraction))])
+    note = ""
+    if not test:
+        test, note = train[:8], "no held-out shapes in this data: scores are on training shapes"
+    return train, test, note
+
+
+def scored_on(note: str) -> str:
+    """What scores were computed on, from ``split_shapes``' note (not empty when it fell back)."""
+    return "training shapes (no held-out shapes in the data)" if note else "held-out shapes"
 
 
 def load_packs(paths: list[Path], device="cpu", image_size: int = 0) -> ShapeData:
