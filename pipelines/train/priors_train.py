@@ -64,6 +64,46 @@ def contrastive_loss(model, images, pooled, caps, shapes):
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+def ema_update(ema, model, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, all parameters in one launch."""
+    import torch
+
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+
+
+def _resume(ckpt: Path, opts: TrainOptions, model, ema, optim, gen, noise_gen, data_sha256: str):
+    """(step, loss history, a line for the log): a run's state from ``ckpt`` when there is one, else a fresh start."""
+    import torch
+
+    if not ckpt.is_file():
+        return 0, [], ""
+    state = torch.load(ckpt, map_location=next(model.parameters()).device, weights_only=False)
+    if state["kind"] != opts.kind:
+        raise ValueError(f"{ckpt} is a {state['kind']} checkpoint, not {opts.kind}; choose another --out")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optim.load_state_dict(state["optim"])
+    step = state["step"]
+    try:
+        gen.set_state(state["gen"].cpu())
+        noise_gen.set_state(state["noise_gen"].cpu())
+    except (KeyError, RuntimeError):  # saved on another device kind: continue on fresh draws
+        gen.manual_seed(opts.seed + step)
+        noise_gen.manual_seed(opts.seed + step + 1)
+    changed = "" if state.get("data_sha256") == data_sha256 else " (WARNING: the data file changed since)"
+    return step, state.get("history", []), f"resumed from {ckpt} at step {step}{changed}"
+
+
+def _save(ckpt: Path, state: dict) -> None:
+    """Writes the checkpoint atomically (a kill while saving leaves the previous one)."""
+    import torch
+
+    tmp = ckpt.with_name(".checkpoint.tmp.pt")
+    torch.save(state, tmp)
+    os.replace(tmp, ckpt)
+
+
 def train(opts: TrainOptions):
     """Trains (or resumes) one prior; yields Progress every ``log_every`` steps, Log, and Done with metrics."""
     import copy
@@ -95,24 +135,10 @@ def train(opts: TrainOptions):
         torch.backends.cudnn.benchmark = True  # one input size all run long
     gen = torch.Generator(device=dev).manual_seed(opts.seed)  # batches, drawn on the device (priors_dataset)
     noise_gen = torch.Generator(device=dev).manual_seed(opts.seed + 1)  # the diffusion noise
-    step, history = 0, []
     ckpt = out / "checkpoint.pt"
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
-        if state["kind"] != opts.kind:
-            raise ValueError(f"{ckpt} is a {state['kind']} checkpoint, not {opts.kind}; choose another --out")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optim.load_state_dict(state["optim"])
-        step, history = state["step"], state.get("history", [])
-        try:
-            gen.set_state(state["gen"].cpu())
-            noise_gen.set_state(state["noise_gen"].cpu())
-        except (KeyError, RuntimeError):  # saved on another device kind: continue on fresh draws
-            gen.manual_seed(opts.seed + step)
-            noise_gen.manual_seed(opts.seed + step + 1)
-        yield Log(f"resumed from {ckpt} at step {step}" + ("" if state.get("data_sha256") == data.sha256 else
-                                                            " (WARNING: the data file changed since)"))
+    step, history, resumed = _resume(ckpt, opts, model, ema, optim, gen, noise_gen, data.sha256)
+    if resumed:
+        yield Log(resumed)
     # Data-parallel under torchrun: every process draws its own batches, gradients are averaged over the
     # processes (DDP hooks the UNet's forward: the diffusion prior only); all keep the same weights and EMA,
     # process 0 saves and reports.
@@ -137,13 +163,10 @@ def train(opts: TrainOptions):
                               torch.Generator().manual_seed(opts.seed + 1), device=dev)[0]
 
     def save():
-        if rank:
-            return
-        tmp = out / ".checkpoint.tmp.pt"
-        torch.save(dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
-                        optim=optim.state_dict(), gen=gen.get_state(), noise_gen=noise_gen.get_state(), arch=arch,
-                        opts=dataclasses.asdict(opts), data_sha256=data.sha256, history=history), tmp)
-        os.replace(tmp, ckpt)
+        if not rank:  # process 0 saves
+            _save(ckpt, dict(kind=opts.kind, step=step, model=model.state_dict(), ema=ema.state_dict(),
+                             optim=optim.state_dict(), gen=gen.get_state(), noise_gen=noise_gen.get_state(),
+                             arch=arch, opts=dataclasses.asdict(opts), data_sha256=data.sha256, history=history))
 
     last, t_last = 0.0, time.perf_counter()
     try:
@@ -162,9 +185,7 @@ def train(opts: TrainOptions):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
-            with torch.no_grad():
-                decay = min(opts.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)  # one launch
+            ema_update(ema, model, min(opts.ema, (1 + step) / (10 + step)))
             step += 1
             if step % opts.log_every == 0 and opts.max_seconds and should_stop(time.perf_counter() - t0 > opts.max_seconds,
                                                                                dist, dev):
