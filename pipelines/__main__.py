@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:<14} {spec.title}: {spec.summary}")
         for key, (_, summary) in TOOLS.items():
             print(f"  {key:<14} {summary}")
-        if argv and argv[0] not in ("-h", "--help"):
+        if not argv:  # a usage error like any other: the list above, status 2
+            print(f"\nerror: name a pipeline: one of {names}", file=sys.stderr)
+            return 2
+        if argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown pipeline {argv[0]!r}; choose one of: {names}", file=sys.stderr)
             return 2
         return 0

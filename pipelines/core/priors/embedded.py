@@ -337,7 +337,9 @@ def _load(kind: str, folder, device, dtype: str):
     with _LOCK:
         if key not in _CACHE:
             model, config, manifest, te = load_prior(folder, kind, dev)
-            model.to(dt)
+            # torch's own Module.to: diffusers' override warns on every cast ("modules ... kept in float32: []")
+            # though this UNet keeps none in float32
+            torch.nn.Module.to(model, dt)
             steps = manifest.get("steps", "?")
             if kind == "diffusion":
                 obj = _guidance_class()(model, te, config["schedule"],
