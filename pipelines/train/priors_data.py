@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
-from .shape_builds import build_shapes, built_records, spread
+from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread
 from .shape_builds import progress as _progress  # noqa: F401 - pointe_data imports it from here
 from ..core.shape_packs import SOURCES_NOTE, credits_markdown
 
@@ -253,12 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines priors data", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="render captioned views of every shape (restartable), then pack them")
-    b.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="output folder (default: %(default)s)")
-    b.add_argument("--sources", default="sh3d,pybullet", help="comma list of sh3d, pybullet (default: %(default)s)")
-    b.add_argument("--mesh-dir", default="", help="also every mesh file in this folder")
-    b.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR)
-    b.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
-    b.add_argument("--limit", type=int, default=0, help="only N shapes, spread over the catalog (0: all)")
+    add_build_arguments(b, DEFAULT_ROOT)
     b.add_argument("--views", type=int, default=12, help="renders per shape (default: %(default)s)")
     b.add_argument("--size", type=int, default=64, help="render side in pixels (default: %(default)s)")
     b.add_argument("--ssaa", type=int, default=3, help="supersampling factor (default: %(default)s)")
@@ -267,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     args = p.parse_args(argv)
     if args.cmd == "build":
-        if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
-            print(f"error: no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture",
-                  file=sys.stderr)
+        if problem := sources_problem(args):
+            print(f"error: {problem}", file=sys.stderr)
             return 2
         records = build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
                         views=args.views, size=args.size, ssaa=args.ssaa)

@@ -1,6 +1,7 @@
 """The build loop the data builders share: restartable, one process per core, one job per shape.
 
-Contract: a builder passes its shapes (``mesh_library.ShapeSource``) and a module-level function
+Contract: a builder's ``build`` command takes the options of ``add_build_arguments`` (and checks them with
+``sources_problem``); it passes its shapes (``mesh_library.ShapeSource``) and a module-level function
 ``build_fn(src, out_dir, **opts)`` that writes ``out_dir/<id>.json`` and then ``out_dir/<id>.npz`` (last, by
 ``os.replace``: an ``.npz`` exists only when its shape is complete). ``build_shapes`` skips the shapes already
 built, runs the rest in a spawn pool (or in this process with one worker), logs progress, writes the failures
@@ -12,6 +13,25 @@ import json
 import time
 from pathlib import Path
 from typing import Callable
+
+from .mesh_library import FURNITURE_DIR
+
+
+def add_build_arguments(parser, default_root: Path) -> None:
+    """The options every builder's ``build`` command takes: the output folder, the shape sources, how many."""
+    parser.add_argument("--root", type=Path, default=default_root, help="output folder (default: %(default)s)")
+    parser.add_argument("--sources", default="sh3d,pybullet", help="comma list of sh3d, pybullet (default: %(default)s)")
+    parser.add_argument("--mesh-dir", default="", help="also every mesh file in this folder (.obj .glb .ply .off .stl)")
+    parser.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR, help="where the .sh3f libraries are")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
+    parser.add_argument("--limit", type=int, default=0, help="build only N shapes, spread over the catalog (0: all)")
+
+
+def sources_problem(args) -> str:
+    """Why the sources named by ``add_build_arguments``' options cannot be built, or "" when they can."""
+    if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
+        return f"no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture"
+    return ""
 
 
 def spread(shapes: list, limit: int) -> list:

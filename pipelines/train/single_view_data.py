@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
-from .shape_builds import build_shapes, built_records, spread
+from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread
 from ..core.shape_packs import credits_markdown, crop_to_object, from_view, to_view
 
 DEFAULT_ROOT = Path(".data/single_view")
@@ -148,13 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines single_view data", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="render, voxelize and sample shapes (restartable), then pack them")
-    b.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="output folder (default: %(default)s)")
-    b.add_argument("--sources", default="sh3d,pybullet", help="comma list of sh3d, pybullet (default: %(default)s)")
-    b.add_argument("--mesh-dir", default="", help="also every mesh file in this folder (.obj .glb .ply .off .stl)")
-    b.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR, help="where the .sh3f libraries are")
+    add_build_arguments(b, DEFAULT_ROOT)
     b.add_argument("--random-limit", type=int, default=1000, help="at most this many pybullet random_urdfs")
-    b.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
-    b.add_argument("--limit", type=int, default=0, help="build only N shapes, spread over the catalog (0: all)")
     b.add_argument("--split", choices=("all", "train", "test"), default="all", help="build only this split's shapes")
     b.add_argument("--views", type=int, default=8, help="renders per shape")
     b.add_argument("--size", type=int, default=128, help="render side in pixels")
@@ -173,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--ids", default="", help="comma list of held-out shape ids to use as examples")
     args = p.parse_args(argv)
     if args.cmd == "build":
-        if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
-            print(f"error: no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture",
-                  file=sys.stderr)
+        if problem := sources_problem(args):
+            print(f"error: {problem}", file=sys.stderr)
             return 2
         build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir, args.random_limit,
               pack=not args.no_pack, split=args.split, views=args.views, size=args.size, resolution=args.resolution,
