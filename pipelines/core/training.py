@@ -1,14 +1,16 @@
-"""Training-loop pieces that the methods fitted to posed images (NeRF, VolSDF) share: a training clock that
-pauses while a run previews or scores, the benchmark checkpoints (``eval_at_seconds``) and the ``max_seconds``
-budget, and the held-out PSNR/SSIM.
+"""Training-loop pieces that the methods fitted to posed images (NeRF, VolSDF) share: their common config
+fields, scene loading, random ray batches, the preview target, a training clock that pauses while a run
+previews or scores (with the benchmark checkpoints, ``eval_at_seconds``, and the ``max_seconds`` budget), and
+the held-out PSNR/SSIM.
 
-Contract: ``PosedImagesConfig`` holds the config fields these methods share (the scene, how it loads, the
-clock's) and ``load_posed_scene`` loads what they name; ``RayBatches.sample`` draws random training rays with
-their target colours; ``preview_target`` is the held-out view that previews show; ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time only (wrap previews and
-scoring in ``with clock.paused():``); ``progress(step)`` in [0, 1] drives learning-rate schedules;
-``checkpoint_due()`` returns the next ``eval_at_seconds`` time once training has reached it (each one once);
-``out_of_time()`` says when the budget is spent. ``heldout_scores`` renders every view of a ``core.datasets``
-posed-image set and averages PSNR and SSIM.
+Contract: ``PosedImagesConfig`` holds the shared config fields and ``load_posed_scene`` loads the scene they
+name; ``RayBatches.sample`` draws random training rays with their target colours; ``preview_target`` is the
+held-out view previews show; ``TrainClock(steps, max_seconds, eval_at_seconds)`` counts training wall time
+only (wrap previews and scoring in ``with clock.paused():``), its ``progress(step)`` in [0, 1] drives
+learning-rate schedules, ``checkpoint_due()`` returns the next ``eval_at_seconds`` time once training has
+reached it (each one once) and ``out_of_time()`` says when the budget is spent; ``heldout_scores`` renders
+every view of a ``core.datasets`` posed-image set and averages PSNR and SSIM. Nothing here imports torch at
+import time (the app imports the configs).
 """
 from __future__ import annotations
 
