@@ -1,5 +1,6 @@
 """Packed single-view training data: the reader that Train mode uses (``pipelines.train.single_view_data``
-writes the packs) and its train / held-out split, plus the view-frame maths, the object crop and the credits that training and inference share.
+writes the packs) and its train / held-out split, plus the view-frame maths, the object crop and the credits
+that training and inference share.
 
 Contract: a pack is one ``.npz`` per source: ``ids``/``splits``/``sources`` (S,), ``jpeg`` + ``jpeg_offsets``
 (S * V object-cropped RGB views on white, JPEG), ``occupancy`` (S, V, R^3 / 8) packed bits in each view's
