@@ -108,7 +108,9 @@ def test_nearest_matches_brute_force(max_elems):
 def test_nearest_on_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 300, 3, generator=g), torch.rand(2, 400, 3, generator=g)
-    assert torch.equal(nearest(x.cuda(), y.cuda(), 1 << 12).cpu(), nearest(x, y))
+    gpu, cpu = nearest(x.cuda(), y.cuda(), 1 << 12).cpu(), nearest(x, y)
+    dist = lambda idx: (x - torch.gather(y, 1, idx[..., None].expand(-1, -1, 3))).norm(dim=-1)  # noqa: E731
+    assert (gpu == cpu).float().mean() > 0.99 and torch.allclose(dist(gpu), dist(cpu), atol=1e-6)  # FMA: near-ties
 
 
 def test_voxel_iou_of_two_boxes():
