@@ -12,6 +12,7 @@ marching-cubes mesh, a turntable of both stages and a coarse checkpoint that ``-
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.priors import DEFAULT_DIFFUSION
+from .core.priors import AUTO
 from .events import Done, Event, Log, Preview, Progress
 
 
@@ -31,8 +32,9 @@ class Magic3DConfig(PipelineConfig):
     """What to make."""
     negative_prompt: str = ""
     """What to steer away from: the unconditional side of classifier-free guidance."""
-    prior: str = DEFAULT_DIFFUSION
-    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), or 'embedded'."""
+    prior: str = AUTO
+    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), 'embedded', or 'auto' (Stable
+    Diffusion 2.1-base when it is in the local Hugging Face cache, else the embedded prior; the log says which)."""
     prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
     prior_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
@@ -226,8 +228,10 @@ def load_coarse(path: str, dev):
 
 
 def _check(cfg: Magic3DConfig) -> None:
-    if not cfg.prompt.strip():
-        raise UserInputError("write a prompt: what should the 3D object be?")
+    from .core.priors.prompts import check_prompt
+
+    check_prompt(cfg.prompt, "prompt")
+    check_prompt(cfg.negative_prompt, "negative prompt", required=False)
     if cfg.fine_steps < 1 or (cfg.coarse_steps < 1 and not cfg.from_coarse) or cfg.batch_size < 1:
         raise UserInputError("coarse_steps, fine_steps and batch_size must be positive")
     if cfg.resolution < 8 or cfg.n_samples < 2 or cfg.tet_resolution < 2 or cfg.mesh_resolution < 8:
@@ -290,15 +294,16 @@ def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
     else:
         student, background, grid = yield from _coarse(cfg, metrics, **run)
     student.eval()
-    coarse_frames = _coarse_turntable(cfg, student, background, grid, run["rays"], mid_dist)
+    # the turntable's coarse half: the colour field keeps training in the fine stage, so keep the coarse one
+    coarse = copy.deepcopy(student) if cfg.export and cfg.turntable_frames else None
 
     dmtet, coarse_mesh = yield from _convert(cfg, student, dev, metrics)
     yield from _fine(cfg, metrics, student, background, dmtet, **run)
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     if cfg.export:
-        yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, coarse_frames, metrics, guidance.name,
-                           mid_dist)
+        yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, (coarse, grid, run["rays"]), metrics,
+                           guidance.name, mid_dist)
     yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
     first = [k for k in ("mesh_faces", "surface_threshold", "coarse_seconds", "fine_seconds") if k in metrics]
     yield Done(list(ctx.artifacts), {**{k: metrics[k] for k in first}, **metrics}, time.perf_counter() - started)
@@ -516,36 +521,21 @@ def _mesh_view(dmtet, student, c2w, fov: float, size: int) -> dict:
             "opacity": to_uint8(alpha)}
 
 
-def _coarse_turntable(cfg: Magic3DConfig, student, background, grid, rays, dist: float) -> list:
-    """The coarse field's turntable frames (rgb | normals, uint8), kept to sit beside the fine stage's."""
-    import numpy as np
-
-    from .core.cameras import orbit_cameras
-    from .core.images import normals_to_uint8, to_uint8
-    from .core.text3d import render_view
-
-    if not (cfg.export and cfg.turntable_frames):
-        return []
-    frames = []
-    fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
-    for cam in orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size):
-        view = render_view(student, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples, cfg.n_importance, grid)
-        normal = normals_to_uint8(view["normal"], view["opacity"][..., None])
-        frames.append(np.concatenate([to_uint8(view["rgb"]), normal], axis=1))
-    return frames
-
-
-def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse_frames: list,
+def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse: tuple,
             metrics: dict, prior_name: str, dist: float) -> Iterator[Event]:
-    """The textured mesh (.glb; .obj + .mtl + .png), the turntable of both stages, the coarse mesh, the fine
-    checkpoint and the run's settings."""
+    """The textured mesh (.glb; .obj + .mtl + .png), the turntable of both stages (``coarse``: the coarse field,
+    its occupancy grid and the ray maker), the coarse mesh, the fine checkpoint and the run's settings."""
     import numpy as np
     import torch
 
+    from .core.budget import export_seconds, turntable
     from .core.cameras import orbit_cameras
     from .core.export import save_mesh, save_textured_obj, save_video
+    from .core.images import normals_to_uint8, to_uint8
+    from .core.text3d import render_view
     from .core.texture import bake_texture
 
+    yield Log(f"baking the texture ({cfg.texture_size}^2)")
     with torch.no_grad():
         verts, faces = dmtet()
         mesh, coverage, unwrapper = bake_texture(verts, faces, student.albedo, cfg.texture_size)
@@ -560,14 +550,21 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
         kind, label = labels.get(path.suffix, ("file", path.name))
         yield ctx.artifact(kind, path, label)
 
-    if coarse_frames:
-        fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
-        frames = []
-        with torch.no_grad():
-            for cam, coarse in zip(orbit_cameras(cfg.turntable_frames, dist, 15.0, fov, cfg.preview_size),
-                                   coarse_frames):
-                view = _mesh_view(dmtet, student, cam.c2w.to(ctx.device), fov, cfg.preview_size)
-                frames.append(np.concatenate([coarse, view["rgb"], view["normal"]], axis=1))
+    coarse_field, grid, rays = coarse
+    fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+
+    @torch.no_grad()
+    def frame(k: int, n: int):
+        cam = orbit_cameras(n, dist, 15.0, fov, cfg.preview_size)[k]
+        view = render_view(coarse_field, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples,
+                           cfg.n_importance, grid)
+        fine = _mesh_view(dmtet, student, cam.c2w.to(ctx.device), fov, cfg.preview_size)
+        return np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None]),
+                               fine["rgb"], fine["normal"]], axis=1)
+
+    if coarse_field is not None:  # exports cost in proportion to the run
+        budget = export_seconds(metrics.get("coarse_seconds", 0.0) + metrics.get("fine_seconds", 0.0))
+        frames = yield from turntable(frame, cfg.turntable_frames, budget)
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
                            f"turntable: coarse rgb | normals, fine rgb | normals ({prior_name})")
     if coarse_mesh.num_faces:

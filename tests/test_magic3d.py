@@ -140,6 +140,8 @@ def test_baked_texture_holds_the_colour_field(unwrapper, monkeypatch):
 # ---------------------------------------------------------------------------------------------- end to end
 def test_both_stages_and_the_textured_export(smoke, prior):
     trimesh = pytest.importorskip("trimesh")
+    from pipelines.core import budget
+
     cfg, events, out = smoke
     done = events[-1]
     assert isinstance(done, Done)
@@ -147,7 +149,8 @@ def test_both_stages_and_the_textured_export(smoke, prior):
     assert any(m.startswith("prior: ") and prior in m for m in logs)
     progress = [e for e in events if isinstance(e, Progress)]
     stages = [e.stage for e in progress]
-    assert stages.index("fine") > stages.index("coarse") and set(stages) == {"coarse", "fine"}
+    assert stages.index("fine") > stages.index("coarse") and set(stages) == {"coarse", "fine", budget.TURNTABLE}
+    assert stages[-1] == budget.TURNTABLE and [e.step for e in progress if e.stage == budget.TURNTABLE] == [1, 2, 3]
     coarse = [e for e in progress if e.stage == "coarse"]
     fine = [e for e in progress if e.stage == "fine"]
     assert coarse[-1].step == coarse[-1].total == cfg.coarse_steps and fine[-1].step == cfg.fine_steps
@@ -243,7 +246,8 @@ def test_stop_in_the_fine_stage_closes_the_run_and_frees(prior, tmp_path, monkey
 
 
 def test_bad_input_is_a_user_error(prior, tmp_path):
-    for bad, msg in ((dict(prompt="  "), "prompt"), (dict(surface_threshold="high"), "surface-threshold"),
+    for bad, msg in ((dict(prompt="  "), "prompt"), (dict(negative_prompt="x" * 1000), "negative prompt"),
+                     (dict(surface_threshold="high"), "surface-threshold"),
                      (dict(surface_threshold="-1"), "surface-threshold"), (dict(fine_steps=0), "fine_steps"),
                      (dict(camera_distance_min=0.5), "outside"),
                      (dict(from_coarse=str(tmp_path / "no.pt")), "no file")):
@@ -299,11 +303,15 @@ def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
     assert (cfg.prompt, cfg.coarse_steps, cfg.fine_steps, cfg.tet_resolution, cfg.surface_threshold, cfg.seed) == (
         "a teapot", 400, 300, 32, "12.5", 3)
     assert cfg.steps == 700 and cfg.prior == priors.default_diffusion() and cfg.from_coarse == ""
-    with pytest.raises(UserInputError):
-        tab.make_config(Magic3DConfig, "", "", 100, 10, 10, 16, "auto", 0, "", "custom")
+    for bad in (dict(prompt=""), dict(prompt="a chair " * 100), dict(prior="/etc")):  # empty, too long, a server path
+        args = {"prompt": "a chair", "prior": "", **bad}
+        with pytest.raises(UserInputError):
+            tab.make_config(Magic3DConfig, args["prompt"], "", 100, 10, 10, 16, "auto", 0, args["prior"], "custom")
+    estimate = tab.estimate(100, 50, "cpu")  # 150 steps at 1.4 s and 90 s of loading and exports on a CPU
+    assert "about **5m 00s**" in estimate if widgets.device_class() == "cpu" else "No measured" in estimate
     assert tab.preset_values("zerogpu") == (800, 200, 40)
     monkeypatch.setenv("GEN3D_TINY", "1")
-    tiny = tab.make_config(Magic3DConfig, "a", "", 100, 5000, 5, 64, "", 0, "/m", "custom", "/x/coarse.pt")
+    tiny = tab.make_config(Magic3DConfig, "a", "", 100, 5000, 5, 64, "", 0, "", "custom", "/x/coarse.pt")
     assert (tiny.coarse_steps, tiny.fine_steps, tiny.from_coarse) == (tab.TINY["coarse_steps"], 5, "/x/coarse.pt")
 
     # the tab's run wiring with a fake pipeline: stage-labelled progress, previews, the textured .glb shown

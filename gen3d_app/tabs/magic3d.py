@@ -6,7 +6,6 @@ import dataclasses
 
 import gradio as gr
 
-from pipelines import UserInputError
 from pipelines.core import priors
 
 from .. import widgets
@@ -18,18 +17,28 @@ TINY = dict(coarse_steps=10, fine_steps=10, resolution=32, n_samples=16, hash_le
             hash_max_res=256, occupancy_resolution=32, tet_resolution=16, fine_resolution=64, mesh_resolution=32,
             texture_size=128, turntable_frames=4, preview_size=64, preview_every=5)
 """GEN3D_TINY=1 caps (the step counts are maxima): seconds on a CPU once the prior is loaded, for browser tests."""
+STEP_SECONDS = {"cpu": {"cpu": 1.4}}
+"""Seconds per step (coarse and fine alike) with the embedded prior and the cpu preset's sizes, measured on this
+project's 2-core CPU machine with OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01: 300 coarse steps at
+1.47 s, 150 fine steps at 1.35 s). GPU step times: bench/magic3d.py (not measured yet)."""
+FIXED_SECONDS = {"cpu": 90.0, "cuda": 40.0}
+"""Loading the prior, the conversion to a tet grid, and the exports (texture baking, turntable)."""
+
+
+def estimate(coarse_steps, fine_steps, preset) -> str:
+    return widgets.estimate_text(int(coarse_steps or 0) + int(fine_steps or 0), STEP_SECONDS, preset, FIXED_SECONDS)
 
 
 def make_config(cls, prompt, negative_prompt, guidance_scale, coarse_steps, fine_steps, tet_resolution,
                 surface_threshold, seed, prior, preset, from_coarse=None):
-    if not str(prompt or "").strip():
-        raise UserInputError("write a prompt: what should the 3D object be?")
+    prompt = widgets.prompt_value(prompt, "prompt")
+    negative_prompt = widgets.prompt_value(negative_prompt, "negative prompt", required=False)
     cfg = widgets.preset_config(cls, preset)
-    cfg = dataclasses.replace(cfg, prompt=str(prompt).strip(), negative_prompt=str(negative_prompt or "").strip(),
+    cfg = dataclasses.replace(cfg, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=float(guidance_scale), coarse_steps=int(coarse_steps),
                               fine_steps=int(fine_steps), tet_resolution=int(tet_resolution),
                               surface_threshold=str(surface_threshold or "auto").strip() or "auto",
-                              seed=int(seed or 0), prior=str(prior or "").strip() or priors.default_diffusion(),
+                              seed=int(seed or 0), prior=widgets.model_source(prior, priors.default_diffusion()),
                               from_coarse=str(from_coarse or ""))
     if widgets.tiny_mode():
         cfg = dataclasses.replace(cfg, **{**TINY, "coarse_steps": min(cfg.coarse_steps, TINY["coarse_steps"]),
@@ -64,7 +73,8 @@ def prior_note() -> str:
                     "Hugging Face Hub (downloaded once, ~5 GB) or a local folder. ")
     gpu = "" if widgets.has_cuda() else " Without a GPU each step takes seconds: use few steps."
     return (f"{embedded}With Stable Diffusion (the default prior) the coarse stage sees 64 px renders and the fine "
-            f"stage 512 px ones, as in the paper. The prior a run used is named in its log and its files.{gpu}")
+            f"stage 512 px ones, as in the paper. The prior: a Hub id, or a diffusers folder (SD 1.x/2.x) under the "
+            f"model roots (GEN3D_MODEL_ROOTS); a run names the prior it used in its log and its files.{gpu}")
 
 
 def build() -> None:
@@ -74,10 +84,10 @@ def build() -> None:
     coarse0, fine0, tets0 = preset_values(default_preset())
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(examples[0], label="Prompt", elem_id="magic3d-prompt", lines=2,
-                                info="view suffixes (front / side / back / overhead view) are added per camera")
-            negative = gr.Textbox("", label="Negative prompt", elem_id="magic3d-negative",
-                                  placeholder="e.g. blurry, low quality")
+            prompt = widgets.text_input("Prompt", examples[0], elem_id="magic3d-prompt",
+                                        info="view suffixes (front / side / back / overhead view) are added per camera")
+            negative = widgets.text_input("Negative prompt", elem_id="magic3d-negative", lines=1,
+                                          placeholder="e.g. blurry, low quality")
             prior = gr.Dropdown(choices, value=default, allow_custom_value=True, label="Prior",
                                 elem_id="magic3d-prior", info="Hub id or local folder of a diffusers model")
             gr.Markdown(prior_note(), elem_id="magic3d-prior-note")
@@ -88,6 +98,7 @@ def build() -> None:
                                      elem_id="magic3d-coarse-steps")
             fine_steps = gr.Slider(1, 10000, value=fine0, step=1, label="Fine steps (textured mesh)",
                                    elem_id="magic3d-fine-steps")
+            eta = gr.Markdown(estimate(coarse0, fine0, default_preset()), elem_id="magic3d-estimate")
             with gr.Accordion("More", open=False):
                 tets = gr.Slider(8, 128, value=tets0, step=1, label="Tet-grid resolution", elem_id="magic3d-tets",
                                  info="cells per side of the DMTet grid (64: 1.6 M tets)")
@@ -102,9 +113,13 @@ def build() -> None:
         with gr.Column(scale=3):
             preview = widgets.preview_panel(PIPELINE, ("rgb", "normal", "opacity", "sds"))
     arts = widgets.artifacts_panel(PIPELINE)
-    gr.Examples([[p, "", default_preset(), 0] for p in examples], inputs=[prompt, negative, preset, seed],
-                cache_examples=False, elem_id="magic3d-examples")
+    gr.Examples([[p, "", default_preset(), coarse0, fine0, 0] for p in examples],
+                inputs=[prompt, negative, preset, coarse_steps, fine_steps, seed], cache_examples=False,
+                elem_id="magic3d-examples")
     preset.input(preset_values, inputs=[preset], outputs=[coarse_steps, fine_steps, tets], queue=False)
+    for steps in (coarse_steps, fine_steps):
+        steps.change(estimate, inputs=[coarse_steps, fine_steps, preset], outputs=[eta], queue=False,
+                     show_progress="hidden")
     widgets.wire_run(PIPELINE, make_config, dict(prompt=prompt, negative_prompt=negative, guidance_scale=scale,
                                                   coarse_steps=coarse_steps, fine_steps=fine_steps,
                                                   tet_resolution=tets, surface_threshold=threshold, seed=seed,
