@@ -3,6 +3,7 @@
     python bench/pointe_quality.py [--models assets/pointe] [--data .data/pointe/pointe.npz] [--shapes 0]
                                    [--steps 64] [--guidance 3] [--device auto] [--tag h200]
     python bench/pointe_quality.py --tiny --models DIR --data PACK      # a CPU smoke run (2 shapes, 3 steps)
+    python bench/pointe_quality.py --precomputed ...   # without the scorer's text encoder (a bare GPU machine)
 
 For each held-out shape of the pack (split by shape id, as every data builder): a cloud from the true render
 (image -> 3D: the render on white through the models' encoder, as the app does) and one from the shape's plain
@@ -23,6 +24,7 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import REPO, device_name
 
@@ -69,6 +71,21 @@ def generate(models, embeddings: torch.Tensor, steps: int, guidance: float, seed
     return torch.cat(xyz), torch.cat(rgb)
 
 
+def load_models(folder: str, base: str, device):
+    from pipelines.core.priors.point_e import load_models as load
+
+    return load(folder, base, device)
+
+
+def load_precomputed(folder: str, device) -> SimpleNamespace:
+    """The embedded base and upsampler without the scorer (``point_e_embedded.load_model_folder``)."""
+    from pipelines.core.priors.point_e_embedded import load_model_folder
+
+    base = load_model_folder(Path(folder) / "base", device)[0]
+    up = load_model_folder(Path(folder) / "upsample", device)[0]
+    return SimpleNamespace(base=base, upsampler=up, describe=lambda: f"embedded ({folder}), pack embeddings")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=str(REPO / "assets" / "pointe"), help="embedded Point-E folder")
@@ -80,27 +97,43 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="2 shapes, 3 steps: a smoke run")
+    p.add_argument("--precomputed", action="store_true",
+                   help="condition on the pack's embeddings of the same render and caption (made by the same scorer "
+                        "at pack time) instead of running the scorer: no text encoder (transformers) needed")
+    p.add_argument("--pointnet-steps", type=int, default=1500,
+                   help="training steps of the P-FID/P-IS classifier (bench/pointe_pointnet.py; 0: skip)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default="")
     args = p.parse_args()
     if args.tiny:
-        args.shapes, args.steps = args.shapes or 2, 3
+        args.shapes, args.steps, args.pointnet_steps = args.shapes or 2, 3, min(args.pointnet_steps, 5)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     dev_name = device_name() if device.type == "cuda" else "cpu"
 
-    from pipelines.core.priors.point_e import load_models
-
-    models = load_models(args.models, "base40M", device)
     data = load_pack(args.data, device)
+    models = load_precomputed(args.models, device) if args.precomputed else load_models(args.models, "base40M", device)
     test = data.test[:args.shapes or None]
     if len(test) == 0:
         raise SystemExit(f"{args.data} has no held-out shapes")
     renders = data.test_rgba[:len(test), 0]  # the pack keeps the held-out renders in pack order
     gt_xyz, gt_rgb = data.xyz[test], data.rgb[test].float() / 255
     captions = [data.captions[int(data.shape_caps[i, 0])] for i in test]
-    conditions = {"image": models.encoder.image_vec(list(renders)), "text": models.encoder.text_vec(captions)}
+    if args.precomputed:  # view 0 of the pack's embeddings is the render in test_rgba[:, 0]
+        conditions = {"image": data.image_emb[test, 0], "text": data.text_emb[data.shape_caps[test, 0]]}
+    else:
+        conditions = {"image": models.encoder.image_vec(list(renders)), "text": models.encoder.text_vec(captions)}
+
+    net, accuracy = None, float("nan")
+    if args.pointnet_steps:
+        from pointe_pointnet import p_scores, train_pointnet
+
+        net, names, accuracy = train_pointnet(data, args.pointnet_steps, device=device)
+        print(f"PointNet classifier: {len(names)} categories, held-out accuracy {accuracy:.3f}")
+
+    def p_metrics(xyz: torch.Tensor) -> dict:
+        return p_scores(net, xyz, gt_xyz) if net is not None and len(test) > 1 else {}
 
     rows, per_shape = [], {}
     if device.type == "cuda":
@@ -114,23 +147,24 @@ def main() -> None:
         s = scores(xyz, rgb, gt_xyz, gt_rgb)
         per_shape[name] = {k: v.tolist() for k, v in s.items()}
         rows.append(dict(method=f"Point-E embedded, {name} -> 3D", points=xyz.shape[1], seconds=seconds,
-                         **{k: float(v.mean()) for k, v in s.items()}))
+                         **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(xyz)))
     # References: the nearest training shape by image embedding, and the truth against itself.
     train = torch.as_tensor(data.train, device=device)
     sim = conditions["image"].to(device) @ data.image_emb[train].reshape(-1, data.image_emb.shape[-1]).T
     nn_shape = train[sim.argmax(1) // data.image_emb.shape[1]]
     s = scores(data.xyz[nn_shape], data.rgb[nn_shape].float() / 255, gt_xyz, gt_rgb)
     rows.append(dict(method="retrieval (nearest training render)", points=gt_xyz.shape[1], seconds=0.0,
-                     **{k: float(v.mean()) for k, v in s.items()}))
+                     **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(data.xyz[nn_shape])))
     half = gt_xyz.shape[1] // 2
     perm = torch.randperm(gt_xyz.shape[1], generator=torch.Generator().manual_seed(0)).to(device)
     a, b = perm[:half], perm[half:2 * half]  # random halves (the pack's order is a Z-curve: neighbours pair up)
     s = scores(gt_xyz[:, a], gt_rgb[:, a], gt_xyz[:, b], gt_rgb[:, b])
     rows.append(dict(method="truth, other half (floor)", points=half, seconds=0.0,
-                     **{k: float(v.mean()) for k, v in s.items()}))
+                     **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(gt_xyz[:, a])))
 
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
-    keys = ["cd", "f1@1%", "f1@2%", "f1@5%", "f1@5% best z-turn", "colour L1"]
+    keys = [k for k in ("cd", "f1@1%", "f1@2%", "f1@5%", "f1@5% best z-turn", "colour L1", "P-FID", "P-IS")
+            if k in rows[0]]
     print(f"{len(test)} held-out shapes, {args.steps} steps/stage, guidance {args.guidance}, {dev_name}, "
           f"peak {peak:.2f} GiB; models: {models.describe()}")
     print("| method | points | s | " + " | ".join(keys) + " |")
@@ -142,7 +176,9 @@ def main() -> None:
     out.write_text(json.dumps(dict(device=dev_name, shapes=[data.ids[i] for i in test], captions=captions,
                                    steps=args.steps, guidance=args.guidance, peak_gib=peak, rows=rows,
                                    per_shape=per_shape, models=models.describe(), data=Path(args.data).name,
-                                   data_sha256=data.sha256), indent=1))
+                                   data_sha256=data.sha256,
+                                   pointnet=dict(steps=args.pointnet_steps, accuracy=accuracy) if net else None),
+                              indent=1))
     print(f"wrote {out}")
 
 
