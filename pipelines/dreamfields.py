@@ -423,22 +423,30 @@ def _export(cfg: DreamFieldsConfig, ctx: RunContext, field, view, origin, metric
     import numpy as np
     import torch
 
+    from .core.budget import export_seconds, grid_resolution, turntable
     from .core.cameras import look_at, spherical_to_cartesian
     from .core.export import save_mesh, save_video
     from .core.geometry import evaluate_grid, marching_cubes
     from .core.images import to_uint8
 
     dev = ctx.device
-    frames = []
-    for k in range(cfg.turntable_frames):
-        c2w = look_at(spherical_to_cartesian(radius, math.radians(elevation), 2 * math.pi * k / cfg.turntable_frames))
+    budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
+
+    def frame(k: int, n: int):
+        c2w = look_at(spherical_to_cartesian(radius, math.radians(elevation), 2 * math.pi * k / n))
         v = view(c2w[None].to(dev), cfg.preview_size)
-        frames.append(np.concatenate([to_uint8(v["rgb"][0]), to_uint8(v["opacity"][0])], axis=1))
-    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), f"turntable: rgb | opacity "
-                       f"({scorer_name})")
+        return np.concatenate([to_uint8(v["rgb"][0]), to_uint8(v["opacity"][0])], axis=1)
+
+    frames = yield from turntable(frame, cfg.turntable_frames, budget)
+    if frames:
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), f"turntable: rgb | opacity "
+                           f"({scorer_name})")
 
     with torch.no_grad():
-        density = evaluate_grid(field.density, cfg.mesh_resolution, -cfg.bound, cfg.bound, dev)
+        res = grid_resolution(lambda r: evaluate_grid(field.density, r, -cfg.bound, cfg.bound, dev),
+                              cfg.mesh_resolution, budget)
+        yield Log(f"extracting the mesh ({res}^3 grid)")
+        density = evaluate_grid(field.density, res, -cfg.bound, cfg.bound, dev)
     mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
     metrics["mesh_faces"] = float(mesh.num_faces)
     if mesh.num_faces == 0:
@@ -448,6 +456,7 @@ def _export(cfg: DreamFieldsConfig, ctx: RunContext, field, view, origin, metric
             verts = mesh.verts.to(dev)
             mesh.vert_colors = torch.cat([field(verts[i:i + 65536])[1] for i in range(0, len(verts), 65536)]).cpu()
         yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), f"mesh (.glb) ({scorer_name})")
+    yield Log("writing the checkpoint")
     torch.save({"config": asdict(cfg), "field": field.state_dict(), "origin": origin.cpu()}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
     settings = {"caption": cfg.caption, "scorer": scorer_name, "config": asdict(cfg), "metrics": metrics,

@@ -13,6 +13,9 @@ import numpy as np
 
 @dataclass
 class Progress:
+    """A training step (``losses`` set; ``stage`` names a training phase such as Magic3D's "coarse"), or a named
+    stage of the end of a run, with no losses: ``Progress(12, 48, stage="rendering the turntable")``."""
+
     step: int
     total: int
     losses: dict[str, float] = field(default_factory=dict)

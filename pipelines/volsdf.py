@@ -210,7 +210,9 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("need 0 < beta_min < beta_init")
     dev = ctx.device
     started = time.perf_counter()
+    yield Log("loading the scene")
     root, train, val = load_posed_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir)
+    yield Log(f"building the {cfg.field} SDF")
     field = build_field(cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)
     modules = torch.nn.ModuleDict({"field": field, "density": density})
@@ -296,6 +298,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     train_seconds = clock.seconds
 
     modules.eval()
+    yield Log(f"scoring {len(val)} held-out views")
     metrics = heldout_scores(render_view, val)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step), beta=float(density.beta.detach()),
                    alpha=float(density.alpha.detach()))
@@ -364,24 +367,33 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
     import numpy as np
     import torch
 
+    from .core.budget import export_seconds, grid_resolution, turntable
     from .core.cameras import orbit_cameras
     from .core.export import save_image, save_mesh, save_video
     from .core.images import to_uint8
     from .core.sdf import primitives_to_json, sdf_to_mesh
 
     dev, field = ctx.device, modules["field"]
+    budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
     cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
     elev = float(torch.rad2deg(torch.asin((train.c2w[:, 2, 3] / train.c2w[:, :3, 3].norm(dim=-1)).clamp(-1, 1))).mean())
     fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
     side = min(cfg.preview_size, max(train.width, train.height))
-    cams = orbit_cameras(cfg.turntable_frames, cam_dist, elev, fov, side)
-    frames = [to_uint8(render_view(cam)["rgb"]) for cam in cams]
-    yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
+
+    def frame(k: int, n: int):
+        return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
+
+    frames = yield from turntable(frame, cfg.turntable_frames, budget)
+    if frames:
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
     pred = render_view(val.camera(0))["rgb"]
     side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
-    mesh = sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev)
+    with torch.no_grad():
+        res = grid_resolution(lambda r: field.sdf(torch.zeros(r ** 3, 3, device=dev)), cfg.mesh_resolution, budget)
+    yield Log(f"extracting the mesh ({res}^3 grid)")
+    mesh = sdf_to_mesh(field, cfg.bound, res, dev)
     metrics.update(_mesh_stats(mesh))
     if mesh.num_faces == 0:
         yield Log("the SDF has no zero crossing inside the scene box: no mesh written", "warning")
@@ -392,6 +404,7 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
         path = ctx.path("fitted_primitives.json")
         path.write_text(json.dumps(primitives_to_json(field.primitives(), cfg.smooth), indent=1))
         yield ctx.artifact("json", path, "fitted primitives (.json)")
+    yield Log("writing the checkpoint")
     torch.save({"config": dataclasses.asdict(cfg), "state": modules.state_dict()}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
 

@@ -151,7 +151,8 @@ def test_a_non_image_upload_gets_a_message_for_people(tmp_path):
     assert str(tmp_path) not in str(e.value) and "not an image" in str(e.value)
     good = sorted((REPO / "assets" / "single_view" / "examples").glob("*.png"))
     if good:  # the raw file dict an unprocessed event passes
-        assert tab.make_config(CONFIG, "predict", {"path": str(good[0])}, "cpu", 10, ["voxels"], 0).image == str(good[0])
+        cfg = tab.make_config(CONFIG, "predict", {"path": str(good[0])}, "cpu", 10, ["voxels"], 0)
+        assert cfg.image == str(good[0])
 
 
 def test_estimate_comes_from_the_measured_step_cost(monkeypatch):
