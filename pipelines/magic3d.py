@@ -19,28 +19,17 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar, Iterator
 
-from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.priors import AUTO
+from .config import RunContext, UserInputError, run_guarded
+from .core.text3d_config import Text3DConfig
 from .events import Done, Event, Log, Preview, Progress
 
 
 @dataclass
-class Magic3DConfig(PipelineConfig):
-    prompt: str = "a DSLR photo of a hamburger"
-    """What to make."""
-    negative_prompt: str = ""
-    """What to steer away from: the unconditional side of classifier-free guidance."""
-    prior: str = AUTO
-    """Diffusion prior: a Hugging Face Hub id, a local diffusers folder (SD 1.x/2.x), 'embedded', or 'auto' (Stable
-    Diffusion 2.1-base when it is in the local Hugging Face cache, else the embedded prior; the log says which)."""
-    prior_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    """Precision of the prior on CUDA ('auto': float16); always float32 on CPU."""
-    prior_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
-    """torch.compile the prior's UNet (and VAE encoder) on CUDA (see the DreamFusion option)."""
-    guidance_scale: float = 100.0
-    """Classifier-free guidance scale of both stages (Magic3D: 100)."""
+class Magic3DConfig(Text3DConfig):
+    """The prompt, prior, cameras, shading and regularisers of the coarse stage come from ``Text3DConfig``."""
+
     coarse_steps: int = 5000
     """Steps of the coarse stage (the volumetric hash-grid field)."""
     fine_steps: int = 5000
@@ -49,25 +38,9 @@ class Magic3DConfig(PipelineConfig):
     """Both stages' steps together: set from coarse_steps + fine_steps (set those instead)."""
     from_coarse: str = ""
     """A coarse checkpoint to refine, skipping the coarse stage: a Magic3D coarse.pt or a DreamFusion model.pt."""
-    batch_size: int = 1
-    """Random views per step, in both stages."""
     # ---- coarse stage
     lr: float = 1e-2
     """Adam learning rate of the coarse field."""
-    t_min: float = 0.02
-    """Smallest diffusion time drawn (both stages), as a fraction of the training timesteps."""
-    t_max: float = 0.98
-    """Largest diffusion time of the coarse stage."""
-    t_max_end: float = 0.98
-    """Largest coarse diffusion time at the end of the stage (linear from t_max; equal: Magic3D's fixed range)."""
-    view_prompts: bool = True
-    """Append the view ('front', 'side', 'back', 'overhead') to the prompt, from each camera's angles."""
-    view_template: str = "{prompt}, {view} view"
-    """How a view-dependent prompt is written."""
-    front_width_deg: float = 90.0
-    """Azimuth sector (centred on +x) that is the front; as wide a sector opposite is the back."""
-    overhead_elevation_deg: float = 60.0
-    """Cameras at or above this elevation get the 'overhead' prompt."""
     width: int = 64
     """Width of the density and albedo heads' hidden layer."""
     hash_levels: int = 16
@@ -76,54 +49,24 @@ class Magic3DConfig(PipelineConfig):
     """log2 of hash-table entries per level."""
     hash_max_res: int = 4096
     """Finest hash-grid resolution (the coarsest is 16)."""
-    bound: float = 1.0
-    """Radius of the bounding sphere the object lives in."""
-    blob_density: float = 10.0
-    """Density added at the centre, falling linearly to 0 at blob_radius (Magic3D's blob): the start shape."""
-    blob_radius: float = 0.5
-    """Radius of the initial density blob."""
-    resolution: int = 64
-    """Side of the coarse renders in pixels."""
-    n_samples: int = 64
-    """Samples per ray in the coarse stage (those in empty cells of the occupancy grid skip the field)."""
     n_importance: int = 0
-    """Extra samples per ray from a density-only first pass (0: none)."""
+    """Extra samples per ray from a density-only first pass (0: none; the occupancy grid prunes instead)."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid that prunes empty space (0: no grid)."""
     occupancy_every: int = 16
     """Coarse steps between occupancy-grid updates."""
-    camera_distance_min: float = 1.5
-    """Coarse cameras: nearest distance from the origin."""
-    camera_distance_max: float = 2.0
-    """Coarse cameras: farthest distance."""
-    elevation_min: float = -10.0
-    """Random cameras (both stages): lowest elevation in degrees."""
-    elevation_max: float = 80.0
-    """Random cameras: highest elevation in degrees."""
-    fov_min: float = 40.0
-    """Coarse cameras: narrowest field of view in degrees."""
-    fov_max: float = 70.0
-    """Coarse cameras: widest field of view in degrees."""
-    albedo_warmup: float = 0.2
-    """Fraction of the coarse stage shaded with the albedo only (ambient-only), before random shading."""
     albedo_prob: float = 0.0
-    """After the warm-up (and in the fine stage): probability of albedo-only shading."""
+    """After the warm-up (and in the fine stage): probability of albedo-only shading (Magic3D: random diffuse)."""
     textureless_prob: float = 0.5
     """After the warm-up: probability of textureless (white) diffuse shading; the rest is diffuse."""
-    ambient: float = 0.1
-    """Ambient light of diffuse shading."""
-    background: Literal["mlp", "random", "white"] = "mlp"
-    """'mlp': a small network of the view direction; 'random': a random colour per view; 'white'."""
-    lambda_orient: float = 1000.0
-    """Weight of the orientation loss, ramped from a hundredth of it (10) over the coarse stage's first half."""
-    lambda_opacity: float = 1.0
-    """Weight of the sparsity term mean(sqrt(opacity^2 + 0.01))."""
     # ---- conversion
     tet_resolution: int = 64
     """Cells per side of the DMTet grid (6 n^3 tets: 64 -> 1.6 M, threestudio's '128' grid)."""
     surface_threshold: str = "auto"
     """Coarse density at the surface: 'auto' (the mean of the densities above 1e-5) or a number. Raise it when
     the mesh is a puffy shell, lower it when parts are missing."""
+    mesh_resolution: int = 128
+    """Marching-cubes grid of the coarse mesh, and the grid that finds the coarse surface's threshold and box."""
     # ---- fine stage
     fine_lr: float = 1e-2
     """Adam learning rate of the SDF values and vertex offsets."""
@@ -146,18 +89,8 @@ class Magic3DConfig(PipelineConfig):
     """Weight of the normal consistency 1 - cos between adjacent faces' normals (threestudio: 1e4)."""
     lambda_laplacian: float = 0.0
     """Weight of the uniform Laplacian smoothing of the mesh (0: off)."""
-    # ---- outputs
     texture_size: int = 1024
     """Side of the baked texture image of the exported mesh."""
-    mesh_resolution: int = 128
-    """Marching-cubes grid of the coarse mesh, and the grid that finds the coarse surface's threshold and box."""
-    turntable_frames: int = 48
-    """Frames of the turntable video, both stages side by side (0: no video)."""
-    preview_size: int = 128
-    """Side of preview and turntable renders, in pixels."""
-    export: bool = True
-    """Write the meshes, the turntable and the checkpoints at the end (benchmarks turn this off)."""
-    preview_every: int = 250
 
     PRESETS: ClassVar[dict] = {
         "fast": dict(coarse_steps=2000, fine_steps=1000, tet_resolution=48),
