@@ -120,44 +120,23 @@ def run(cfg: Magic3DConfig) -> Iterator[Event]:
 
 def build_student(cfg: Magic3DConfig):
     """The coarse field (AlbedoField: hash grid, separate heads) and the background network."""
-    from .core.text3d import AlbedoField, BackgroundField
+    from .core.text3d import AlbedoField, BackgroundField, student_args
 
-    return AlbedoField(**student_args(asdict(cfg), magic3d=True)), BackgroundField()
-
-
-def student_args(config: dict, magic3d: bool) -> dict:
-    """AlbedoField arguments from a Magic3D or DreamFusion config (as its checkpoint stores it)."""
-    args = dict(radius=config.get("bound", 1.0), width=config.get("width", 64),
-                hash_levels=config.get("hash_levels", 16), hash_log2_size=config.get("hash_log2_size", 19),
-                blob_density=config.get("blob_density", 10.0), blob_radius=config.get("blob_radius", 0.5))
-    if magic3d:
-        return dict(args, encoding="hash", hash_max_res=config.get("hash_max_res", 4096), separate_heads=True)
-    return dict(args, encoding=config.get("student", "harmonic"), depth=config.get("depth", 3),
-                n_freqs=config.get("n_freqs", 6))
+    return AlbedoField(**student_args({**asdict(cfg), "method": "magic3d"})), BackgroundField()
 
 
 def load_coarse(path: str, dev):
     """(student, background or None, its method) from a Magic3D coarse.pt or a DreamFusion model.pt."""
-    import torch
-
-    from .core.text3d import AlbedoField, BackgroundField
+    from .core.text3d import load_student
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserInputError(f"--from-coarse: no file {file} (a Magic3D coarse.pt or a DreamFusion model.pt)")
     try:
-        state = torch.load(file, map_location=dev, weights_only=True)  # an upload must not run code (pickle)
-        magic3d = state.get("method") == "magic3d"
-        student = AlbedoField(**student_args(state["config"], magic3d))
-        student.load_state_dict(state["student"])
+        return load_student(file, dev)
     except Exception as e:  # noqa: BLE001 - not a checkpoint of ours: say so
         raise UserInputError(f"--from-coarse: {file} is not a Magic3D or DreamFusion checkpoint "
                              f"({type(e).__name__}: {str(e)[:200]})") from e
-    background = None
-    if "background" in state:
-        background = BackgroundField()
-        background.load_state_dict(state["background"])
-    return student.to(dev), background, "Magic3D" if magic3d else "DreamFusion"
 
 
 def _check(cfg: Magic3DConfig) -> None:
@@ -371,7 +350,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     import torch
 
     from .core.cameras import Camera
-    from .core.dmtet import face_pairs, mesh_edges, render_surface
+    from .core.dmtet import face_pairs, mesh_edges, render_surface, surface_view
     from .core.images import to_uint8
     from .core.priors.guidance import TextEmbeddings, residual_image
     from .core.shape_losses import laplacian_smoothing, normal_consistency
@@ -423,7 +402,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
             if _preview_due(cfg, step, steps):
                 student.eval()
                 with torch.no_grad():
-                    view = _mesh_view(dmtet, student, preview_c2w, fine_fov, cfg.preview_size)
+                    view = surface_view(*dmtet(), student.albedo, preview_c2w, fine_fov, cfg.preview_size)
                 images = dict(view, sds=to_uint8(residual_image(sds.residual)))
                 yield Preview(step, images, caption=f"fine stage, step {step} · {len(faces):,} faces · last step: "
                               f"{shading}, t={float(sds.t[0]) / guidance.num_train_timesteps:.2f}, "
@@ -433,25 +412,6 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     metrics.update(fine_seconds=seconds, fine_steps=float(steps), fine_seconds_per_step=seconds / steps,
                    fine_resolution=float(res))
     student.eval()
-
-
-def _mesh_view(dmtet, student, c2w, fov: float, size: int) -> dict:
-    """uint8 rgb (albedo on white), normal and mask images of the DMTet surface from one camera."""
-    import torch
-
-    from .core.cameras import Camera
-    from .core.dmtet import render_surface
-    from .core.images import normals_to_uint8, to_uint8
-
-    verts, faces = dmtet()
-    cam = Camera.from_fov(c2w, math.radians(fov), size, size)
-    if len(faces) == 0:
-        blank = torch.ones(size, size, 3)
-        return {"rgb": to_uint8(blank), "normal": to_uint8(blank), "opacity": to_uint8(blank[..., 0] * 0)}
-    out = render_surface(verts, faces, [cam], student.albedo, torch.ones(3, device=verts.device))
-    alpha = out["alpha"][0].clamp(0, 1)
-    return {"rgb": to_uint8(out["rgb"][0]), "normal": normals_to_uint8(out["normal"][0], alpha[..., None]),
-            "opacity": to_uint8(alpha)}
 
 
 def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse: tuple,
@@ -464,6 +424,7 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
     from .core.budget import export_seconds, turntable
     from .core.cameras import orbit_cameras
     from .core.export import save_mesh, save_textured_obj, save_video
+    from .core.dmtet import surface_view
     from .core.images import normals_to_uint8, to_uint8
     from .core.text3d import render_view
     from .core.texture import bake_texture
@@ -491,7 +452,7 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
         cam = orbit_cameras(n, dist, 15.0, fov, cfg.preview_size)[k]
         view = render_view(coarse_field, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples,
                            cfg.n_importance, grid)
-        fine = _mesh_view(dmtet, student, cam.c2w.to(ctx.device), fov, cfg.preview_size)
+        fine = surface_view(*dmtet(), student.albedo, cam.c2w.to(ctx.device), fov, cfg.preview_size)
         return np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None]),
                                fine["rgb"], fine["normal"]], axis=1)
 

@@ -146,3 +146,23 @@ def render_surface(verts: torch.Tensor, faces: torch.Tensor, cameras: list, albe
     rgba = torch.cat([rgb * mask + background * (1 - mask), mask], -1)
     rgba = antialias(rgba, frags, project(verts, cameras)[0], faces)
     return {"rgb": rgba[..., :3], "alpha": rgba[..., 3], "normal": normal, "mask": frags.mask}
+
+
+@torch.no_grad()
+def surface_view(verts: torch.Tensor, faces: torch.Tensor, albedo_fn: Callable, c2w: torch.Tensor, fov_deg: float,
+                 size: int) -> dict:
+    """Preview and turntable images of a mesh from one camera (c2w (4, 4), square, ``fov_deg``): uint8 HxWx3
+    rgb (the albedo on white), normal and opacity (the antialiased coverage); white when the mesh is empty."""
+    import math
+
+    from .cameras import Camera
+    from .images import normals_to_uint8, to_uint8
+
+    if len(faces) == 0:
+        blank = torch.ones(size, size, 3)
+        return {"rgb": to_uint8(blank), "normal": to_uint8(blank), "opacity": to_uint8(blank[..., 0] * 0)}
+    cam = Camera.from_fov(c2w, math.radians(fov_deg), size, size)
+    out = render_surface(verts, faces, [cam], albedo_fn, torch.ones(3, device=verts.device))
+    alpha = out["alpha"][0].clamp(0, 1)
+    return {"rgb": to_uint8(out["rgb"][0]), "normal": normals_to_uint8(out["normal"][0], alpha[..., None]),
+            "opacity": to_uint8(alpha)}

@@ -68,6 +68,35 @@ class AlbedoField(nn.Module):
         return torch.sigmoid(self.albedo_net(self.encoding((u + 1) / 2 if self.hash else u)).float())
 
 
+def student_args(config: dict) -> dict:
+    """``AlbedoField`` arguments from a DreamFusion or Magic3D config as their checkpoints store it (``method``
+    'magic3d': Magic3D's coarse field, a hash grid with separate density and albedo heads)."""
+    args = dict(radius=config.get("bound", 1.0), width=config.get("width", 64),
+                hash_levels=config.get("hash_levels", 16), hash_log2_size=config.get("hash_log2_size", 19),
+                blob_density=config.get("blob_density", 10.0), blob_radius=config.get("blob_radius", 0.5))
+    if config.get("method") == "magic3d":
+        return dict(args, encoding="hash", hash_max_res=config.get("hash_max_res", 4096), separate_heads=True)
+    return dict(args, encoding=config.get("student", "harmonic"), depth=config.get("depth", 3),
+                n_freqs=config.get("n_freqs", 6))
+
+
+def load_student(path, device) -> tuple[AlbedoField, "BackgroundField | None", str]:
+    """(student, background network or None, 'Magic3D' or 'DreamFusion') from a checkpoint {config, student,
+    [background], [method]}. Read with ``weights_only``: an uploaded file must not run code when unpickled.
+    Raises ValueError (or an I/O error) when the file is not such a checkpoint."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or not {"config", "student"} <= set(state):
+        raise ValueError("no 'config' and 'student' entries")
+    method = state.get("method", "dreamfusion")
+    student = AlbedoField(**student_args({**state["config"], "method": method}))
+    student.load_state_dict(state["student"])
+    background = None
+    if "background" in state:
+        background = BackgroundField()
+        background.load_state_dict(state["background"])
+    return student.to(device), background, "Magic3D" if method == "magic3d" else "DreamFusion"
+
+
 class BackgroundField(nn.Module):
     """d (N, 3) unit view directions -> (N, 3) colour: what a ray that leaves the sphere empty sees."""
 
