@@ -448,9 +448,19 @@ def _export(cfg: DreamFieldsConfig, ctx: RunContext, field, view, origin, metric
         yield Log(f"extracting the mesh ({res}^3 grid)")
         density = evaluate_grid(field.density, res, -cfg.bound, cfg.bound, dev)
     mesh = marching_cubes(density, cfg.mesh_density, -cfg.bound, cfg.bound)
+    if mesh.num_faces == 0:  # a short run's faint field: the surface volume rendering shows (NeRF's auto level)
+        from .core.volume import hidden_opacity
+
+        opacity = hidden_opacity(density, 2 * cfg.bound / res)
+        level = min(0.5, 0.5 * float(opacity.max()))
+        if level > 1e-3:
+            mesh = marching_cubes(opacity, level, -cfg.bound, cfg.bound)
+            yield Log(f"no surface above density {cfg.mesh_density}: the mesh is the surface of opacity {level:.2f} "
+                      "seen from outside instead")
     metrics["mesh_faces"] = float(mesh.num_faces)
     if mesh.num_faces == 0:
-        yield Log(f"no surface above density {cfg.mesh_density}: no mesh written (lower --mesh-density)", "warning")
+        yield Log(f"no surface above density {cfg.mesh_density}: the field is empty, no mesh written (train "
+                  "longer, or lower --mesh-density)", "warning")
     else:
         with torch.no_grad():
             verts = mesh.verts.to(dev)

@@ -142,11 +142,14 @@ def test_stop_closes_the_run_and_frees(prior, tmp_path, monkeypatch):
 def test_prompts_empty_and_very_long(prior, tmp_path):
     with pytest.raises(UserInputError, match="prompt"):
         run_to_completion(run(DreamFusionConfig(prompt="   ", prior=prior, out_dir=str(tmp_path / "a"), **TINY)))
-    long = "a highly detailed photograph of a small red wooden toy car on a table " * 20
+    long = "a highly detailed photograph of a small red wooden toy car on a table " * 5  # 355 characters
     events = list(run(DreamFusionConfig(prompt=long, prior=prior, out_dir=str(tmp_path / "b"),
                                         **{**TINY, "steps": 2, "export": False})))
     assert isinstance(events[-1], Done)
-    assert any(isinstance(e, Log) and e.level == "warning" and "cut off" in e.message for e in events)
+    cut = [e.message for e in events if isinstance(e, Log) and e.level == "warning" and "was cut" in e.message]
+    assert cut and "front view'" in cut[0]  # the prompt is shortened, its view suffix kept (issue 15)
+    with pytest.raises(UserInputError, match="characters long"):  # one limit, as in the app
+        run_to_completion(run(DreamFusionConfig(prompt=long * 3, prior=prior, out_dir=str(tmp_path / "c"), **TINY)))
 
 
 def test_bad_priors_and_settings_are_user_errors(tmp_path, monkeypatch):

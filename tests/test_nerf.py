@@ -114,4 +114,4 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     not_zip.write_bytes(b"this is not a zip file")
     res = _cli("nerf", "--scene", str(not_zip), "--out-dir", str(tmp_path / "out"), "--device", "cpu")
     assert res.returncode == 2
-    assert res.stderr.startswith("error:") and "Traceback" not in res.stderr and "scene.zip" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in res.stderr and "scene.zip" in res.stderr

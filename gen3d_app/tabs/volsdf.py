@@ -10,11 +10,25 @@ from pipelines import UserInputError
 from .. import widgets
 
 PIPELINE = "volsdf"
-PRESETS = ("custom", "fast", "quality", "paper", "primitives")  # "custom": the config defaults
+PRESETS = ("custom", "cpu", "fast", "quality", "paper", "primitives")  # "custom": the config defaults
 TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, preview_every=5, n_coarse=16,
             n_fine=16, eikonal_points=128, width=32, hash_levels=4, hash_log2_size=12, mesh_resolution=32,
             turntable_frames=4, preview_size=64)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for the browser test."""
+STEP_SECONDS = {"cpu": {"cpu": 1.0, "primitives": 1.0}, "cuda": {"custom": 0.023, "fast": 0.023}}
+"""Seconds per step on the cow example: the cpu preset measured on this project's 2-core CPU machine with
+OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01, 30 steps after the first preview; the default config
+took over 6 s a step there); on an H200, about 44 steps/s (bench/RESULTS.md)."""
+FIXED_SECONDS = {"cpu": 90.0, "cuda": 20.0}
+"""Loading the scene, the first preview and the exports (held-out scores, turntable, mesh)."""
+
+
+def default_preset() -> str:
+    return "custom" if widgets.has_cuda() else "cpu"
+
+
+def estimate(steps, preset) -> str:
+    return widgets.estimate_text(steps, STEP_SECONDS, preset, FIXED_SECONDS)
 
 
 def make_config(cls, scene, upload, field, primitives, preset, steps, seed, downscale):
@@ -40,20 +54,25 @@ def preset_values(preset):
 def build() -> None:
     scenes = widgets.example_dirs("scenes")
     first = "cow" if "cow" in scenes else (scenes[0] if scenes else None)
+    preset0 = default_preset()
+    field0, steps0, downscale0 = preset_values(preset0)
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             scene = gr.Dropdown(scenes, value=first, label="Example scene", elem_id="volsdf-scene",
                                 info="Blender-format posed images in assets/scenes/ (primitives: known shapes)")
             upload = gr.File(label="…or upload a scene (.zip)", file_types=[".zip"], height=140,
                              elem_id="volsdf-upload")
-            field = gr.Radio(["neural", "primitives"], value="neural", label="Field", elem_id="volsdf-field",
+            field = gr.Radio(["neural", "primitives"], value=field0, label="Field", elem_id="volsdf-field",
                              info="neural: MLP SDF + colour network; primitives: fit shapes' pose, size, colour")
             primitives = gr.Textbox("box,box,sphere", label="Primitives (for the primitives field)",
                                     elem_id="volsdf-primitives", info="comma-separated: sphere, box, torus, capsule")
-            preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="volsdf-preset")
-            steps = gr.Slider(1, 20000, value=3000, step=1, label="Steps", elem_id="volsdf-steps")
+            preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", elem_id="volsdf-preset",
+                                 info="cpu: minutes without a GPU; fast/quality/paper: for a GPU")
+            steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="volsdf-steps")
+            eta = gr.Markdown(estimate(steps0, preset0), elem_id="volsdf-estimate")
             with gr.Accordion("More", open=False):
-                downscale = gr.Slider(1, 8, value=1, step=1, label="Downscale images by", elem_id="volsdf-downscale")
+                downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
+                                      elem_id="volsdf-downscale")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="volsdf-seed")
             run = widgets.run_panel(PIPELINE)
         with gr.Column(scale=3):
@@ -65,12 +84,15 @@ def build() -> None:
         examples.append(["primitives", "primitives", "box,box,sphere", "primitives", 600, 11, 1])
         labels.append("primitives: fit two boxes and a sphere, 600 steps")
     if "cow" in scenes:
-        examples.append(["cow", "neural", "box,box,sphere", "fast", 2000, 0, 1])
-        labels.append("cow: neural SDF, 2000 steps")
+        cow = ["cow", "neural", "box,box,sphere", preset0, steps0, 0, downscale0]
+        examples.append(cow if preset0 == "cpu" else ["cow", "neural", "box,box,sphere", "fast", 2000, 0, 1])
+        labels.append(f"cow: neural SDF, {preset0} preset, {steps0} steps" if preset0 == "cpu" else
+                      "cow: neural SDF, 2000 steps")
     if examples:
         gr.Examples(examples, inputs=[scene, field, primitives, preset, steps, seed, downscale], cache_examples=False,
                     elem_id="volsdf-examples", example_labels=labels)
     preset.input(preset_values, inputs=[preset], outputs=[field, steps, downscale], queue=False)
+    steps.change(estimate, inputs=[steps, preset], outputs=[eta], queue=False, show_progress="hidden")
     widgets.wire_run(PIPELINE, make_config, dict(scene=scene, upload=upload, field=field, primitives=primitives,
                                                   preset=preset, steps=steps, seed=seed, downscale=downscale),
                      run, preview, arts)
