@@ -1,0 +1,121 @@
+"""Issue 15 in headless Chromium: the single-view viewers stay drawn, the first Run after Stop starts a run, the
+status names what a run is doing (loading, export stages), and every tab's 3D viewer and turntable show the result.
+
+Uses test_browser's fixtures (`python app.py` with GEN3D_TINY=1 on a free port, offline; Debian's chromium).
+Every wait polls a condition against a deadline.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_browser import (CHROMEDRIVER, CHROMIUM, RUN_DEADLINE_S, browser, page_helpers, server,  # noqa: E402,F401
+                          wait_for)
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="headless Chromium not installed")
+VIEWER_JS = """
+const el = document.getElementById(arguments[0]);
+const c = el && el.querySelector('canvas');
+return c ? c.width * c.height : 0;"""
+
+
+def open_tab(d, title: str):
+    from selenium.webdriver.common.by import By
+
+    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                 if b.text.strip() == title), None), 60, f"the {title} tab")
+    tab.click()
+
+
+def drawn(d, elem_id: str) -> bool:
+    """Whether a Model3D / Plot shows something: a sized canvas (an empty viewer has none)."""
+    return d.execute_script(VIEWER_JS, elem_id) > 0
+
+
+def watch_status(d, find, elem: str, until, deadline_s: float, check) -> list[str]:
+    """Every distinct status text until ``until(text)``; polls every 0.1 s."""
+    seen: list[str] = []
+
+    def step():
+        text = find(elem).text
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        return until(text)
+
+    wait_for(step, deadline_s, f"{elem} to reach the end; saw {seen[-3:]}", check=check, interval=0.1)
+    return seen
+
+
+@pytest.mark.skipif(not (REPO / "assets" / "single_view" / "model" / "config.json").is_file(),
+                    reason="needs the shipped single-view model")
+def test_single_view_viewers_stay_drawn(server, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    open_tab(d, "Single view")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#single_view-examples button.gallery-item"), 20,
+             "the examples")[0].click()
+    wait_for(lambda: find("#single_view-image img").get_attribute("src"), 20, "the example in the image input")
+    find("#single_view-run").click()
+    wait_for(lambda: "Done" in find("#single_view-status").text, RUN_DEADLINE_S, "the prediction", check=no_error)
+    viewers = ("single_view-voxels", "single_view-points", "single_view-mesh")
+    wait_for(lambda: all(drawn(d, v) for v in viewers), 30, "all three viewers drawn", check=no_error)
+    # issue 15: they went blank about 2 s later (a reset event's late reply): watch them for 5 s more
+    watch_until = time.monotonic() + 5.0
+    wait_for(lambda: not all(drawn(d, v) for v in viewers) or time.monotonic() > watch_until, 20, "5 s of watching")
+    assert all(drawn(d, v) for v in viewers), [drawn(d, v) for v in viewers]
+    assert "/work" not in find("#single_view-metrics").text and str(REPO) not in find("#single_view-metrics").text
+
+
+def test_nerf_run_after_stop_starts_at_once_and_shows_its_stages_and_result(server, browser):  # noqa: F811
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    wait_for(lambda: find("#nerf-run"), 60, "the NeRF tab")
+    find("#nerf-run").click()
+    first = watch_status(d, find, "#nerf-status", lambda t: "step" in t, RUN_DEADLINE_S, no_error)
+    assert any("loading the scene" in t or "building" in t for t in first), first  # "Starting..." says what
+    find("#nerf-stop").click()
+    wait_for(lambda: "Stopped" in find("#nerf-status").text, 30, "Stopped", check=server_alive)
+    find("#nerf-run").click()  # once: issue 15 saw this click ignored (3 of 3 tries)
+    wait_for(lambda: "Stopped" not in find("#nerf-status").text, 30, "the run to start after one click",
+             check=no_error)
+    seen = watch_status(d, find, "#nerf-status", lambda t: "Done" in t, RUN_DEADLINE_S, no_error)
+    stages = ("scoring held-out views", "rendering the turntable", "extracting the mesh", "writing the checkpoint")
+    assert any(s in t for t in seen for s in stages), seen  # the export is not silent
+    wait_for(lambda: drawn(d, "nerf-model3d"), 30, "the mesh viewer drawn", check=no_error)
+    wait_for(lambda: find("#nerf-video video").get_attribute("src"), 30, "the turntable video")
+
+
+@pytest.mark.parametrize("tab,title,ready", [
+    ("volsdf", "VolSDF", None),
+    ("dreamfields", "DreamFields", "embedded"),
+    ("dreamfusion", "DreamFusion", "embedded"),
+])
+def test_every_tab_shows_its_mesh_and_turntable(server, browser, tab, title, ready):  # noqa: F811
+    from pipelines.core import priors
+    from pipelines.core.priors import clip
+
+    if ready == "embedded" and not (priors.embedded_diffusion_available() and clip.embedded_scorer_available()):
+        pytest.skip("needs the shipped embedded priors")
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, no_error = page_helpers(d, server_log, server_alive)
+    open_tab(d, title)
+    if ready:
+        assert "Estimate" in find(f"#{tab}-estimate").text  # a time before Run, from measured step costs
+    find(f"#{tab}-run").click()
+    seen = watch_status(d, find, f"#{tab}-status", lambda t: "Done" in t, 2 * RUN_DEADLINE_S, no_error)
+    assert any("loading" in t for t in seen), seen
+    wait_for(lambda: drawn(d, f"{tab}-model3d"), 30, f"the {title} mesh viewer drawn", check=no_error)
+    wait_for(lambda: find(f"#{tab}-video video").get_attribute("src"), 30, f"the {title} turntable")
