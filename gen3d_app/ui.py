@@ -15,6 +15,8 @@ from .tabs import TABS
 
 CSS = """
 .gen3d-status { min-height: 2.6em; }
+/* Gradio's "Error" badge sat on top of the status text, which already says what went wrong (and a toast too) */
+.gen3d-status > [data-testid="status-tracker"]:has(> .error) { display: none; }
 #gen3d-header h1 { margin-bottom: 0.1em; }
 """
 

@@ -119,3 +119,38 @@ def test_every_tab_shows_its_mesh_and_turntable(server, browser, tab, title, rea
     assert any("loading" in t for t in seen), seen
     wait_for(lambda: drawn(d, f"{tab}-model3d"), 30, f"the {title} mesh viewer drawn", check=no_error)
     wait_for(lambda: find(f"#{tab}-video video").get_attribute("src"), 30, f"the {title} turntable")
+
+
+def test_input_errors_read_as_messages_without_a_badge_over_them(server, browser, tmp_path):  # noqa: F811
+    """A non-image upload (issue 15: Gradio's internal error with a component index and a server path) and an empty
+    prompt: the status says what to change, and Gradio's "Error" badge no longer covers that text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, server_log, server_alive = server
+    d = browser
+    d.get(url)
+    find, _ = page_helpers(d, server_log, server_alive)
+
+    def badge_shown(elem: str) -> bool:
+        badges = d.find_elements(By.CSS_SELECTOR, f"#{elem} [data-testid=status-tracker] .error")
+        return any(b.is_displayed() for b in badges)
+
+    open_tab(d, "Single view")
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is not a picture")
+    wait_for(lambda: find("#single_view-image input[type=file]"), 20, "the image input").send_keys(str(fake))
+    find("#single_view-run").click()
+    text = wait_for(lambda: (t := find("#single_view-status").text) and "check the input" in t and t, RUN_DEADLINE_S,
+                    "the message", check=server_alive)
+    assert "not an image" in text and "/tmp" not in text and "index" not in text.lower()
+    assert not badge_shown("single_view-status")
+
+    open_tab(d, "DreamFusion")
+    box = find("#dreamfusion-prompt textarea")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    find("#dreamfusion-run").click()
+    wait_for(lambda: "write a prompt" in find("#dreamfusion-status").text, RUN_DEADLINE_S, "the message",
+             check=server_alive)
+    assert not badge_shown("dreamfusion-status")
