@@ -191,16 +191,16 @@ def loss_figure(history: dict[str, tuple[list[int], list[float]]]):
 
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     has_psnr = False
+    # a log axis only when every loss is positive (DreamFields' loss, a negated CLIP score, is not)
+    log_axis = all(y > 0 for name, (_, ys) in history.items() if "psnr" not in name for y in ys)
     for name, (xs, ys) in history.items():
         psnr = "psnr" in name
         has_psnr |= psnr
         xs, ys = thin(xs, ys)
-        if not psnr and any(y <= 0 for y in ys):
-            ys = [max(y, 1e-12) for y in ys]
         mode = "lines+markers" if (len(xs) < 60 or name == "psnr_val") else "lines"
         fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=mode, line=dict(dash="dot" if psnr else "solid")),
                       secondary_y=psnr)
-    fig.update_yaxes(type="log", title_text="loss", secondary_y=False)
+    fig.update_yaxes(type="log" if log_axis else "linear", title_text="loss", secondary_y=False)
     fig.update_yaxes(title_text="PSNR (dB)" if has_psnr else "", secondary_y=True, showgrid=False)
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=36, b=10), template="plotly_white",

@@ -280,3 +280,10 @@ def test_loading_the_embedded_prior_prints_no_diffusers_noise(capfd):
     priors.load_guidance("embedded", "cpu")
     out, err = capfd.readouterr()
     assert "kept in float32" not in out + err
+
+
+def test_negative_losses_get_a_linear_axis():
+    """DreamFields' loss (a negated CLIP score) was drawn at 1e-12 on the log axis: flat lines at the bottom."""
+    assert stream.loss_figure({"loss": ([10, 20], [-0.31, -0.3]), "clip": ([10, 20], [0.3, 0.31])}).layout.yaxis.type \
+        == "linear"
+    assert stream.loss_figure({"loss": ([10, 20], [0.3, 0.2])}).layout.yaxis.type == "log"
