@@ -13,11 +13,28 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import (CHROMEDRIVER, CHROMIUM, RUN_DEADLINE_S, browser, page_helpers, server,  # noqa: E402,F401
-                          wait_for)
+import test_browser  # noqa: E402
+from test_browser import CHROMEDRIVER, CHROMIUM, RUN_DEADLINE_S, page_helpers, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="headless Chromium not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One `python app.py` for the module (starting one takes 10-30 s on 2 cores): test_browser's fixture."""
+    gen = test_browser.server.__wrapped__(tmp_path_factory.mktemp("app"))
+    yield next(gen)
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    gen = test_browser.browser.__wrapped__(tmp_path_factory.mktemp("chrome"))
+    yield next(gen)
+    gen.close()
+
+
 VIEWER_JS = """
 const el = document.getElementById(arguments[0]);
 const c = el && el.querySelector('canvas');
