@@ -96,7 +96,7 @@ class VolSDFConfig(PosedImagesConfig):
     preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
-        # A few minutes on a 2-core CPU: fewer rays, samples and hash levels, half-size images (about 1 s a step
+        # A few minutes on a 2-core CPU: fewer rays, samples and hash levels, half-size images (about 0.4 s a step
         # measured there with other jobs sharing it: the tab's estimate).
         "cpu": dict(field="neural", encoding="hash", steps=300, batch_rays=256, n_coarse=32, n_fine=16,
                     upsample_levels=1, eikonal_points=256, downscale=2, hash_levels=8, hash_log2_size=15,

@@ -16,12 +16,12 @@ TINY = dict(steps=20, batch_size=1, resolution=32, n_samples=16, width=32, depth
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU once the scorer is loaded, for browser tests."""
 EXAMPLES = ["a bouquet of flowers in a vase", "a red apple", "a small wooden chair", "a blue ceramic teapot"]
 EMBEDDED_EXAMPLES = ["a red armchair", "a wooden dining table", "a yellow duck"]  # in the embedded scorer's data
-STEP_SECONDS = {"cpu": {"cpu": 0.7}, "cuda": {"custom": 0.044}}
+STEP_SECONDS = {"cpu": {"cpu": 0.13}, "cuda": {"custom": 0.044}}
 """Seconds per step with the embedded scorer, measured on this project's 2-core CPU machine with OMP_NUM_THREADS=1
-while other jobs shared it (2026-12-01, first 10 steps, preview included; the default config measured 24 s a step
-there, issue 15), and on an H200 with CLIP ViT-B/32, eager (bench/RESULTS.md: 43.9 ms)."""
+(2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview; issue 15 measured 24 s
+a step for the default config there), and on an H200 with CLIP ViT-B/32, eager (bench/RESULTS.md: 43.9 ms)."""
 FIXED_SECONDS = {"cpu": 45.0, "cuda": 30.0}
-"""Loading the scorer (about 12 s measured on the CPU machine) and the exports, which take a share of the run."""
+"""Loading the scorer (5-12 s measured on the CPU machine), the first preview and the exports (a share of the run)."""
 
 
 def default_preset() -> str:

@@ -17,12 +17,12 @@ TINY = dict(steps=20, resolution=32, n_samples=16, n_importance=0, width=32, dep
 EXAMPLES = ["a DSLR photo of a hamburger", "a ripe strawberry", "a wooden rocking chair", "a blue ceramic teapot"]
 EMBEDDED_EXAMPLES = ["a chair", "a lamp", "a plant", "a bottle"]
 """Prompts the embedded prior turned into the right object (bench/RESULTS.md: ranked first by the scorer)."""
-STEP_SECONDS = {"cpu": {"cpu": 2.1, "custom": 21.8}, "cuda": {"custom": 0.045}}
+STEP_SECONDS = {"cpu": {"cpu": 0.47, "custom": 3.0}, "cuda": {"custom": 0.045}}
 """Seconds per step with the embedded prior, measured on this project's 2-core CPU machine with OMP_NUM_THREADS=1
-while other jobs shared it (2026-12-01, first 10 steps, preview included; an idle machine is up to 4x faster), and
-on an H200 with Stable Diffusion 2.1-base, eager (bench/RESULTS.md: 44.6 ms)."""
+(2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview; at a load of 8 they
+took 4x as long), and on an H200 with Stable Diffusion 2.1-base, eager (bench/RESULTS.md: 44.6 ms)."""
 FIXED_SECONDS = {"cpu": 60.0, "cuda": 30.0}
-"""Loading the prior (about 30 s measured on the CPU machine) and the exports, which take a share of the run."""
+"""Loading the prior (10-30 s measured on the CPU machine), the first preview and the exports (a share of the run)."""
 
 
 def default_preset() -> str:

@@ -13,10 +13,10 @@ TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, pr
             n_fine=16, width=64, depth=4, hash_levels=8, hash_log2_size=14, mesh_resolution=32,
             turntable_frames=4)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for the browser test."""
-STEP_SECONDS = {"cpu": {"cpu": 1.6}, "cuda": {"custom": 0.021, "fast": 0.021, "quality": 0.025}}
+STEP_SECONDS = {"cpu": {"cpu": 0.4}, "cuda": {"custom": 0.021, "fast": 0.021, "quality": 0.025}}
 """Seconds per step of the cow example: the cpu preset measured on this project's 2-core CPU machine with
-OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01, 30 steps in 47.8 s, the first preview included; an idle
-machine is faster); the fast model on an H200 (bench/RESULTS.md: about 50 steps/s on lego)."""
+OMP_NUM_THREADS=1 (2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview, 1.6
+s at a load of 8); the fast model on an H200 (bench/RESULTS.md: about 50 steps/s on lego)."""
 FIXED_SECONDS = {"cpu": 60.0, "cuda": 20.0}
 """Loading the scene and the exports (held-out scores, turntable, mesh), which take a share of the run."""
 
@@ -63,7 +63,8 @@ def build() -> None:
                 downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
                                       elem_id="nerf-downscale")
                 mesh_density = gr.Number(0.0, minimum=0, label="Mesh level (density; 0: auto)",
-                                         elem_id="nerf-mesh-level", info="0 puts the mesh where the field is half opaque seen from outside, "
+                                         elem_id="nerf-mesh-level",
+                                         info="0 puts the mesh where the field is half opaque seen from outside, "
                                               "whatever its densities (short runs too); higher: a tighter surface")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="nerf-seed")
             run = widgets.run_panel(PIPELINE)
