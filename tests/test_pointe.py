@@ -469,15 +469,27 @@ def test_tab_maps_inputs_and_shows_the_final_cloud(monkeypatch, tmp_path):
     from pipelines.pointe import PointEConfig
 
     assert set(tab.PRESETS) == {"custom"} | set(PointEConfig.PRESETS)
-    args = dict(checkpoints=" /models ", base_model="base300M", text_to_image="", guidance_scale=2.5, steps=10,
+    from PIL import Image
+
+    models = tmp_path / "roots" / "point-e"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("GEN3D_MODEL_ROOTS", str(tmp_path / "roots"))
+    args = dict(checkpoints=f" {models} ", base_model="base300M", text_to_image="", guidance_scale=2.5, steps=10,
                 seed=3, upsample=False, mesh=True, grid_size=64)
     cfg = tab.make_config(PointEConfig, " a vase ", None, **args)
     assert (cfg.prompt, cfg.image, cfg.checkpoints, cfg.base_model, cfg.guidance_scale, cfg.steps, cfg.upsample,
-            cfg.grid_size, cfg.text_to_image) == ("a vase", "", "/models", "base300M", 2.5, 10, False, 64,
+            cfg.grid_size, cfg.text_to_image) == ("a vase", "", str(models), "base300M", 2.5, 10, False, 64,
                                                   PointEConfig.text_to_image)
-    assert tab.make_config(PointEConfig, "", "/tmp/x.png", **args).image == "/tmp/x.png"
-    with pytest.raises(UserInputError, match="write a prompt or upload an image"):
+    picture = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), "red").save(picture)
+    assert tab.make_config(PointEConfig, "", str(picture), **args).image == str(picture)
+    with pytest.raises(UserInputError, match="prompt"):
         tab.make_config(PointEConfig, "  ", None, **args)
+    with pytest.raises(UserInputError, match="not a model this app may load"):  # a server path outside the roots
+        tab.make_config(PointEConfig, "a vase", None, **dict(args, checkpoints="/etc"))
+    (tmp_path / "notes.txt").write_text("not a picture")
+    with pytest.raises(UserInputError, match="not an image"):
+        tab.make_config(PointEConfig, "", str(tmp_path / "notes.txt"), **args)
     monkeypatch.setenv("GEN3D_TINY", "1")
     assert tab.make_config(PointEConfig, "a cup", None, **args).steps == tab.TINY["steps"]
     monkeypatch.delenv("GEN3D_TINY")
