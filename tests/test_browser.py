@@ -218,7 +218,7 @@ def test_pointe_image_to_cloud_in_the_browser(server, browser, tmp_path):
 
     from pipelines.core.priors.point_e import save_tiny_point_e
 
-    folder = save_tiny_point_e(tmp_path / "point_e")
+    folder = save_tiny_point_e(tmp_path / "hf" / "point_e")  # under the app's model roots (the Hub cache here)
     img = np.full((96, 96, 3), 255, np.uint8)
     img[24:72, 30:66] = (200, 60, 40)
     Image.fromarray(img).save(tmp_path / "object.png")
