@@ -104,7 +104,8 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="pointe-prompt", lines=2,
-                                info="text to a synthetic view to a cloud (ignored when an image is given)")
+                                info="text to a cloud, through a synthetic view with the released models "
+                                     "(ignored when an image is given)")
             image = gr.Image(type="filepath", label="...or an image of one object (image to 3D)", height=200,
                              elem_id="pointe-image", sources=["upload", "clipboard"])
             preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="pointe-preset",
