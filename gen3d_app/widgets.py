@@ -72,6 +72,31 @@ GPU_FIXED_SECONDS = {"pointe": 60.0, "magic3d": 40.0}
 three point models for a run whose sampling takes 2.5 s (bench/pointe.py on an H200); Magic3D bakes a texture."""
 
 
+COMPILE_BREAKEVEN_STEPS = {"dreamfusion": 2500, "dreamfields": 3000}
+"""Steps from which the tab compiles the prior with CUDA graphs ('reduce-overhead') on a GPU: where the time saved
+pays for compiling. DreamFusion: 13.2 against 44.6 ms a guidance step after about 75 s of compiling (H200,
+bench/RESULTS.md), even at ~2400 steps; DreamFields: 24.2 against 43.9 ms a step, its compile about as long."""
+
+
+def fast_mode(pipeline: str, steps: int) -> str:
+    """The compile mode a tab's run uses: 'reduce-overhead' on CUDA for runs long enough to pay for compiling
+    (``COMPILE_BREAKEVEN_STEPS``), 'off' on a CPU, for short runs, and on ZeroGPU (which forbids torch.compile)."""
+    if runner.on_zerogpu() or not has_cuda() or steps < COMPILE_BREAKEVEN_STEPS.get(pipeline, 10 ** 9):
+        return "off"
+    return "reduce-overhead"
+
+
+def fast_mode_note(pipeline: str) -> str:
+    """What a tab says about its compile mode."""
+    if runner.on_zerogpu():
+        return " On ZeroGPU runs are not compiled (ZeroGPU forbids torch.compile)."
+    if not has_cuda():
+        return ""
+    n = COMPILE_BREAKEVEN_STEPS.get(pipeline)
+    return (f" On this GPU, runs of {n} steps or more compile the prior with CUDA graphs (about a minute of "
+            "compiling, then about 2-3x faster steps); shorter runs stay eager.") if n else ""
+
+
 def gpu_duration(pipeline: str, cfg: Any, device: str | None = None) -> int:
     """Seconds a ZeroGPU call asks for: the run's steps at the measured cost, plus loading and export."""
     return runner.run_seconds(int(getattr(cfg, "steps", 0) or 0), GPU_SECONDS_PER_STEP.get(pipeline, 0.05),
@@ -247,6 +272,16 @@ def file_values(update: dict[str, Any]) -> list[str]:
     return out
 
 
+def stopped_status() -> str:
+    """Stop's own status, sent a moment after the cancel: updates the run had already sent (it yields every
+    0.25 s until the cancel closes it) reach the browser first, so none of them overwrites "Stopped."."""
+    time.sleep(STOP_SETTLE_S)
+    return "**Stopped.**"
+
+
+STOP_SETTLE_S = 1.0
+
+
 def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, Any], run: RunPanel,
              preview: PreviewPanel, arts: ArtifactsPanel) -> Any:
     """Connect Run (queued on the shared GPU slot) and Stop (cancels it). Returns the run event."""
@@ -255,8 +290,7 @@ def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, A
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
                           concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",
                           show_progress_on=[run.status], trigger_mode="once", api_name=f"run_{pipeline}")
-    run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
-                   api_visibility="private")
+    run.stop.click(stopped_status, outputs=[run.status], cancels=[event], queue=False, api_visibility="private")
     return event
 
 

@@ -134,3 +134,23 @@ def test_readme_front_matter_preloads_the_default_models():
     assert "unet/diffusion_pytorch_model.safetensors" in preloaded[DEFAULT_DIFFUSION]
     assert "model.safetensors" in preloaded[DEFAULT_CLIP]
     assert {DEFAULT_DIFFUSION, DEFAULT_CLIP} <= set(meta["models"])
+
+
+def test_tabs_compile_long_runs_on_a_gpu_only(monkeypatch):
+    """The generative tabs use CUDA graphs where a run pays for compiling, never on a CPU or on ZeroGPU."""
+    from gen3d_app import widgets
+    from gen3d_app.tabs import dreamfusion as tab
+    from pipelines.dreamfusion import DreamFusionConfig
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.delenv("GEN3D_TINY", raising=False)
+    monkeypatch.setattr(widgets, "has_cuda", lambda: True)
+    long_run = tab.make_config(DreamFusionConfig, "a chair", "", 100.0, 10_000, 0, "embedded", "custom")
+    short_run = tab.make_config(DreamFusionConfig, "a chair", "", 100.0, 500, 0, "embedded", "custom")
+    assert (long_run.prior_compile, short_run.prior_compile) == ("reduce-overhead", "off")
+    assert "CUDA graphs" in widgets.fast_mode_note("dreamfusion")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert widgets.fast_mode("dreamfusion", 10_000) == "off" and "ZeroGPU" in widgets.fast_mode_note("dreamfusion")
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    monkeypatch.setattr(widgets, "has_cuda", lambda: False)
+    assert widgets.fast_mode("dreamfields", 10_000) == "off"

@@ -37,6 +37,7 @@ def make_config(cls, caption, steps, seed, scorer, preset):
     cfg = widgets.preset_config(cls, preset)
     cfg = dataclasses.replace(cfg, caption=caption, steps=int(steps), seed=int(seed or 0),
                               scorer=widgets.model_source(scorer, clip.default_scorer()))
+    cfg = dataclasses.replace(cfg, scorer_compile=widgets.fast_mode(PIPELINE, cfg.steps))
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -61,7 +62,7 @@ def scorer_note() -> str:
     gpu = "" if widgets.has_cuda() else (" Without a GPU the tab opens on the `cpu` preset (a smaller field and "
                                          "renders, a few minutes); the default config takes 30x as long a step.")
     return (f"{offline} The scorer: a Hub id, or a folder of a transformers CLIPModel under the model roots "
-            f"(GEN3D_MODEL_ROOTS).{gpu}")
+            f"(GEN3D_MODEL_ROOTS).{gpu}{widgets.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:

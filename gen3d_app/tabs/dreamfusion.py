@@ -41,6 +41,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior
     cfg = dataclasses.replace(cfg, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=float(guidance_scale), steps=int(steps), seed=int(seed or 0),
                               prior=widgets.model_source(prior, priors.default_diffusion()))
+    cfg = dataclasses.replace(cfg, prior_compile=widgets.fast_mode(PIPELINE, cfg.steps))
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -69,7 +70,7 @@ def prior_note() -> str:
         " Without a GPU the tab opens on the `cpu` preset (a smaller render, a few minutes); the default student "
         "takes about ten times as long a step, Stable Diffusion far longer.")
     return (f"{offline} The prior: a Hub id, or a diffusers folder (SD 1.x/2.x) under the model roots "
-            f"(GEN3D_MODEL_ROOTS).{gpu}")
+            f"(GEN3D_MODEL_ROOTS).{gpu}{widgets.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:
