@@ -104,8 +104,16 @@ def test_nerf_run_after_stop_starts_at_once_and_shows_its_stages_and_result(serv
     find("#nerf-stop").click()
     wait_for(lambda: "Stopped" in find("#nerf-status").text, 30, "Stopped", check=server_alive)
     find("#nerf-run").click()  # once: issue 15 saw this click ignored (3 of 3 tries)
-    wait_for(lambda: "Stopped" not in find("#nerf-status").text, 60, "the run to start after one click",
-             check=no_error)
+    seen_after = []
+
+    def started() -> bool:
+        seen_after.append(find("#nerf-status").text)
+        return "Stopped" not in seen_after[-1]
+
+    try:
+        wait_for(started, 60, "the run to start after one click", check=no_error)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; statuses seen: {sorted(set(seen_after))}; server log: {server_log()[-1500:]}")
     seen = watch_status(d, find, "#nerf-status", lambda t: "Done" in t, RUN_DEADLINE_S, no_error)
     stages = ("scoring held-out views", "rendering the turntable", "extracting the mesh", "writing the checkpoint")
     assert any(s in t for t in seen for s in stages), seen  # the export is not silent
