@@ -12,7 +12,7 @@ the mesh) or named stage (a ``Progress`` with a ``stage`` and no losses: "render
 
 The pipeline runs in a worker thread of its own, so ``drive`` yields at least every ``keepalive`` seconds
 (an empty dict when there is nothing new): Gradio's Stop can only close a generator that is not inside
-``next()``, and its cancel request (with the Run button's "once" mode waiting on it) lasts until then.
+``next()``, and its cancel request (a Run click while it is pending is queued: "always_last") lasts until then.
 Closing ``drive`` asks the worker to stop; the worker closes the pipeline generator after its current step
 (its ``finally:`` frees GPU memory) and then calls ``on_closed``. Errors become ``gr.Error``.
 """

@@ -289,7 +289,7 @@ def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, A
     handler = make_handler(pipeline, make_config, comps, tuple(preview.images))
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
                           concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",
-                          show_progress_on=[run.status], trigger_mode="once", api_name=f"run_{pipeline}")
+                          show_progress_on=[run.status], trigger_mode="always_last", api_name=f"run_{pipeline}")
     run.stop.click(stopped_status, outputs=[run.status], cancels=[event], queue=False, api_visibility="private")
     return event
 

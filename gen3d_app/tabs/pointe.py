@@ -152,7 +152,7 @@ def build() -> None:
                   mesh=mesh, grid_size=grid_size, preset=preset)
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()) + [cloud],
                           concurrency_limit=widgets.gpu_slots(), concurrency_id=widgets.GPU_QUEUE,
-                          show_progress="minimal", show_progress_on=[run.status], trigger_mode="once",
+                          show_progress="minimal", show_progress_on=[run.status], trigger_mode="always_last",
                           api_name=f"run_{PIPELINE}")
     run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")

@@ -142,6 +142,6 @@ def build() -> None:
     event = run.run.click(run_handler, inputs=None, inputs_kwargs=inputs,
                           outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=widgets.gpu_slots(),
                           concurrency_id=widgets.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],
-                          trigger_mode="once", api_name=f"run_{PIPELINE}", preprocess=False)
+                          trigger_mode="always_last", api_name=f"run_{PIPELINE}", preprocess=False)
     run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
