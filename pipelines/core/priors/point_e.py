@@ -177,7 +177,8 @@ class PointEModels:
 
     def describe(self) -> str:
         parts = [f"{k} {v}" for k, v in self.names.items() if k != "kind"]
-        return f"{self.tier} tier ({self.source}): " + ", ".join(parts)
+        where = "assets/pointe" if self.tier == "embedded" else self.source  # no server path for shipped models
+        return f"{self.tier} tier ({where}): " + ", ".join(parts)
 
 
 _CACHE = ModelCache()
