@@ -421,3 +421,23 @@ def estimate_text(steps: Any, measured: dict[str, dict[str, float]], preset: str
     return (f"Estimate: about **{stream.fmt_seconds(total)}** on {where} ({per_step:.2g} s a step, measured; plus "
             f"about {stream.fmt_seconds(fixed.get(kind, 0.0))} for loading and exports). Once running, the status "
             "shows the run's own rate.")
+
+
+def points_figure(path: str | None, height: int = 380, size: float = 2.5, eye=(0.0, -1.6, 0.6)):
+    """A plotly 3D scatter of a .ply point cloud in its own colours (height-coloured without), z up, seen from
+    ``eye`` (default: the front, -y); the single-view and Point-E tabs show their clouds with it."""
+    if not path:
+        return None
+    import numpy as np
+    import plotly.graph_objects as go
+    import trimesh
+
+    pc = trimesh.load(path)
+    xyz = np.asarray(pc.vertices)
+    colors = np.asarray(pc.colors)[:, :3] if getattr(pc, "colors", None) is not None and len(pc.colors) else None
+    marker = dict(size=size, color=[f"rgb({r},{g},{b})" for r, g, b in colors] if colors is not None else xyz[:, 2])
+    fig = go.Figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker))
+    axis = dict(range=[-0.6, 0.6], showbackground=False, title="")
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), scene=dict(
+        xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", camera=dict(eye=dict(zip("xyz", eye)))))
+    return fig

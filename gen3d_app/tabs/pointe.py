@@ -55,22 +55,8 @@ def models_note() -> str:
 
 
 def points_figure(path: str | None):
-    """A plotly 3D scatter of a .ply point cloud in its own colours, z up, seen from the front (-y)."""
-    if not path:
-        return None
-    import numpy as np
-    import plotly.graph_objects as go
-    import trimesh
-
-    pc = trimesh.load(path)
-    xyz = np.asarray(pc.vertices)
-    colors = np.asarray(pc.colors)[:, :3] if getattr(pc, "colors", None) is not None and len(pc.colors) else None
-    marker = dict(size=2, color=[f"rgb({r},{g},{b})" for r, g, b in colors] if colors is not None else xyz[:, 2])
-    fig = go.Figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker))
-    axis = dict(range=[-0.6, 0.6], showbackground=False, title="")
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=0, b=0), scene=dict(
-        xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", camera=dict(eye=dict(x=0.8, y=-1.4, z=0.6))))
-    return fig
+    """The final cloud in its own colours, z up, seen from the front and a little to the side."""
+    return widgets.points_figure(path, height=420, size=2, eye=(0.8, -1.4, 0.6))
 
 
 def final_cloud(paths: list[str] | None):

@@ -51,21 +51,7 @@ def make_config(cls, mode, image, preset, steps, heads, seed):
 
 def points_figure(path: str | None):
     """A plotly 3D scatter of a .ply point cloud, seen from the input's side (-y), z up."""
-    if not path:
-        return None
-    import numpy as np
-    import plotly.graph_objects as go
-    import trimesh
-
-    pc = trimesh.load(path)
-    xyz = np.asarray(pc.vertices)
-    colors = np.asarray(pc.colors)[:, :3] if getattr(pc, "colors", None) is not None and len(pc.colors) else None
-    marker = dict(size=2.5, color=[f"rgb({r},{g},{b})" for r, g, b in colors] if colors is not None else xyz[:, 2])
-    fig = go.Figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker))
-    axis = dict(range=[-0.6, 0.6], showbackground=False, title="")
-    fig.update_layout(height=380, margin=dict(l=0, r=0, t=0, b=0), scene=dict(
-        xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube", camera=dict(eye=dict(x=0.0, y=-1.6, z=0.6))))
-    return fig
+    return widgets.points_figure(path)
 
 
 def three_paths(paths: list[str] | None) -> tuple:
