@@ -65,6 +65,21 @@ class PipelineConfig:
         return docs
 
 
+
+@dataclass
+class OutputsConfig(PipelineConfig):
+    """What a method that optimises a field for a while writes at the end (NeRF, VolSDF, the text-to-3D methods):
+    a turntable of renders and a marching-cubes mesh, beside the streamed previews."""
+
+    mesh_resolution: int = 128
+    """Marching-cubes grid resolution for the exported mesh."""
+    turntable_frames: int = 48
+    """Frames in the turntable video (0: no video)."""
+    preview_size: int = 128
+    """Side of preview and turntable renders, in pixels."""
+    export: bool = True
+    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
+
 def resolve_device(name: str):
     import torch
 

@@ -18,13 +18,17 @@ import time
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Iterator, Literal
 
-from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .config import RunContext, UserInputError, run_guarded
 from .core.priors.clip import AUTO
+from .core.text3d_config import FieldConfig
 from .events import Done, Event, Log, Preview, Progress
 
 
 @dataclass
-class DreamFieldsConfig(PipelineConfig):
+class DreamFieldsConfig(FieldConfig):
+    """The renders, cameras' elevations and outputs come from ``FieldConfig``; the fields redeclared here differ
+    in their default or their meaning."""
+
     caption: str = "a bouquet of flowers in a vase"
     """What CLIP should see from every pose."""
     scorer: str = AUTO
@@ -56,8 +60,6 @@ class DreamFieldsConfig(PipelineConfig):
     """Half side of the cube the scene lives in (zero density outside)."""
     resolution: int = 96
     """Side of the training renders (crops are resized to CLIP's input)."""
-    n_samples: int = 64
-    """Stratified samples per ray through the cube."""
     radius_min: float = 4.0
     """Random poses: nearest camera distance from the tracked origin."""
     radius_max: float = 4.0
@@ -98,17 +100,8 @@ class DreamFieldsConfig(PipelineConfig):
     rprecision_prompts: str = "auto"
     """Prompt set for CLIP R-precision: a JSON list/dict of lists or a .txt of lines; 'auto': the shared
     prompt library when present; '': none."""
-    mesh_resolution: int = 128
-    """Marching-cubes grid resolution for the exported mesh."""
     mesh_density: float = 5.0
     """Density level of the exported mesh's surface."""
-    turntable_frames: int = 48
-    """Frames in the turntable video."""
-    preview_size: int = 128
-    """Side of preview, evaluation and turntable renders, in pixels."""
-    export: bool = True
-    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
-    preview_every: int = 250
 
     PRESETS: ClassVar[dict] = {
         # A few minutes on a 2-core CPU with the embedded scorer (0.13 s a step measured there: the tab's estimate).

@@ -44,8 +44,6 @@ class DreamFusionConfig(Text3DConfig):
     """hash: log2 of entries per level."""
     resolution_end: int = 0
     """Grow the renders linearly to this size over the first half of training (0: keep resolution)."""
-    mesh_resolution: int = 128
-    """Marching-cubes grid resolution for the exported mesh."""
     mesh_density: float = 5.0
     """Density level of the exported mesh's surface."""
 

@@ -111,3 +111,24 @@ def test_cycle_finder_finds_a_cycle(tmp_path):
     known = {"pipelines.x.a", "pipelines.x.b", "pipelines.x"}
     assert imports("pipelines.x.a", tmp_path / "a.py", known) == {"pipelines.x.b"}
     assert imports("pipelines.x.b", tmp_path / "b.py", known) == {"pipelines.x.a"}
+
+
+
+def test_method_configs_declare_shared_fields_once():
+    """A field that two methods' configs both declare in their own class bodies with the same default and the same
+    docstring is a copy that can drift: it belongs in a shared base (``core.text3d_config.FieldConfig`` for the
+    text-to-3D fields). A subclass redeclares a field only to change its default or what it means."""
+    import dataclasses
+    import importlib
+
+    own = {}
+    for name in PIPELINES:
+        cls = importlib.import_module(f"pipelines.{name}").CONFIG
+        defaults, docs = {f.name: f.default for f in dataclasses.fields(cls)}, cls.field_docs()
+        own[name] = {k: (defaults[k], docs.get(k)) for k in vars(cls).get("__annotations__", {}) if k in defaults}
+    copies = sorted(f"{a}/{b}: {k}" for a in own for b in own if a < b
+                    for k in own[a].keys() & own[b].keys() if own[a][k] == own[b][k])
+    # Kept apart on purpose: Magic3D, the third FieldConfig, finds its surface by another rule (surface_threshold).
+    allowed = {"dreamfields/dreamfusion: mesh_density"} | {  # NeRF and VolSDF: next, onto OutputsConfig
+        f"nerf/volsdf: {k}" for k in ("preview_every", "preview_size", "mesh_resolution", "turntable_frames")}
+    assert set(copies) <= allowed, copies

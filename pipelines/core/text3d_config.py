@@ -1,22 +1,43 @@
-"""The settings of the score-distillation methods (DreamFusion; Magic3D's coarse stage) that both read, declared
-once: the prompt and the prior, the diffusion-time range, view prompts, the student's sphere and blob, the
-renders, the random cameras, DreamFusion's shading and regularisers, and the outputs.
+"""The settings of the text-to-3D methods that optimise a field, declared once.
 
-Contract: ``Text3DConfig`` is a ``PipelineConfig`` whose fields the loop pieces of ``core.text3d`` read by name
-(``load_prior``, ``distill_step``); each method subclasses it with its own fields and presets, and may redeclare
-a field to change its default. Nothing here imports torch (the app imports the configs).
+``FieldConfig``: what all three (DreamFusion, Magic3D's coarse stage, Dream Fields) read: views per step, the
+scene's bound, the renders and their samples, the cameras' elevation range (and ``OutputsConfig``'s exports).
+``Text3DConfig``: what the score-distillation methods (DreamFusion; Magic3D's coarse stage) add: the prompt and
+the prior, the diffusion-time range, view prompts, the student's blob, the random cameras' distance and field
+of view, DreamFusion's shading and regularisers.
+
+Contract: the loop pieces of ``core.text3d`` read ``Text3DConfig``'s fields by name (``load_prior``,
+``distill_step``); each method subclasses one of the two with its own fields and presets, and redeclares a field
+to change its default. Nothing here imports torch (the app imports the configs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import PipelineConfig
+from ..config import OutputsConfig
 from .priors import AUTO
 
 
 @dataclass
-class Text3DConfig(PipelineConfig):
+class FieldConfig(OutputsConfig):
+    batch_size: int = 1
+    """Random views per step."""
+    bound: float = 1.0
+    """Radius of the bounding sphere the object lives in (nothing is rendered outside it)."""
+    resolution: int = 64
+    """Side of the training renders in pixels (resized to the prior's or the scorer's input size)."""
+    n_samples: int = 64
+    """Stratified samples per ray."""
+    elevation_min: float = -10.0
+    """Random cameras: lowest elevation in degrees."""
+    elevation_max: float = 80.0
+    """Random cameras: highest elevation in degrees."""
+    preview_every: int = 250
+
+
+@dataclass
+class Text3DConfig(FieldConfig):
     prompt: str = "a DSLR photo of a hamburger"
     """What to make."""
     negative_prompt: str = ""
@@ -33,8 +54,6 @@ class Text3DConfig(PipelineConfig):
     runs, and CUDA graphs want one thread to drive the run (the CLI does)."""
     guidance_scale: float = 100.0
     """Classifier-free guidance scale (DreamFusion: 100)."""
-    batch_size: int = 1
-    """Random views per step."""
     t_min: float = 0.02
     """Smallest diffusion time drawn, as a fraction of the training timesteps."""
     t_max: float = 0.98
@@ -49,26 +68,16 @@ class Text3DConfig(PipelineConfig):
     """Azimuth sector (centred on azimuth 0, the +x side) that is the front; as wide a sector opposite is the back."""
     overhead_elevation_deg: float = 60.0
     """Cameras at or above this elevation get the 'overhead' prompt."""
-    bound: float = 1.0
-    """Radius of the bounding sphere the object lives in (nothing is rendered outside it)."""
     blob_density: float = 10.0
     """Density added at the centre, falling linearly to 0 at blob_radius (Magic3D's blob): the start shape."""
     blob_radius: float = 0.5
     """Radius of the initial density blob."""
-    resolution: int = 64
-    """Side of the training renders in pixels (resized to the prior's input size)."""
-    n_samples: int = 64
-    """Stratified samples per ray."""
     n_importance: int = 32
     """Extra samples per ray drawn from a density-only first pass (0: none)."""
     camera_distance_min: float = 1.5
     """Random cameras: nearest distance from the origin."""
     camera_distance_max: float = 2.0
     """Random cameras: farthest distance."""
-    elevation_min: float = -10.0
-    """Random cameras: lowest elevation in degrees."""
-    elevation_max: float = 80.0
-    """Random cameras: highest elevation in degrees."""
     fov_min: float = 40.0
     """Random cameras: narrowest field of view in degrees."""
     fov_max: float = 70.0
@@ -88,10 +97,3 @@ class Text3DConfig(PipelineConfig):
     over the first half of training."""
     lambda_opacity: float = 1.0
     """Weight of the opacity regulariser mean(sqrt(opacity^2 + 0.01)) (DreamFusion's sparsity term)."""
-    turntable_frames: int = 48
-    """Frames in the turntable video (0: no video)."""
-    preview_size: int = 128
-    """Side of preview and turntable renders, in pixels."""
-    export: bool = True
-    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
-    preview_every: int = 250
