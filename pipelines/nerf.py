@@ -28,7 +28,12 @@ class NerfConfig(PosedImagesConfig):
     batch_rays: int = 4096
     """Rays per step (fast: the first step's; later steps adapt to ``target_samples``)."""
     target_samples: int = 2 ** 18
-    """fast: samples per step the ray count adapts to, as in nerfacc (0: keep batch_rays fixed)."""
+    """fast: samples per step the ray count adapts to, as in nerfacc and Instant-NGP (0: keep batch_rays fixed)."""
+    max_samples: int = 2 ** 19
+    """fast: the memory budget, a hard bound on the points one field evaluation sees, from the first step on:
+    a training step renders only the leading rays of its batch whose samples fit (the ray count then adapts to
+    ``target_samples``), and previews, scoring and occupancy updates evaluate the field this many points at a
+    time (0: no bound)."""
     lr: float = 0.0
     """Adam learning rate; 0 picks the model's default (5e-4 vanilla, 1e-2 fast)."""
     bound: float = 1.5
@@ -70,8 +75,8 @@ class NerfConfig(PosedImagesConfig):
 
     PRESETS: ClassVar[dict] = {
         # A few minutes on a 2-core CPU (no GPU): fewer levels and samples, same method.
-        "cpu": dict(model="fast", steps=300, batch_rays=512, target_samples=8192, hash_levels=8, hash_log2_size=15,
-                    grid_resolution=64, march_steps=256, preview_every=50, eval_views=4, mesh_resolution=96,
+        "cpu": dict(model="fast", steps=300, batch_rays=512, target_samples=8192, max_samples=2 ** 15, hash_levels=8,
+                    hash_log2_size=15, grid_resolution=64, march_steps=256, preview_every=50, eval_views=4, mesh_resolution=96,
                     turntable_frames=24, preview_size=64),
         "fast": dict(model="fast", steps=1500),
         "quality": dict(model="fast", steps=10000, batch_rays=8192, mesh_resolution=256, turntable_frames=96),
@@ -124,7 +129,8 @@ def make_renderer(cfg: NerfConfig, modules, grid):
             near, far, _ = ray_aabb(o, d, -cfg.bound, cfg.bound)
             return render_hierarchical(modules["coarse"], modules["fine"], o, d, near, far, cfg.n_coarse,
                                        cfg.n_fine, background, perturb)
-        return render_rays(modules["field"], grid, o, d, step_size, background, perturb), None
+        return render_rays(modules["field"], grid, o, d, step_size, background, perturb,
+                           max_samples=cfg.max_samples), None
 
     return render, step_size
 
@@ -145,6 +151,10 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
         raise UserInputError("steps, batch_rays and downscale must be positive")
+    per_ray = math.ceil(math.sqrt(3) * cfg.march_steps) + 1  # the most samples one ray can carry
+    if cfg.model == "fast" and cfg.max_samples and cfg.max_samples < per_ray:
+        raise UserInputError(f"max_samples must be 0 or at least {per_ray} (one ray's samples at march_steps "
+                             f"{cfg.march_steps})")
     dev = ctx.device
     started = time.perf_counter()
     yield Log("loading the scene" + (" (unpacking the upload)" if str(cfg.scene).lower().endswith(".zip") else ""))
@@ -165,9 +175,12 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
     yield Log(f"training: {cfg.steps} steps, the first preview at step {LOG_EVERY}")
 
+    # Rays per preview chunk: with a budget, as many as could fill 16 budgets had every candidate been kept.
+    view_chunk = max(1024, 16 * cfg.max_samples // per_ray) if grid is not None and cfg.max_samples else 16384
+
     def render_view(cam):
         with torch.autocast(**amp):
-            return render_image(lambda o, d: render(o, d, bg, False)[0], cam.to(dev), device=dev)
+            return render_image(lambda o, d: render(o, d, bg, False)[0], cam.to(dev), chunk=view_chunk, device=dev)
 
     clock = TrainClock(cfg.steps, cfg.max_seconds, cfg.eval_at_seconds)  # paused for previews and scoring
     loss_acc = torch.zeros((), device=dev)
@@ -177,12 +190,14 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         modules.train()
         if grid is not None and (step == 1 or step % 16 == 0):
             with torch.autocast(**amp):
-                grid.update(modules["field"].density, step_size, step)
+                grid.update(modules["field"].density, step_size, step, chunk=cfg.max_samples or 2 ** 20)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, clock.progress(step))
         o, d, target, ray_bg = rays.sample(n_rays, central=grid is None and step <= cfg.precrop_steps)
         with torch.autocast(**amp):
             out, out_coarse = render(o, d, ray_bg, True)
+        if grid is not None:  # fast: the budget may have rendered only the leading rays of the batch
+            target = target[:out.extras["rays"]]
         loss = F.mse_loss(out.rgb, target)
         if out_coarse is not None and out_coarse is not out:
             loss = loss + F.mse_loss(out_coarse.rgb, target)
@@ -191,8 +206,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         opt.step()
         loss_acc += F.mse_loss(out.rgb.detach(), target)
         if grid is not None and cfg.target_samples:
-            # The sample count is already on the host (marching synchronises), so this costs no sync.
-            n_rays = int(min(max(n_rays * cfg.target_samples / max(out.extras["samples"], 1), 256), 2 ** 16))
+            # The counts are already on the host (marching synchronises), so this costs no sync.
+            n_rays = int(min(max(cfg.target_samples / max(out.extras["samples_per_ray"], 1e-3), 256), 2 ** 16))
 
         if step % LOG_EVERY == 0 or step == cfg.steps:
             mean_mse = float(loss_acc) / (LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY)

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipelines import PIPELINES, UserInputError
 from pipelines.events import Done, Preview, Progress, run_to_completion
@@ -115,3 +116,41 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     res = _cli("nerf", "--scene", str(not_zip), "--out-dir", str(tmp_path / "out"), "--device", "cpu")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in res.stderr and "scene.zip" in res.stderr
+
+
+def test_fast_samples_per_step_never_exceed_the_budget(monkeypatch, lego, tmp_path):
+    """The memory bound of issue 20: no field evaluation (occupancy updates, culling, the training pass, previews,
+    scoring) sees more than ``max_samples`` points, from the first step on, when the occupancy grid still marks
+    every cell and a batch of 256 rays carries ~15k candidates; and training still improves held-out PSNR."""
+    from pipelines.core import encodings, occupancy
+
+    sizes, steps = [], []
+    forward = encodings.HashGridEncoding.forward
+    monkeypatch.setattr(encodings.HashGridEncoding, "forward", lambda self, x: sizes.append(len(x)) or forward(self, x))
+    render = occupancy.render_rays
+
+    def spy(*args, **kwargs):
+        out = render(*args, **kwargs)
+        if torch.is_grad_enabled():
+            steps.append((out.extras["samples"], out.extras["rays"], len(args[2])))
+        return out
+
+    monkeypatch.setattr(occupancy, "render_rays", spy)
+    budget = 2048
+    cfg = NerfConfig(scene=str(lego), out_dir=str(tmp_path), **{**TINY, **TINY_MODELS["fast"], "max_samples": budget,
+                                                                  "target_samples": 1024, "export": False})
+    events = list(run(cfg))
+    done = events[-1]
+    assert isinstance(done, Done) and len(steps) == cfg.steps
+    assert max(sizes) <= budget, max(sizes)
+    assert all(0 < s <= budget for s, _, _ in steps), steps[:5]
+    first_samples, first_rays, first_batch = steps[0]
+    assert first_rays < first_batch == cfg.batch_rays  # the budget, not the batch size, bounded the first step
+    assert first_samples > budget // 2
+    val_curve = [e.losses["psnr_val"] for e in events if isinstance(e, Progress) and "psnr_val" in e.losses]
+    assert done.metrics["psnr"] > val_curve[0] + 0.5, (val_curve, done.metrics)
+
+
+def test_budget_must_hold_one_ray(tmp_path):
+    with pytest.raises(UserInputError, match="max_samples"):
+        run_to_completion(run(NerfConfig(out_dir=str(tmp_path), device="cpu", max_samples=100, march_steps=600)))
