@@ -58,8 +58,13 @@ class PosedImages:
     width: int
     height: int
     names: list[str]  # image file paths relative to the scene folder, for messages
+    intrinsics: torch.Tensor | None = None  # (N, 4) fx, fy, cx, cy per view when they differ (else fx.. hold all)
+    bounds: torch.Tensor | None = None  # (N, 2) near, far scene depth per view when the capture gives them (LLFF)
 
     def camera(self, i: int) -> Camera:
+        if self.intrinsics is not None:
+            fx, fy, cx, cy = (float(v) for v in self.intrinsics[i])
+            return Camera(self.c2w[i], fx, fy, cx, cy, self.width, self.height)
         return Camera(self.c2w[i], self.fx, self.fy, self.cx, self.cy, self.width, self.height)
 
     def __len__(self) -> int:
@@ -389,8 +394,20 @@ def load_blender(root: str | Path, split: str, downscale: int = 1, max_views: in
     wheres = [f"{json_path.name} frame {i}" for i in range(len(frames))]
     poses = [_pose(f, w) for f, w in zip(frames, wheres)]
     paths = [_image_path(root, f, w) for f, w in zip(frames, wheres)]
-    names = [p.relative_to(root).as_posix() for p in paths]
+    return load_views(root, np.stack(poses), paths, downscale, background, json_path.name,
+                      lambda w, h: np.array([_intrinsics(meta, json_path.name, w, h)] * len(frames)))
 
+
+def load_views(root: Path, poses: np.ndarray, paths: list[Path], downscale: int, background: float, label: str,
+               intrinsics) -> PosedImages:
+    """Images at ``paths`` with camera-to-world ``poses`` (N, 4, 4) (OpenGL axes) as ``PosedImages``.
+
+    Args:
+        label: the file that listed the images, for messages.
+        intrinsics: ``(full_width, full_height) -> (N, 4)`` fx, fy, cx, cy in pixels of the full-size images;
+            views that all share one set give scalar intrinsics, others ``PosedImages.intrinsics``.
+    """
+    names = [p.relative_to(root).as_posix() for p in paths]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
         loaded = list(pool.map(lambda pn: _load_image(pn[0], pn[1], downscale), zip(paths, names)))
     full_w, full_h = loaded[0][2], loaded[0][3]
@@ -402,12 +419,14 @@ def load_blender(root: str | Path, split: str, downscale: int = 1, max_views: in
     if height == 0 or width == 0:
         raise UserInputError(f"downscale {downscale} leaves no pixels of {full_w}x{full_h} images; use a smaller one")
     if len(loaded) * height * width > MAX_SPLIT_PIXELS:
-        raise UserInputError(f"{json_path.name}: {len(loaded)} images of {width}x{height} are too many pixels "
+        raise UserInputError(f"{label}: {len(loaded)} images of {width}x{height} are too many pixels "
                              f"to hold in memory; raise downscale or set max_views")
 
     # avg_pool crops the last W % N columns (H % N rows), so a low-res pixel i spans full-res [iN, iN + N):
     # dividing the intrinsics by N keeps every pixel centre on its ray.
-    fx, fy, cx, cy = (v / downscale for v in _intrinsics(meta, json_path.name, full_w, full_h))
+    k = np.asarray(intrinsics(full_w, full_h), dtype=np.float64).reshape(len(paths), 4) / downscale
+    per_view = None if np.allclose(k, k[0], rtol=0, atol=1e-9) else torch.from_numpy(k).float()
+    fx, fy, cx, cy = (float(v) for v in (k.mean(0) if per_view is not None else k[0]))
 
     rgbs = torch.stack([rgb for rgb, _, _, _ in loaded])
     alphas = None
@@ -415,5 +434,5 @@ def load_blender(root: str | Path, split: str, downscale: int = 1, max_views: in
         alphas = torch.stack([a if a is not None else torch.ones_like(rgb[..., :1]) for rgb, a, _, _ in loaded])
         rgbs = rgbs + background * (1.0 - alphas)  # rgbs are premultiplied: this is "over" the background
     return PosedImages(images=rgbs.clamp_(0.0, 1.0), alphas=alphas,
-                       c2w=torch.from_numpy(np.stack(poses)).float(), fx=fx, fy=fy, cx=cx, cy=cy,
-                       width=width, height=height, names=names)
+                       c2w=torch.from_numpy(np.asarray(poses, dtype=np.float64)).float(), fx=fx, fy=fy, cx=cx, cy=cy,
+                       width=width, height=height, names=names, intrinsics=per_view)

@@ -70,6 +70,7 @@ class RayBatches:
         self.views, self.device = views, device
         self.images, self.c2w = views.images.to(device), views.c2w.to(device)
         self.alphas = views.alphas.to(device) if (random_background and views.alphas is not None) else None
+        self.intrinsics = views.intrinsics.to(device) if views.intrinsics is not None else None
         self.background = torch.full((3,), float(background), device=device)
 
     def sample(self, n: int, central: bool = False):
@@ -89,7 +90,11 @@ class RayBatches:
         py = torch.randint(y0, h - y0, (n,), device=self.device)
         px = torch.randint(x0, w - x0, (n,), device=self.device)
         v = self.views
-        o, d = pixel_rays(self.c2w[idx], px + 0.5, py + 0.5, v.fx, v.fy, v.cx, v.cy)
+        if self.intrinsics is not None:  # per-view intrinsics: one per ray
+            fx, fy, cx, cy = self.intrinsics[idx].unbind(-1)
+            o, d = pixel_rays(self.c2w[idx], px + 0.5, py + 0.5, fx, fy, cx, cy)
+        else:
+            o, d = pixel_rays(self.c2w[idx], px + 0.5, py + 0.5, v.fx, v.fy, v.cx, v.cy)
         target, ray_bg = self.images[idx, py, px], self.background
         if self.alphas is not None:
             ray_bg = torch.rand(n, 3, device=self.device)

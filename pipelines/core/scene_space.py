@@ -1,0 +1,190 @@
+"""Where a real capture's scene lives while training: an object box, NDC for forward-facing captures, or a
+contracted unbounded space for captures taken around something.
+
+Contract: ``choose_space(c2w)`` says 'forward' when the cameras all look one way, else 'unbounded', with the
+reason in words; ``normalize(c2w, space, bounds, points)`` returns the similarity (rotation, translation, scale)
+that puts the capture in the space's frame: 'object' centres the cameras' look-at point, turns the cameras' mean
+up to +z and puts the cameras 4 units out (as NeRF-synthetic's, around a [-1.5, 1.5]^3 box); 'unbounded' the
+same with the farthest camera at 1 (mip-NeRF 360: the unit ball is uncontracted); 'forward' recentres on the
+average camera (looking down -z) and scales the nearest bound to 1/0.75 (NeRF's LLFF recipe, so NDC's near plane
+at 1 clips nothing). ``ndc_rays`` is NeRF's NDC ray warp; ``contract`` mip-NeRF 360's contraction (radius 2);
+``render_unbounded`` renders through a hash-grid field and occupancy grid that both live in contracted space,
+samples spaced linearly in distance up to 1 and in disparity beyond (nerfacto's piecewise sampler).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .volume import RenderOut, composite_packed
+
+SPACES = ("auto", "object", "forward", "unbounded")
+FORWARD_SPREAD = 0.85
+"""Cameras count as forward-facing when the mean of their unit view directions is at least this long (all within
+about 30 degrees of one direction)."""
+
+
+@dataclass
+class Similarity:
+    rotation: np.ndarray  # (3, 3)
+    translation: np.ndarray  # (3,)
+    scale: float
+
+    def apply_c2w(self, c2w: np.ndarray) -> np.ndarray:
+        out = np.array(c2w, dtype=np.float64, copy=True)
+        out[..., :3, :3] = self.rotation @ out[..., :3, :3]
+        out[..., :3, 3] = self.scale * (out[..., :3, 3] @ self.rotation.T + self.translation)
+        return out
+
+    def apply_points(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * (np.asarray(x, dtype=np.float64) @ self.rotation.T + self.translation)
+
+
+def view_dirs(c2w: np.ndarray) -> np.ndarray:
+    return -np.asarray(c2w)[:, :3, 2]
+
+
+def look_at_point(c2w: np.ndarray) -> np.ndarray:
+    """The point nearest (least squares) to every camera's optical axis; the cameras' centroid when the axes are
+    (nearly) parallel, as in a forward-facing capture."""
+    o, d = np.asarray(c2w)[:, :3, 3], view_dirs(c2w)
+    proj = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    a, b = proj.sum(0), (proj @ o[:, :, None]).sum(0)[:, 0]
+    if np.linalg.cond(a) > 1e4:
+        return o.mean(0)
+    p = np.linalg.solve(a, b)
+    # A point behind the cameras (they look away from each other) is no look-at point.
+    return p if (((p - o) * d).sum(-1) > 0).mean() > 0.5 else o.mean(0)
+
+
+def choose_space(c2w: np.ndarray) -> tuple[str, str]:
+    """('forward' | 'unbounded', why) from the cameras' view directions."""
+    mean = view_dirs(c2w).mean(0)
+    spread = math.degrees(math.acos(min(1.0, float(np.linalg.norm(mean)))))
+    if np.linalg.norm(mean) >= FORWARD_SPREAD:
+        return "forward", (f"the cameras all look one way (view directions within about {spread:.0f} degrees of "
+                           "their mean): forward-facing, rendered in NDC as the NeRF paper does for LLFF")
+    return "unbounded", (f"the cameras look from many sides (spread about {spread:.0f} degrees): a 360-degree "
+                         "capture, rendered in mip-NeRF 360's contracted unbounded space")
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rotation taking unit vector a to unit vector b (Rodrigues)."""
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-9:  # opposite: turn half a circle about any axis perpendicular to a
+        axis = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1 + c)
+
+
+def near_bound(c2w: np.ndarray, bounds: np.ndarray | None, points: np.ndarray | None) -> float | None:
+    """The nearest scene depth: LLFF's bounds, else the 1st percentile of the sparse points' depths in front of the
+    cameras; None without either."""
+    if bounds is not None and len(bounds):
+        return float(np.min(bounds))
+    if points is not None and len(points) >= 10:
+        depth = ((points[None] - c2w[:, None, :3, 3]) * view_dirs(c2w)[:, None]).sum(-1)
+        depth = depth[depth > 0]
+        if len(depth):
+            return float(np.percentile(depth, 1))
+    return None
+
+
+def normalize(c2w: np.ndarray, space: str, bounds: np.ndarray | None = None,
+              points: np.ndarray | None = None) -> tuple[Similarity, str]:
+    """(the similarity into ``space``'s frame, a note on how the scale was chosen)."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    pos = c2w[:, :3, 3]
+    if space == "forward":
+        back = c2w[:, :3, 2].mean(0)
+        back /= np.linalg.norm(back)
+        up = c2w[:, :3, 1].mean(0)
+        right = np.cross(up, back)
+        right /= np.linalg.norm(right)
+        rot = np.stack([right, np.cross(back, right), back], 1).T  # world -> the average camera's frame
+        near = near_bound(c2w, bounds, points)
+        note = "the nearest bound"
+        if near is None:  # no bounds, no points: half the distance to what the cameras look at
+            near = 0.5 * float(np.linalg.norm(pos - look_at_point(c2w), axis=-1).mean())
+            note = "half the cameras' distance to their look-at point (no bounds or points given)"
+        scale = 1.0 / (0.75 * max(near, 1e-9))
+        return Similarity(rot, -rot @ pos.mean(0), scale), f"scaled so {note} ({near:.3g}) sits at 1.33"
+    centre = look_at_point(c2w)
+    up = c2w[:, :3, 1].mean(0)
+    rot = _rotation_between(up if np.linalg.norm(up) > 1e-6 else np.array([0, 0, 1.0]), np.array([0, 0, 1.0]))
+    dist = np.linalg.norm(pos - centre, axis=-1)
+    if space == "unbounded":
+        return Similarity(rot, -rot @ centre, 1.0 / max(dist.max(), 1e-9)), "scaled so the farthest camera is at 1"
+    return Similarity(rot, -rot @ centre, 4.0 / max(dist.mean(), 1e-9)), "scaled so the cameras are 4 units out"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rays
+
+
+def ndc_rays(o: torch.Tensor, d: torch.Tensor, fx: float, fy: float, width: int, height: int,
+             near: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeRF's normalised device coordinates (Appendix C): rays start on the near plane z = -near, and the frustum
+    maps to [-1, 1]^3 with depth linear in disparity. Returns origins and unit directions (R, 3)."""
+    dz = torch.clamp(d[:, 2], max=-1e-6)  # forward-facing rays look down -z
+    t = -(near + o[:, 2]) / dz
+    o = o + t[:, None] * d
+    oz = torch.clamp(o[:, 2], max=-1e-6)
+    ax, ay = -2 * fx / width, -2 * fy / height
+    o_ndc = torch.stack([ax * o[:, 0] / oz, ay * o[:, 1] / oz, 1 + 2 * near / oz], -1)
+    d_ndc = torch.stack([ax * (d[:, 0] / dz - o[:, 0] / oz), ay * (d[:, 1] / dz - o[:, 1] / oz), -2 * near / oz], -1)
+    return o_ndc, torch.nn.functional.normalize(d_ndc, dim=-1)
+
+
+def contract(x: torch.Tensor) -> torch.Tensor:
+    """mip-NeRF 360's contraction: identity inside the unit ball, ``(2 - 1/|x|) x/|x|`` outside (radius < 2)."""
+    n = x.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    return torch.where(n <= 1, x, (2 - 1 / n) * x / n)
+
+
+def piecewise_distances(s: torch.Tensor, near: float, far: float) -> torch.Tensor:
+    """s in [0, 1] -> distance: linear from near to 1 for s < 1/2, linear in disparity from 1 to far beyond."""
+    lin = near + (1 - near) * 2 * s
+    disp = 1 / (1 - (2 * s - 1).clamp(0, 1) * (1 - 1 / far))
+    return torch.where(s < 0.5, lin, disp)
+
+
+def render_unbounded(field, grid, o: torch.Tensor, d: torch.Tensor, n_samples: int, background,
+                     perturb: bool = False, near: float = 0.05, far: float = 1000.0,
+                     early_stop_eps: float = 1e-4) -> RenderOut:
+    """Renders rays through ``field`` and ``grid`` defined on contracted points (both over [-2, 2]^3)."""
+    n_rays, dev = o.shape[0], o.device
+    edges = piecewise_distances(torch.linspace(0, 1, n_samples + 1, device=dev), near, far)
+    u = torch.rand(n_rays, n_samples, device=dev) if perturb else torch.full((n_rays, n_samples), 0.5, device=dev)
+    s = (torch.arange(n_samples, device=dev) + u) / n_samples
+    t = piecewise_distances(s, near, far)
+    delta = (edges[1:] - edges[:-1]).expand(n_rays, n_samples)
+    x = contract(o[:, None] + t[..., None] * d[:, None])
+    keep = grid.occupied(x.reshape(-1, 3)).reshape(n_rays, n_samples)
+    ray_idx, k = keep.nonzero(as_tuple=True)
+    t, delta, x = t[ray_idx, k], delta[ray_idx, k], x[ray_idx, k]
+    if len(t):
+        with torch.no_grad():
+            sigma = field.density(x).float()
+            pre = composite_packed(sigma, sigma.new_zeros(len(t), 3), t, delta, ray_idx, n_rays, 0.0)
+            alive = (pre.extras["transmittance"] > early_stop_eps) & (sigma > 0)
+        ray_idx, t, delta, x = ray_idx[alive], t[alive], delta[alive], x[alive]
+    sigma, rgb = field(x, d[ray_idx])
+    return composite_packed(sigma.float(), rgb.float(), t, delta, ray_idx, n_rays, background)
+
+
+def forward_path(c2w: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, 4, 4) cameras on a small circle in the average camera's plane, looking down -z (the NDC frame): the
+    'turntable' of a forward-facing capture."""
+    pos = c2w[:, :3, 3]
+    r = float(pos[:, :2].std(0).mean()) or 0.1
+    out = torch.eye(4).repeat(n, 1, 1)
+    a = torch.arange(n) * (2 * math.pi / n)
+    out[:, 0, 3], out[:, 1, 3], out[:, 2, 3] = r * torch.cos(a), r * torch.sin(a), float(pos[:, 2].mean())
+    return out
