@@ -1,5 +1,6 @@
 """Input encodings: harmonic (NeRF's positional encoding), spherical harmonics for directions, and the
-multiresolution hash grid of Instant-NGP (Mueller et al. 2022) in plain PyTorch.
+multiresolution hash grid of Instant-NGP (Mueller et al. 2022) in plain PyTorch, with fused Triton kernels
+(``hash_triton.py``) used on CUDA where they apply.
 
 Contract: each encoding is an ``nn.Module`` with ``out_dim``; inputs (N, D) -> (N, out_dim). The hash grid
 expects points in [0, 1]^3.
@@ -7,6 +8,8 @@ expects points in [0, 1]^3.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import torch
 from torch import nn
@@ -82,9 +85,22 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
         self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.int32), persistent=False)
         self.table = nn.Parameter(torch.empty(offsets[-1], n_features).uniform_(-1e-4, 1e-4))
+        self.fused: bool | None = None
+        """Use the Triton kernels: None (default) on CUDA when triton imports and passes its check against the
+        reference (``GEN3D_FUSED_HASH=0`` turns them off); True forces them (tests, on the CPU under
+        ``TRITON_INTERPRET=1``); False never. Points that need a gradient themselves always take this file's path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3) in [0, 1]^3 -> (N, L * F)."""
+        if (self.fused is not False and not (x.requires_grad and torch.is_grad_enabled())
+                and self.table.dtype == torch.float32 and (self.fused or fused_hash_available(x.device))):
+            from .hash_triton import hash_encode
+
+            return hash_encode(x, self.table, self.res, self.offsets, self.n_dense, self.mask)
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The PyTorch path: differentiable to any order in x and the table."""
         n = x.shape[0]
         pos = x.clamp(0, 1)[:, None, :] * self.res[None, :, None].to(x.dtype)  # (N, L, 3)
         cell = pos.detach().floor().to(torch.int32).clamp_max(self.res[None, :, None] - 1)
@@ -128,3 +144,46 @@ class _InterpolateTable(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_w = (table[idx] * grad[:, :, None, :]).sum(-1)
         return grad_table, None, grad_w
+
+
+_FUSED_OK: dict[str, bool] = {}
+
+
+def fused_hash_available(device: torch.device) -> bool:
+    """Whether the Triton hash encoding runs on ``device`` (CUDA only, unless forced): triton imports, and on the
+    first call its forward and table gradient match the PyTorch path on a small random input; a failure warns
+    once and the PyTorch path is used from then on."""
+    if device.type != "cuda" or os.environ.get("GEN3D_FUSED_HASH", "1") == "0":
+        return False
+    key = str(device)
+    if key not in _FUSED_OK:
+        try:
+            _FUSED_OK[key] = True  # (the check below must not recurse into itself)
+            err = check_fused_hash(device)
+            if err > 1e-4:
+                raise RuntimeError(f"differs from the reference by {err:.3g}")
+        except Exception as exc:  # noqa: BLE001 - any failure (import, compile, launch) falls back
+            _FUSED_OK[key] = False
+            warnings.warn(f"fused hash encoding unavailable on {device} ({type(exc).__name__}: {exc}); "
+                          "using the PyTorch path", RuntimeWarning, stacklevel=2)
+    return _FUSED_OK[key]
+
+
+def check_fused_hash(device, n: int = 4096, seed: int = 0) -> float:
+    """Largest difference between the Triton kernels and the PyTorch path (outputs and table gradients,
+    relative to their scale) on random points, with dense and hashed levels and points on the box's faces."""
+    from .hash_triton import hash_encode
+
+    gen = torch.Generator().manual_seed(seed)
+    enc = HashGridEncoding(n_levels=6, n_features=2, log2_size=10, base_res=4, max_res=64).to(device)
+    with torch.no_grad():
+        enc.table.copy_(torch.rand(enc.table.shape, generator=gen).to(device) * 2 - 1)
+    x = torch.rand(n, 3, generator=gen)
+    x[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5], [1.2, -0.1, 0.5]])
+    x = x.to(device)
+    grad = torch.randn(n, enc.out_dim, generator=gen).to(device)
+    ref = enc.reference(x)
+    (g_ref,) = torch.autograd.grad((ref * grad).sum(), enc.table)
+    out = hash_encode(x, enc.table, enc.res, enc.offsets, enc.n_dense, enc.mask)
+    (g_out,) = torch.autograd.grad((out * grad).sum(), enc.table)
+    return max(float((out - ref).abs().max()), float((g_out - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12)))
