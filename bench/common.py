@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -111,3 +112,31 @@ def event_printer(every: int = 1000) -> Callable:
             print(f"  step {e.step}/{e.total}: {time.perf_counter() - t0:.1f}s", flush=True)
 
     return show
+
+
+def scene_for_split(data: str | Path, split: str) -> Path:
+    """A scene folder whose held-out split (what the pipelines score) is ``split`` ('val' or 'test') of ``data``.
+
+    'val' is ``data`` itself. 'test' is a folder under the git-ignored ``.data/bench_scenes/`` holding
+    ``data``'s transforms_train.json, its transforms_test.json as transforms_val.json, and links to its image
+    folders (``$GEN3D_BENCH_DATA/bench_scenes/`` when that is set): the pipelines read 'val' as the held-out
+    split. Exits with a message when ``data`` lacks the split.
+    """
+    import shutil
+
+    root = Path(data).resolve()
+    if not (root / f"transforms_{split}.json").is_file():
+        have = sorted(p.name for p in root.glob("transforms_*.json"))
+        raise SystemExit(f"error: {root} has no transforms_{split}.json (it has {', '.join(have) or 'none'})")
+    if split == "val":
+        return root
+    work = Path(os.environ.get("GEN3D_BENCH_DATA") or REPO / ".data")  # tests point it at a temporary folder
+    dest = work / "bench_scenes" / f"{root.name}-{split}-as-val"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / "transforms_train.json", dest / "transforms_train.json")
+    shutil.copyfile(root / f"transforms_{split}.json", dest / "transforms_val.json")
+    for sub in root.iterdir():
+        link = dest / sub.name
+        if sub.is_dir() and not link.exists():
+            link.symlink_to(sub, target_is_directory=True)
+    return dest

@@ -6,6 +6,7 @@ occupancy grid, random background colours while training (nerfacc's recipe).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ class NerfConfig(PosedImagesConfig):
     """fast: occupancy-grid cells per side."""
     march_steps: int = 600
     """fast: ray-marching steps across the scene box's side (step = 2 * bound / march_steps)."""
+    space: Literal["auto", "object", "forward", "unbounded"] = "auto"
+    """Real captures: 'forward' (NDC rays, the NeRF paper's LLFF setting), 'unbounded' (mip-NeRF 360's contraction
+    with the hash grid; fast model) or 'object' (the [-bound, bound]^3 box); 'auto' chooses from the cameras and
+    logs which. Blender scenes are objects."""
+    unbounded_samples: int = 128
+    """fast, unbounded space: samples per ray before the occupancy grid culls them (half spaced evenly up to
+    distance 1, half evenly in disparity beyond)."""
     mixed_precision: bool = False
     """On CUDA, run the MLPs in bfloat16 autocast. Off by default: on lego (H200, 30 s) bf16 cost the fast
     model 6 dB of held-out PSNR and made the vanilla model collapse; fp32 with TF32 matmuls is used instead."""
@@ -87,7 +95,11 @@ CONFIG = NerfConfig
 LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
 
 
-def build_model(cfg: NerfConfig, device):
+SPACE_BOUND = {"forward": 1.0, "unbounded": 2.0}
+"""The field's box in NDC and in contracted space; 'object' uses ``cfg.bound``."""
+
+
+def build_model(cfg: NerfConfig, device, bound: float = 0.0):
     """Returns (modules, optimiser, lr_factor(step, progress), occupancy grid or None); ``progress`` in
     [0, 1] is the fraction of the step budget, or of ``max_seconds`` when that is set."""
     import torch
@@ -101,8 +113,8 @@ def build_model(cfg: NerfConfig, device):
         modules = torch.nn.ModuleDict({"coarse": coarse, "fine": fine})
         opt = torch.optim.Adam(modules.parameters(), lr=cfg.lr or 5e-4)
         return modules, opt, lambda step, progress: 0.1 ** progress, None  # the paper decays 10x over training
-    field = NGPField(cfg.bound, cfg.hash_levels, cfg.hash_log2_size).to(device)
-    grid = OccupancyGrid(cfg.bound, cfg.grid_resolution).to(device)
+    field = NGPField(bound or cfg.bound, cfg.hash_levels, cfg.hash_log2_size).to(device)
+    grid = OccupancyGrid(bound or cfg.bound, cfg.grid_resolution).to(device)
     modules = torch.nn.ModuleDict({"field": field, "grid": grid})
     opt = torch.optim.Adam([
         {"params": field.encoding.parameters()},
@@ -116,17 +128,26 @@ def build_model(cfg: NerfConfig, device):
     return modules, opt, lr_factor, grid
 
 
-def make_renderer(cfg: NerfConfig, modules, grid):
-    """Returns render(origins, dirs, background, perturb) -> (RenderOut, coarse RenderOut or None)."""
+def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_camera=None):
+    """Returns render(origins, dirs, background, perturb) -> (RenderOut, coarse RenderOut or None), and the
+    marching step. 'forward' warps world rays to NDC (of ``ndc_camera``, the training views' intrinsics) first;
+    'unbounded' samples along whole rays and evaluates the field on contracted points."""
     from .core.occupancy import render_rays
     from .core.rays import ray_aabb
+    from .core.scene_space import ndc_rays, render_unbounded
     from .core.volume import render_hierarchical
 
-    step_size = 2 * cfg.bound / cfg.march_steps
+    bound = SPACE_BOUND.get(space, cfg.bound)
+    step_size = 2 * bound / cfg.march_steps
 
     def render(o, d, background, perturb):
+        if space == "forward":
+            o, d = ndc_rays(o, d, ndc_camera.fx, ndc_camera.fy, ndc_camera.width, ndc_camera.height)
+        if space == "unbounded":
+            return render_unbounded(modules["field"], grid, o, d, cfg.unbounded_samples, background, perturb,
+                                    max_samples=cfg.max_samples), None
         if grid is None:
-            near, far, _ = ray_aabb(o, d, -cfg.bound, cfg.bound)
+            near, far, _ = ray_aabb(o, d, -bound, bound)
             return render_hierarchical(modules["coarse"], modules["fine"], o, d, near, far, cfg.n_coarse,
                                        cfg.n_fine, background, perturb)
         return render_rays(modules["field"], grid, o, d, step_size, background, perturb,
@@ -146,7 +167,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
     from .core.metrics import mse_to_psnr, psnr, ssim
-    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
+    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -157,20 +178,25 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
                              f"{cfg.march_steps})")
     dev = ctx.device
     started = time.perf_counter()
+    if cfg.model == "vanilla" and cfg.space == "unbounded":
+        raise UserInputError("the unbounded space needs the 'fast' model (hash grid); use --model fast or "
+                             "--space forward/object")
     yield Log("loading the scene" + (" (unpacking the upload)" if str(cfg.scene).lower().endswith(".zip") else ""))
-    _, train, val = load_posed_scene(cfg, EXAMPLE_SCENE, ctx.out_dir)
+    spaces = ("object", "forward", "unbounded") if cfg.model == "fast" else ("object", "forward")
+    scene = yield from load_scene(cfg, EXAMPLE_SCENE, ctx.out_dir, cfg.space, spaces)
+    train, val = scene.train, scene.val
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
-              f"model '{cfg.model}' on {dev}")
+              f"model '{cfg.model}' on {dev}, {scene.space} space")
 
     yield Log(f"building the '{cfg.model}' model" + (" and its occupancy grid" if cfg.model == "fast" else ""))
-    modules, opt, lr_factor, grid = build_model(cfg, dev)
+    modules, opt, lr_factor, grid = build_model(cfg, dev, SPACE_BOUND.get(scene.space, cfg.bound))
     base_lrs = [g["lr"] for g in opt.param_groups]
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp16-like mantissa for the MLPs, fp32 range
-    render, step_size = make_renderer(cfg, modules, grid)
+    render, step_size = make_renderer(cfg, modules, grid, scene.space, train.camera(0))
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
     # fast: targets composited on a random colour per ray while training (RayBatches).
-    rays = RayBatches(train, 1.0 if cfg.white_background else 0.0, grid is not None, dev)
+    rays = RayBatches(train, scene.background, grid is not None, dev)
     bg = rays.background
     preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
     yield Log(f"training: {cfg.steps} steps, the first preview at step {LOG_EVERY}")
@@ -228,7 +254,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
             with clock.paused():
                 modules.eval()
                 scores = heldout_scores(render_view, val)
-                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step))
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **_peak_memory(dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB, "
                           f"SSIM {scores['ssim']:.3f}")
         if clock.out_of_time():
@@ -248,13 +274,19 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         (yield from views_within(score, len(val), export_seconds(train_seconds)))
     metrics = {"psnr": sum(p for p, _ in scores) / len(scores), "ssim": sum(q for _, q in scores) / len(scores)}
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
-    if dev.type == "cuda":
-        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    metrics.update(_peak_memory(dev))
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
               f"{len(val)} views")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics)
+        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space)
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _peak_memory(dev) -> dict[str, float]:
+    """{"peak_gpu_gb": the most GPU memory allocated so far (since the caller's reset)} on CUDA, else {}."""
+    import torch
+
+    return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
 
 
 def _preview_images(view, to_uint8, colormap) -> dict:
@@ -263,19 +295,18 @@ def _preview_images(view, to_uint8, colormap) -> dict:
             "opacity": to_uint8(opacity)}
 
 
-def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics) -> Iterator[Event]:
-    """Turntable, side-by-side held-out image, coloured mesh and checkpoint."""
+def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics,
+            space: str = "object") -> Iterator[Event]:
+    """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image, coloured mesh
+    (unbounded: of the unit ball around the centre; none for forward-facing) and checkpoint."""
     import numpy as np
     import torch
 
-    from .core.budget import export_seconds, grid_resolution, turntable
+    from .core.budget import export_seconds, turntable
     from .core.cameras import orbit_cameras
-    from .core.export import save_image, save_mesh, save_video
-    from .core.geometry import evaluate_grid, marching_cubes, vertex_normals
+    from .core.export import save_image, save_video
     from .core.images import to_uint8
-    from .core.volume import hidden_opacity
 
-    dev = ctx.device
     budget = export_seconds(metrics.get("train_seconds", 0.0))
     field = modules["field"] if grid is not None else modules["fine"]
     cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
@@ -284,6 +315,11 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     side = min(cfg.preview_size, max(train.width, train.height))
 
     def frame(k: int, n: int):
+        if space == "forward":
+            from .core.scene_space import forward_path
+
+            cam = train.camera(0).scaled(side / max(train.width, train.height))
+            return to_uint8(render_view(dataclasses.replace(cam, c2w=forward_path(train.c2w, n)[k]))["rgb"])
         return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
 
     frames = yield from turntable(frame, cfg.turntable_frames, budget)
@@ -294,18 +330,38 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
+    bound = 1.0 if space == "unbounded" else cfg.bound  # contraction leaves the unit ball as it is
+    if space == "forward":
+        yield Log("no mesh for a forward-facing capture: NDC space holds the view, not the object's shape")
+    else:
+        yield from _export_mesh(cfg, ctx, field, bound, budget, metrics)
+    yield Log("writing the checkpoint")
+    torch.save({"config": cfg.__dict__, "state": modules.state_dict()}, ctx.path("model.pt"))
+    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
+
+
+def _export_mesh(cfg: NerfConfig, ctx: RunContext, field, bound: float, budget: float, metrics) -> Iterator[Event]:
+    """The coloured marching-cubes mesh of the density in [-bound, bound]^3 (.glb and .obj)."""
+    import torch
+
+    from .core.budget import grid_resolution
+    from .core.export import save_mesh
+    from .core.geometry import evaluate_grid, marching_cubes, vertex_normals
+    from .core.volume import hidden_opacity
+
+    dev = ctx.device
     with torch.no_grad():
-        res = grid_resolution(lambda r: evaluate_grid(field.density, r, -cfg.bound, cfg.bound, dev),
+        res = grid_resolution(lambda r: evaluate_grid(field.density, r, -bound, bound, dev),
                               cfg.mesh_resolution, budget)
         yield Log(f"extracting the mesh ({res}^3 grid)")
-        density = evaluate_grid(field.density, res, -cfg.bound, cfg.bound, dev)
+        density = evaluate_grid(field.density, res, -bound, bound, dev)
         if cfg.mesh_density > 0:
             level, what = cfg.mesh_density, f"density {cfg.mesh_density:g}"
         else:  # the half-opacity surface; a field too faint to reach it anywhere gets half its own peak
-            density = hidden_opacity(density, 2 * cfg.bound / res)
+            density = hidden_opacity(density, 2 * bound / res)
             level = min(0.5, 0.5 * float(density.max()))
             what = f"opacity {level:.2f} seen from outside"
-        mesh = marching_cubes(density, level, -cfg.bound, cfg.bound) if level > 1e-3 else None
+        mesh = marching_cubes(density, level, -bound, bound) if level > 1e-3 else None
         metrics["mesh_level"] = float(level)
         if mesh is None or mesh.num_faces == 0:
             yield Log(f"no surface at {what}: the field is empty, no mesh written (train longer; the mesh level "
@@ -320,6 +376,3 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
             metrics["mesh_faces"] = float(mesh.num_faces)
             yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), "mesh (.glb)")
             yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
-    yield Log("writing the checkpoint")
-    torch.save({"config": cfg.__dict__, "state": modules.state_dict()}, ctx.path("model.pt"))
-    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")

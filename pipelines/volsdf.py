@@ -87,6 +87,10 @@ class VolSDFConfig(PosedImagesConfig):
     """neural: the SDF starts as a sphere of this radius times bound."""
     mesh_resolution: int = 128
     """Marching-cubes grid resolution for the exported mesh."""
+    mesh_psnr_views: int = 0
+    """Benchmarks: at each checkpoint and at the end, render the vertex-coloured mesh through ``core/raster.py``
+    (unlit: the colours are radiance) from this many held-out cameras, evenly spaced, and report its PSNR beside
+    the volume-rendered one (0: off)."""
     turntable_frames: int = 48
     """Frames in the turntable video."""
     preview_size: int = 200
@@ -205,7 +209,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.images import colormap, normals_to_uint8, to_uint8
     from .core.metrics import mse_to_psnr, psnr
     from .core.rays import ray_aabb
-    from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient, sdf_to_mesh
+    from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient
     from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
     from .core.volume import render_image
 
@@ -292,10 +296,9 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
             with clock.paused():
                 modules.eval()
                 scores = heldout_scores(render_view, val)
-                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step))
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **_peak_memory(dev)))
                 if cfg.mesh_resolution > 0:
-                    stats = _mesh_stats(sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=False))
-                    timeline.update(at_seconds(t_at, **stats))
+                    timeline.update(at_seconds(t_at, **_mesh_metrics(cfg, field, val, dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
         if clock.out_of_time():
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
@@ -309,14 +312,13 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
                    alpha=float(density.alpha.detach()))
     if cfg.field == "primitives":
         metrics.update(_recovery_errors(field, root))
-    if dev.type == "cuda":
-        metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
+    metrics.update(_peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views; "
               f"beta {metrics['beta']:.4g}")
     if cfg.export:
         yield from _export(cfg, ctx, modules, render_view, train, val, metrics)
     elif cfg.mesh_resolution > 0:
-        metrics.update(_mesh_stats(sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=False)))
+        metrics.update(_mesh_metrics(cfg, field, val, dev))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 
@@ -353,6 +355,49 @@ def _recovery_errors(field, root: Path) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs
+
+
+def _peak_memory(dev) -> dict[str, float]:
+    """{"peak_gpu_gb": the most GPU memory allocated so far (since the caller's reset)} on CUDA, else {}."""
+    import torch
+
+    return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
+
+
+def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
+    """The marching-cubes mesh's face count and watertightness, and with ``mesh_psnr_views`` its PSNR."""
+    from .core.sdf import sdf_to_mesh
+
+    mesh = sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=cfg.mesh_psnr_views > 0)
+    stats = _mesh_stats(mesh)
+    if cfg.mesh_psnr_views > 0:
+        stats["mesh_psnr"] = mesh_psnr(mesh, val, cfg.mesh_psnr_views, 1.0 if cfg.white_background else 0.0, dev)
+    return stats
+
+
+def mesh_psnr(mesh, views, n_views: int, background: float, device) -> float:
+    """Mean PSNR of a vertex-coloured mesh rasterized unlit (``core.raster.render_mesh`` with ambient 1, 2x2
+    supersampled edges) from ``n_views`` evenly spaced cameras of ``views`` against their images."""
+    import torch
+
+    from .core.geometry import Mesh
+    from .core.metrics import psnr
+    from .core.raster import render_mesh
+
+    n = min(n_views, len(views))
+    picks = sorted({round(i * (len(views) - 1) / max(n - 1, 1)) for i in range(n)})
+    total = 0.0
+    for i in picks:
+        gt = views.images[i].to(device)
+        if mesh.num_faces == 0:
+            rgb = torch.full_like(gt, background)
+        else:
+            colors = mesh.vert_colors if mesh.vert_colors is not None else torch.full_like(mesh.verts, 0.5)
+            m = Mesh(mesh.verts.to(device).float(), mesh.faces.to(device), colors.to(device).float())
+            with torch.no_grad():
+                rgb, _ = render_mesh(m, views.camera(i).to(device), background=background, ambient=1.0, ssaa=2)
+        total += psnr(rgb, gt)
+    return total / len(picks)
 
 
 def _mesh_stats(mesh) -> dict[str, float]:

@@ -154,3 +154,34 @@ def test_fast_samples_per_step_never_exceed_the_budget(monkeypatch, lego, tmp_pa
 def test_budget_must_hold_one_ray(tmp_path):
     with pytest.raises(UserInputError, match="max_samples"):
         run_to_completion(run(NerfConfig(out_dir=str(tmp_path), device="cpu", max_samples=100, march_steps=600)))
+
+
+def test_bench_eval_split_and_peak_memory_columns(lego, tmp_path):
+    """bench/nerf_lego.py --smoke on a copy of lego whose 'test' split is a few val frames: --eval-split test
+    scores those (the table says so), every row has its peak-memory column, and a folder without the split is a
+    clear error."""
+    import json
+
+    scene = tmp_path / "lego"
+    scene.mkdir()
+    (scene / "transforms_train.json").symlink_to(lego / "transforms_train.json")
+    (scene / "train").symlink_to(lego / "train", target_is_directory=True)
+    (scene / "val").symlink_to(lego / "val", target_is_directory=True)
+    val = json.loads((lego / "transforms_val.json").read_text())
+    (scene / "transforms_val.json").write_text(json.dumps(val))
+    (scene / "transforms_test.json").write_text(json.dumps({**val, "frames": val["frames"][50:53]}))
+    env = {**os.environ, "GEN3D_BENCH_DATA": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "res.json"
+    cmd = [sys.executable, "bench/nerf_lego.py", "--smoke", "--models", "fast", "--data", str(scene),
+           "--checkpoints", "1", "2", "--eval-views", "0", "--set", "steps=8"]
+    res = subprocess.run([*cmd, "--eval-split", "test", "--json", str(out)], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["eval_split"] == "test" and len(data["rows"]) == 2
+    assert all(r["eval_split"] == "test" and "all test views" in r["size"] and "peak_gpu_gb" in r for r in data["rows"])
+    assert "3 held-out views" in res.stdout  # the three test frames were scored, not the 100 val ones
+    assert (tmp_path / "work" / "bench_scenes" / "lego-test-as-val" / "transforms_val.json").is_file()
+    missing = subprocess.run([*cmd, "--eval-split", "test", "--data", str(lego)], capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=600)
+    assert missing.returncode != 0 and "no transforms_test.json" in missing.stderr and "Traceback" not in missing.stderr
