@@ -217,6 +217,7 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
         def to_components(update: dict[str, Any]) -> Any:
             return {comps[k]: v for k, v in update.items() if k in comps} or gr.skip()
 
+        log.info("%s: run requested (session %s)", pipeline, outputs.session_key(request)[:8])
         yield to_components(stream.reset(image_keys, spec.title))
         outputs.sweep()
         try:
@@ -233,6 +234,7 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
         for i, device in enumerate(wait_for_device()):
             if device is None:  # yielding (a no-op update) keeps a waiting run cancellable
                 yield to_components({"status": "**Waiting** for the previous run to free the GPU…"} if i == 0 else {})
+        log.info("%s: starting on %s", pipeline, device or "the shared device")
         if device and device.startswith("cuda") and cfg.device in ("auto", "cuda"):
             cfg = dataclasses.replace(cfg, device=device)  # several GPUs: this run's own
         given_back = threading.Lock()
@@ -257,6 +259,7 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
             # view): always end with the status once more.
             yield to_components({"status": status})
         finally:
+            log.info("%s: run handler closed (%s)", pipeline, "ended" if started else "before starting")
             if not started:  # no worker, so no on_closed: give the device back here
                 give_back()
 
@@ -275,6 +278,7 @@ def file_values(update: dict[str, Any]) -> list[str]:
 def stopped_status() -> str:
     """Stop's own status, sent a moment after the cancel: updates the run had already sent (it yields every
     0.25 s until the cancel closes it) reach the browser first, so none of them overwrites "Stopped."."""
+    log.info("stop requested")
     time.sleep(STOP_SETTLE_S)
     return "**Stopped.**"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,9 @@ def test_nerf_run_after_stop_starts_and_shows_its_stages_and_result(server, brow
     except AssertionError:
         # Known open defect (issue 15, item 2): in the full suite's conditions the one click after Stop is
         # still dropped; a second click must start the run, and the server must have logged no error.
+        # Said in the run's warnings summary, with the server's run log, so that each full run is evidence.
+        warnings.warn(f"issue 15 item 2: the first Run after Stop was dropped; statuses seen: {sorted(set(seen_after))}"
+                      f"; server log: {server_log()[-2500:]}")
         find("#nerf-run").click()
         try:
             wait_for(started, 60, "the run to start after a second click", check=no_error)
