@@ -125,10 +125,13 @@ class PointDiffusionTransformer(nn.Module):
         return self.time_embed(timestep_embedding(t, self.backbone.width))
 
     def run(self, x: torch.Tensor, t_embed: torch.Tensor, after: list[torch.Tensor],
-            before: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+            before: tuple[torch.Tensor, ...] = (), add: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, K), the time embedding (B, W) and conditioning token groups (B, L_i, W) placed before and
-        after the time token -> (B, C', K)."""
+        after the time token -> (B, C', K). ``add`` (B, W): a conditioning vector added to every point's
+        features (the official ``_forward_with_cond`` for a condition that is not a token)."""
         h = self.input_proj(x.transpose(1, 2))
+        if add is not None:
+            h = h + add[:, None]
         if self.time_token_cond:
             tokens = [*before, t_embed[:, None], *after]
         else:
@@ -152,8 +155,8 @@ class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, **_) -> torch.Tensor:
         e = self.clip_embed(math.sqrt(embeddings.shape[1]) * embeddings.float())
-        if not self.token_cond:  # (the released vec models all use a token)
-            return self.run(x, self.embed_time(t) + e, [])
+        if not self.token_cond:  # added to every point, as the official code (the released vec models use a token)
+            return self.run(x, self.embed_time(t), [], add=e)
         return self.run(x, self.embed_time(t), [], before=(e[:, None],))  # this model's token precedes the time's
 
 

@@ -4,6 +4,7 @@ and their precomputed conditioning.
     python -m pipelines pointe data build [--root .data/pointe] [--sources sh3d,pybullet] [--points 4096]
                                           [--views 4] [--workers N] [--limit N]
     python -m pipelines pointe data pack  [--root .data/pointe] [--scorer DIR]
+    python -m pipelines pointe data shrink [--data .data/pointe/pointe.npz] [--points 2048] [--out ...]
 
 ``build`` reads the meshes of the other builders (``mesh_library``: Debian's ``sweethome3d-furniture``, CC0 /
 CC-BY 3.0, and ``pybullet_data``'s named objects, zlib) through the embedded priors' catalog
@@ -274,6 +275,30 @@ def pack(root: Path = DEFAULT_ROOT, out: Path | None = None, scorer_dir: str | N
     return out
 
 
+def shrink(src: str | Path, out: str | Path, points: int = 2048, seed: int = 0) -> Path:
+    """A copy of a pack with ``points`` of each shape's samples (a seeded uniform subset; everything else as is):
+    what travels to a GPU machine when the whole pack does not fit. 2048 points keep the base model's training
+    (1024 a cloud) but not the upsampler's (1024 + 3072) or the SDF's (4096)."""
+    src, out = Path(src), Path(out)
+    rng = np.random.default_rng(seed)
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    xyz, rgb = decode_points(arrays["xyz_planes"]), arrays["rgb"]
+    if not 0 < points <= xyz.shape[1]:
+        raise ValueError(f"--points must be in 1..{xyz.shape[1]} (the pack's samples a shape), not {points}")
+    planes, colours = [], []
+    for p, c in zip(xyz, rgb):
+        keep = rng.choice(len(p), points, replace=False)
+        pl, order = encode_points(p[keep])
+        planes.append(pl)
+        colours.append(c[keep][order])
+    arrays.update(xyz_planes=np.stack(planes), rgb=np.stack(colours))
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
+    return out
+
+
 @dataclass
 class PointEData:
     """A loaded pack: S shapes of N points, V views, C captions, embeddings of size E, on one device."""
@@ -346,9 +371,25 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-pack", action="store_true", help="skip writing pointe.npz")
     k = sub.add_parser("pack", help="(re)write pointe.npz from the built shapes")
     k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    s = sub.add_parser("shrink", help="a copy of a pack with fewer points a shape (to carry to a GPU machine)")
+    s.add_argument("--data", type=Path, default=DEFAULT_ROOT / "pointe.npz", help="the pack (default: %(default)s)")
+    s.add_argument("--out", type=Path, default=DEFAULT_ROOT / "pointe_2048.npz", help="(default: %(default)s)")
+    s.add_argument("--points", type=int, default=2048, help="samples kept a shape (default: %(default)s)")
     for a in (b, k):
         a.add_argument("--scorer", default=None, help="embedded scorer folder (default: assets/priors/clip)")
     args = p.parse_args(argv)
+    if args.cmd == "shrink":
+        if not args.data.is_file():
+            print(f"error: {args.data} not found: build it with `python -m pipelines pointe data build`",
+                  file=sys.stderr)
+            return 2
+        try:
+            path = shrink(args.data, args.out, args.points)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB, {args.points} points a shape)")
+        return 0
     if args.cmd == "build":
         if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
             print(f"error: no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -85,14 +84,27 @@ class TrainOptions:
     device: str = "auto"
     amp: bool = True
     """bfloat16 autocast on CUDA."""
+    cond_token: bool = False
+    """base: the condition as one token in front of the points (the released vec models' layout). Off (the
+    default): added to every point's features (the official code's other layout, ``token_cond=False``): the
+    first shipped base, a token model trained 8 minutes, had learned to ignore its token (the same denoising
+    error with the true, another shape's or no condition: ``bench/pointe_diagnose.py loss``)."""
     tiny: bool = False
     export: str = ""
     """Also write the EMA weights, int8, to this folder when done."""
     command: str = ""
 
 
-def model_config(name: str, tiny: bool = False) -> dict:
-    return dict(MODELS[name], **(TINY[name] if tiny else {}))
+def model_config(name: str, tiny: bool = False, cond_token: bool = True) -> dict:
+    cfg = dict(MODELS[name], **(TINY[name] if tiny else {}))
+    if name == "base":
+        cfg["token_cond"] = cond_token
+    return cfg
+
+
+def points_needed(name: str, cfg: dict) -> int:
+    """Samples a shape the pack must hold to train this model."""
+    return {"base": cfg["n_ctx"], "upsample": cfg.get("cond_ctx", 0) + cfg["n_ctx"], "sdf": cfg["n_ctx"]}[name]
 
 
 # ------------------------------------------------------------------------------------------------- batches
@@ -184,7 +196,10 @@ def train(opts: TrainOptions, log=print) -> dict:
     out = Path(opts.out or f"runs/pointe/{opts.model}")
     out.mkdir(parents=True, exist_ok=True)
     data = load_pack(opts.data, dev)
-    cfg = model_config(opts.model, opts.tiny)
+    cfg = model_config(opts.model, opts.tiny, opts.cond_token)
+    if data.xyz.shape[1] < points_needed(opts.model, cfg):
+        raise ValueError(f"{opts.data} holds {data.xyz.shape[1]} points a shape; the {opts.model} model needs "
+                         f"{points_needed(opts.model, cfg)}: use the full pack (`python -m pipelines pointe data pack`)")
     batch_size = opts.batch or (4 if opts.tiny else 128 if opts.model == "base" else 32)
     if opts.tiny:
         opts = dataclasses.replace(opts, queries=min(opts.queries, 256))
@@ -195,6 +210,9 @@ def train(opts: TrainOptions, log=print) -> dict:
     start = 0
     if (out / "checkpoint.pt").is_file():
         state = torch.load(out / "checkpoint.pt", map_location=dev, weights_only=False)
+        if state.get("config", cfg) != cfg:
+            raise ValueError(f"{out / 'checkpoint.pt'} is of another model config ({state['config']}); resume with "
+                             "its options or train into a fresh --out")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optim.load_state_dict(state["optim"])
@@ -317,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
     args = vars(p.parse_args(argv))
     opts = TrainOptions(**args, command="python -m pipelines pointe train " + " ".join(argv or sys.argv[1:]))
-    train(opts)
+    try:
+        train(opts)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,104 @@
+"""Issue 17, the embedded Point-E tier's low held-out F1: the conditioning layout the training now uses (the vector
+added to every point, as the official code does when it is not a token), the small pack that travels to a GPU
+machine, and the trainer's refusals. Synthetic packs only (no meshes, no scorer): a few seconds."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.core.point_diffusion import CLIPImagePointDiffusionTransformer, build_model, timestep_embedding
+from pipelines.train import pointe_data, pointe_train
+
+
+def fake_pack(path: Path, shapes: int = 4, points: int = 512, emb: int = 256, views: int = 2) -> Path:
+    """A pack as ``pointe_data.pack`` writes it, of random shapes (the last one held out)."""
+    rng = np.random.default_rng(0)
+    planes, rgb = [], []
+    for _ in range(shapes):
+        pl, order = pointe_data.encode_points(rng.random((points, 3)).astype(np.float32) - 0.5)
+        planes.append(pl)
+        rgb.append(rng.integers(0, 256, (points, 3), dtype=np.uint8)[order])
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    ids = [f"shape-{i}" for i in range(shapes)]
+    splits = ["train"] * (shapes - 1) + ["test"]
+    meta = {i: dict(name=i, source="test", license="CC0", creator="gen3d", category="box", split=s, colour="red",
+                    captions=[f"a {i}"]) for i, s in zip(ids, splits)}
+    np.savez_compressed(
+        path, xyz_planes=np.stack(planes), rgb=np.stack(rgb),
+        occupancy=np.packbits(np.zeros((shapes, 8 ** 3), bool), axis=-1), resolution=np.int32(8),
+        image_emb=pointe_data.quantize_unit(unit(rng.normal(size=(shapes, views, emb)))),
+        text_emb=pointe_data.quantize_unit(unit(rng.normal(size=(shapes, emb)))),
+        shape_caps=np.arange(shapes, dtype=np.int32)[:, None], captions=np.array([f"a {i}" for i in ids]),
+        ids=np.array(ids), splits=np.array(splits), categories=np.array(["box"] * shapes),
+        test_rgba=np.zeros((1, 1, 8, 8, 4), np.uint8), scorer=np.array(json.dumps({"name": "test"})),
+        meta=np.array(json.dumps(meta)))
+    return path
+
+
+def test_vec_condition_not_a_token_is_added_to_every_point():
+    """token_cond=False: the official layout (h = input_proj(x) + clip_embed(sqrt(D) e), the time token in front),
+    not the condition added to the time token."""
+    torch.manual_seed(0)
+    m = CLIPImagePointDiffusionTransformer(token_cond=False, clip_dim=16, width=32, layers=1, heads=2, n_ctx=8).eval()
+    torch.nn.init.normal_(m.output_proj.weight)  # (zero-initialised: every output would be 0)
+    x, t = torch.randn(2, 6, 8), torch.tensor([3, 700])
+    e = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    with torch.no_grad():
+        h = m.input_proj(x.transpose(1, 2)) + m.clip_embed(math.sqrt(16) * e)[:, None]
+        t_tok = m.time_embed(timestep_embedding(t, 32))[:, None]
+        want = m.output_proj(m.ln_post(m.backbone(m.ln_pre(torch.cat([t_tok, h], 1))))[:, 1:]).transpose(1, 2)
+        got = m(x, t, embeddings=e)
+        other = m(x, t, embeddings=e.flip(0))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert float((got - other).abs().amax()) > 1e-3  # the condition reaches the output
+
+
+def test_shrink_keeps_a_subset_of_each_shapes_points_with_their_colours(tmp_path):
+    src = fake_pack(tmp_path / "full.npz", shapes=3, points=400)
+    out = pointe_data.shrink(src, tmp_path / "small.npz", points=100)
+    full, small = pointe_data.load_pack(src), pointe_data.load_pack(out)
+    assert small.xyz.shape == (3, 100, 3) and small.rgb.shape == (3, 100, 3)
+    for s in range(3):
+        d = torch.cdist(small.xyz[s], full.xyz[s], compute_mode="donot_use_mm_for_euclid_dist")
+        assert float(d.amin(1).max()) < 1e-6  # every kept point is one of the shape's points
+        j = d.argmin(1)
+        assert torch.equal(small.rgb[s], full.rgb[s][j])  # with its own colour
+        assert len(torch.unique(j)) == 100
+    assert small.ids == full.ids and torch.equal(small.image_emb, full.image_emb)
+    assert out.stat().st_size < src.stat().st_size
+    assert pointe_data.main(["shrink", "--data", str(src), "--out", str(tmp_path / "x.npz"), "--points", "999"]) == 2
+
+
+def test_tiny_training_exports_the_added_condition_and_refuses_a_pack_too_small(tmp_path, capsys):
+    pack = fake_pack(tmp_path / "p.npz", points=512)
+    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
+                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=2,
+                                     export=str(tmp_path / "pointe" / "base"))
+    result = pointe_train.train(opts, log=lambda *_: None)
+    assert result["step"] == 3
+    config = json.loads((tmp_path / "pointe" / "base" / "config.json").read_text())
+    assert config["model"]["token_cond"] is False
+    from pipelines.core.priors.point_e_embedded import load_model_folder
+
+    model, _ = load_model_folder(tmp_path / "pointe" / "base", "cpu")
+    assert model.token_cond is False
+    # resuming with the other layout is refused, not silently mixed
+    again = pointe_train.TrainOptions(**{**opts.__dict__, "cond_token": True, "steps": 4, "export": ""})
+    try:
+        pointe_train.train(again, log=lambda *_: None)
+        raise AssertionError("resumed a checkpoint of another config")
+    except ValueError as e:
+        assert "another model config" in str(e)
+    # the upsampler needs 1024 + 3072 points a shape (tiny: 256 + 768); this pack has 512
+    code = pointe_train.main(["upsample", "--data", str(pack), "--tiny", "--steps", "1", "--device", "cpu",
+                              "--out", str(tmp_path / "runs" / "up")])
+    assert code == 2 and "needs 1024" in capsys.readouterr().err
+
+
+def test_released_vec_configs_keep_the_token():
+    for name in ("base40M-imagevec", "base40M-textvec"):
+        assert build_model(name, device="meta").token_cond is True
