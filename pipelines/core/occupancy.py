@@ -65,7 +65,7 @@ class OccupancyGrid(nn.Module):
 
     def march_packed(self, origins: torch.Tensor, dirs: torch.Tensor, step_size: float, perturb: bool,
                      generator: torch.Generator | None = None, max_samples: int = 0,
-                     chunk: int = 2 ** 20) -> tuple[torch.Tensor, torch.Tensor, int]:
+                     chunk: int = 2 ** 21) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Compact marching: fixed-step candidates inside the box, ``chunk`` at a time, of which only those in
         occupied cells are kept; no (rays, max steps) tensor is ever built.
 
