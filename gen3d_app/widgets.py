@@ -47,11 +47,12 @@ Gradio frees the queue slot of a cancelled run at once, while the run's current 
 pipeline can stop; this keeps the next run from loading onto that GPU before the stopped one has let go."""
 
 GPU_SECONDS_PER_STEP = {"nerf": 0.021, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
-                        "dreamfields": 0.044, "magic3d": 0.06, "pointe": 0.03}
+                        "dreamfields": 0.044, "magic3d": 0.068, "pointe": 0.03}
 """Measured seconds per step on one H200, eager (bench/RESULTS.md): what a ZeroGPU call's duration is computed
 from. DreamFusion: the SD 2.1-base guidance step, 44.6 ms; DreamFields: the default step, 43.9 ms; NeRF fast
-47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 44 steps/s; the others are estimates until
-measured."""
+47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 44 steps/s; Magic3D: 65.4 ms a coarse step and
+78.2 a fine one at 512 px (SD 2.1-base architecture), weighted 4:1 as its zerogpu preset; the others are
+estimates until measured."""
 
 
 def wait_for_device(wait_s: float = RELEASE_WAIT_S) -> Iterator[str | None]:
@@ -327,6 +328,14 @@ def detect_device() -> str:
 
 def has_cuda() -> bool:
     return detect_device().startswith("CUDA")
+
+
+def default_preset(presets: tuple[str, ...], gpu: str = "custom") -> str:
+    """The preset a tab opens on, one a person would wait for here: 'zerogpu' on a ZeroGPU Space (it fits one
+    GPU call), ``gpu`` on another GPU, 'cpu' without one."""
+    if runner.on_zerogpu() and "zerogpu" in presets:
+        return "zerogpu"
+    return gpu if has_cuda() else "cpu"
 
 
 # ------------------------------------------------------------------------------------ inputs people type

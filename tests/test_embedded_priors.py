@@ -378,3 +378,14 @@ def test_far_outside_the_vocabulary_warns():
     warning = vocabulary_warning("a purple spaceship")
     assert "'spaceship'" in warning and "'purple'" not in warning
     assert "'retriever'" in vocabulary_warning("A golden retriever with a blue bowtie", "diffusion")
+
+
+@pytest.mark.skipif(not (embedded.scorer_available() and embedded.available()), reason="no shipped priors")
+def test_every_tabs_embedded_examples_are_in_its_priors_vocabulary():
+    """The examples a tab offers with the embedded tier are prompts that tier was trained on (issue 18: examples
+    that fit the prior): no content word of theirs draws the 'never saw' warning."""
+    from gen3d_app.tabs import dreamfields, dreamfusion, pointe
+    from pipelines.core.priors.embedded import unknown_words
+
+    for tab, kind in ((dreamfusion, "diffusion"), (dreamfields, "scorer"), (pointe, "scorer")):
+        assert tab.EMBEDDED_EXAMPLES and all(unknown_words(e, kind) == [] for e in tab.EMBEDDED_EXAMPLES), tab

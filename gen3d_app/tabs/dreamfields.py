@@ -10,12 +10,12 @@ from pipelines.core.priors import clip
 from .. import widgets
 
 PIPELINE = "dreamfields"
-PRESETS = ("custom", "cpu", "fast", "quality")  # "custom": the config defaults
+PRESETS = ("custom", "cpu", "fast", "quality", "zerogpu")  # "custom": the config defaults
 TINY = dict(steps=20, batch_size=1, resolution=32, n_samples=16, width=32, depth=2, preview_every=5,
             mesh_resolution=32, turntable_frames=4, preview_size=64, eval_views=2)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU once the scorer is loaded, for browser tests."""
 EXAMPLES = ["a bouquet of flowers in a vase", "a red apple", "a small wooden chair", "a blue ceramic teapot"]
-EMBEDDED_EXAMPLES = ["a red armchair", "a wooden dining table", "a yellow duck"]  # in the embedded scorer's data
+EMBEDDED_EXAMPLES = ["a red armchair", "a wooden table", "a yellow duck"]  # in the embedded scorer's data
 STEP_SECONDS = {"cpu": {"cpu": 0.13}, "cuda": {"custom": 0.044}}
 """Seconds per step with the embedded scorer, measured on this project's 2-core CPU machine with OMP_NUM_THREADS=1
 (2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview; issue 15 measured 24 s
@@ -25,7 +25,7 @@ FIXED_SECONDS = {"cpu": 45.0, "cuda": 30.0}
 
 
 def default_preset() -> str:
-    return "custom" if widgets.has_cuda() else "cpu"
+    return widgets.default_preset(PRESETS)
 
 
 def estimate(steps, preset) -> str:
@@ -79,7 +79,7 @@ def build() -> None:
             preset0 = default_preset()
             preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", elem_id="dreamfields-preset",
                                  info="cpu: minutes without a GPU; fast: a smaller field, 2000 steps; quality: bigger "
-                                      "field, more crops")
+                                      "field, more crops; zerogpu: fast's field, fits a 120 s GPU slot")
             steps = gr.Slider(1, 30000, value=preset_values(preset0), step=1, label="Steps",
                               elem_id="dreamfields-steps")
             eta = gr.Markdown(estimate(preset_values(preset0), preset0), elem_id="dreamfields-estimate")

@@ -10,7 +10,7 @@ from pipelines.core import priors
 from .. import widgets
 
 PIPELINE = "dreamfusion"
-PRESETS = ("custom", "cpu", "fast", "quality")  # "custom": the config defaults; tests check these match the config
+PRESETS = ("custom", "cpu", "fast", "quality", "zerogpu")  # "custom": the config defaults; tests check these match the config
 TINY = dict(steps=20, resolution=32, n_samples=16, n_importance=0, width=32, depth=2, preview_every=5,
             mesh_resolution=32, turntable_frames=4, preview_size=64)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU once the prior is loaded, for browser tests."""
@@ -26,8 +26,7 @@ FIXED_SECONDS = {"cpu": 60.0, "cuda": 30.0}
 
 
 def default_preset() -> str:
-    """The preset the tab opens on: one a person would wait for on this device."""
-    return "custom" if widgets.has_cuda() else "cpu"
+    return widgets.default_preset(PRESETS)
 
 
 def estimate(steps, preset) -> str:
@@ -89,7 +88,7 @@ def build() -> None:
             preset0 = default_preset()
             preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", elem_id="dreamfusion-preset",
                                  info="cpu: 32 px renders, minutes without a GPU; fast: hash-grid student, 3000 steps; "
-                                      "quality: bigger MLP, growing renders")
+                                      "quality: bigger MLP, growing renders; zerogpu: fast's student, fits a 120 s GPU slot")
             steps = gr.Slider(1, 20000, value=preset_values(preset0), step=1, label="Steps",
                               elem_id="dreamfusion-steps")
             eta = gr.Markdown(estimate(preset_values(preset0), preset0), elem_id="dreamfusion-estimate")

@@ -20,7 +20,7 @@ TINY = dict(coarse_steps=10, fine_steps=10, resolution=32, n_samples=16, hash_le
 STEP_SECONDS = {"cpu": {"cpu": 1.4}}
 """Seconds per step (coarse and fine alike) with the embedded prior and the cpu preset's sizes, measured on this
 project's 2-core CPU machine with OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01: 300 coarse steps at
-1.47 s, 150 fine steps at 1.35 s). GPU step times: bench/magic3d.py (not measured yet)."""
+1.47 s, 150 fine steps at 1.35 s). GPU step times: widgets.GPU_SECONDS_PER_STEP, from bench/magic3d.py."""
 FIXED_SECONDS = {"cpu": 90.0, "cuda": 40.0}
 """Loading the prior, the conversion to a tet grid, and the exports (texture baking, turntable)."""
 
@@ -47,8 +47,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, coarse_steps, fine
 
 
 def default_preset() -> str:
-    """The preset the tab opens on: one a person would wait for on this device."""
-    return "custom" if widgets.has_cuda() else "cpu"
+    return widgets.default_preset(PRESETS)
 
 
 def preset_values(preset):

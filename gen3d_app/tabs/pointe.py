@@ -18,6 +18,8 @@ PREVIEW_KEYS = ("view", "points")
 TINY = dict(steps=4, view_steps=4, grid_size=32, preview_size=64, preview_every=2)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for browser tests."""
 EXAMPLES = ["a red motorcycle", "a corgi", "a wooden chair", "a green ceramic teapot"]
+EMBEDDED_EXAMPLES = ["a red armchair", "a wooden table", "a yellow duck"]
+"""What the embedded tier was trained on (furniture and pybullet_data objects, captioned like the scorer's data)."""
 IMAGE_EXAMPLES = sorted(str(p) for p in (widgets.REPO / "assets" / "single_view" / "examples").glob("*.png"))[:4]
 
 
@@ -89,7 +91,8 @@ def build() -> None:
     gr.Markdown(models_note(), elem_id="pointe-models")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="pointe-prompt", lines=2,
+            examples = EMBEDDED_EXAMPLES if point_e.default_source() == point_e.EMBEDDED else EXAMPLES
+            prompt = gr.Textbox(examples[0], label="Prompt", elem_id="pointe-prompt", lines=2,
                                 info="text to a cloud, through a synthetic view with the released models "
                                      "(ignored when an image is given)")
             image = gr.Image(type="filepath", label="...or an image of one object (image to 3D)", height=200,
@@ -126,8 +129,8 @@ def build() -> None:
         with gr.Column():
             files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="pointe-files")
             metrics = gr.Markdown(elem_id="pointe-metrics")
-    gr.Examples([[p, None] for p in EXAMPLES] + [["", p] for p in IMAGE_EXAMPLES], inputs=[prompt, image],
-                cache_examples=False, elem_id="pointe-examples")
+    gr.Examples([[p, None, "custom", steps0] for p in examples] + [["", p, "custom", steps0] for p in IMAGE_EXAMPLES],
+                inputs=[prompt, image, preset, steps], cache_examples=False, elem_id="pointe-examples")
     preset.input(preset_values, inputs=[preset], outputs=[steps, base_model, grid_size], queue=False)
 
     comps = {"status": run.status, "model3d": model3d, "files": files, "metrics": metrics}
@@ -140,5 +143,5 @@ def build() -> None:
                           concurrency_limit=widgets.gpu_slots(), concurrency_id=widgets.GPU_QUEUE,
                           show_progress="minimal", show_progress_on=[run.status], trigger_mode="always_last",
                           api_name=f"run_{PIPELINE}")
-    run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
+    run.stop.click(widgets.stopped_status, outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
