@@ -142,8 +142,26 @@ class _InterpolateTable(torch.autograd.Function):
             contrib = (w[..., None] * grad[:, :, None, :]).reshape(-1, table.shape[1])
             grad_table = torch.zeros_like(table).index_add_(0, idx.reshape(-1), contrib.to(table.dtype))
         if ctx.needs_input_grad[2]:
-            grad_w = (table[idx] * grad[:, :, None, :]).sum(-1)
+            # The gather through _GatherRows: differentiated again (an eikonal loss), autograd's own table[idx]
+            # backward would sort every index, as in the first-order case above.
+            grad_w = (_GatherRows.apply(table, idx) * grad[:, :, None, :]).sum(-1)
         return grad_table, None, grad_w
+
+
+class _GatherRows(torch.autograd.Function):
+    """table[idx] whose backward scatters with an atomic (out-of-place, differentiable) ``index_add``."""
+
+    @staticmethod
+    def forward(ctx, table, idx):
+        ctx.save_for_backward(idx)
+        ctx.rows = table.shape[0]
+        return table[idx]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        flat = grad.reshape(-1, grad.shape[-1])
+        return flat.new_zeros(ctx.rows, flat.shape[1]).index_add(0, idx.reshape(-1), flat), None
 
 
 _FUSED_OK: dict[str, bool] = {}
