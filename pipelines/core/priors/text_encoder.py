@@ -134,7 +134,9 @@ def save_states_table(texts: list[str], out: str | Path, folder: str | Path | No
     states, mask = enc.encode(texts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"states": states.contiguous(), "mask": mask.to(torch.uint8).contiguous()}, str(out / "states.safetensors"))
+    # float16 halves what a GPU machine's carry spends on it; StatesTable reads it back as float32
+    save_file({"states": states.half().contiguous(), "mask": mask.to(torch.uint8).contiguous()},
+              str(out / "states.safetensors"))
     (out / TABLE).write_text(json.dumps({"encoder": describe_folder(src), "texts": texts,
                                          "n_tokens": [enc.n_tokens(t) for t in texts]}, indent=1))
     return out
