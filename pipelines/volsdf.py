@@ -217,7 +217,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.metrics import mse_to_psnr, psnr
     from .core.rays import ray_aabb
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
-    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_posed_scene, preview_target
+    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -227,7 +227,11 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     dev = ctx.device
     started = time.perf_counter()
     yield Log("loading the scene")
-    root, train, val = load_posed_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir)
+    scene = yield from load_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir, "auto", ("object",))
+    root, train, val, bg_level = scene.root, scene.train, scene.val, scene.background
+    if scene.format != "blender" and scene.background == 0.0:
+        yield Log("a real capture: VolSDF has no background model, so the background is fitted inside the scene "
+                  "box with the object (NeRF's unbounded or forward space handles it)", "warning")
     yield Log(f"building the {cfg.field} SDF")
     field = build_field(cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)
@@ -255,7 +259,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         return render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, background, perturb,
                           cfg.upsample_levels, gradient=cfg.gradient, fd_eps=fd_eps())
 
-    rays = RayBatches(train, 1.0 if cfg.white_background else 0.0, cfg.random_background, dev)
+    rays = RayBatches(train, bg_level, cfg.random_background, dev)
     bg = rays.background
     preview_cam, preview_gt = preview_target(val, cfg.preview_size, dev)
 

@@ -157,8 +157,11 @@ def piecewise_distances(s: torch.Tensor, near: float, far: float) -> torch.Tenso
 
 def render_unbounded(field, grid, o: torch.Tensor, d: torch.Tensor, n_samples: int, background,
                      perturb: bool = False, near: float = 0.05, far: float = 1000.0,
-                     early_stop_eps: float = 1e-4) -> RenderOut:
-    """Renders rays through ``field`` and ``grid`` defined on contracted points (both over [-2, 2]^3)."""
+                     early_stop_eps: float = 1e-4, max_samples: int = 0) -> RenderOut:
+    """Renders rays through ``field`` and ``grid`` defined on contracted points (both over [-2, 2]^3).
+
+    While training (autograd on) with ``max_samples``, only the leading rays whose samples fit are rendered, as
+    ``occupancy.render_rays`` does; extras ``rays`` (rows of the result) and ``samples_per_ray`` as there."""
     n_rays, dev = o.shape[0], o.device
     edges = piecewise_distances(torch.linspace(0, 1, n_samples + 1, device=dev), near, far)
     u = torch.rand(n_rays, n_samples, device=dev) if perturb else torch.full((n_rays, n_samples), 0.5, device=dev)
@@ -175,8 +178,19 @@ def render_unbounded(field, grid, o: torch.Tensor, d: torch.Tensor, n_samples: i
             pre = composite_packed(sigma, sigma.new_zeros(len(t), 3), t, delta, ray_idx, n_rays, 0.0)
             alive = (pre.extras["transmittance"] > early_stop_eps) & (sigma > 0)
         ray_idx, t, delta, x = ray_idx[alive], t[alive], delta[alive], x[alive]
+    samples_per_ray = len(t) / max(n_rays, 1)
+    n_used = n_rays
+    if torch.is_grad_enabled() and max_samples and len(t) > max_samples:
+        ends = torch.cumsum(torch.bincount(ray_idx, minlength=n_rays), 0)
+        n_used = max(1, int(torch.searchsorted(ends, torch.tensor(max_samples, device=dev), right=True)))
+        sel = ray_idx < n_used
+        ray_idx, t, delta, x = ray_idx[sel], t[sel], delta[sel], x[sel]
+        if isinstance(background, torch.Tensor) and background.dim() == 2:
+            background = background[:n_used]
     sigma, rgb = field(x, d[ray_idx])
-    return composite_packed(sigma.float(), rgb.float(), t, delta, ray_idx, n_rays, background)
+    out = composite_packed(sigma.float(), rgb.float(), t, delta, ray_idx, n_used, background)
+    out.extras.update(rays=n_used, samples_per_ray=samples_per_ray)
+    return out
 
 
 def forward_path(c2w: torch.Tensor, n: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 from ..config import PipelineConfig
 
@@ -28,7 +28,15 @@ class PosedImagesConfig(PipelineConfig):
     """Config fields of the methods fitted to posed images (NeRF, VolSDF), declared once."""
 
     scene: str = ""
-    """A Blender-format folder (transforms_*.json + images) or a .zip of one; empty: the shipped example."""
+    """A scene folder, a .zip of one, or a video: Blender (transforms_*.json), nerfstudio/Instant-NGP
+    (transforms.json), LLFF (poses_bounds.npy), COLMAP (sparse/0), or photos/a video (posed by structure from
+    motion, needs pycolmap); empty: the shipped example."""
+    format: Literal["auto", "blender", "nerfstudio", "llff", "colmap", "images", "video"] = "auto"
+    """The scene's format; 'auto' detects it from the files."""
+    sfm_max_images: int = 100
+    """Photos or a video: at most this many images go to structure from motion (a video's sharpest frames)."""
+    sfm_max_side: int = 1024
+    """Photos or a video: images are resized to at most this many pixels a side before structure from motion."""
     downscale: int = 1
     """Load images at 1/N resolution."""
     max_views: int = 0
@@ -54,6 +62,87 @@ def load_posed_scene(cfg: PosedImagesConfig, example: Path, out_dir: Path):
     bg = 1.0 if cfg.white_background else 0.0
     return (root, load_blender(root, train_split, cfg.downscale, cfg.max_views, bg),
             load_blender(root, val_split, cfg.downscale, cfg.eval_views, bg))
+
+
+@dataclass
+class LoadedScene:
+    """A scene ready to train on: its views in the space the renderer uses, and what was chosen."""
+
+    root: Path
+    format: str
+    train: object  # core.datasets.PosedImages
+    val: object
+    space: str  # 'object' (a box, NeRF-synthetic), 'forward' (NDC) or 'unbounded' (contracted)
+    background: float  # the colour renders and transparent pixels are composited on
+    points: tuple | None = None  # (xyz (P, 3), rgb (P, 3) uint8) sparse points, normalised like the cameras
+    summary: str = ""  # e.g. "structure from motion registered 20 of 20 images"
+
+
+def load_scene(cfg: PosedImagesConfig, example: Path, out_dir: Path, space: str = "auto",
+               spaces: tuple[str, ...] = ("object", "forward", "unbounded")) -> Iterator:
+    """Generator of ``Log``/``Progress`` events (structure from motion takes a while) returning a ``LoadedScene``.
+
+    Blender scenes, and transforms.json scenes whose images have alpha (objects on nothing), train as today: an
+    object in the [-bound, bound]^3 box on the config's background. Real captures (LLFF, COLMAP, nerfstudio,
+    photos, a video) get no white compositing: their space is ``space``, or when 'auto' chosen from the cameras
+    (``core.scene_space.choose_space``; a method that renders only some spaces passes ``spaces``, and the first
+    one then stands in), and their cameras are normalised into it.
+    """
+    from ..events import Log
+    from .captures import load_split, open_capture, read_capture
+    from .datasets import HOLDOUT, load_blender, scene_splits
+    from .scene_space import choose_space, normalize
+
+    source = cfg.scene or example
+    root, fmt = open_capture(source, out_dir, cfg.format)
+    yield Log(f"scene format: {fmt}" + ("" if cfg.format == "auto" else " (as asked)"))
+    bg = 1.0 if cfg.white_background else 0.0
+    if fmt == "blender":
+        tr, va = scene_splits(root)
+        train, val = (load_blender(root, tr, cfg.downscale, cfg.max_views, bg),
+                      load_blender(root, va, cfg.downscale, cfg.eval_views, bg))
+        if space not in ("auto", "object"):
+            yield Log(f"a Blender scene is an object on a background: space '{space}' ignored", "warning")
+        return LoadedScene(root, fmt, train, val, "object", bg)
+    summary = ""
+    if fmt in ("images", "video"):
+        from .sfm import reconstruct
+
+        root = yield from reconstruct(root, fmt, Path(out_dir).parent / "sfm_cache", cfg.sfm_max_images,
+                                      cfg.sfm_max_side)
+        fmt_read = "colmap"
+    else:
+        fmt_read = fmt
+    cap = read_capture(root, fmt_read, cfg.downscale)
+    for note in cap.notes:
+        yield Log(note)
+    if fmt_read == "colmap":
+        summary = f"{len(cap)} posed images, {len(cap.xyz)} sparse points"
+    if fmt == "nerfstudio" and space == "auto":
+        probe = load_split(cap, "all", 8, max_views=1)
+        if probe.alphas is not None:  # an object scene with transparent background, as Blender's
+            train, val = (load_split(cap, "train", cfg.downscale, cfg.max_views, bg),
+                          load_split(cap, HOLDOUT, cfg.downscale, cfg.eval_views, bg))
+            yield Log("transforms.json images have alpha: an object scene, trained as the Blender ones")
+            return LoadedScene(root, fmt, train, val, "object", bg, summary=summary)
+    if space == "auto":
+        space, why = choose_space(cap.poses)
+        if space not in spaces:
+            why += f"; this method renders '{spaces[0]}' only, so it uses that (the background is fitted in its box)"
+            space = spaces[0]
+    else:
+        why = "as asked"
+    sim, how = normalize(cap.poses, space, cap.bounds, cap.xyz if cap.xyz is not None and len(cap.xyz) else None)
+    cap.poses = sim.apply_c2w(cap.poses)
+    if cap.bounds is not None:
+        cap.bounds = cap.bounds * sim.scale
+    points = None
+    if cap.xyz is not None and len(cap.xyz):
+        points = (sim.apply_points(cap.xyz), cap.rgb)
+    yield Log(f"scene space: {space}: {why}; {how}")
+    train = load_split(cap, "train", cfg.downscale, cfg.max_views, 0.0)
+    val = load_split(cap, HOLDOUT, cfg.downscale, cfg.eval_views, 0.0)
+    return LoadedScene(root, fmt, train, val, space, 0.0, points, summary)
 
 
 class RayBatches:
