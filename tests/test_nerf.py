@@ -185,3 +185,28 @@ def test_bench_eval_split_and_peak_memory_columns(lego, tmp_path):
     missing = subprocess.run([*cmd, "--eval-split", "test", "--data", str(lego)], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=600)
     assert missing.returncode != 0 and "no transforms_test.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_compact_marching_matches_the_dense_march():
+    """OccupancyGrid.march_packed, a chunk of candidates at a time, gives exactly the samples of the dense
+    (rays x max steps) march it replaced, whatever the chunk; with a sample budget it marches a prefix of rays."""
+    from pipelines.core.occupancy import OccupancyGrid
+    from pipelines.core.rays import ray_aabb
+
+    gen = torch.Generator().manual_seed(0)
+    grid = OccupancyGrid(1.0, 8)
+    grid.binary = torch.rand(8 ** 3, generator=gen) < 0.3
+    o = torch.nn.functional.normalize(torch.randn(40, 3, generator=gen), dim=-1) * 3
+    d = torch.nn.functional.normalize(-o + 0.5 * torch.randn(40, 3, generator=gen), dim=-1)
+    step = 0.05
+    near, far, hit = ray_aabb(o, d, -1.0, 1.0)
+    n_max = 70
+    t = near[:, None] + (torch.arange(n_max) + 0.5) * step
+    keep = (t < far[:, None]) & hit[:, None] & grid.occupied((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).reshape(t.shape)
+    ref_r, ref_k = keep.nonzero(as_tuple=True)
+    for chunk in (7, 1000, 2 ** 20):
+        r, tt, used = grid.march_packed(o, d, step, perturb=False, chunk=chunk)
+        assert used == 40 and torch.equal(r, ref_r) and torch.allclose(tt, t[ref_r, ref_k], atol=1e-5)
+    r, tt, used = grid.march_packed(o, d, step, perturb=False, chunk=7, max_samples=len(ref_r) // 3)
+    assert 0 < used < 40 and torch.equal(r, ref_r[ref_r < used])  # whole rays, stopped near the budget
+    assert len(ref_r) // 3 - n_max <= len(r) <= len(ref_r) // 3 + 7
