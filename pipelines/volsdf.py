@@ -31,7 +31,8 @@ EXAMPLE_SCENES = {"neural": SCENES / "cow", "primitives": SCENES / "primitives"}
 @dataclass
 class VolSDFConfig(PosedImagesConfig):
     scene: str = ""  # (declared again for its help text)
-    """A Blender-format folder (transforms_*.json + images) or a .zip of one; empty: the shipped example
+    """A Blender-format folder (transforms_*.json + images), a nerfstudio/LLFF/COLMAP capture, photos or a video
+    (posed by structure from motion, needs pycolmap), or a .zip of one; empty: the shipped example
     (assets/scenes/primitives for the primitives field, assets/scenes/cow for the neural one)."""
     field: Literal["neural", "primitives"] = "neural"
     """'neural': an MLP SDF with a colour network; 'primitives': a union of analytic shapes."""

@@ -28,9 +28,9 @@ class PosedImagesConfig(PipelineConfig):
     """Config fields of the methods fitted to posed images (NeRF, VolSDF), declared once."""
 
     scene: str = ""
-    """A scene folder, a .zip of one, or a video: Blender (transforms_*.json), nerfstudio/Instant-NGP
-    (transforms.json), LLFF (poses_bounds.npy), COLMAP (sparse/0), or photos/a video (posed by structure from
-    motion, needs pycolmap); empty: the shipped example."""
+    """A Blender-format folder (transforms_*.json), a nerfstudio/Instant-NGP (transforms.json), LLFF
+    (poses_bounds.npy) or COLMAP (sparse/0) capture, a folder of photos or a video (posed by structure from motion,
+    needs pycolmap), or a .zip of one; empty: the shipped example."""
     format: Literal["auto", "blender", "nerfstudio", "llff", "colmap", "images", "video"] = "auto"
     """The scene's format; 'auto' detects it from the files."""
     sfm_max_images: int = 100
