@@ -167,7 +167,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
     from .core.metrics import mse_to_psnr, psnr, ssim
-    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target
+    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target,
+                                 write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -188,6 +189,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
               f"model '{cfg.model}' on {dev}, {scene.space} space")
 
+    if scene.format != "blender":  # a capture: its cameras (and SfM points) are shown before training
+        yield ctx.artifact("cameras", write_cameras(scene, ctx.path("cameras.json")), "cameras and sparse points")
     yield Log(f"building the '{cfg.model}' model" + (" and its occupancy grid" if cfg.model == "fast" else ""))
     modules, opt, lr_factor, grid = build_model(cfg, dev, SPACE_BOUND.get(scene.space, cfg.bound))
     base_lrs = [g["lr"] for g in opt.param_groups]

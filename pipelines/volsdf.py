@@ -218,7 +218,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.metrics import mse_to_psnr, psnr
     from .core.rays import ray_aabb
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
-    from .core.training import RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target
+    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target,
+                                 write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -233,6 +234,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     if scene.format != "blender" and scene.background == 0.0:
         yield Log("a real capture: VolSDF has no background model, so the background is fitted inside the scene "
                   "box with the object (NeRF's unbounded or forward space handles it)", "warning")
+    if scene.format != "blender":  # a capture: its cameras (and SfM points) are shown before training
+        yield ctx.artifact("cameras", write_cameras(scene, ctx.path("cameras.json")), "cameras and sparse points")
     yield Log(f"building the {cfg.field} SDF")
     field = build_field(cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)

@@ -145,6 +145,27 @@ def load_scene(cfg: PosedImagesConfig, example: Path, out_dir: Path, space: str 
     return LoadedScene(root, fmt, train, val, space, 0.0, points, summary)
 
 
+def write_cameras(scene: LoadedScene, path: Path, max_points: int = 5000) -> Path:
+    """The scene's cameras (camera-to-world, intrinsics, image size) and up to ``max_points`` sparse points as JSON,
+    in the space it trains in: the app draws them (frusta and points) before training starts."""
+    import json
+
+    import numpy as np
+
+    views = [scene.train, scene.val]
+    cams = [dict(c2w=np.round(v.c2w[i].numpy(), 5).tolist(), fx=v.camera(i).fx, fy=v.camera(i).fy,
+                 width=v.width, height=v.height, heldout=v is scene.val, name=v.names[i])
+            for v in views for i in range(len(v))]
+    points = []
+    if scene.points is not None:
+        xyz, rgb = scene.points
+        keep = np.random.default_rng(0).permutation(len(xyz))[:max_points]
+        points = np.concatenate([np.round(xyz[keep], 4), rgb[keep].astype(np.float64)], 1).tolist()
+    path.write_text(json.dumps(dict(space=scene.space, format=scene.format, summary=scene.summary, cameras=cams,
+                                    points=points)))
+    return path
+
+
 class RayBatches:
     """Random training rays of a set of posed images and their target colours, all on ``device``.
 
