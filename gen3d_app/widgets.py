@@ -73,10 +73,11 @@ GPU_FIXED_SECONDS = {"pointe": 60.0, "magic3d": 40.0}
 three point models for a run whose sampling takes 2.5 s (bench/pointe.py on an H200); Magic3D bakes a texture."""
 
 
-COMPILE_BREAKEVEN_STEPS = {"dreamfusion": 2500, "dreamfields": 3000}
+COMPILE_BREAKEVEN_STEPS = {"dreamfusion": 2500, "dreamfields": 3000, "magic3d": 2500}
 """Steps from which the tab compiles the prior with CUDA graphs ('reduce-overhead') on a GPU: where the time saved
 pays for compiling. DreamFusion: 13.2 against 44.6 ms a guidance step after about 75 s of compiling (H200,
-bench/RESULTS.md), even at ~2400 steps; DreamFields: 24.2 against 43.9 ms a step, its compile about as long."""
+bench/RESULTS.md), even at ~2400 steps; DreamFields: 24.2 against 43.9 ms a step, its compile about as long;
+Magic3D (coarse + fine steps): 30.0 / 39.2 against 65.4 / 78.2 ms a coarse / fine step after about 80 s."""
 
 
 def fast_mode(pipeline: str, steps: int) -> str:
@@ -143,13 +144,69 @@ def tiny_capped(cfg, tiny: dict):
     return dataclasses.replace(cfg, **{**tiny, "steps": min(cfg.steps, tiny["steps"])})
 
 
-def scene_source(example: str | None, upload: str | None) -> str:
-    """The posed-image scene a run reads: an uploaded .zip wins over the chosen example ("" = default)."""
+def scene_source(example: str | None, upload: str | None, photos=None) -> str:
+    """The posed-image scene a run reads: uploaded photos or a video win over an uploaded .zip (a dataset: Blender,
+    nerfstudio, LLFF, COLMAP, or photos), which wins over the chosen example ("" = default)."""
+    if photos:
+        return photos_source(photos)
     if upload:
         if not str(upload).lower().endswith(".zip"):
-            raise UserInputError("upload a .zip of a Blender-format scene (transforms_*.json + images)")
+            raise UserInputError("upload a .zip of a dataset (Blender, nerfstudio, LLFF, COLMAP, or photos)")
         return str(upload)
     return asset_path("scenes", example) if example else ""
+
+
+def capture_inputs(name: str):
+    """(photos or a video, a dataset .zip): the two upload boxes for one's own captures (NeRF and VolSDF)."""
+    import importlib.util
+
+    sfm = "posed by structure from motion" if importlib.util.find_spec("pycolmap") else \
+        "needs pycolmap: pip install pycolmap==4.2.1"
+    photos = gr.File(label=f"…or photos or a video ({sfm})", file_count="multiple",
+                     file_types=["image", "video"], height=140, elem_id=f"{name}-photos")
+    upload = gr.File(label="…or a dataset (.zip: Blender, nerfstudio, LLFF, COLMAP, or photos)",
+                     file_types=[".zip"], height=140, elem_id=f"{name}-upload")
+    return photos, upload
+
+
+def cameras_plot(name: str) -> gr.Plot:
+    """Where a capture's cameras and sparse points show once loaded, before training starts."""
+    return gr.Plot(label="Cameras and sparse points (your captures)", elem_id=f"{name}-cameras")
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def photos_source(files) -> str:
+    """Uploaded photos -> one folder holding them (named by their content, so structure from motion's cache
+    finds it again); a single video -> its path."""
+    import hashlib
+    import tempfile
+
+    paths = [Path(str(f)) for f in (files if isinstance(files, (list, tuple)) else [files])]
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        if len(paths) > 1:
+            raise UserInputError("upload either one video or several photos, not both")
+        return str(videos[0])
+    if len(paths) < 3:
+        raise UserInputError(f"{len(paths)} photo(s): structure from motion needs at least 3 overlapping photos "
+                             "(20-100 taken while walking around the subject work best), or upload a video")
+    digest = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        digest.update(p.name.encode() + p.read_bytes())
+    folder = Path(tempfile.gettempdir()) / "gen3d_photos" / digest.hexdigest()[:20]
+    if not folder.is_dir():
+        tmp = folder.with_name(folder.name + f".{os.getpid()}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i, p in enumerate(sorted(paths, key=lambda p: p.name)):
+            shutil.copyfile(p, tmp / f"{i:04d}_{p.name}")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another run made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
 
 
 @dataclass
@@ -288,9 +345,10 @@ STOP_SETTLE_S = 1.0
 
 
 def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, Any], run: RunPanel,
-             preview: PreviewPanel, arts: ArtifactsPanel) -> Any:
-    """Connect Run (queued on the shared GPU slot) and Stop (cancels it). Returns the run event."""
-    comps = output_map(run, preview, arts)
+             preview: PreviewPanel, arts: ArtifactsPanel, extra_outputs: dict[str, Any] | None = None) -> Any:
+    """Connect Run (queued on the shared GPU slot) and Stop (cancels it). Returns the run event.
+    ``extra_outputs``: more stream outputs by name (e.g. "cameras": a gr.Plot of a capture's cameras)."""
+    comps = {**output_map(run, preview, arts), **(extra_outputs or {})}
     handler = make_handler(pipeline, make_config, comps, tuple(preview.images))
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
                           concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",

@@ -149,6 +149,12 @@ def test_tabs_compile_long_runs_on_a_gpu_only(monkeypatch):
     short_run = tab.make_config(DreamFusionConfig, "a chair", "", 100.0, 500, 0, "embedded", "custom")
     assert (long_run.prior_compile, short_run.prior_compile) == ("reduce-overhead", "off")
     assert "CUDA graphs" in widgets.fast_mode_note("dreamfusion")
+    from gen3d_app.tabs import magic3d
+    from pipelines.magic3d import Magic3DConfig
+
+    m3 = [magic3d.make_config(Magic3DConfig, "a chair", "", 100.0, c, f, 32, "auto", 0, "embedded", "custom")
+          for c, f in ((2000, 1000), (1000, 500))]
+    assert [c.prior_compile for c in m3] == ["reduce-overhead", "off"]  # both stages' steps count
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert widgets.fast_mode("dreamfusion", 10_000) == "off" and "ZeroGPU" in widgets.fast_mode_note("dreamfusion")
     monkeypatch.delenv("SPACES_ZERO_GPU")

@@ -40,6 +40,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, coarse_steps, fine
                               surface_threshold=str(surface_threshold or "auto").strip() or "auto",
                               seed=int(seed or 0), prior=widgets.model_source(prior, priors.default_diffusion()),
                               from_coarse=str(from_coarse or ""))
+    cfg = dataclasses.replace(cfg, prior_compile=widgets.fast_mode(PIPELINE, cfg.coarse_steps + cfg.fine_steps))
     if widgets.tiny_mode():
         cfg = dataclasses.replace(cfg, **{**TINY, "coarse_steps": min(cfg.coarse_steps, TINY["coarse_steps"]),
                                           "fine_steps": min(cfg.fine_steps, TINY["fine_steps"])})
@@ -73,7 +74,8 @@ def prior_note() -> str:
     gpu = "" if widgets.has_cuda() else " Without a GPU each step takes seconds: use few steps."
     return (f"{embedded}With Stable Diffusion (the default prior) the coarse stage sees 64 px renders and the fine "
             f"stage 512 px ones, as in the paper. The prior: a Hub id, or a diffusers folder (SD 1.x/2.x) under the "
-            f"model roots (GEN3D_MODEL_ROOTS); a run names the prior it used in its log and its files.{gpu}")
+            f"model roots (GEN3D_MODEL_ROOTS); a run names the prior it used in its log and its files.{gpu}"
+            f"{widgets.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:
