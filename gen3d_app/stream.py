@@ -34,7 +34,7 @@ from pipelines.events import Artifact, ArtifactReady, Done, Log, Preview, Progre
 
 log = logging.getLogger("gen3d.app")
 
-OUTPUTS = ("status", "plot", "video", "model3d", "files", "metrics")
+OUTPUTS = ("status", "plot", "video", "model3d", "files", "metrics", "cameras")
 """Output names besides one ``image:<key>`` per preview image."""
 MAX_PLOT_POINTS = 400
 """Per curve; longer histories are thinned (evenly, keeping the last point) before plotting."""
@@ -105,6 +105,8 @@ class RunState:
         if isinstance(ev, ArtifactReady):
             if all(a.path != ev.artifact.path for a in self.artifacts):
                 self.artifacts.append(ev.artifact)
+            if ev.artifact.kind == "cameras":  # a capture's cameras and points: drawn before training starts
+                return {"cameras", "files"}, True
             return {"video", "model3d", "files", "metrics"}, True
         if isinstance(ev, Log):
             self.logs.append(("⚠️ " if ev.level == "warning" else "") + clip_text(ev.message, 600))
@@ -262,7 +264,48 @@ def render(st: RunState, names: set[str], now: float | None = None) -> dict[str,
             out[name] = [a.path for a in st.artifacts] or None
         elif name == "metrics":
             out[name] = metrics_text(st)
+        elif name == "cameras":
+            out[name] = cameras_figure(next((a.path for a in st.artifacts if a.kind == "cameras"), None))
     return out
+
+
+def cameras_figure(path: str | None, max_frusta: int = 300):
+    """Plotly 3D view of a capture's ``cameras.json`` (``core.training.write_cameras``): one frustum per camera
+    (held-out ones orange), the sparse points in their colours, and the summary as the title. None without."""
+    if not path:
+        return None
+    import json
+
+    import plotly.graph_objects as go
+
+    meta = json.loads(Path(path).read_text())
+    cams = meta["cameras"][:max_frusta]
+    pos = np.array([c["c2w"] for c in cams])[:, :3, 3] if cams else np.zeros((0, 3))
+    size = 0.08 * float(np.ptp(pos, axis=0).max()) if len(pos) > 1 else 0.2
+    traces = []
+    for heldout, colour in ((False, "royalblue"), (True, "darkorange")):
+        xs: list = []
+        for c in (c for c in cams if c["heldout"] == heldout):
+            m = np.array(c["c2w"])
+            w, h = 0.5 * c["width"] / c["fx"] * size, 0.5 * c["height"] / c["fy"] * size
+            corners = [m[:3, :3] @ np.array([sx * w, sy * h, -size]) + m[:3, 3] for sx, sy in
+                       ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+            for k in range(4):
+                xs += [m[:3, 3], corners[k], corners[(k + 1) % 4], None]
+        if xs:
+            pts = np.array([x if x is not None else [np.nan] * 3 for x in xs], dtype=float)
+            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="lines",
+                                       line=dict(color=colour, width=3), name="held out" if heldout else "training"))
+    if meta.get("points"):
+        p = np.array(meta["points"], dtype=float)
+        traces.append(go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", name="sparse points",
+                                   marker=dict(size=1.5, color=[f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in p[:, 3:6]])))
+    fig = go.Figure(traces)
+    title = f"{len(meta['cameras'])} cameras · {meta.get('space', '')} space" + \
+        (f" · {meta['summary']}" if meta.get("summary") else "")
+    fig.update_layout(height=360, margin=dict(l=0, r=0, t=30, b=0), title=dict(text=title, font=dict(size=12)),
+                      scene=dict(aspectmode="data"), legend=dict(orientation="h"))
+    return fig
 
 
 def reset(image_keys: tuple[str, ...] = (), title: str = "run") -> dict[str, Any]:

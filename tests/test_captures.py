@@ -241,3 +241,52 @@ def test_fern_loads(shared_data):
     assert 300 < train.fx < 500  # LLFF's 3.5k focal length at 1/8 size
     assert choose_space(cap.poses)[0] == "forward"
     assert float(train.bounds.min()) > 0
+
+
+def test_without_pycolmap_the_message_says_how_to_get_it(tmp_path, monkeypatch, cow):
+    import sys
+
+    from pipelines.core import sfm
+
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now raises ImportError
+    assert not sfm.have_pycolmap()
+    _, pngs = cow
+    _write_images(tmp_path / "photos", pngs[:4])
+    with pytest.raises(UserInputError, match=r"pip install pycolmap==4.2.1"):
+        list(sfm.reconstruct(tmp_path / "photos", "images", tmp_path / "cache"))
+
+
+def test_loaded_capture_cameras_shown_in_the_app(tmp_path, cow):
+    """A COLMAP capture through load_scene: the space is chosen and logged, cameras normalised, and the app's
+    camera view (stream.cameras_figure) draws its frusta and points; photos uploads become one folder."""
+    from gen3d_app import stream, widgets
+    from pipelines.core.training import PosedImagesConfig, load_scene, write_cameras
+    from pipelines.events import ArtifactReady, Artifact, Log
+
+    truth, pngs = cow
+    write_colmap(tmp_path / "cap", truth, pngs, binary=True)
+    cfg = PosedImagesConfig(scene=str(tmp_path / "cap"))
+    gen, events = load_scene(cfg, COW, tmp_path / "run"), []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        scene = stop.value
+    logs = " ".join(e.message for e in events if isinstance(e, Log))
+    assert "scene format: colmap" in logs and "scene space: unbounded" in logs  # the cow's cameras circle it
+    assert scene.space == "unbounded" and scene.background == 0.0
+    radius = torch.cat([scene.train.c2w, scene.val.c2w])[:, :3, 3].norm(dim=-1)
+    assert float(radius.max()) == pytest.approx(1.0, abs=1e-4)  # the farthest camera at 1 (mip-NeRF 360)
+    path = write_cameras(scene, tmp_path / "cameras.json")
+    st = stream.RunState()
+    assert "cameras" in st.apply(ArtifactReady(Artifact("cameras", str(path))))[0]
+    fig = stream.render(st, {"cameras"})["cameras"]
+    names = [t.name for t in fig.data]
+    assert names == ["training", "held out", "sparse points"] and f"{N} cameras" in fig.layout.title.text
+    photos = [tmp_path / "cap" / "images" / f"img_{i:03d}.png" for i in range(3)]
+    folder = Path(widgets.photos_source([str(p) for p in photos]))
+    assert sorted(p.name[5:] for p in folder.iterdir()) == [p.name for p in photos]
+    assert widgets.photos_source([str(p) for p in photos]) == str(folder)  # same photos, same folder
+    with pytest.raises(UserInputError, match="at least 3"):
+        widgets.photos_source([str(photos[0])])
+    assert widgets.scene_source(None, None, [str(tmp_path / "walk.mp4")]) == str(tmp_path / "walk.mp4")

@@ -31,6 +31,7 @@ class FakeConfig(PipelineConfig):
     model: str = "fast"
     downscale: int = 1
     mesh_density: float = 0.0
+    space: str = "auto"
     steps: int = 12
     preview_every: int = 4
     fail: str = ""
@@ -320,7 +321,7 @@ def test_served_demo_runs_one_job_at_a_time_and_cancel_closes_the_pipeline(fake_
                 allowed_paths=launch_kwargs()["allowed_paths"])
     try:
         scene = (widgets.example_dirs("scenes") or [None])[0]
-        args = dict(scene=scene, upload=None, model="fast", preset="custom", seed=0, downscale=1, api_name="/run_nerf")
+        args = dict(scene=scene, upload=None, photos=None, model="fast", preset="custom", seed=0, downscale=1, api_name="/run_nerf")
         long_job = Client(demo.local_url, verbose=False).submit(steps=10_000, **args)
         deadline = time.monotonic() + 60
         while TRACK.steps_done < 3 and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""NeRF tab: an example scene or an uploaded .zip -> NerfConfig; wiring only."""
+"""NeRF tab: an example scene, an uploaded dataset .zip, or photos/a video -> NerfConfig; wiring only."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,11 +25,13 @@ def estimate(steps, preset) -> str:
     return widgets.estimate_text(steps, STEP_SECONDS, preset, FIXED_SECONDS)
 
 
-def make_config(cls, scene, upload, model, preset, steps, seed, downscale, mesh_density=0.0):
+def make_config(cls, scene, upload, model, preset, steps, seed, downscale, mesh_density=0.0, photos=None,
+                space="auto"):
     cfg = widgets.preset_config(cls, preset)
-    scene = widgets.scene_source(scene, upload)
+    scene = widgets.scene_source(scene, upload, photos)
     cfg = dataclasses.replace(cfg, scene=scene, model=model, steps=int(steps), seed=int(seed or 0),
-                              downscale=int(downscale), mesh_density=max(0.0, float(mesh_density or 0.0)))
+                              downscale=int(downscale), mesh_density=max(0.0, float(mesh_density or 0.0)),
+                              space=space or "auto")
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -51,8 +53,7 @@ def build() -> None:
         with gr.Column(scale=2, min_width=320):
             scene = gr.Dropdown(scenes, value=scenes[0] if scenes else None, label="Example scene",
                                 elem_id="nerf-scene", info="Blender-format posed images in assets/scenes/")
-            upload = gr.File(label="…or upload a scene (.zip)", file_types=[".zip"], height=140,
-                             elem_id="nerf-upload")
+            photos, upload = widgets.capture_inputs(PIPELINE)
             model = gr.Radio(["fast", "vanilla"], value=model0, label="Model", elem_id="nerf-model",
                              info="fast: hash grid + occupancy grid; vanilla: the paper's MLP (slow)")
             preset = gr.Dropdown(list(PRESETS), value=default, label="Preset", elem_id="nerf-preset",
@@ -66,10 +67,14 @@ def build() -> None:
                                          elem_id="nerf-mesh-level",
                                          info="0 puts the mesh where the field is half opaque seen from outside, "
                                               "whatever its densities (short runs too); higher: a tighter surface")
+                space = gr.Dropdown(["auto", "object", "forward", "unbounded"], value="auto", label="Scene space",
+                                    elem_id="nerf-space", info="real captures: auto picks forward-facing (NDC) or "
+                                    "360 (contracted, fast model) from the cameras; the log says which")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="nerf-seed")
             run = widgets.run_panel(PIPELINE)
         with gr.Column(scale=3):
             preview = widgets.preview_panel(PIPELINE, ("rgb", "depth", "opacity"))
+            cameras = widgets.cameras_plot(PIPELINE)
     arts = widgets.artifacts_panel(PIPELINE)
     if scenes:
         gr.Examples([[scenes[0], "fast", default, steps0, 0, 1], [scenes[0], "vanilla", "custom", 500, 0, 2]],
@@ -81,4 +86,6 @@ def build() -> None:
     steps.change(estimate, inputs=[steps, preset], outputs=[eta], queue=False, show_progress="hidden")
     widgets.wire_run(PIPELINE, make_config, dict(scene=scene, upload=upload, model=model, preset=preset,
                                                   steps=steps, seed=seed, downscale=downscale,
-                                                  mesh_density=mesh_density), run, preview, arts)
+                                                  mesh_density=mesh_density, photos=photos, space=space),
+                     run, preview, arts, {"cameras": cameras})
+

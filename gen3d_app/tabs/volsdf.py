@@ -31,9 +31,9 @@ def estimate(steps, preset) -> str:
     return widgets.estimate_text(steps, STEP_SECONDS, preset, FIXED_SECONDS)
 
 
-def make_config(cls, scene, upload, field, primitives, preset, steps, seed, downscale):
+def make_config(cls, scene, upload, field, primitives, preset, steps, seed, downscale, photos=None):
     cfg = widgets.preset_config(cls, preset)
-    scene = widgets.scene_source(scene, upload)
+    scene = widgets.scene_source(scene, upload, photos)
     if str(primitives or "").strip().lower().endswith(".json"):
         raise UserInputError("give primitive kinds here (e.g. box,box,sphere); .json starts are for the CLI")
     cfg = dataclasses.replace(cfg, scene=scene, field=field, primitives=primitives or cfg.primitives,
@@ -60,8 +60,7 @@ def build() -> None:
         with gr.Column(scale=2, min_width=320):
             scene = gr.Dropdown(scenes, value=first, label="Example scene", elem_id="volsdf-scene",
                                 info="Blender-format posed images in assets/scenes/ (primitives: known shapes)")
-            upload = gr.File(label="…or upload a scene (.zip)", file_types=[".zip"], height=140,
-                             elem_id="volsdf-upload")
+            photos, upload = widgets.capture_inputs(PIPELINE)
             field = gr.Radio(["neural", "primitives"], value=field0, label="Field", elem_id="volsdf-field",
                              info="neural: MLP SDF + colour network; primitives: fit shapes' pose, size, colour")
             primitives = gr.Textbox("box,box,sphere", label="Primitives (for the primitives field)",
@@ -77,6 +76,7 @@ def build() -> None:
             run = widgets.run_panel(PIPELINE)
         with gr.Column(scale=3):
             preview = widgets.preview_panel(PIPELINE, ("rgb", "normal", "depth"))
+            cameras = widgets.cameras_plot(PIPELINE)
     arts = widgets.artifacts_panel(PIPELINE)
     examples, labels = [], []
     if "primitives" in scenes:
@@ -94,5 +94,5 @@ def build() -> None:
     preset.input(preset_values, inputs=[preset], outputs=[field, steps, downscale], queue=False)
     steps.change(estimate, inputs=[steps, preset], outputs=[eta], queue=False, show_progress="hidden")
     widgets.wire_run(PIPELINE, make_config, dict(scene=scene, upload=upload, field=field, primitives=primitives,
-                                                  preset=preset, steps=steps, seed=seed, downscale=downscale),
-                     run, preview, arts)
+                                                  preset=preset, steps=steps, seed=seed, downscale=downscale,
+                                                  photos=photos), run, preview, arts, {"cameras": cameras})
