@@ -76,10 +76,12 @@ def test_shrink_keeps_a_subset_of_each_shapes_points_with_their_colours(tmp_path
 def test_tiny_training_exports_the_added_condition_and_refuses_a_pack_too_small(tmp_path, capsys):
     pack = fake_pack(tmp_path / "p.npz", points=512)
     opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
-                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=2,
+                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=2, loss_weight="v",
                                      export=str(tmp_path / "pointe" / "base"))
     result = pointe_train.train(opts, log=lambda *_: None)
     assert result["step"] == 3
+    use = [v for k, v in result["metrics"].items() if k.startswith("x0_mse_t700_")]
+    assert len(use) == 3 and all(math.isfinite(v) and v > 0 for v in use)
     config = json.loads((tmp_path / "pointe" / "base" / "config.json").read_text())
     assert config["model"]["token_cond"] is False
     from pipelines.core.priors.point_e_embedded import load_model_folder
@@ -102,3 +104,26 @@ def test_tiny_training_exports_the_added_condition_and_refuses_a_pack_too_small(
 def test_released_vec_configs_keep_the_token():
     for name in ("base40M-imagevec", "base40M-textvec"):
         assert build_model(name, device="meta").token_cond is True
+
+
+@torch.no_grad()
+def test_v_weighting_counts_high_noise_more_and_bad_names_are_refused():
+    cfg = pointe_train.model_config("base", tiny=True)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.output_proj.weight, std=0.1)
+    x0 = torch.rand(2, 6, cfg["n_ctx"]) * 2 - 1
+    batch = dict(x0=x0, cond=dict(embeddings=torch.zeros(2, 256)))
+    ab = torch.tensor(pointe_train.alphas_cumprod("cosine"), dtype=torch.float32)
+    losses = {}
+    for w in ("eps", "v"):
+        opts = pointe_train.TrainOptions(loss_weight=w)
+        losses[w] = float(pointe_train.loss_of(model, batch, opts, ab, torch.Generator().manual_seed(3)))
+    plain = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v"), ab,
+                                       torch.Generator().manual_seed(3), weighted=False))
+    assert abs(plain - losses["eps"]) < 1e-6 and abs(losses["v"] - losses["eps"]) > 1e-4
+    try:
+        pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="x"), ab, torch.Generator())
+        raise AssertionError("accepted loss_weight 'x'")
+    except ValueError as e:
+        assert "eps or v" in str(e)
