@@ -290,3 +290,60 @@ def test_loaded_capture_cameras_shown_in_the_app(tmp_path, cow):
     with pytest.raises(UserInputError, match="at least 3"):
         widgets.photos_source([str(photos[0])])
     assert widgets.scene_source(None, None, [str(tmp_path / "walk.mp4")]) == str(tmp_path / "walk.mp4")
+
+
+def test_ndc_rays_meet_at_the_point_they_see():
+    """Two cameras' rays through the pixels where one world point projects meet at that point's NDC image."""
+    from pipelines.core.rays import pixel_rays
+    from pipelines.core.scene_space import ndc_rays
+
+    fx, fy, w, h = 60.0, 55.0, 80, 60
+    point = torch.tensor([0.4, -0.3, -5.0])
+    ndc = torch.tensor([-2 * fx / w * point[0] / point[2], -2 * fy / h * point[1] / point[2], 1 + 2 / point[2]])
+    for shift in ([0.0, 0.0, 0.0], [0.3, 0.2, 0.1]):
+        c2w = torch.eye(4)
+        c2w[:3, 3] = torch.tensor(shift)
+        cam = point - c2w[:3, 3]
+        u, v = w / 2 + fx * cam[0] / -cam[2], h / 2 - fy * cam[1] / -cam[2]
+        o, d = pixel_rays(c2w[None], u[None], v[None], fx, fy, w / 2, h / 2)
+        on, dn = ndc_rays(o, d, fx, fy, w, h)
+        t = (ndc[2] - on[0, 2]) / dn[0, 2]
+        assert torch.allclose(on[0] + t * dn[0], ndc, atol=1e-5)
+
+
+def test_contraction_and_spacing():
+    from pipelines.core.scene_space import contract, piecewise_distances
+
+    x = torch.tensor([[0.5, 0, 0], [2.0, 0, 0], [1e6, 0, 0]])
+    assert torch.allclose(contract(x), torch.tensor([[0.5, 0, 0], [1.5, 0, 0], [2.0, 0, 0]]), atol=1e-5)
+    t = piecewise_distances(torch.linspace(0, 1, 9), 0.05, 1000.0)
+    assert t[0] == pytest.approx(0.05) and t[4] == pytest.approx(1.0) and t[-1] == pytest.approx(1000.0, rel=1e-4)
+    assert (t[1:] > t[:-1]).all()
+
+
+def test_unbounded_capture_trains_and_exports(tmp_path, cow):
+    """A 360-degree COLMAP capture: NeRF chooses the contracted space, trains, renders a turntable, meshes the
+    unit ball; VolSDF trains the same capture in its box and warns that it has no background model."""
+    from pipelines.events import Log, run_to_completion
+    from pipelines.nerf import NerfConfig, run
+    from pipelines.volsdf import VolSDFConfig
+    from pipelines.volsdf import run as run_volsdf
+
+    truth, pngs = cow
+    write_colmap(tmp_path / "cap", truth, pngs, binary=False)
+    cfg = NerfConfig(scene=str(tmp_path / "cap"), steps=12, downscale=4, batch_rays=128, target_samples=2048,
+                     max_samples=4096, hash_levels=4, hash_log2_size=12, grid_resolution=16, march_steps=32,
+                     unbounded_samples=32, preview_every=6, eval_views=1, mesh_resolution=16, turntable_frames=2,
+                     preview_size=16, out_dir=str(tmp_path / "run"))
+    events = []
+    done = run_to_completion(run(cfg), on_event=events.append)
+    logs = " ".join(e.message for e in events if isinstance(e, Log))
+    assert "unbounded space" in logs and np.isfinite(done.metrics["psnr"])
+    kinds = {a.kind for a in done.artifacts}
+    assert {"cameras", "video", "checkpoint"} <= kinds
+    vcfg = VolSDFConfig(scene=str(tmp_path / "cap"), steps=4, downscale=4, batch_rays=64, n_coarse=8, n_fine=4,
+                        upsample_levels=1, eikonal_points=32, width=16, hash_levels=2, hash_log2_size=10,
+                        eval_views=1, export=False, mesh_resolution=0, out_dir=str(tmp_path / "vrun"))
+    vevents = []
+    run_to_completion(run_volsdf(vcfg), on_event=vevents.append)
+    assert any(isinstance(e, Log) and e.level == "warning" and "no background model" in e.message for e in vevents)

@@ -71,8 +71,8 @@ def _gray_small(img) -> np.ndarray:
 
 
 def prepare_photos(folder: Path, dest: Path, max_images: int, max_side: int) -> list[str]:
-    """Photos of ``folder`` (or its ``images/``) as RGB JPEGs of at most ``max_side`` pixels in ``dest``; when
-    there are more than ``max_images``, evenly spaced ones in name order."""
+    """Photos of ``folder`` (or its ``images/``) as RGB JPEGs (PNGs stay PNG) of at most ``max_side`` pixels in
+    ``dest``; when there are more than ``max_images``, evenly spaced ones in name order."""
     from PIL import Image, ImageOps
 
     src = folder / "images" if not _photos(folder) and _photos(folder / "images") else folder
@@ -88,8 +88,9 @@ def prepare_photos(folder: Path, dest: Path, max_images: int, max_side: int) -> 
         except Exception as exc:  # PIL raises many types for truncated or foreign files
             raise UserInputError(f"photo {p.name} cannot be decoded ({type(exc).__name__}); remove it or replace "
                                  "it with a PNG or JPEG") from None
-        name = f"{i:04d}_{p.stem[:40]}.jpg"
-        img.save(dest / name, quality=95)
+        lossless = p.suffix.lower() == ".png"  # PNGs stay lossless (the held-out pixels a benchmark scores)
+        name = f"{i:04d}_{p.stem[:40]}{'.png' if lossless else '.jpg'}"
+        img.save(dest / name, **({} if lossless else {"quality": 95}))
         names.append(name)
     return names
 
