@@ -87,10 +87,11 @@ class TrainOptions:
     device: str = "auto"
     amp: bool = True
     """bfloat16 autocast on CUDA."""
-    loss_weight: str = "eps"
-    """Diffusion models: 'eps' (each timestep's noise MSE alike, as the released models) or 'v' (each sample's
-    noise MSE times min(1 / alpha_bar_t, 20), batch-normalised: v-prediction's weighting, which trains the x0 the
-    sampler reads at high noise, where the global shape and the condition matter and plain eps MSE hardly looks)."""
+    loss_weight: str = "v"
+    """Diffusion models: 'v' (each sample's noise MSE times min(1 / alpha_bar_t, 20), batch-normalised:
+    v-prediction's weighting, which trains the x0 the sampler reads at high noise, where the global shape and the
+    condition matter and plain eps MSE hardly looks) or 'eps' (each timestep alike: the released models, and the
+    first shipped ones)."""
     cond_token: bool = False
     """base: the condition as one token in front of the points (the released vec models' layout). Off (the
     default): added to every point's features (the official code's other layout, ``token_cond=False``): the
