@@ -271,11 +271,21 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
     """The run event's function: ``(request, **input values) -> generator of {component: value}``."""
     spec = PIPELINES[pipeline]
 
-    def run_handler(request: gr.Request, **values: Any):
-        def to_components(update: dict[str, Any]) -> Any:
-            return {comps[k]: v for k, v in update.items() if k in comps} or gr.skip()
+    def to_components(update: dict[str, Any]) -> Any:
+        return {comps[k]: v for k, v in update.items() if k in comps} or gr.skip()
 
-        log.info("%s: run requested (session %s)", pipeline, outputs.session_key(request)[:8])
+    def run_handler(request: gr.Request, **values: Any):
+        key = outputs.session_key(request)
+        log.info("%s: run requested (session %s)", pipeline, key[:8])
+        closed = RUNNING[(key, pipeline)] = threading.Event()  # Stop waits for it (stop_handler)
+        try:
+            yield from run_session(request, key, values)
+        finally:
+            closed.set()
+            if RUNNING.get((key, pipeline)) is closed:
+                del RUNNING[(key, pipeline)]
+
+    def run_session(request: gr.Request, key: str, values: dict[str, Any]):
         yield to_components(stream.reset(image_keys, spec.title))
         outputs.sweep()
         try:
@@ -285,7 +295,6 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
             err = stream.to_gr_error(e)
             yield to_components({"status": f"**{err.title}:** {err.message}"})
             raise err from e
-        key = outputs.session_key(request)
         out_dir = outputs.run_dir(key, pipeline)
         cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
         device = None
@@ -333,15 +342,28 @@ def file_values(update: dict[str, Any]) -> list[str]:
     return out
 
 
-def stopped_status() -> str:
-    """Stop's own status, sent a moment after the cancel: updates the run had already sent (it yields every
-    0.25 s until the cancel closes it) reach the browser first, so none of them overwrites "Stopped."."""
-    log.info("stop requested")
-    time.sleep(STOP_SETTLE_S)
-    return "**Stopped.**"
+def stop_handler(pipeline: str) -> Callable[[gr.Request], str]:
+    """Stop's own function (Stop cancels the run event; this says "Stopped."). It answers once this session's run
+    of ``pipeline`` has closed: Gradio's page defers a Run click made while the cancel is still pending and, when
+    the cancelled stream ends without completing, drops it (issue 15: the first Run after Stop was ignored), so
+    "Stopped." must not show before a new click can start a run. A short settle after that lets the updates the
+    run had already sent reach the browser first, so none of them overwrites "Stopped."."""
+
+    def stop(request: gr.Request) -> str:
+        closed = RUNNING.get((outputs.session_key(request), pipeline))
+        log.info("%s: stop requested", pipeline)
+        if closed is not None and not closed.wait(STOP_WAIT_S):
+            log.warning("%s: the stopped run had not closed after %.0fs", pipeline, STOP_WAIT_S)
+        time.sleep(STOP_SETTLE_S)
+        return "**Stopped.**"
+
+    return stop
 
 
-STOP_SETTLE_S = 1.0
+RUNNING: dict[tuple[str, str], threading.Event] = {}
+"""(session, pipeline) -> an Event set when that session's run handler of that pipeline has closed."""
+STOP_WAIT_S = 30.0
+STOP_SETTLE_S = 0.5
 
 
 def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, Any], run: RunPanel,
@@ -353,7 +375,8 @@ def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, A
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
                           concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",
                           show_progress_on=[run.status], trigger_mode="always_last", api_name=f"run_{pipeline}")
-    run.stop.click(stopped_status, outputs=[run.status], cancels=[event], queue=False, api_visibility="private")
+    run.stop.click(stop_handler(pipeline), outputs=[run.status], cancels=[event], queue=False,
+                   api_visibility="private")
     return event
 
 

@@ -111,6 +111,48 @@ def test_handler_pins_each_run_to_a_free_gpu_and_gives_it_back(monkeypatch, tmp_
     assert pool.busy() == {}
 
 
+
+def test_stop_answers_only_once_the_sessions_run_has_closed(monkeypatch, tmp_path):
+    """Issue 15: a Run click made while Gradio's page still holds the cancelled run is deferred and then dropped,
+    so "Stopped." must wait for the run handler to close. The handler registers its session's run while open;
+    Stop waits on exactly that (and not on another session's run), and closing the handler releases it."""
+    from dataclasses import dataclass
+
+    from gen3d_app import widgets
+    from pipelines import PIPELINES, PipelineSpec
+    from pipelines.config import PipelineConfig
+    from pipelines.events import Log
+
+    @dataclass
+    class Cfg(PipelineConfig):
+        pass
+
+    def run(cfg):
+        while True:
+            yield Log("working")
+
+    mod = types.ModuleType("gen3d_fake_endless_pipeline")
+    mod.CONFIG, mod.run = Cfg, run
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(PIPELINES, "nerf", PipelineSpec("NeRF", mod.__name__, "fake"))
+    monkeypatch.setenv("GEN3D_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(widgets, "STOP_SETTLE_S", 0.0)
+    handler = widgets.make_handler("nerf", lambda cls, **kw: cls(), {"status": object()}, ())
+    mine, other = types.SimpleNamespace(session_hash="mine"), types.SimpleNamespace(session_hash="other")
+    gen = handler(mine)
+    next(gen)
+    key = (widgets.outputs.session_key(mine), "nerf")
+    closed = widgets.RUNNING[key]
+    assert not closed.is_set()
+    waited = []
+    monkeypatch.setattr(widgets, "STOP_WAIT_S", 7.0)
+    monkeypatch.setattr(closed, "wait", lambda timeout: waited.append(timeout) or True)
+    assert widgets.stop_handler("nerf")(mine) == "**Stopped.**" and waited == [7.0]
+    assert widgets.stop_handler("nerf")(other) == "**Stopped.**" and waited == [7.0]  # no run: no wait
+    gen.close()  # what Gradio's cancel does to the handler
+    assert closed.is_set() and key not in widgets.RUNNING
+
+
 def test_gpu_duration_comes_from_the_steps():
     from gen3d_app import widgets
 

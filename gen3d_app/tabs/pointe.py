@@ -143,5 +143,5 @@ def build() -> None:
                           concurrency_limit=widgets.gpu_slots(), concurrency_id=widgets.GPU_QUEUE,
                           show_progress="minimal", show_progress_on=[run.status], trigger_mode="always_last",
                           api_name=f"run_{PIPELINE}")
-    run.stop.click(widgets.stopped_status, outputs=[run.status], cancels=[event], queue=False,
+    run.stop.click(widgets.stop_handler(PIPELINE), outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
