@@ -148,6 +148,11 @@ def main() -> None:
         per_shape[name] = {k: v.tolist() for k, v in s.items()}
         rows.append(dict(method=f"Point-E embedded, {name} -> 3D", points=xyz.shape[1], seconds=seconds,
                          **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(xyz)))
+        n_base = models.base.n_ctx  # the upsampled cloud starts with the base's points, unchanged
+        if xyz.shape[1] > n_base:  # the base's cloud alone: what the upsampler adds or loses
+            s = scores(xyz[:, :n_base], rgb[:, :n_base], gt_xyz, gt_rgb)
+            rows.append(dict(method=f"Point-E embedded, {name} -> 3D, the base's {n_base} points", points=n_base,
+                             seconds=0.0, **{k: float(v.mean()) for k, v in s.items()}))
     # References: the nearest training shape by image embedding, and the truth against itself.
     train = torch.as_tensor(data.train, device=device)
     sim = conditions["image"].to(device) @ data.image_emb[train].reshape(-1, data.image_emb.shape[-1]).T
@@ -170,7 +175,7 @@ def main() -> None:
     print("| method | points | s | " + " | ".join(keys) + " |")
     print("|---|---|---|" + "---|" * len(keys))
     for r in rows:
-        print(f"| {r['method']} | {r['points']} | {r['seconds']:.1f} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+        print(f"| {r['method']} | {r['points']} | {r['seconds']:.1f} | " + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + " |")
     out = Path(args.out or REPO / "bench" / "results" / f"pointe_quality{'_' + args.tag if args.tag else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(device=dev_name, shapes=[data.ids[i] for i in test], captions=captions,
