@@ -68,18 +68,9 @@ class NerfConfig(PosedImagesConfig):
     precrop_steps: int = 500
     """vanilla: sample rays from the central half of each image for the first N steps (the official code's
     guard against collapsing to an empty, background-only scene)."""
-    mesh_resolution: int = 128
-    """Marching-cubes grid resolution for the exported mesh."""
     mesh_density: float = 0.0
     """Density level of the exported mesh's surface; 0: chosen from the field, the half-opacity surface that volume
     rendering shows from outside (``core.volume.hidden_opacity``), which a short run's faint field also has."""
-    turntable_frames: int = 48
-    """Frames in the turntable video."""
-    preview_size: int = 200
-    """Longest side of preview and turntable renders, in pixels."""
-    export: bool = True
-    """Write the turntable, mesh and checkpoint at the end (benchmarks turn this off)."""
-    preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
         # A few minutes on a 2-core CPU (no GPU): fewer levels and samples, same method.

@@ -93,19 +93,12 @@ class VolSDFConfig(PosedImagesConfig):
     """neural, hash: steps over which the hash levels are switched on, coarse to fine (0: all at once)."""
     init_radius: float = 0.5
     """neural: the SDF starts as a sphere of this radius times bound."""
-    mesh_resolution: int = 128
-    """Marching-cubes grid resolution for the exported mesh."""
     mesh_psnr_views: int = 0
     """Benchmarks: at each checkpoint and at the end, render the vertex-coloured mesh through ``core/raster.py``
     (unlit: the colours are radiance) from this many held-out cameras, evenly spaced, and report its PSNR beside
     the volume-rendered one (0: off)."""
-    turntable_frames: int = 48
-    """Frames in the turntable video."""
-    preview_size: int = 200
-    """Longest side of preview and turntable renders, in pixels."""
     export: bool = True
     """Write the turntable, mesh, parameters and checkpoint at the end (benchmarks may turn this off)."""
-    preview_every: int = 200
 
     PRESETS: ClassVar[dict] = {
         # A few minutes on a 2-core CPU: fewer rays, samples and hash levels, half-size images (about 0.4 s a step

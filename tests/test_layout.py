@@ -129,6 +129,5 @@ def test_method_configs_declare_shared_fields_once():
     copies = sorted(f"{a}/{b}: {k}" for a in own for b in own if a < b
                     for k in own[a].keys() & own[b].keys() if own[a][k] == own[b][k])
     # Kept apart on purpose: Magic3D, the third FieldConfig, finds its surface by another rule (surface_threshold).
-    allowed = {"dreamfields/dreamfusion: mesh_density"} | {  # NeRF and VolSDF: next, onto OutputsConfig
-        f"nerf/volsdf: {k}" for k in ("preview_every", "preview_size", "mesh_resolution", "turntable_frames")}
+    allowed = {"dreamfields/dreamfusion: mesh_density"}
     assert set(copies) <= allowed, copies

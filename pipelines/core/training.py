@@ -20,12 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from ..config import PipelineConfig
+from ..config import OutputsConfig
 
 
 @dataclass
-class PosedImagesConfig(PipelineConfig):
-    """Config fields of the methods fitted to posed images (NeRF, VolSDF), declared once."""
+class PosedImagesConfig(OutputsConfig):
+    """Config fields of the methods fitted to posed images (NeRF, VolSDF), declared once (their exports'
+    come from ``OutputsConfig``)."""
+
+    preview_every: int = 200
+    """Yield preview renders every N steps (each costs a render and a GPU sync)."""
+    preview_size: int = 200
+    """Longest side of preview and turntable renders, in pixels."""
 
     scene: str = ""
     """A Blender-format folder (transforms_*.json), a nerfstudio/Instant-NGP (transforms.json), LLFF
