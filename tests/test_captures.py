@@ -347,3 +347,20 @@ def test_unbounded_capture_trains_and_exports(tmp_path, cow):
     vevents = []
     run_to_completion(run_volsdf(vcfg), on_event=vevents.append)
     assert any(isinstance(e, Log) and e.level == "warning" and "no background model" in e.message for e in vevents)
+
+
+def test_corrupt_nerfstudio(tmp_path, cow):
+    truth, pngs = cow
+    write_nerfstudio(tmp_path, truth, pngs, per_frame=False)
+    meta = json.loads((tmp_path / "transforms.json").read_text())
+    meta["camera_model"] = "OPENCV_FISHEYE"
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(UserInputError, match="transforms.json frame 0: camera_model 'OPENCV_FISHEYE'"):
+        read_capture(tmp_path, "nerfstudio")
+    (tmp_path / "transforms.json").write_text('{"fl_x": 50, "frames": [')
+    with pytest.raises(UserInputError, match="transforms.json is not valid JSON"):
+        read_capture(tmp_path, "nerfstudio")
+    meta["camera_model"], meta["frames"][2]["transform_matrix"] = "OPENCV", [[1, 0], [0, 1]]
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(UserInputError, match="transforms.json frame .*transform_matrix"):
+        read_capture(tmp_path, "nerfstudio")

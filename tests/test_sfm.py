@@ -200,7 +200,7 @@ def test_fern_trains(shared_data, tmp_path):
     from pipelines.nerf import NerfConfig, run
 
     shared_data(FERN / "poses_bounds.npy")
-    cfg = NerfConfig(scene=str(FERN), steps=60, downscale=64, batch_rays=256, target_samples=4096, hash_levels=4,
+    cfg = NerfConfig(scene=str(FERN), steps=40, downscale=64, batch_rays=256, target_samples=4096, hash_levels=4,
                      hash_log2_size=12, grid_resolution=32, march_steps=64, preview_every=10, eval_views=1,
                      export=False, out_dir=str(tmp_path / "run"), max_samples=2 ** 14)
     events = []
