@@ -167,6 +167,10 @@ def test_sfm_bad_input(tmp_path, photos):
     (bad / "p1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     with pytest.raises(UserInputError, match="photo p1.jpg cannot be decoded"):
         _drain(sfm.reconstruct(bad, "images", tmp_path / "c3", threads=1))
+    (bad / "p1.jpg").write_bytes((folder / "view_01.png").read_bytes())
+    Image.open(folder / "view_02.png").transpose(Image.Transpose.ROTATE_90).save(bad / "p2.jpg")
+    with pytest.raises(UserInputError, match="photo p2.jpg is 180x240.*p0.jpg is 240x180"):
+        _drain(sfm.reconstruct(bad, "images", tmp_path / "c3", threads=1))
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42 but no movie in here")
     with pytest.raises(UserInputError, match="video clip.mp4"):

@@ -80,7 +80,7 @@ def prepare_photos(folder: Path, dest: Path, max_images: int, max_side: int) -> 
     if len(paths) > max_images:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]
     dest.mkdir(parents=True, exist_ok=True)
-    names = []
+    names, first = [], None
     for i, p in enumerate(paths):
         try:
             with Image.open(p) as img:
@@ -88,6 +88,12 @@ def prepare_photos(folder: Path, dest: Path, max_images: int, max_side: int) -> 
         except Exception as exc:  # PIL raises many types for truncated or foreign files
             raise UserInputError(f"photo {p.name} cannot be decoded ({type(exc).__name__}); remove it or replace "
                                  "it with a PNG or JPEG") from None
+        if first is None:
+            first = (p.name, img.size)
+        elif img.size != first[1]:  # one camera, one orientation: NeRF trains on images of one size
+            raise UserInputError(f"photo {p.name} is {img.size[0]}x{img.size[1]} after resizing but {first[0]} is "
+                                 f"{first[1][0]}x{first[1][1]}; use photos from one camera held one way (all "
+                                 "landscape or all portrait)")
         lossless = p.suffix.lower() == ".png"  # PNGs stay lossless (the held-out pixels a benchmark scores)
         name = f"{i:04d}_{p.stem[:40]}{'.png' if lossless else '.jpg'}"
         img.save(dest / name, **({} if lossless else {"quality": 95}))
