@@ -26,6 +26,7 @@ PYCOLMAP_HINT = ("structure from motion needs pycolmap: pip install pycolmap==4.
                  "and Windows, Python 3.10+); or upload a dataset that already has cameras (COLMAP, LLFF, nerfstudio)")
 MIN_REGISTERED = 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 STAGES = ("reading frames", "extracting features", "matching features", "mapping")
 
 
@@ -179,6 +180,11 @@ def reconstruct(source: Path, kind: str, cache_root: Path, max_images: int = 100
     import pycolmap
 
     source = Path(source)
+    if kind == "video" and source.is_dir():  # a folder (or zip) holding one video
+        videos = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        if len(videos) != 1:
+            raise UserInputError(f"{source.name!r} holds {len(videos)} videos; give one video (or photos)")
+        source = videos[0]
     key = _hash(source, kind, max_images, max_side, pycolmap.__version__)
     work = Path(cache_root) / f"sfm-{key}"
     if (work / "sparse" / "0" / "images.bin").is_file():
