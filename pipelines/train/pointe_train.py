@@ -326,7 +326,8 @@ def export(opts: TrainOptions, ema, cfg: dict, metrics: dict, step: int, data: P
     config = dict(model=cfg, schedule=SCHEDULES.get(opts.model, ""))
     if opts.model == "base":
         config.update(condition="scorer", scorer=data.scorer)
-    what = {"base": "Point-E base model (CLIPImagePointDiffusionTransformer, one scorer-embedding token)",
+    layout = "one scorer-embedding token" if cfg.get("token_cond") else "the scorer embedding added to every point"
+    what = {"base": f"Point-E base model (CLIPImagePointDiffusionTransformer, {layout})",
             "upsample": "Point-E upsampler (UpsamplePointDiffusionTransformer)",
             "sdf": "Point-E SDF model (CrossAttentionPointCloudSDFModel)"}[opts.model]
     manifest = dict(
