@@ -412,10 +412,11 @@ def has_cuda() -> bool:
 
 
 def default_preset(presets: tuple[str, ...], gpu: str = "custom") -> str:
-    """The preset a tab opens on, one a person would wait for here: 'zerogpu' on a ZeroGPU Space (it fits one
-    GPU call), ``gpu`` on another GPU, 'cpu' without one."""
-    if runner.on_zerogpu() and "zerogpu" in presets:
-        return "zerogpu"
+    """The preset a tab opens on, one a person would wait for here: on a ZeroGPU Space (whose main process sees no
+    GPU: runs get one per call) 'zerogpu' where the tab has it, else ``gpu``; ``gpu`` on another GPU, 'cpu'
+    without one."""
+    if runner.on_zerogpu():
+        return "zerogpu" if "zerogpu" in presets else gpu
     return gpu if has_cuda() else "cpu"
 
 

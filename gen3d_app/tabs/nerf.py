@@ -45,9 +45,13 @@ def preset_values(preset):
     return cfg.model, cfg.steps, cfg.downscale
 
 
+def default_preset() -> str:
+    return widgets.default_preset(PRESETS, gpu="fast")  # cpu: the example in minutes on 2 cores
+
+
 def build() -> None:
     scenes = widgets.example_dirs("scenes")
-    default = "fast" if widgets.has_cuda() else "cpu"  # the cpu preset trains the example in minutes on 2 cores
+    default = default_preset()
     model0, steps0, downscale0 = preset_values(default)
     with gr.Row():
         with gr.Column(scale=2, min_width=320):

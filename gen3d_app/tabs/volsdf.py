@@ -24,7 +24,7 @@ FIXED_SECONDS = {"cpu": 90.0, "cuda": 20.0}
 
 
 def default_preset() -> str:
-    return "custom" if widgets.has_cuda() else "cpu"
+    return widgets.default_preset(PRESETS)
 
 
 def estimate(steps, preset) -> str:
