@@ -52,6 +52,12 @@ class VolSDFConfig(PosedImagesConfig):
     """Adam learning rate; 0 picks the field's default (1e-2 hash grid and primitives, 5e-4 harmonic MLP)."""
     random_background: bool = True
     """While training, composite rays of images with alpha on a random colour so empty space must be empty."""
+    background_model: Literal["auto", "none", "nerf"] = "auto"
+    """What lies outside the scene box: 'nerf', a small hash-grid radiance field in mip-NeRF 360's contracted space
+    behind the SDF (NeRF++'s split: real captures' surroundings do not get baked into the SDF); 'none': the plain
+    background colour; 'auto': 'nerf' for real captures, 'none' for Blender scenes."""
+    background_samples: int = 32
+    """Samples per ray of the background model (linear in disparity beyond the scene box)."""
     bound: float = 1.5
     """The scene lies in the box [-bound, bound]^3; rays are sampled, and the mesh extracted, inside it."""
     n_coarse: int = 64
@@ -210,6 +216,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.images import colormap, normals_to_uint8, to_uint8
     from .core.metrics import mse_to_psnr, psnr
     from .core.rays import ray_aabb
+    from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target,
                                  write_cameras)
@@ -224,20 +231,33 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log("loading the scene")
     scene = yield from load_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir, "auto", ("object",))
     root, train, val, bg_level = scene.root, scene.train, scene.val, scene.background
-    if scene.format != "blender" and scene.background == 0.0:
-        yield Log("a real capture: VolSDF has no background model, so the background is fitted inside the scene "
-                  "box with the object (NeRF's unbounded or forward space handles it)", "warning")
+    use_bg = cfg.background_model == "nerf" or (cfg.background_model == "auto" and scene.format != "blender"
+                                                  and train.alphas is None)
+    if use_bg:
+        yield Log("background model: a hash-grid radiance field in contracted space outside the scene box, "
+                  "composited behind the SDF")
+    elif scene.format != "blender" and train.alphas is None:
+        yield Log("a real capture without a background model: the background is fitted inside the scene box with "
+                  "the object (--background-model nerf models it outside)", "warning")
     if scene.format != "blender":  # a capture: its cameras (and SfM points) are shown before training
         yield ctx.artifact("cameras", write_cameras(scene, ctx.path("cameras.json")), "cameras and sparse points")
     yield Log(f"building the {cfg.field} SDF")
     field = build_field(cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)
     modules = torch.nn.ModuleDict({"field": field, "density": density})
+    bg_field = None
+    if use_bg:
+        from .core.fields import NGPField
+
+        bg_field = NGPField(2.0, min(cfg.hash_levels, 12), min(cfg.hash_log2_size, 17)).to(dev)
+        modules["background"] = bg_field
     what = f"({cfg.encoding})" if cfg.field == "neural" else f": {describe_primitives(field)}"
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
               f"{cfg.field} SDF {what} on {dev}")
 
     opt = make_optimizer(cfg, field, density)
+    if bg_field is not None:
+        opt.add_param_group({"params": list(bg_field.parameters()), "lr": 1e-2})
     base_lrs = [g["lr"] for g in opt.param_groups]
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -253,8 +273,14 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
 
     def render(o, d, background, perturb):
         near, far, _ = ray_aabb(o, d, -cfg.bound, cfg.bound)
-        return render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, background, perturb,
-                          cfg.upsample_levels, gradient=cfg.gradient, fd_eps=fd_eps())
+        if bg_field is None:
+            return render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, background, perturb,
+                              cfg.upsample_levels, gradient=cfg.gradient, fd_eps=fd_eps())
+        out = render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, 0.0, perturb,
+                         cfg.upsample_levels, gradient=cfg.gradient, fd_eps=fd_eps())
+        behind = render_background(bg_field, o, d, far, cfg.background_samples, math.sqrt(3) * cfg.bound, perturb)
+        out.rgb = out.rgb + (1 - out.opacity[:, None]) * behind.rgb
+        return out
 
     rays = RayBatches(train, bg_level, cfg.random_background, dev)
     bg = rays.background

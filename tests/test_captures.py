@@ -3,6 +3,7 @@ binary models, written from the shipped cow scene's known cameras (renders made 
 format detection; corrupt files; the real LLFF fern capture (../shared, skipped without it)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import zipfile
@@ -323,13 +324,20 @@ def test_contraction_and_spacing():
 
 def test_unbounded_capture_trains_and_exports(tmp_path, cow):
     """A 360-degree COLMAP capture: NeRF chooses the contracted space, trains, renders a turntable, meshes the
-    unit ball; VolSDF trains the same capture in its box and warns that it has no background model."""
+    unit ball; VolSDF trains the same capture in its box with a background model behind it (or, without one, warns)."""
     from pipelines.events import Log, run_to_completion
     from pipelines.nerf import NerfConfig, run
     from pipelines.volsdf import VolSDFConfig
     from pipelines.volsdf import run as run_volsdf
 
-    truth, pngs = cow
+    import io
+
+    truth, _ = cow
+    pngs = []  # photos have no alpha: the cow on white, as RGB
+    for img in truth.images:
+        buf = io.BytesIO()
+        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
     write_colmap(tmp_path / "cap", truth, pngs, binary=False)
     cfg = NerfConfig(scene=str(tmp_path / "cap"), steps=12, downscale=4, batch_rays=128, target_samples=2048,
                      max_samples=4096, hash_levels=4, hash_log2_size=12, grid_resolution=16, march_steps=32,
@@ -345,8 +353,13 @@ def test_unbounded_capture_trains_and_exports(tmp_path, cow):
                         upsample_levels=1, eikonal_points=32, width=16, hash_levels=2, hash_log2_size=10,
                         eval_views=1, export=False, mesh_resolution=0, out_dir=str(tmp_path / "vrun"))
     vevents = []
-    run_to_completion(run_volsdf(vcfg), on_event=vevents.append)
-    assert any(isinstance(e, Log) and e.level == "warning" and "no background model" in e.message for e in vevents)
+    vdone = run_to_completion(run_volsdf(vcfg), on_event=vevents.append)
+    assert any(isinstance(e, Log) and "background model: a hash-grid" in e.message for e in vevents)
+    assert np.isfinite(vdone.metrics["psnr"])
+    vevents = []
+    run_to_completion(run_volsdf(dataclasses.replace(vcfg, background_model="none", steps=2)), on_event=vevents.append)
+    assert any(isinstance(e, Log) and e.level == "warning" and "without a background model" in e.message
+               for e in vevents)
 
 
 def test_corrupt_nerfstudio(tmp_path, cow):

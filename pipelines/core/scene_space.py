@@ -202,3 +202,24 @@ def forward_path(c2w: torch.Tensor, n: int) -> torch.Tensor:
     a = torch.arange(n) * (2 * math.pi / n)
     out[:, 0, 3], out[:, 1, 3], out[:, 2, 3] = r * torch.cos(a), r * torch.sin(a), float(pos[:, 2].mean())
     return out
+
+
+def render_background(field, o: torch.Tensor, d: torch.Tensor, start: torch.Tensor, n_samples: int, radius: float,
+                      perturb: bool = False, far_factor: float = 1000.0) -> RenderOut:
+    """A background model for a bounded foreground (NeRF++'s idea, with mip-NeRF 360's contraction): ``field``
+    (defined over [-2, 2]^3) sees ``contract(x / radius)`` at samples spaced linearly in disparity from ``start``
+    (R,) (where each ray leaves the foreground's box) to ``far_factor * radius``; composited on black, so the
+    caller puts it behind the foreground: rgb = fg + (1 - fg opacity) * bg."""
+    from .volume import composite
+
+    start = start.clamp_min(1e-2)[:, None]
+    far = far_factor * radius
+    u = torch.rand(o.shape[0], n_samples, device=o.device) if perturb else 0.5
+    s = (torch.arange(n_samples, device=o.device) + u) / n_samples
+    edges = torch.linspace(0, 1, n_samples + 1, device=o.device)
+    disp = lambda s: 1 / (1 / start - s * (1 / start - 1 / far))  # noqa: E731
+    t, bounds = disp(s), disp(edges)
+    delta = bounds[:, 1:] - bounds[:, :-1]
+    x = contract((o[:, None] + t[..., None] * d[:, None]) / radius)
+    sigma, rgb = field(x.reshape(-1, 3), d[:, None].expand_as(x).reshape(-1, 3))
+    return composite(sigma.float().reshape(t.shape), rgb.float().reshape(*t.shape, 3), t, delta, 0.0)
