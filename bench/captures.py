@@ -30,26 +30,13 @@ SMOKE = ["batch_rays=256", "target_samples=4096", "max_samples=16384", "hash_lev
          "grid_resolution=32", "march_steps=64"]
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray):
-    """(s, R, t) minimising |s R src + t - dst|^2."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    u, d, vt = np.linalg.svd(b.T @ a / len(src))
-    e = np.eye(3)
-    e[2, 2] = np.sign(np.linalg.det(u @ vt))
-    r = u @ e @ vt
-    return (d * np.diag(e)).sum() / (a ** 2).sum(1).mean(), r, md - (d * np.diag(e)).sum() / (a ** 2).sum(1).mean() * r @ ms
-
-
 def pose_errors(est: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     """(max rotation error in degrees, max centre error / mean distance of the reference centres from their mean)."""
-    s, r, t = umeyama(est[:, :3, 3], ref[:, :3, 3])
-    centres = s * est[:, :3, 3] @ r.T + t
+    from pipelines.core.cameras import pose_errors as errors
+
+    rot, dist = errors(est, ref)
     spread = np.linalg.norm(ref[:, :3, 3] - ref[:, :3, 3].mean(0), axis=1).mean()
-    pos = np.linalg.norm(centres - ref[:, :3, 3], axis=1).max() / spread
-    rel = np.einsum("ij,njk->nik", r, est[:, :3, :3])
-    cos = ((np.einsum("nji,njk->nik", rel, ref[:, :3, :3]).trace(axis1=1, axis2=2) - 1) / 2).clip(-1, 1)
-    return float(np.degrees(np.arccos(cos)).max()), float(pos)
+    return float(rot.max()), float(dist.max() / spread)
 
 
 def run_sfm(data: Path, work: Path, max_side: int, threads: int) -> tuple[Path, dict]:

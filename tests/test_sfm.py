@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.config import UserInputError
 from pipelines.core import sfm
-from pipelines.core.cameras import Camera, look_at
+from pipelines.core.cameras import Camera, look_at, pose_errors
 from pipelines.core.captures import read_capture
 from pipelines.core.geometry import Mesh
 from pipelines.core.raster import render_mesh
@@ -99,18 +99,6 @@ def photos(tmp_path_factory):
     return folder, cams
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray):
-    """(s, R, t) minimising |s R src + t - dst|^2."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    u, d, vt = np.linalg.svd(b.T @ a / len(src))
-    e = np.eye(3)
-    e[2, 2] = np.sign(np.linalg.det(u @ vt))
-    r = u @ e @ vt
-    s = (d * np.diag(e)).sum() / (a ** 2).sum(1).mean()
-    return s, r, md - s * r @ ms
-
-
 def test_sfm_recovers_the_cameras(photos, tmp_path):
     folder, cams = photos
     events = []
@@ -127,11 +115,8 @@ def test_sfm_recovers_the_cameras(photos, tmp_path):
     true = np.stack([c.c2w.double().numpy() for c in cams])
     idx = [int(p.name[:4]) for p in cap.paths]  # prepare_photos names them NNNN_<stem>.jpg in input order
     true = true[idx]
-    s, r, t = _umeyama(cap.poses[:, :3, 3], true[:, :3, 3])
-    pos_err = np.linalg.norm((s * cap.poses[:, :3, 3] @ r.T + t) - true[:, :3, 3], axis=1) / 1.8
-    rel = np.einsum("ij,njk->nik", r, cap.poses[:, :3, :3])
-    cos = ((np.einsum("nji,njk->nik", rel, true[:, :3, :3]).trace(axis1=1, axis2=2) - 1) / 2).clip(-1, 1)
-    rot_err = np.degrees(np.arccos(cos))
+    rot_err, centre_err = pose_errors(cap.poses, true)
+    pos_err = centre_err / 1.8
     print(f"SfM pose error: rotation max {rot_err.max():.3f} deg, centre max {100 * pos_err.max():.2f} % of the radius")
     assert rot_err.max() < ROT_TOL_DEG and pos_err.max() < POS_TOL
     # A second run on the same upload comes from the cache.
@@ -215,3 +200,22 @@ def test_fern_trains(shared_data, tmp_path):
     print("fern held-out PSNR by preview:", [round(p, 2) for p in psnrs], "final", round(done.metrics["psnr"], 2))
     assert psnrs[-1] > psnrs[0] + 1.0, psnrs
     assert done.metrics["psnr"] > psnrs[0]
+
+
+def test_pose_errors_see_through_a_similarity_and_measure_what_is_left():
+    """Cameras moved by a scale, rotation and shift (what SfM cannot know) have no error; one camera turned by 5
+    degrees about its own centre has exactly that rotation error and no centre error."""
+    rng = np.random.default_rng(0)
+    ref = np.stack([look_at(torch.tensor(rng.normal(size=3) * 2 + [0, 0, 3.0])).double().numpy() for _ in range(8)])
+    c, s = math.cos(0.7), math.sin(0.7)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    est = ref.copy()
+    est[:, :3, :3] = rot @ ref[:, :3, :3]
+    est[:, :3, 3] = 2.5 * ref[:, :3, 3] @ rot.T + [1.0, -2.0, 0.5]
+    angles, dist = pose_errors(est, ref)
+    assert angles.max() < 0.05 and dist.max() < 1e-6  # float32 look_at: arccos near 1 shows ~1e-7 as ~0.03 deg
+    t = math.radians(5.0)
+    turn = np.array([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]])
+    est[3, :3, :3] = est[3, :3, :3] @ turn
+    angles, dist = pose_errors(est, ref)
+    assert abs(angles[3] - 5.0) < 0.01 and np.delete(angles, 3).max() < 0.05 and dist.max() < 1e-6

@@ -94,3 +94,23 @@ def random_camera(generator: torch.Generator, width: int, height: int | None = N
     target = (torch.rand(3, generator=generator) * 2 - 1) * jitter_target
     c2w = look_at(eye, target)
     return CameraSample(Camera.from_fov(c2w, math.radians(fov), width, height or width), elev, azim, r)
+
+
+def pose_errors(est, ref):
+    """How far estimated camera poses (N, >=3, 4 camera-to-world, numpy) are from reference ones, up to the
+    similarity that structure from motion cannot know: Umeyama's least-squares scale, rotation and translation of
+    the camera centres, then per camera the rotation error in degrees and the centre distance (reference units)."""
+    import numpy as np
+
+    src, dst = est[:, :3, 3], ref[:, :3, 3]
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    u, d, vt = np.linalg.svd(b.T @ a / len(src))
+    e = np.eye(3)
+    e[2, 2] = np.sign(np.linalg.det(u @ vt))
+    r = u @ e @ vt
+    s = (d * np.diag(e)).sum() / (a ** 2).sum(1).mean()
+    centres = s * src @ r.T + (md - s * r @ ms)
+    rel = np.einsum("ij,njk->nik", r, est[:, :3, :3])
+    cos = ((np.einsum("nji,njk->nik", rel, ref[:, :3, :3]).trace(axis1=1, axis2=2) - 1) / 2).clip(-1, 1)
+    return np.degrees(np.arccos(cos)), np.linalg.norm(centres - dst, axis=1)
