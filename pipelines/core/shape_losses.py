@@ -1,4 +1,5 @@
-"""Losses and metrics between shapes: Chamfer distance, F-score, voxel IoU, mesh regularisers.
+"""Losses and metrics between shapes: Chamfer distance, F-score, voxel IoU, mesh regularisers, mesh quality
+(normal consistency with the true surface, self-intersections, edge-length spread).
 
 Contract: point sets are (B, N, 3) tensors (unbatched (N, 3) is accepted where noted); per-sample results
 are (B,) tensors so callers can average or report per shape. Nearest neighbours are found exactly (no matmul
@@ -123,3 +124,106 @@ def normal_consistency(verts: torch.Tensor, faces: torch.Tensor, pairs: torch.Te
     v0, v1, v2 = v[:, faces[:, 0]], v[:, faces[:, 1]], v[:, faces[:, 2]]
     n = torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
     return (1 - (n[:, pairs[:, 0]] * n[:, pairs[:, 1]]).sum(-1)).mean()
+
+
+# ------------------------------------------------------------------------------------- mesh quality metrics
+def surface_normal_consistency(pred: torch.Tensor, pred_normals: torch.Tensor, gt: torch.Tensor,
+                               gt_normals: torch.Tensor) -> torch.Tensor:
+    """(B,) mean |cos| between each predicted surface sample's normal and the normal of its nearest true sample
+    (1: the surface is oriented as the truth everywhere; about 0.5 for random directions). The absolute value
+    ignores orientation, so inward-facing or unoriented normals score as outward ones.
+
+    Args:
+        pred, pred_normals: (B, N, 3) samples on the predicted surface and their unit normals.
+        gt, gt_normals: (B, M, 3) samples on the true surface and their unit normals.
+    """
+    pred, pred_normals, gt, gt_normals = map(_batched, (pred, pred_normals, gt, gt_normals))
+    with torch.no_grad():
+        idx = nearest(pred.float(), gt.float())
+        g = torch.gather(gt_normals.float(), 1, idx[..., None].expand(-1, -1, 3))
+        p = torch.nn.functional.normalize(pred_normals.float(), dim=-1)
+        return (p * torch.nn.functional.normalize(g, dim=-1)).sum(-1).abs().mean(-1)
+
+
+def edge_length_spread(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """(B,) standard deviation over mean of the edge lengths: near 0 for an evenly meshed surface, larger where
+    some edges are stretched into spikes and others collapsed."""
+    v = _batched(verts)
+    with torch.no_grad():
+        lengths = (v[:, edges[:, 0]] - v[:, edges[:, 1]]).norm(dim=-1).double()
+        return (lengths.std(-1) / lengths.mean(-1).clamp_min(1e-12)).to(v.dtype)
+
+
+def _orient(a, b, c, d):
+    """Sign-carrying volume of the tetrahedron (a, b, c, d): det[b - a, c - a, d - a] (broadcasts over (..., 3))."""
+    return (torch.linalg.cross(b - a, c - a, dim=-1) * (d - a)).sum(-1)
+
+
+def _segment_hits_triangle(p, q, a, b, c):
+    """(...,) True where the segment pq passes through triangle abc, its edges included (p and q strictly on
+    either side of its plane: a segment that only touches the plane does not count)."""
+    s1, s2 = _orient(a, b, c, p), _orient(a, b, c, q)
+    straddle = s1 * s2 < 0
+    e1, e2, e3 = _orient(p, q, a, b), _orient(p, q, b, c), _orient(p, q, c, a)
+    inside = ((e1 >= 0) & (e2 >= 0) & (e3 >= 0)) | ((e1 <= 0) & (e2 <= 0) & (e3 <= 0))
+    return straddle & inside
+
+
+def triangles_intersect(t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """(P,) True where triangle t1[i] (P, 3, 3) and t2[i] cross: an edge of one passes through the other.
+
+    For triangles in general position this is exact (the segment where two crossing triangles meet ends on
+    edges of them); coplanar overlaps and a vertex or edge that only touches the other's plane are not counted.
+    """
+    t1, t2 = t1.double(), t2.double()
+    hit = torch.zeros(t1.shape[0], dtype=torch.bool, device=t1.device)
+    for s, t in ((t1, t2), (t2, t1)):
+        a, b, c = t.unbind(1)
+        for i, j in ((0, 1), (1, 2), (2, 0)):
+            hit |= _segment_hits_triangle(s[:, i], s[:, j], a, b, c)
+    return hit
+
+
+@torch.no_grad()
+def self_intersecting_faces(verts: torch.Tensor, faces: torch.Tensor, chunk: int = 256,
+                            pair_chunk: int = 1 << 18) -> torch.Tensor:
+    """(F,) bool: faces that cross at least one other face sharing no vertex with them (neighbours, which
+    always touch, are not tested). Sweep and prune picks candidate pairs: faces sorted by their boxes' lowest
+    x, each paired with the later ones whose box starts before its own ends (``chunk`` faces at a time), kept
+    where the boxes overlap in y and z too; the exact test (``triangles_intersect``) runs on the candidates,
+    ``pair_chunk`` at a time.
+
+    Args:
+        verts: (V, 3) one mesh.
+        faces: (F, 3) long.
+    """
+    tri = verts.double()[faces]  # (F, 3, 3)
+    lo, hi = tri.amin(1), tri.amax(1)
+    order = torch.argsort(lo[:, 0])
+    lo_x = lo[order, 0].contiguous()
+    end = torch.searchsorted(lo_x, hi[order, 0].contiguous(), right=True)  # sorted faces [k+1, end) overlap in x
+    F = faces.shape[0]
+    hit = torch.zeros(F, dtype=torch.bool, device=verts.device)
+    for s in range(0, F, chunk):
+        k = torch.arange(s, min(s + chunk, F), device=verts.device)
+        count = (end[k] - k - 1).clamp_min(0)
+        first = k.repeat_interleave(count)
+        offset = torch.arange(int(count.sum()), device=verts.device) - (torch.cumsum(count, 0) - count).repeat_interleave(count)
+        ii, jj = order[first], order[first + 1 + offset]
+        keep = ((lo[ii, 1:] <= hi[jj, 1:]) & (hi[ii, 1:] >= lo[jj, 1:])).all(-1)
+        ii, jj = ii[keep], jj[keep]
+        shared = (faces[ii][:, :, None] == faces[jj][:, None, :]).any(-1).any(-1)
+        ii, jj = ii[~shared], jj[~shared]
+        for p in range(0, len(ii), pair_chunk):
+            a, b = ii[p:p + pair_chunk], jj[p:p + pair_chunk]
+            crossed = triangles_intersect(tri[a], tri[b])
+            hit[a[crossed]] = True
+            hit[b[crossed]] = True
+    return hit
+
+
+def self_intersection_fraction(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(B,) share of faces that cross another, non-adjacent face (``self_intersecting_faces``) of each mesh
+    (B, V, 3) sharing (F, 3) ``faces``: 0 for an embedded surface, larger where it folds through itself."""
+    v = _batched(verts)
+    return torch.stack([self_intersecting_faces(m, faces).float().mean() for m in v])
