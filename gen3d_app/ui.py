@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines import PIPELINES
 
-from . import outputs, widgets
+from . import outputs, runner, widgets
 from .tabs import TABS
 
 CSS = """
@@ -27,7 +27,7 @@ def header_md() -> str:
         if widgets.tiny_mode() else ""
     return (f"# gen3d\nReadable PyTorch implementations of 3D generation methods; every run streams "
             f"live previews, a loss curve and exports (mesh, turntable video).  \n"
-            f"Methods: {methods}  \nDevice: **{widgets.detect_device()}** · one run at a time, others wait in the "
+            f"Methods: {methods}  \nDevice: **{runner.detect_device()}** · one run at a time, others wait in the "
             f"queue; Stop cancels a run and frees its memory.{tiny}")
 
 

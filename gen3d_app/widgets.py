@@ -1,28 +1,25 @@
-"""Panels every tab reuses (run/stop + status, live preview, artifacts) and the one run wiring.
+"""Panels every tab reuses (run/stop + status, live preview, artifacts), the inputs people type, and the one run
+wiring.
 
 Contract: a tab lays out its inputs, calls ``run_panel``, ``preview_panel`` and ``artifacts_panel`` where it
 wants them, then ``wire_run(pipeline, make_config, inputs, ...)``. The run handler loads the pipeline module
 only when a run starts, gives the run a per-session folder, and streams ``stream.drive`` updates. All runs
-share one queue (``concurrency_id="gpu"``, limit ``$GEN3D_GPU_SLOTS``, default 1) and a device pool (one run per
-GPU, free-first); each run's pipeline is advanced by one worker thread that owns it (``stream.drive``), through
-``gpu_events``, the one function that touches CUDA (``spaces.GPU`` on ZeroGPU). Stop cancels the run event,
-which closes the generators down to the pipeline's ``finally:``.
+share one queue and a device pool, and each run's pipeline is advanced by one worker thread that owns it through
+``runner.gpu_events`` (the GPU side lives in ``runner``). Stop cancels the run event, which closes the generators
+down to the pipeline's ``finally:``, and answers once that has happened.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import dataclasses
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -30,93 +27,9 @@ from pipelines import PIPELINES, UserInputError
 
 from . import outputs, runner, stream
 
-REPO = Path(__file__).resolve().parent.parent
-GPU_QUEUE = "gpu"
-RELEASE_WAIT_S = 300.0
-"""How long a run waits for a stopped run to reach its finally: before it starts anyway."""
 log = logging.getLogger("gen3d.app")
 
-
-def gpu_slots() -> int:
-    return max(1, int(os.environ.get("GEN3D_GPU_SLOTS", "1")))
-
-
-POOL = runner.DevicePool(gpu_slots())
-"""A run holds its device from its start until its pipeline's finally: has run (``drive``'s ``on_closed``).
-Gradio frees the queue slot of a cancelled run at once, while the run's current step finishes before the
-pipeline can stop; this keeps the next run from loading onto that GPU before the stopped one has let go."""
-
-GPU_SECONDS_PER_STEP = {"nerf": 0.021, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
-                        "dreamfields": 0.044, "magic3d": 0.068, "pointe": 0.03}
-"""Measured seconds per step on one H200, eager (bench/RESULTS.md): what a ZeroGPU call's duration is computed
-from. DreamFusion: the SD 2.1-base guidance step, 44.6 ms; DreamFields: the default step, 43.9 ms; NeRF fast
-47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 44 steps/s; Magic3D: 65.4 ms a coarse step and
-78.2 a fine one at 512 px (SD 2.1-base architecture), weighted 4:1 as its zerogpu preset; the others are
-estimates until measured."""
-
-
-def wait_for_device(wait_s: float = RELEASE_WAIT_S) -> Iterator[str | None]:
-    """Yields None every 0.25 s while every slot is taken, then the device acquired (the caller gives it back
-    with ``POOL.release``), or "" after ``wait_s`` (then nothing is held and the run starts anyway)."""
-    end = time.monotonic() + wait_s
-    while (device := POOL.try_acquire(timeout=0.25)) is None:
-        if time.monotonic() > end:
-            log.warning("a stopped run still holds the GPU after %.0fs; starting the next one anyway", wait_s)
-            yield ""
-            return
-        yield None
-    yield device
-
-
-GPU_FIXED_SECONDS = {"pointe": 60.0, "magic3d": 40.0}
-"""Loading and export per run where they outweigh the steps: Point-E loads Stable Diffusion, CLIP ViT-L/14 and
-three point models for a run whose sampling takes 2.5 s (bench/pointe.py on an H200); Magic3D bakes a texture."""
-
-
-COMPILE_BREAKEVEN_STEPS = {"dreamfusion": 2500, "dreamfields": 3000, "magic3d": 2500}
-"""Steps from which the tab compiles the prior with CUDA graphs ('reduce-overhead') on a GPU: where the time saved
-pays for compiling. DreamFusion: 13.2 against 44.6 ms a guidance step after about 75 s of compiling (H200,
-bench/RESULTS.md), even at ~2400 steps; DreamFields: 24.2 against 43.9 ms a step, its compile about as long;
-Magic3D (coarse + fine steps): 30.0 / 39.2 against 65.4 / 78.2 ms a coarse / fine step after about 80 s."""
-
-
-def fast_mode(pipeline: str, steps: int) -> str:
-    """The compile mode a tab's run uses: 'reduce-overhead' on CUDA for runs long enough to pay for compiling
-    (``COMPILE_BREAKEVEN_STEPS``), 'off' on a CPU, for short runs, and on ZeroGPU (which forbids torch.compile)."""
-    if runner.on_zerogpu() or not has_cuda() or steps < COMPILE_BREAKEVEN_STEPS.get(pipeline, 10 ** 9):
-        return "off"
-    return "reduce-overhead"
-
-
-def fast_mode_note(pipeline: str) -> str:
-    """What a tab says about its compile mode."""
-    if runner.on_zerogpu():
-        return " On ZeroGPU runs are not compiled (ZeroGPU forbids torch.compile)."
-    if not has_cuda():
-        return ""
-    n = COMPILE_BREAKEVEN_STEPS.get(pipeline)
-    return (f" On this GPU, runs of {n} steps or more compile the prior with CUDA graphs (about a minute of "
-            "compiling, then about 2-3x faster steps); shorter runs stay eager.") if n else ""
-
-
-def gpu_duration(pipeline: str, cfg: Any, device: str | None = None) -> int:
-    """Seconds a ZeroGPU call asks for: the run's steps at the measured cost, plus loading and export."""
-    return runner.run_seconds(int(getattr(cfg, "steps", 0) or 0), GPU_SECONDS_PER_STEP.get(pipeline, 0.05),
-                              fixed_s=GPU_FIXED_SECONDS.get(pipeline, 20.0))
-
-
-@runner.zerogpu(gpu_duration)
-def gpu_events(pipeline: str, cfg: Any, device: str | None = None) -> Iterator[Any]:
-    """The one function that touches CUDA, iterated by the one worker thread that owns the run (``stream.drive``;
-    on ZeroGPU inside the call that holds the GPU, its events coming back pickled: CPU data and file paths)."""
-    _, run_fn = PIPELINES[pipeline].load()
-    if device and device.startswith("cuda"):
-        import torch
-
-        torch.cuda.set_device(device)  # this thread's current device: code that says "cuda" lands here too
-    yield from run_fn(cfg)
-
-
+REPO = Path(__file__).resolve().parent.parent
 def tiny_mode() -> bool:
     """GEN3D_TINY=1: tabs cap their runs to a few steps at tiny resolution (browser tests, CPU demos)."""
     return os.environ.get("GEN3D_TINY", "") not in ("", "0", "false", "False")
@@ -298,7 +211,7 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
         out_dir = outputs.run_dir(key, pipeline)
         cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
         device = None
-        for i, device in enumerate(wait_for_device()):
+        for i, device in enumerate(runner.wait_for_device()):
             if device is None:  # yielding (a no-op update) keeps a waiting run cancellable
                 yield to_components({"status": "**Waiting** for the previous run to free the GPU…"} if i == 0 else {})
         log.info("%s: starting on %s", pipeline, device or "the shared device")
@@ -308,11 +221,11 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
 
         def give_back() -> None:  # once, after the pipeline's finally: (drive's worker calls it)
             if device and given_back.acquire(blocking=False):
-                POOL.release(device)
+                runner.POOL.release(device)
 
         started = False
         try:
-            with contextlib.closing(stream.drive(lambda c: gpu_events(pipeline, c, device), cfg, image_keys,
+            with contextlib.closing(stream.drive(lambda c: runner.gpu_events(pipeline, c, device), cfg, image_keys,
                                                  title=spec.title, on_closed=give_back)) as updates:
                 next(updates)  # drive's own reset: already sent; its worker has started
                 started = True
@@ -373,42 +286,11 @@ def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, A
     comps = {**output_map(run, preview, arts), **(extra_outputs or {})}
     handler = make_handler(pipeline, make_config, comps, tuple(preview.images))
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
-                          concurrency_limit=gpu_slots(), concurrency_id=GPU_QUEUE, show_progress="minimal",
+                          concurrency_limit=runner.gpu_slots(), concurrency_id=runner.GPU_QUEUE, show_progress="minimal",
                           show_progress_on=[run.status], trigger_mode="always_last", api_name=f"run_{pipeline}")
     run.stop.click(stop_handler(pipeline), outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
     return event
-
-
-def detect_device() -> str:
-    """What runs will use, without importing torch unless something else already did."""
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if torch.cuda.is_available():
-            return f"CUDA GPU: {torch.cuda.get_device_name(0)}"
-        return "CPU (no CUDA GPU visible to torch)"
-    smi = shutil.which("nvidia-smi")
-    if not (smi or Path("/proc/driver/nvidia/version").exists()):
-        return "CPU (no NVIDIA GPU found): runs are slow, use few steps"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = ""
-    if "+cpu" in torch_version:
-        return "CPU (a GPU is present but torch is a CPU-only build)"
-    name = ""
-    if smi:
-        try:
-            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=5)
-            name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return f"CUDA GPU: {name}" if name else "CUDA GPU"
-
-
-def has_cuda() -> bool:
-    return detect_device().startswith("CUDA")
 
 
 def default_preset(presets: tuple[str, ...], gpu: str = "custom") -> str:
@@ -417,7 +299,7 @@ def default_preset(presets: tuple[str, ...], gpu: str = "custom") -> str:
     without one."""
     if runner.on_zerogpu():
         return "zerogpu" if "zerogpu" in presets else gpu
-    return gpu if has_cuda() else "cpu"
+    return gpu if runner.has_cuda() else "cpu"
 
 
 # ------------------------------------------------------------------------------------ inputs people type
@@ -493,17 +375,12 @@ def image_file(value: Any) -> str:
 
 
 # -------------------------------------------------------------------------------------------- estimates
-def device_class() -> str:
-    """'cuda' or 'cpu': which table of measured step costs applies."""
-    return "cuda" if has_cuda() else "cpu"
-
-
 def estimate_text(steps: Any, measured: dict[str, dict[str, float]], preset: str | None,
                   fixed: dict[str, float]) -> str:
     """The time a run of ``steps`` will take on this device class, from ``measured[device][preset]`` seconds per
     step (measured, see the tab's constants) plus ``fixed[device]`` seconds (loading, exports). The status shows
     the run's own rate and ETA once it starts."""
-    kind = device_class()
+    kind = runner.device_class()
     per_step = measured.get(kind, {}).get(preset or "custom")
     where = "this GPU" if kind == "cuda" else "this CPU"
     if per_step is None:

@@ -3,20 +3,18 @@ prompt limit, model roots, image uploads), per-session file serving, exports in 
 mesh level, the CLI's usage error and 'auto' prior, and no server paths in messages."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio")
 
-from gen3d_app import outputs, stream, widgets  # noqa: E402
-from pipelines import Done, Log, Preview, Progress, UserInputError  # noqa: E402
+from gen3d_app import outputs, runner, stream, widgets  # noqa: E402
+from pipelines import Done, Log, Progress, UserInputError  # noqa: E402
 from pipelines.core import budget  # noqa: E402
 from pipelines.core.priors import prompts  # noqa: E402
 
@@ -156,7 +154,7 @@ def test_a_non_image_upload_gets_a_message_for_people(tmp_path):
 
 
 def test_estimate_comes_from_the_measured_step_cost(monkeypatch):
-    monkeypatch.setattr(widgets, "has_cuda", lambda: False)
+    monkeypatch.setattr(runner, "has_cuda", lambda: False)
     text = widgets.estimate_text(100, {"cpu": {"cpu": 1.5}}, "cpu", {"cpu": 30.0})
     assert "3m 00s" in text and "1.5 s a step" in text
     assert "No measured step time" in widgets.estimate_text(100, {"cpu": {"cpu": 1.5}}, "quality", {})

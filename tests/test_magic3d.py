@@ -281,7 +281,7 @@ def test_config_presets_and_cli(prior, tmp_path):
 # -------------------------------------------------------------------------------------------------- the tab
 def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
     gr = pytest.importorskip("gradio")
-    from gen3d_app import widgets
+    from gen3d_app import runner, widgets
     from gen3d_app.tabs import magic3d as tab
     from pipelines import Artifact, ArtifactReady, PipelineSpec
     from pipelines.core import priors
@@ -290,7 +290,7 @@ def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
         tab.build()
     by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
     d = Magic3DConfig().with_preset("cpu") if tab.default_preset() == "cpu" else Magic3DConfig()
-    assert tab.default_preset() == ("custom" if widgets.has_cuda() else "cpu") == by_id["magic3d-preset"].value
+    assert tab.default_preset() == ("custom" if runner.has_cuda() else "cpu") == by_id["magic3d-preset"].value
     assert by_id["magic3d-coarse-steps"].value == d.coarse_steps and by_id["magic3d-fine-steps"].value == d.fine_steps
     assert by_id["magic3d-tets"].value == d.tet_resolution and by_id["magic3d-threshold"].value == "auto"
     assert by_id["magic3d-prior"].value == priors.default_diffusion()
@@ -308,7 +308,7 @@ def test_tab_matches_the_config_and_drives_a_run(monkeypatch, tmp_path):
         with pytest.raises(UserInputError):
             tab.make_config(Magic3DConfig, args["prompt"], "", 100, 10, 10, 16, "auto", 0, args["prior"], "custom")
     estimate = tab.estimate(100, 50, "cpu")  # 150 steps at 1.4 s and 90 s of loading and exports on a CPU
-    assert "about **5m 00s**" in estimate if widgets.device_class() == "cpu" else "No measured" in estimate
+    assert "about **5m 00s**" in estimate if runner.device_class() == "cpu" else "No measured" in estimate
     assert tab.preset_values("zerogpu") == (800, 200, 40)
     monkeypatch.setenv("GEN3D_TINY", "1")
     tiny = tab.make_config(Magic3DConfig, "a", "", 100, 5000, 5, 64, "", 0, "", "custom", "/x/coarse.pt")

@@ -99,7 +99,7 @@ def test_handler_pins_each_run_to_a_free_gpu_and_gives_it_back(monkeypatch, tmp_
     monkeypatch.setitem(PIPELINES, "nerf", PipelineSpec("NeRF", mod.__name__, "fake"))
     monkeypatch.setenv("GEN3D_OUTPUTS", str(tmp_path))
     pool = runner.DevicePool(2, devices=lambda: ["cuda:0", "cuda:1"], memory=lambda d: 1)
-    monkeypatch.setattr(widgets, "POOL", pool)
+    monkeypatch.setattr(runner, "POOL", pool)
     handler = widgets.make_handler("nerf", lambda cls, **kw: cls(), {"status": object()}, ())
     req = types.SimpleNamespace(session_hash="s")
     threads = [threading.Thread(target=lambda: list(handler(req))) for _ in range(2)]
@@ -154,11 +154,10 @@ def test_stop_answers_only_once_the_sessions_run_has_closed(monkeypatch, tmp_pat
 
 
 def test_gpu_duration_comes_from_the_steps():
-    from gen3d_app import widgets
 
     cfg = types.SimpleNamespace(steps=1000)
-    assert widgets.gpu_duration("dreamfusion", cfg) == runner.run_seconds(1000, 0.045)
-    assert widgets.gpu_duration("dreamfusion", types.SimpleNamespace(steps=100_000)) == runner.ZEROGPU_MAX_S
+    assert runner.gpu_duration("dreamfusion", cfg) == runner.run_seconds(1000, 0.045)
+    assert runner.gpu_duration("dreamfusion", types.SimpleNamespace(steps=100_000)) == runner.ZEROGPU_MAX_S
 
 
 def test_readme_front_matter_preloads_the_default_models():
@@ -180,17 +179,16 @@ def test_readme_front_matter_preloads_the_default_models():
 
 def test_tabs_compile_long_runs_on_a_gpu_only(monkeypatch):
     """The generative tabs use CUDA graphs where a run pays for compiling, never on a CPU or on ZeroGPU."""
-    from gen3d_app import widgets
     from gen3d_app.tabs import dreamfusion as tab
     from pipelines.dreamfusion import DreamFusionConfig
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     monkeypatch.delenv("GEN3D_TINY", raising=False)
-    monkeypatch.setattr(widgets, "has_cuda", lambda: True)
+    monkeypatch.setattr(runner, "has_cuda", lambda: True)
     long_run = tab.make_config(DreamFusionConfig, "a chair", "", 100.0, 10_000, 0, "embedded", "custom")
     short_run = tab.make_config(DreamFusionConfig, "a chair", "", 100.0, 500, 0, "embedded", "custom")
     assert (long_run.prior_compile, short_run.prior_compile) == ("reduce-overhead", "off")
-    assert "CUDA graphs" in widgets.fast_mode_note("dreamfusion")
+    assert "CUDA graphs" in runner.fast_mode_note("dreamfusion")
     from gen3d_app.tabs import magic3d
     from pipelines.magic3d import Magic3DConfig
 
@@ -198,10 +196,10 @@ def test_tabs_compile_long_runs_on_a_gpu_only(monkeypatch):
           for c, f in ((2000, 1000), (1000, 500))]
     assert [c.prior_compile for c in m3] == ["reduce-overhead", "off"]  # both stages' steps count
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert widgets.fast_mode("dreamfusion", 10_000) == "off" and "ZeroGPU" in widgets.fast_mode_note("dreamfusion")
+    assert runner.fast_mode("dreamfusion", 10_000) == "off" and "ZeroGPU" in runner.fast_mode_note("dreamfusion")
     monkeypatch.delenv("SPACES_ZERO_GPU")
-    monkeypatch.setattr(widgets, "has_cuda", lambda: False)
-    assert widgets.fast_mode("dreamfields", 10_000) == "off"
+    monkeypatch.setattr(runner, "has_cuda", lambda: False)
+    assert runner.fast_mode("dreamfields", 10_000) == "off"
 
 
 def test_zerogpu_presets_fit_one_call_and_open_the_tabs_on_zerogpu(monkeypatch):
@@ -210,7 +208,6 @@ def test_zerogpu_presets_fit_one_call_and_open_the_tabs_on_zerogpu(monkeypatch):
     it would be cut short): its 'zerogpu' preset where it has one, which it does not open on elsewhere."""
     import importlib
 
-    from gen3d_app import widgets
     from pipelines import PIPELINES
 
     tabs = {name: importlib.import_module(f"gen3d_app.tabs.{name}") for name in PIPELINES}
@@ -223,7 +220,7 @@ def test_zerogpu_presets_fit_one_call_and_open_the_tabs_on_zerogpu(monkeypatch):
         cls = PIPELINES[name].load()[0]
         cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
         steps = cfg.coarse_steps + cfg.fine_steps if name == "magic3d" else cfg.steps
-        need = widgets.GPU_FIXED_SECONDS.get(name, 20.0) + steps * widgets.GPU_SECONDS_PER_STEP[name]
+        need = runner.GPU_FIXED_SECONDS.get(name, 20.0) + steps * runner.GPU_SECONDS_PER_STEP[name]
         assert need <= runner.ZEROGPU_MAX_S, (name, preset, need)
         monkeypatch.delenv("SPACES_ZERO_GPU")
         assert tab.default_preset() != "zerogpu"

@@ -179,10 +179,10 @@ def test_nerf_tab_matches_nerf_config(monkeypatch):
     from gen3d_app.ui import build_demo
     from pipelines.nerf import NerfConfig
 
-    from gen3d_app import widgets
+    from gen3d_app import runner
 
     by_id = {b.elem_id: b for b in build_demo().blocks.values() if getattr(b, "elem_id", None)}
-    default = "fast" if widgets.has_cuda() else "cpu"  # the tab opens on the preset that suits the machine
+    default = "fast" if runner.has_cuda() else "cpu"  # the tab opens on the preset that suits the machine
     assert by_id["nerf-preset"].value == default
     d = NerfConfig().with_preset(default)
     assert by_id["nerf-steps"].value == d.steps and by_id["nerf-model"].value == d.model

@@ -7,7 +7,7 @@ import gradio as gr
 
 from pipelines.core.priors import clip
 
-from .. import widgets
+from .. import runner, widgets
 
 PIPELINE = "dreamfields"
 PRESETS = ("custom", "cpu", "fast", "quality", "zerogpu")  # "custom": the config defaults
@@ -37,7 +37,7 @@ def make_config(cls, caption, steps, seed, scorer, preset):
     cfg = widgets.preset_config(cls, preset)
     cfg = dataclasses.replace(cfg, caption=caption, steps=int(steps), seed=int(seed or 0),
                               scorer=widgets.model_source(scorer, clip.default_scorer()))
-    cfg = dataclasses.replace(cfg, scorer_compile=widgets.fast_mode(PIPELINE, cfg.steps))
+    cfg = dataclasses.replace(cfg, scorer_compile=runner.fast_mode(PIPELINE, cfg.steps))
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -59,10 +59,10 @@ def scorer_note() -> str:
                + ", ".join(f"*{e}*" for e in known_examples("scorer")) + "." if clip.embedded_scorer_available()
                else "**No CLIP scorer is available offline:** gen3d does not ship one yet, so a run needs a CLIP "
                     "model from the Hugging Face Hub (downloaded once, ~600 MB) or a local folder.")
-    gpu = "" if widgets.has_cuda() else (" Without a GPU the tab opens on the `cpu` preset (a smaller field and "
+    gpu = "" if runner.has_cuda() else (" Without a GPU the tab opens on the `cpu` preset (a smaller field and "
                                          "renders, a few minutes); the default config takes 30x as long a step.")
     return (f"{offline} The scorer: a Hub id, or a folder of a transformers CLIPModel under the model roots "
-            f"(GEN3D_MODEL_ROOTS).{gpu}{widgets.fast_mode_note(PIPELINE)}")
+            f"(GEN3D_MODEL_ROOTS).{gpu}{runner.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:

@@ -7,7 +7,7 @@ import gradio as gr
 
 from pipelines.core import priors
 
-from .. import widgets
+from .. import runner, widgets
 
 PIPELINE = "dreamfusion"
 PRESETS = ("custom", "cpu", "fast", "quality", "zerogpu")  # "custom": the config defaults; tests check these match the config
@@ -40,7 +40,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior
     cfg = dataclasses.replace(cfg, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=float(guidance_scale), steps=int(steps), seed=int(seed or 0),
                               prior=widgets.model_source(prior, priors.default_diffusion()))
-    cfg = dataclasses.replace(cfg, prior_compile=widgets.fast_mode(PIPELINE, cfg.steps))
+    cfg = dataclasses.replace(cfg, prior_compile=runner.fast_mode(PIPELINE, cfg.steps))
     cfg = widgets.tiny_capped(cfg, TINY)
     return cfg
 
@@ -65,11 +65,11 @@ def prior_note() -> str:
     else:
         offline = ("**No diffusion prior is available offline:** a run needs a Stable Diffusion model from the "
                    "Hugging Face Hub (downloaded once, ~5 GB) or a local folder.")
-    gpu = "" if widgets.has_cuda() else (
+    gpu = "" if runner.has_cuda() else (
         " Without a GPU the tab opens on the `cpu` preset (a smaller render, a few minutes); the default student "
         "takes about ten times as long a step, Stable Diffusion far longer.")
     return (f"{offline} The prior: a Hub id, or a diffusers folder (SD 1.x/2.x) under the model roots "
-            f"(GEN3D_MODEL_ROOTS).{gpu}{widgets.fast_mode_note(PIPELINE)}")
+            f"(GEN3D_MODEL_ROOTS).{gpu}{runner.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from pipelines.core import priors
 
-from .. import widgets
+from .. import runner, widgets
 from .dreamfusion import EMBEDDED_EXAMPLES, EXAMPLES
 
 PIPELINE = "magic3d"
@@ -20,7 +20,7 @@ TINY = dict(coarse_steps=10, fine_steps=10, resolution=32, n_samples=16, hash_le
 STEP_SECONDS = {"cpu": {"cpu": 1.4}}
 """Seconds per step (coarse and fine alike) with the embedded prior and the cpu preset's sizes, measured on this
 project's 2-core CPU machine with OMP_NUM_THREADS=1 while other jobs shared it (2026-12-01: 300 coarse steps at
-1.47 s, 150 fine steps at 1.35 s). GPU step times: widgets.GPU_SECONDS_PER_STEP, from bench/magic3d.py."""
+1.47 s, 150 fine steps at 1.35 s). GPU step times: runner.GPU_SECONDS_PER_STEP, from bench/magic3d.py."""
 FIXED_SECONDS = {"cpu": 90.0, "cuda": 40.0}
 """Loading the prior, the conversion to a tet grid, and the exports (texture baking, turntable)."""
 
@@ -40,7 +40,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, coarse_steps, fine
                               surface_threshold=str(surface_threshold or "auto").strip() or "auto",
                               seed=int(seed or 0), prior=widgets.model_source(prior, priors.default_diffusion()),
                               from_coarse=str(from_coarse or ""))
-    cfg = dataclasses.replace(cfg, prior_compile=widgets.fast_mode(PIPELINE, cfg.coarse_steps + cfg.fine_steps))
+    cfg = dataclasses.replace(cfg, prior_compile=runner.fast_mode(PIPELINE, cfg.coarse_steps + cfg.fine_steps))
     if widgets.tiny_mode():
         cfg = dataclasses.replace(cfg, **{**TINY, "coarse_steps": min(cfg.coarse_steps, TINY["coarse_steps"]),
                                           "fine_steps": min(cfg.fine_steps, TINY["fine_steps"])})
@@ -71,11 +71,11 @@ def prior_note() -> str:
     else:
         embedded = ("**No diffusion prior is available offline:** a run needs a Stable Diffusion model from the "
                     "Hugging Face Hub (downloaded once, ~5 GB) or a local folder. ")
-    gpu = "" if widgets.has_cuda() else " Without a GPU each step takes seconds: use few steps."
+    gpu = "" if runner.has_cuda() else " Without a GPU each step takes seconds: use few steps."
     return (f"{embedded}With Stable Diffusion (the default prior) the coarse stage sees 64 px renders and the fine "
             f"stage 512 px ones, as in the paper. The prior: a Hub id, or a diffusers folder (SD 1.x/2.x) under the "
             f"model roots (GEN3D_MODEL_ROOTS); a run names the prior it used in its log and its files.{gpu}"
-            f"{widgets.fast_mode_note(PIPELINE)}")
+            f"{runner.fast_mode_note(PIPELINE)}")
 
 
 def build() -> None:

@@ -10,7 +10,7 @@ import gradio as gr
 from pipelines.core import priors
 from pipelines.core.priors import point_e
 
-from .. import widgets
+from .. import runner, widgets
 
 PIPELINE = "pointe"
 PRESETS = ("custom", "fast", "quality", "text")  # "custom": the config defaults; tests check these match PointEConfig
@@ -100,7 +100,7 @@ def build() -> None:
             preset = gr.Dropdown(list(PRESETS), value="custom", label="Preset", elem_id="pointe-preset",
                                  info="fast: 32 steps; quality: base1B; text: base40M-textvec, no view")
             steps0, base0, grid0 = preset_values("custom")
-            grid0 = grid0 if widgets.has_cuda() else min(grid0, 64)  # 128^3 SDF queries take ~4 min on 2 cores
+            grid0 = grid0 if runner.has_cuda() else min(grid0, 64)  # 128^3 SDF queries take ~4 min on 2 cores
             base_model = gr.Dropdown(list(point_e.BASE_MODELS), value=base0, label="Base model (real tier)",
                                      elem_id="pointe-base", info="grid models read the view; textvec reads the prompt")
             steps = gr.Slider(1, 128, value=steps0, step=1, label="Sampling steps per stage", elem_id="pointe-steps")
@@ -140,7 +140,7 @@ def build() -> None:
                   text_to_image=text_to_image, guidance_scale=scale, steps=steps, seed=seed, upsample=upsample,
                   mesh=mesh, grid_size=grid_size, preset=preset)
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()) + [cloud],
-                          concurrency_limit=widgets.gpu_slots(), concurrency_id=widgets.GPU_QUEUE,
+                          concurrency_limit=runner.gpu_slots(), concurrency_id=runner.GPU_QUEUE,
                           show_progress="minimal", show_progress_on=[run.status], trigger_mode="always_last",
                           api_name=f"run_{PIPELINE}")
     run.stop.click(widgets.stop_handler(PIPELINE), outputs=[run.status], cancels=[event], queue=False,

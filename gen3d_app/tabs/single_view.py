@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines import PIPELINES, UserInputError
 
-from .. import widgets
+from .. import runner, widgets
 
 PIPELINE = "single_view"
 ASSETS = widgets.REPO / "assets" / "single_view"
@@ -75,7 +75,7 @@ def preset_values(preset):
 
 def build() -> None:
     examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
-    default = "gpu" if widgets.has_cuda() else "cpu"
+    default = "gpu" if runner.has_cuda() else "cpu"
     gr.Markdown(model_status(), elem_id="single_view-model-status")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
@@ -126,8 +126,8 @@ def build() -> None:
 
     inputs = dict(mode=mode, image=image, preset=preset, steps=steps, heads=heads, seed=seed)
     event = run.run.click(run_handler, inputs=None, inputs_kwargs=inputs,
-                          outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=widgets.gpu_slots(),
-                          concurrency_id=widgets.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],
+                          outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=runner.gpu_slots(),
+                          concurrency_id=runner.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],
                           trigger_mode="always_last", api_name=f"run_{PIPELINE}", preprocess=False)
     run.stop.click(lambda: "**Stopped.**", outputs=[run.status], cancels=[event], queue=False,
                    api_visibility="private")
