@@ -5,8 +5,12 @@
         --out-dir bench/results --tag h100
     # score a checkpoint (CPU is fine: a few hundred images)
     python bench/single_view_eval.py score --checkpoint assets/single_view/model --data .data/single_view/pack
-    # the markdown table for bench/RESULTS.md from the JSON files
+    # the markdown table for bench/RESULTS.md from the JSON files (--mesh: the mesh head's quality columns)
     python bench/single_view_eval.py table bench/results/single_view_*.json
+    # 6 held-out inputs (the app's examples) with the three outputs, side by side
+    python bench/single_view_eval.py pictures --checkpoint assets/single_view/model --out bench/results/x.png
+    # CPU sanity check of the mesh regularisers: the shipped encoder frozen, only the mesh decoder fine-tuned
+    python bench/single_view_eval.py mesh-finetune --data assets/single_view/mini.npz --eval-data PACK
 
 Scores: voxel IoU (probability > 0.5), Chamfer distance (squared, both directions, as PyTorch3D's) and
 F-score at 1-5% of the object's size, on every view of the held-out Sweet Home 3D shapes; voxels are scored
@@ -39,6 +43,8 @@ VARIANTS = {
     "mesh-edge-normal": dict(sources="sh3d", heads="mesh", w_edge=1.0, w_normal=0.01),
 }
 """Every variant is scored on the same held-out shapes: the Sweet Home 3D test split."""
+MESH_COLUMNS = ["mesh_f1@0.01", "mesh_f1@0.02", "mesh_f1@0.05", "mesh_cd", "mesh_normal_consistency",
+                "mesh_self_intersection", "mesh_edge_spread"]
 COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.05", "voxels_cd", "points_f1@0.01", "points_f1@0.05",
            "points_cd", "mesh_f1@0.01", "mesh_f1@0.05", "mesh_cd"]
 
@@ -84,9 +90,13 @@ def score(args) -> None:
     cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views)
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     _, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
+    if args.max_shapes:
+        test_idx = test_idx[:args.max_shapes]
     t0 = time.perf_counter()
-    metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev)
-    result = dict(variant="checkpoint", checkpoint=info, metrics=metrics, heldout_shapes=0 if note else len(test_idx),
+    metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev,
+                       on_batch=lambda k, n: print(f"scored {k}/{n} views, {time.perf_counter() - t0:.0f} s", flush=True))
+    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, heldout_shapes=0 if note else len(test_idx),
+                  views_per_shape=args.eval_views or data.images.shape[1],
                   scored_on=scored_on(note),
                   seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
                   date=time.strftime("%Y-%m-%d"), note=note)
@@ -96,19 +106,115 @@ def score(args) -> None:
 
 
 def table(args) -> None:
+    columns = MESH_COLUMNS if args.mesh else COLUMNS
     rows = []
     for p in args.files:
         r = json.loads(Path(p).read_text())
         if "variant" not in r:  # a checkpoint's manifest.json (the shipped model's own held-out scores)
             r = dict(variant=f"checkpoint {Path(p).parent.name} (float32, before int8)", metrics=r["metrics"])
         rows.append(r)
-    print("| variant | train shapes | steps | train s | " + " | ".join(COLUMNS) + " |")
-    print("|---|---:|---:|---:|" + "---:|" * len(COLUMNS))
+    print("| variant | train shapes | steps | train s | " + " | ".join(columns) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(columns))
     for r in rows:
         m = r["metrics"]
-        cells = ["-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in COLUMNS]
+        cells = ["-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns]
         head = [f"{m[k]:.0f}" if k in m else "-" for k in ("train_shapes", "steps", "train_seconds")]
         print(f"| {r['variant']} | " + " | ".join(head + cells) + " |")
+
+
+def pictures(args) -> None:
+    """One row per example input: the input, then voxels, points and mesh seen from the input's side, and the
+    mesh turned 90 degrees (where folds and spikes show)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pipelines.core.images import to_uint8
+    from pipelines.core.raster import render_mesh
+    from pipelines.core.single_view_net import (load_checkpoint, prediction_geometry, prepare_image, preview_images,
+                                                view_camera)
+    from pipelines.single_view import ASSETS
+
+    model, _ = load_checkpoint(args.checkpoint, "cpu")
+    examples = sorted((ASSETS / "examples").glob("*.png"))[:6]
+    rows = []
+    for path in examples:
+        x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            pred = model(x, model.trained_heads)
+        views = preview_images(x[0], pred, model, size=args.size)
+        mesh = prediction_geometry(pred, model)["mesh"]
+        c, s_ = 0.0, 1.0  # 90 degrees about z: the object's right side faces the camera
+        mesh.verts = mesh.verts @ torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]]).T
+        with torch.no_grad():
+            side, _ = render_mesh(mesh, view_camera(args.size), smooth=True)
+        inp = np.asarray(Image.fromarray(views["input"]).resize((args.size, args.size)))
+        rows.append(np.concatenate([inp, views["voxels"], views["points"], views["mesh"], to_uint8(side)], 1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(args.out)
+    print(f"wrote {args.out}: rows {', '.join(p.stem for p in examples)}; columns input, voxels, points, mesh, "
+          "mesh turned 90 degrees")
+
+
+def mesh_finetune(args) -> None:
+    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
+    weights with the training loss of ``single_view._losses`` under each weight setting, then scored."""
+    import copy
+
+    import torch
+
+    from pipelines.core.resnet import normalize
+    from pipelines.core.shape_packs import load_packs
+    from pipelines.core.single_view_net import load_checkpoint
+    from pipelines.single_view import _losses
+
+    torch.manual_seed(0)
+    base, info = load_checkpoint(args.checkpoint, "cpu")
+    train = load_packs(resolve_packs(args.data), "cpu", base.image_size)
+    train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
+    S, V = len(train), train.images.shape[1]
+    si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
+    images = train.images[si, vi].float() / 255
+    _, pts = train.targets(si, vi)
+    with torch.no_grad():  # mirrored copies too, as training's flip
+        feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
+    pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
+    evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
+    test = [i for i, s in enumerate(evaluation.splits) if s == "test"][:args.max_shapes or None]
+    evaluation = evaluation.select(test)
+    results = []
+    for spec in args.arms:
+        weights = dict(kv.split("=") for kv in spec.split(",")) if spec != "none" else {}
+        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
+                               **{k: float(v) for k, v in weights.items()})
+        model = copy.deepcopy(base)
+        steps = 0 if spec == "none" else args.steps
+        opt = torch.optim.Adam(model.mesh_head.parameters(), lr=args.lr)
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
+            verts = model.template_verts + model.mesh_head(feats[b]).view(len(b), -1, 3)
+            loss = _losses({"mesh": verts}, pts[b], pts[b], model, cfg, gen)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        train_s = time.perf_counter() - t0
+        model.eval()
+        metrics = evaluate(model, evaluation, ("mesh",), cfg, torch.device("cpu"))
+        results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
+        print(json.dumps(results[-1]), flush=True)
+    out = dict(checkpoint=info, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
+               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, results=results,
+               device=device_name(), date=time.strftime("%Y-%m-%d"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    print("| arm | steps | " + " | ".join(MESH_COLUMNS) + " |")
+    print("|---|---:|" + "---:|" * len(MESH_COLUMNS))
+    for r in results:
+        m = r["metrics"]
+        print(f"| {r['arm']} | {r['steps']} | " + " | ".join(
+            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in MESH_COLUMNS) + " |")
 
 
 def main() -> None:
@@ -129,11 +235,31 @@ def main() -> None:
     s.add_argument("--data", default=".data/single_view/pack")
     s.add_argument("--device", default="auto")
     s.add_argument("--eval-views", type=int, default=0)
+    s.add_argument("--max-shapes", type=int, default=0, help="score only the first N held-out shapes (0: all)")
+    s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")
     b = sub.add_parser("table", help="markdown table from result JSON files")
     b.add_argument("files", nargs="+")
+    b.add_argument("--mesh", action="store_true", help="the mesh head's quality columns")
+    p = sub.add_parser("pictures", help="6 example inputs with the three outputs, one PNG")
+    p.add_argument("--checkpoint", default="assets/single_view/model")
+    p.add_argument("--size", type=int, default=192)
+    p.add_argument("--out", default="bench/results/single_view_examples.png")
+    f = sub.add_parser("mesh-finetune", help="CPU check of the mesh regularisers: fine-tune the mesh decoder only")
+    f.add_argument("--checkpoint", default="assets/single_view/model")
+    f.add_argument("--data", default="assets/single_view/mini.npz", help="training shapes (its train split)")
+    f.add_argument("--eval-data", default=".data/single_view/pack", help="held-out shapes (its test split)")
+    f.add_argument("--arms", nargs="+", default=["none", "w_laplacian=0.1", "w_laplacian=1,w_edge=1,w_normal=0.01"],
+                   help="weight settings (key=value,...; 'none': the checkpoint unchanged)")
+    f.add_argument("--steps", type=int, default=200)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--eval-views", type=int, default=2)
+    f.add_argument("--max-shapes", type=int, default=0)
+    f.add_argument("--json", default="")
     args = ap.parse_args()
-    {"train": train_variants, "score": score, "table": table}[args.cmd](args)
+    {"train": train_variants, "score": score, "table": table, "pictures": pictures,
+     "mesh-finetune": mesh_finetune}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ MINI_PACK = ASSETS / "mini.npz"
 BUILT_PACKS = Path(".data/single_view/pack")
 HEADS = ("voxels", "points", "mesh")
 THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05)
+MESH_QUALITY = {
+    "mesh_normal_consistency": "mean |cos| between each mesh sample's normal and its nearest true sample's (1 best)",
+    "mesh_self_intersection": "share of faces crossing a non-adjacent face (0 best)",
+    "mesh_edge_spread": "std / mean of the edge lengths (the level-4 template icosphere: 0.065)",
+}
 
 
 @dataclass
@@ -324,11 +329,13 @@ def _manifest(cfg: SingleViewConfig, dev, data_info: dict, metrics: dict, n_scor
                              "bench/single_view_eval.py score re-scores the files")
 
 
-def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32) -> dict[str, float]:
-    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size over held-out views."""
+def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32, on_batch=None) -> dict[str, float]:
+    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size over held-out views, and
+    the mesh's quality (``MESH_QUALITY``; normal consistency only where the data has true normals)."""
     import torch
 
-    from .core.shape_losses import chamfer_distance, f_score, voxel_iou
+    from .core.shape_losses import (chamfer_distance, edge_length_spread, f_score, self_intersection_fraction,
+                                    surface_normal_consistency, voxel_iou)
     from .core.shapes import cubify, sample_surface
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
@@ -358,12 +365,22 @@ def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32)
             if "points" in out:
                 clouds["points"] = out["points"].float()
             if "mesh" in out:
-                clouds["mesh"] = sample_surface(out["mesh"].float(), model.template_faces, gt.shape[1], gen)
+                verts = out["mesh"].float()
+                clouds["mesh"], normals = sample_surface(verts, model.template_faces, gt.shape[1], gen,
+                                                         return_normals=True)
+                gt_normals = data.target_normals(si, vi)
+                if gt_normals is not None:
+                    add("mesh_normal_consistency", surface_normal_consistency(clouds["mesh"], normals, gt, gt_normals))
+                add("mesh_self_intersection", self_intersection_fraction(verts, model.template_faces))
+                add("mesh_edge_spread", edge_length_spread(verts, model.template_edges))
             for name, pc in clouds.items():
                 add(f"{name}_cd", chamfer_distance(pc, gt))
                 for t, f in f_score(pc, gt, THRESHOLDS).items():
                     add(f"{name}_f1@{t:g}", f)
-    order = ["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
+        if on_batch is not None:
+            on_batch(min(i + batch, len(pairs)), len(pairs))
+    order = (["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
+             + list(MESH_QUALITY))
     return {k: float(torch.cat(scores[k]).mean()) for k in order if k in scores}
 
 

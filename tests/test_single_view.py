@@ -71,6 +71,12 @@ def test_builder_writes_renders_grids_samples_and_a_pack(built):
     assert len(data) == 2 and data.images.shape == (2, 3, 3, 32, 32) and data.occupancy.shape == (2, 3, 16, 16, 16)
     occ, pts = data.targets(torch.tensor([0, 1]), torch.tensor([2, 0]))
     assert occ.shape == (2, 16, 16, 16) and pts.abs().max() <= 0.5 + 1e-3
+    # True normals travel in the pack and turn with each view: the box's stay axis-aligned in its view frames
+    # only up to the view's turn about z, so check they are unit and that z normals stay z normals.
+    nrm = data.target_normals(torch.tensor([0, 1]), torch.tensor([2, 0]))
+    assert nrm.shape == pts.shape and torch.allclose(nrm.norm(dim=-1), torch.ones(2, pts.shape[1]), atol=1e-2)
+    canon = data.normals[0]
+    assert torch.allclose(nrm[0][:, 2], canon[:, 2]) and not torch.allclose(nrm[0][:, :2], canon[:, :2], atol=1e-2)
 
 
 def test_builder_is_restartable_and_splits_by_shape(built, tmp_path):
@@ -116,7 +122,9 @@ def test_training_steps_lower_the_loss(tmp_path):
         assert curve[-1][key] < curve[0][key], (key, [c[key] for c in curve])
     previews = [e for e in events if isinstance(e, Preview)]
     assert previews and set(previews[-1].images) == {"input", "voxels", "points", "mesh"}
-    assert {"voxels_iou", "points_f1@0.01", "mesh_f1@0.05", "voxels_cd"} <= set(done.metrics)
+    assert {"voxels_iou", "points_f1@0.01", "mesh_f1@0.05", "voxels_cd", "mesh_self_intersection",
+            "mesh_edge_spread"} <= set(done.metrics)
+    assert "mesh_normal_consistency" not in done.metrics  # the shipped mini pack has no true normals
     assert all(0 <= done.metrics[k] <= 1 for k in done.metrics if "f1" in k or "iou" in k)
     kinds = {a.kind for a in done.artifacts}
     assert {"checkpoint", "voxels", "points", "mesh", "image"} <= kinds

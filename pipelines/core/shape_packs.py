@@ -5,7 +5,8 @@ that training and inference share.
 Contract: a pack is one ``.npz`` per source: ``ids``/``splits``/``sources`` (S,), ``jpeg`` + ``jpeg_offsets``
 (S * V object-cropped RGB views on white, JPEG), ``occupancy`` (S, V, R^3 / 8) packed bits in each view's
 frame, ``points`` (S, P, 3) float16 canonical surface samples, ``view_params`` (S, V, 5): theta, scale and
-centre of each view frame (``to_view``), ``resolution`` and ``meta`` (JSON: name, license, creator per id).
+centre of each view frame (``to_view``), ``resolution`` and ``meta`` (JSON: name, license, creator per id);
+optionally ``normals`` (S, P, 3) float16 unit normals of the points (packs written before 2026-12-01 lack them).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ class ShapeData:
     points: "object"  # (S, P, 3) float32, canonical frame
     view_params: "object"  # (S, V, 5): theta, scale, centre xyz
     meta: dict
+    normals: "object" = None  # (S, P, 3) float32 unit normals of ``points`` (canonical frame), if the pack has them
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,13 +90,21 @@ class ShapeData:
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return ShapeData(pick(self.ids), pick(self.splits), pick(self.sources), self.images[idx],
                          self.occupancy[idx], self.points[idx], self.view_params[idx],
-                         {i: self.meta[i] for i in pick(self.ids)})
+                         {i: self.meta[i] for i in pick(self.ids)},
+                         None if self.normals is None else self.normals[idx])
 
     def targets(self, shape_idx, view_idx):
         """(occupancy (B, R, R, R), points (B, P, 3)) in the chosen views' frames."""
         p = self.view_params[shape_idx, view_idx]
         pts = to_view(self.points[shape_idx], p[:, 0], p[:, 1], p[:, 2:5])
         return self.occupancy[shape_idx, view_idx], pts
+
+    def target_normals(self, shape_idx, view_idx):
+        """(B, P, 3) unit normals of ``targets``' points in the chosen views' frames, or None without normals."""
+        if self.normals is None:
+            return None
+        p = self.view_params[shape_idx, view_idx]
+        return to_view(self.normals[shape_idx], p[:, 0], p[:, 1].new_ones(len(p)), p[:, 2:5] * 0)
 
 
 def split_shapes(data: ShapeData, sources: str, eval_sources: str = "",
@@ -148,7 +158,8 @@ def load_packs(paths: list[Path], device="cpu", image_size: int = 0) -> ShapeDat
         parts.append(ShapeData(list(map(str, data["ids"])), list(map(str, data["splits"])),
                                list(map(str, data["sources"])), images, occ,
                                torch.from_numpy(data["points"].astype(np.float32)),
-                               torch.from_numpy(data["view_params"]), json.loads(str(data["meta"]))))
+                               torch.from_numpy(data["view_params"]), json.loads(str(data["meta"])),
+                               torch.from_numpy(data["normals"].astype(np.float32)) if "normals" in data else None))
     if not parts:
         raise ValueError("no pack files given")
     V = min(p.images.shape[1] for p in parts)
@@ -156,7 +167,8 @@ def load_packs(paths: list[Path], device="cpu", image_size: int = 0) -> ShapeDat
     return ShapeData(sum((p.ids for p in parts), []), sum((p.splits for p in parts), []),
                      sum((p.sources for p in parts), []), cat([p.images[:, :V] for p in parts]),
                      cat([p.occupancy[:, :V] for p in parts]), cat([p.points for p in parts]),
-                     cat([p.view_params[:, :V] for p in parts]), {k: v for p in parts for k, v in p.meta.items()})
+                     cat([p.view_params[:, :V] for p in parts]), {k: v for p in parts for k, v in p.meta.items()},
+                     cat([p.normals for p in parts]) if all(p.normals is not None for p in parts) else None)
 
 
 def credits_markdown(meta: dict, title: str) -> str:

@@ -201,8 +201,9 @@ def _jpeg(rgb, quality: int = 92) -> bytes:
 
 def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
                views: int = 0) -> Path:
-    """One training file for these shapes: cropped JPEG views, occupancy bits, float16 view-frame inputs."""
-    ids, jpegs, occ, pts, params = [], [], [], [], []
+    """One training file for these shapes: cropped JPEG views, occupancy bits, float16 surface points and their
+    normals (canonical frame) with each view's frame parameters."""
+    ids, jpegs, occ, pts, nrm, params = [], [], [], [], [], []
     for rec in records:
         with np.load(shapes_dir / f"{rec['id']}.npz") as z:
             v = len(z["images"]) if not views else min(views, len(z["images"]))
@@ -213,6 +214,7 @@ def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128
             jpegs += [_jpeg(c) for c in crops]
             occ.append(z["occupancy"][:v])
             pts.append(z["points"][:n_points].astype(np.float16))
+            nrm.append(z["normals"][:n_points].astype(np.float16))
             params.append(np.concatenate([z["view_theta"][:v, None], z["view_scale"][:v, None],
                                           z["view_center"][:v]], 1))
     if not ids:
@@ -225,6 +227,7 @@ def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128
     np.savez_compressed(tmp, ids=np.array(ids), splits=np.array([meta[i]["split"] for i in ids]),
              sources=np.array([meta[i]["source"] for i in ids]), jpeg=np.frombuffer(b"".join(jpegs), np.uint8),
              jpeg_offsets=np.concatenate([[0], np.cumsum(lengths)]), occupancy=np.stack(occ), points=np.stack(pts),
+             normals=np.stack(nrm),
              view_params=np.stack(params).astype(np.float32), resolution=np.int32(records[0]["resolution"]),
              meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
