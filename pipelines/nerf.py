@@ -119,10 +119,13 @@ def build_model(cfg: NerfConfig, device, bound: float = 0.0):
     return modules, opt, lr_factor, grid
 
 
-def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_camera=None):
+def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_camera=None,
+                  ndc_extent: tuple[float, float] = (1.0, 1.0)):
     """Returns render(origins, dirs, background, perturb) -> (RenderOut, coarse RenderOut or None), and the
-    marching step. 'forward' warps world rays to NDC (of ``ndc_camera``, the training views' intrinsics) first;
-    'unbounded' samples along whole rays and evaluates the field on contracted points."""
+    marching step. 'forward' warps world rays to NDC (of ``ndc_camera``, the training views' intrinsics, with x and
+    y divided by ``ndc_extent`` so every training ray stays in the box) first, and the fast field's colour sees the
+    world directions (as the NeRF paper's viewdirs: NDC's directions hardly vary within a view); 'unbounded' samples
+    along whole rays and evaluates the field on contracted points."""
     from .core.occupancy import render_rays
     from .core.rays import ray_aabb
     from .core.scene_space import ndc_rays, render_unbounded
@@ -132,8 +135,11 @@ def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_cam
     step_size = 2 * bound / cfg.march_steps
 
     def render(o, d, background, perturb):
+        view_dirs = None
         if space == "forward":
-            o, d = ndc_rays(o, d, ndc_camera.fx, ndc_camera.fy, ndc_camera.width, ndc_camera.height)
+            view_dirs = d
+            o, d = ndc_rays(o, d, ndc_camera.fx, ndc_camera.fy, ndc_camera.width, ndc_camera.height,
+                            extent=ndc_extent)
         if space == "unbounded":
             return render_unbounded(modules["field"], grid, o, d, cfg.unbounded_samples, background, perturb,
                                     max_samples=cfg.max_samples), None
@@ -142,7 +148,7 @@ def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_cam
             return render_hierarchical(modules["coarse"], modules["fine"], o, d, near, far, cfg.n_coarse,
                                        cfg.n_fine, background, perturb)
         return render_rays(modules["field"], grid, o, d, step_size, background, perturb,
-                           max_samples=cfg.max_samples), None
+                           max_samples=cfg.max_samples, view_dirs=view_dirs), None
 
     return render, step_size
 
@@ -187,7 +193,15 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     base_lrs = [g["lr"] for g in opt.param_groups]
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp16-like mantissa for the MLPs, fp32 range
-    render, step_size = make_renderer(cfg, modules, grid, scene.space, train.camera(0))
+    extent = (1.0, 1.0)
+    if scene.space == "forward":
+        from .core.scene_space import ndc_extent
+
+        cam0 = train.camera(0)
+        extent = ndc_extent(train.c2w, cam0.fx, cam0.fy, cam0.width, cam0.height)
+        yield Log(f"NDC: the training views' rays reach x, y up to {extent[0]:.2f}, {extent[1]:.2f}: the field's "
+                  "box is stretched to hold them")
+    render, step_size = make_renderer(cfg, modules, grid, scene.space, train.camera(0), extent)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
     # fast: targets composited on a random colour per ray while training (RayBatches).
     rays = RayBatches(train, scene.background, grid is not None, dev)

@@ -121,7 +121,7 @@ def _in_chunks(fn: Callable, chunk: int, *tensors: torch.Tensor):
 def render_rays(field: Field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
                 step_size: float, background: torch.Tensor | float, perturb: bool = False,
                 generator: torch.Generator | None = None, early_stop_eps: float = 1e-4,
-                max_samples: int = 0, march_factor: int = 8) -> RenderOut:
+                max_samples: int = 0, march_factor: int = 8, view_dirs: torch.Tensor | None = None) -> RenderOut:
     """Occupancy-grid ray marching with a density-only culling pass, then a differentiable pass.
 
     ``max_samples`` (0: no bound) bounds the points any one field evaluation sees. With autograd on (training)
@@ -129,6 +129,9 @@ def render_rays(field: Field, grid: OccupancyGrid, origins: torch.Tensor, dirs: 
     and after culling only the leading rays whose samples fit in ``max_samples`` are rendered, so the returned
     ``RenderOut`` has ``extras['rays']`` rows (the caller keeps that many targets). Without autograd (previews,
     scoring) every ray is rendered and the field is evaluated ``max_samples`` points at a time.
+
+    ``view_dirs`` (R, 3), when given, are the directions the field's colour sees instead of ``dirs`` (NDC rays:
+    the world directions, as the NeRF paper's viewdirs; NDC's own directions nearly all point down +z).
 
     Extras: ``samples`` (rendered), ``rays`` (rows of the result), ``samples_per_ray`` (before the budget cut:
     what a ray costs, for adapting the batch size).
@@ -154,8 +157,10 @@ def render_rays(field: Field, grid: OccupancyGrid, origins: torch.Tensor, dirs: 
     if n_used < n_rays and isinstance(background, torch.Tensor) and background.dim() == 2:
         background = background[:n_used]
 
+    view = dirs if view_dirs is None else view_dirs
+
     def shade(r: torch.Tensor, tt: torch.Tensor):
-        sigma, rgb = field(origins[r] + tt[:, None] * dirs[r], dirs[r])
+        sigma, rgb = field(origins[r] + tt[:, None] * dirs[r], view[r])
         return sigma.float(), rgb.float()
 
     sigma, rgb = shade(ray_idx, t) if training else _in_chunks(shade, max_samples, ray_idx, t)

@@ -129,9 +129,12 @@ def normalize(c2w: np.ndarray, space: str, bounds: np.ndarray | None = None,
 
 
 def ndc_rays(o: torch.Tensor, d: torch.Tensor, fx: float, fy: float, width: int, height: int,
-             near: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+             near: float = 1.0, extent: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """NeRF's normalised device coordinates (Appendix C): rays start on the near plane z = -near, and the frustum
-    maps to [-1, 1]^3 with depth linear in disparity. Returns origins and unit directions (R, 3)."""
+    maps to [-1, 1]^3 with depth linear in disparity. Only the reference camera's frustum fills [-1, 1]^2 in x, y:
+    the other views' rays reach beyond it, so x and y are divided by ``extent`` (``ndc_extent``) to keep every
+    training ray inside the [-1, 1]^3 box the field and occupancy grid cover. Returns origins and unit directions
+    (R, 3)."""
     dz = torch.clamp(d[:, 2], max=-1e-6)  # forward-facing rays look down -z
     t = -(near + o[:, 2]) / dz
     o = o + t[:, None] * d
@@ -139,7 +142,27 @@ def ndc_rays(o: torch.Tensor, d: torch.Tensor, fx: float, fy: float, width: int,
     ax, ay = -2 * fx / width, -2 * fy / height
     o_ndc = torch.stack([ax * o[:, 0] / oz, ay * o[:, 1] / oz, 1 + 2 * near / oz], -1)
     d_ndc = torch.stack([ax * (d[:, 0] / dz - o[:, 0] / oz), ay * (d[:, 1] / dz - o[:, 1] / oz), -2 * near / oz], -1)
+    if extent != (1.0, 1.0):
+        squash = o_ndc.new_tensor([1 / extent[0], 1 / extent[1], 1.0])
+        o_ndc, d_ndc = o_ndc * squash, d_ndc * squash
     return o_ndc, torch.nn.functional.normalize(d_ndc, dim=-1)
+
+
+def ndc_extent(c2w: torch.Tensor, fx: float, fy: float, width: int, height: int, near: float = 1.0,
+               margin: float = 1.05) -> tuple[float, float]:
+    """(x, y) half-extents in NDC (at least 1) that the rays of cameras ``c2w`` (N, 4, 4) reach between the near
+    plane and infinity (z from -1 to 1), times ``margin`` for views between them. A camera's frustum is convex and a
+    ray is a straight line in NDC, so its four corner rays at both ends bound it; fern's views reach about 1.43."""
+    from .rays import pixel_rays
+
+    corners = torch.tensor([[0.0, 0.0], [width, 0.0], [0.0, height], [width, height]])
+    n = c2w.shape[0]
+    px, py = corners[:, 0].repeat(n), corners[:, 1].repeat(n)
+    o, d = pixel_rays(c2w.float().repeat_interleave(4, 0), px, py, fx, fy, width / 2, height / 2)
+    o_ndc, d_ndc = ndc_rays(o, d, fx, fy, width, height, near)
+    t_far = (1 - o_ndc[:, 2]) / d_ndc[:, 2].clamp_min(1e-9)  # where each corner ray reaches z = 1
+    ends = torch.cat([o_ndc, o_ndc + t_far[:, None] * d_ndc])[:, :2].abs().amax(0)
+    return tuple(max(1.0, margin * float(e)) for e in ends)
 
 
 def contract(x: torch.Tensor) -> torch.Tensor:
