@@ -128,3 +128,23 @@ def test_regularisers_on_the_template_sphere_are_small_against_a_crumpled_one():
     for loss in (lambda v: laplacian_smoothing(v, edges), lambda v: normal_consistency(v, ico.faces, pairs),
                  lambda v: edge_length_spread(v, edges)):
         assert float(loss(crumpled)) > 3 * float(loss(ico.verts))
+
+
+def test_training_loss_adds_each_mesh_regulariser_with_its_weight():
+    from pipelines.core.single_view_net import SingleViewModel
+    from pipelines.single_view import SingleViewConfig, _losses
+
+    model = SingleViewModel(width=8, hidden=16, n_points=32, ico_level=2, image_size=32)
+    verts = model.template_verts + 0.02 * torch.randn(2, len(model.template_verts), 3,
+                                                      generator=torch.Generator().manual_seed(0))
+    pts = torch.rand(2, 64, 3, generator=torch.Generator().manual_seed(1)) - 0.5
+    cfg = SingleViewConfig(gt_points=64)
+    assert cfg.w_laplacian > 0 and cfg.w_edge > 0 and cfg.w_normal > 0  # all three on by default
+    parts = _losses({"mesh": verts}, pts, pts, model, cfg, torch.Generator().manual_seed(2))
+    assert {"mesh_cd", "laplacian", "edge", "normal"} <= set(parts)
+    total = parts["mesh_cd"] + cfg.w_laplacian * parts["laplacian"] + cfg.w_edge * parts["edge"] + \
+        cfg.w_normal * parts["normal"]
+    assert float(parts["loss"]) == pytest.approx(float(total), rel=1e-6)
+    off = SingleViewConfig(gt_points=64, w_laplacian=0.0, w_edge=0.0, w_normal=0.0)
+    bare = _losses({"mesh": verts}, pts, pts, model, off, torch.Generator().manual_seed(2))
+    assert float(bare["loss"]) == pytest.approx(float(parts["mesh_cd"]), rel=1e-6)

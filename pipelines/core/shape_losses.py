@@ -208,7 +208,8 @@ def self_intersecting_faces(verts: torch.Tensor, faces: torch.Tensor, chunk: int
         k = torch.arange(s, min(s + chunk, F), device=verts.device)
         count = (end[k] - k - 1).clamp_min(0)
         first = k.repeat_interleave(count)
-        offset = torch.arange(int(count.sum()), device=verts.device) - (torch.cumsum(count, 0) - count).repeat_interleave(count)
+        starts = (torch.cumsum(count, 0) - count).repeat_interleave(count)
+        offset = torch.arange(int(count.sum()), device=verts.device) - starts
         ii, jj = order[first], order[first + 1 + offset]
         keep = ((lo[ii, 1:] <= hi[jj, 1:]) & (hi[ii, 1:] >= lo[jj, 1:])).all(-1)
         ii, jj = ii[keep], jj[keep]
