@@ -53,6 +53,9 @@ class NerfConfig(PosedImagesConfig):
     """fast: log2 of entries per hash-grid level."""
     grid_resolution: int = 128
     """fast: occupancy-grid cells per side."""
+    occupancy_threshold: float = 0.01
+    """fast: a cell is marched while its sigma * step reaches this (or the grid's mean, if lower; nerfacc's 0.01);
+    0: no culling. On fern in NDC (CPU, 300 steps) culling cost 2.5 dB held-out at equal steps."""
     march_steps: int = 600
     """fast: ray-marching steps across the scene box's side (step = 2 * bound / march_steps)."""
     space: Literal["auto", "object", "forward", "unbounded"] = "auto"
@@ -224,7 +227,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         modules.train()
         if grid is not None and (step == 1 or step % 16 == 0):
             with torch.autocast(**amp):
-                grid.update(modules["field"].density, step_size, step, chunk=cfg.max_samples or 2 ** 20)
+                grid.update(modules["field"].density, step_size, step, threshold=cfg.occupancy_threshold,
+                            chunk=cfg.max_samples or 2 ** 20)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, clock.progress(step))
         o, d, target, ray_bg = rays.sample(n_rays, central=grid is None and step <= cfg.precrop_steps)
