@@ -53,9 +53,10 @@ class NerfConfig(PosedImagesConfig):
     """fast: log2 of entries per hash-grid level."""
     grid_resolution: int = 128
     """fast: occupancy-grid cells per side."""
-    occupancy_threshold: float = 0.01
-    """fast: a cell is marched while its sigma * step reaches this (or the grid's mean, if lower; nerfacc's 0.01);
-    0: no culling. On fern in NDC (CPU, 300 steps) culling cost 2.5 dB held-out at equal steps."""
+    occupancy_threshold: float = -1.0
+    """fast: a cell is marched while its sigma * step reaches this (or the grid's mean, if lower); 0: no culling;
+    negative: nerfacc's 0.01, but 0.001 in NDC (forward-facing), where 0.01 culled space the field still needed
+    (fern, CPU, 300 steps, equal steps: held-out 20.8 dB at 0.01, 23.3 at 0.001 and 23.3 without culling)."""
     march_steps: int = 600
     """fast: ray-marching steps across the scene box's side (step = 2 * bound / march_steps)."""
     space: Literal["auto", "object", "forward", "unbounded"] = "auto"
@@ -89,6 +90,8 @@ CONFIG = NerfConfig
 LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
 
 
+OCCUPANCY_THRESHOLD = {"forward": 1e-3}
+"""The occupancy grid's default threshold per space (others: nerfacc's 0.01); see ``occupancy_threshold``."""
 SPACE_BOUND = {"forward": 1.0, "unbounded": 2.0}
 """The field's box in NDC and in contracted space; 'object' uses ``cfg.bound``."""
 
@@ -205,6 +208,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         yield Log(f"NDC: the training views' rays reach x, y up to {extent[0]:.2f}, {extent[1]:.2f}: the field's "
                   "box is stretched to hold them")
     render, step_size = make_renderer(cfg, modules, grid, scene.space, train.camera(0), extent)
+    occ_threshold = cfg.occupancy_threshold if cfg.occupancy_threshold >= 0 else \
+        OCCUPANCY_THRESHOLD.get(scene.space, 0.01)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
     # fast: targets composited on a random colour per ray while training (RayBatches).
     rays = RayBatches(train, scene.background, grid is not None, dev)
@@ -227,7 +232,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         modules.train()
         if grid is not None and (step == 1 or step % 16 == 0):
             with torch.autocast(**amp):
-                grid.update(modules["field"].density, step_size, step, threshold=cfg.occupancy_threshold,
+                grid.update(modules["field"].density, step_size, step, threshold=occ_threshold,
                             chunk=cfg.max_samples or 2 ** 20)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, clock.progress(step))
