@@ -192,13 +192,13 @@ def make_handler(pipeline: str, make_config: Callable[..., Any], comps: dict[str
         log.info("%s: run requested (session %s)", pipeline, key[:8])
         closed = RUNNING[(key, pipeline)] = threading.Event()  # Stop waits for it (stop_handler)
         try:
-            yield from run_session(request, key, values)
+            yield from run_session(key, values)
         finally:
             closed.set()
             if RUNNING.get((key, pipeline)) is closed:
                 del RUNNING[(key, pipeline)]
 
-    def run_session(request: gr.Request, key: str, values: dict[str, Any]):
+    def run_session(key: str, values: dict[str, Any]):
         yield to_components(stream.reset(image_keys, spec.title))
         outputs.sweep()
         try:
