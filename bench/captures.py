@@ -4,6 +4,14 @@ PSNR of the fast NeRF against training time, with LLFF's poses (poses_bounds.npy
     python bench/captures.py --separate --checkpoints 30 60 120 --json bench/results/captures_fern.json   # a GPU
     python bench/captures.py --smoke                                   # a CPU run in a minute or two: tiny everything
 
+A GPU machine without pycolmap trains on SfM poses made elsewhere: ``--sfm-cache DIR`` keeps the SfM result (a
+COLMAP text model, ``sparse/0``, its images named as in the capture's ``images_8/``, and ``sfm.json``: the SfM
+run's numbers and each image's hash; no image copies). An existing cache is used as it is (no pycolmap needed);
+a missing one is made (pycolmap needed). ``--sfm-only`` makes it and stops:
+
+    python bench/captures.py --data .data/fern_llff --poses sfm --sfm-cache .data/fern_sfm --sfm-only --sfm-threads 2
+    python bench/captures.py --data .data/fern_llff --poses llff sfm --sfm-cache .data/fern_sfm --checkpoints 30 60 120
+
 Every 8th image (0, 8, 16) is held out, as in the NeRF paper (vanilla NeRF: 25.17 dB on fern at 1/8 resolution
 after about a day). The fern capture ships at 1/8 size (504x378, ``images_8``); both runs train on those
 pixels in NDC (forward-facing, chosen from the cameras). The SfM run sees the same 20 PNGs and trains and scores
@@ -14,6 +22,8 @@ spread). Runs the same pipeline generator as the app and CLI (exports off); the 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -39,13 +49,26 @@ def pose_errors(est: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return float(rot.max()), float(dist.max() / spread)
 
 
+IMAGES = "images_8"  # the capture's photos SfM sees and both runs train on (504x378 for fern)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def run_sfm(data: Path, work: Path, max_side: int, threads: int) -> tuple[Path, dict]:
+    """pycolmap's SfM on the capture's ``images_8`` photos: (COLMAP-layout folder, the run's numbers)."""
     from pipelines.core import sfm
-    from pipelines.core.captures import read_capture
+
+    if not sfm.have_pycolmap():
+        raise SystemExit("--poses sfm: no SfM cache to use and no pycolmap to make one (" + sfm.PYCOLMAP_HINT + "). "
+                         "Make the cache where pycolmap is installed: python bench/captures.py --data DATA --poses "
+                         "sfm --sfm-cache DIR --sfm-only, and give the same --sfm-cache DIR here")
+    import pycolmap
 
     photos = work / "photos"
     photos.mkdir(parents=True)
-    for p in sorted((data / "images_8").iterdir()):
+    for p in sorted((data / IMAGES).iterdir()):
         shutil.copyfile(p, photos / p.name)
     t0 = time.perf_counter()
     gen = sfm.reconstruct(photos, "images", work / "cache", max_side=max_side, threads=threads)
@@ -57,12 +80,70 @@ def run_sfm(data: Path, work: Path, max_side: int, threads: int) -> tuple[Path, 
     except StopIteration as stop:
         root = stop.value
     seconds = time.perf_counter() - t0
-    est, ref = read_capture(root, "colmap"), read_capture(data, "llff")
-    by_name = {p.stem: i for i, p in enumerate(ref.paths)}
-    idx = [by_name[p.stem[5:]] for p in est.paths]  # prepare_photos names them NNNN_<stem>.png
-    rot, pos = pose_errors(est.poses, ref.poses[idx])
-    return root, {"sfm_s": round(seconds, 1), "registered": f"{len(est)}/{len(ref)}", "points": len(est.xyz),
-                  "rot_err_deg": round(rot, 3), "centre_err": round(pos, 4)}
+    return root, {"sfm_s": round(seconds, 1), "max_side": max_side, "threads": threads,
+                  "pycolmap": pycolmap.__version__}
+
+
+def save_sfm_cache(root: Path, data: Path, cache: Path, row: dict) -> Path:
+    """Writes SfM's model (``root``: ``sfm.reconstruct``'s folder) into ``cache`` as a COLMAP text model whose
+    images carry the capture's own names (``prepare_photos`` named them ``NNNN_<stem>``, NNNN the index in name
+    order), and ``sfm.json`` (``row`` and each image's hash, so a cache of other photos is refused)."""
+    from pipelines.core import colmap_io
+
+    model = colmap_io.read_model(colmap_io.find_model(root))
+    photos = sorted(p for p in (data / IMAGES).iterdir() if p.is_file())
+    for im in model.images.values():
+        src = photos[int(im.name[:4])]
+        if not im.name[5:].startswith(src.stem[:40]):
+            raise SystemExit(f"SfM image {im.name} does not match {src.name}")
+        im.name = src.name
+    shutil.rmtree(cache / "sparse", ignore_errors=True)
+    colmap_io.write_model(model, cache / "sparse" / "0", binary=False)
+    names = sorted(im.name for im in model.images.values())
+    meta = {**row, "registered": f"{len(names)}/{len(photos)}", "points": len(model.xyz), "images": IMAGES,
+            "files": {n: _digest(data / IMAGES / n) for n in names}}
+    (cache / "sfm.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return cache
+
+
+def sfm_scene(data: Path, cache: Path, work: Path) -> tuple[Path, dict]:
+    """A COLMAP-layout scene (``work / "sfm_scene"``: the cached model and copies of the capture's photos it
+    names, checked against their hashes) and the cache's ``sfm.json``; needs no pycolmap."""
+    meta_path = cache / "sfm.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        files = dict(meta["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{meta_path} cannot be read ({type(exc).__name__}); delete {cache} to redo the SfM") from None
+    if not (cache / "sparse" / "0" / "images.txt").is_file():
+        raise SystemExit(f"{cache} has no sparse/0/images.txt; delete it to redo the SfM")
+    scene = work / "sfm_scene"
+    shutil.rmtree(scene, ignore_errors=True)
+    shutil.copytree(cache / "sparse" / "0", scene / "sparse" / "0")
+    (scene / "images").mkdir()
+    for name, digest in files.items():
+        src = data / meta.get("images", IMAGES) / name
+        if not src.is_file() or _digest(src) != digest:
+            raise SystemExit(f"SfM cache {cache} was made from other photos ({src} is missing or differs); give the "
+                             f"capture it was made from, or delete {cache} to redo the SfM")
+        shutil.copyfile(src, scene / "images" / name)
+    return scene, meta
+
+
+def compare_poses(scene: Path, data: Path) -> dict:
+    """SfM's cameras (a cached scene: images named as the capture's) against LLFF's, matched by name."""
+    from pipelines.core.captures import read_capture
+
+    est, ref = read_capture(scene, "colmap"), read_capture(data, "llff")
+    by_name = {p.name: i for i, p in enumerate(ref.paths)}
+    rot, pos = pose_errors(est.poses, ref.poses[[by_name[p.name] for p in est.paths]])
+    return {"points": len(est.xyz), "rot_err_deg": round(rot, 3), "centre_err": round(pos, 4)}
+
+
+def held_out(done) -> list[str]:
+    """The held-out images a run scored, by file name (from its cameras.json)."""
+    path = next(a.path for a in done.artifacts if a.kind == "cameras")
+    return [Path(c["name"]).name for c in json.loads(Path(path).read_text())["cameras"] if c["heldout"]]
 
 
 def main() -> None:
@@ -75,6 +156,9 @@ def main() -> None:
     ap.add_argument("--poses", nargs="+", default=["llff", "sfm"], choices=["llff", "sfm"])
     ap.add_argument("--sfm-threads", type=int, default=0, help="pycolmap threads (0: up to 8)")
     ap.add_argument("--sfm-max-side", type=int, default=1024)
+    ap.add_argument("--sfm-cache", default="", help="folder of a saved SfM result: used when there, else made "
+                    "(pycolmap) and saved there; the GPU runs on it without pycolmap")
+    ap.add_argument("--sfm-only", action="store_true", help="run (or check) the SfM and its cache, train nothing")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU run that exercises every column")
     ap.add_argument("--set", nargs="*", default=[], help="extra NerfConfig overrides, key=value")
@@ -92,13 +176,24 @@ def main() -> None:
 
     import torch
 
-    rows, sfm_row = [], {}
+    rows, sfm_row, held = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="gen3d_captures_") as tmp:
         scenes = {"llff": (data, "llff")}
         if "sfm" in args.poses:
-            root, sfm_row = run_sfm(data, Path(tmp), args.sfm_max_side, args.sfm_threads)
+            cache = Path(args.sfm_cache) if args.sfm_cache else Path(tmp) / "sfm_cache"
+            if (cache / "sfm.json").is_file():
+                print(f"SfM: using the saved result in {cache} (no pycolmap needed)", flush=True)
+            else:
+                root, made = run_sfm(data, Path(tmp) / "sfm", args.sfm_max_side, args.sfm_threads)
+                save_sfm_cache(root, data, cache, made)
+                print(f"SfM: saved to {cache}", flush=True)
+            root, meta = sfm_scene(data, cache, Path(tmp))
+            sfm_row = {k: meta[k] for k in ("sfm_s", "registered", "max_side", "threads", "pycolmap") if k in meta}
+            sfm_row.update(compare_poses(root, data), cache=str(cache))
             print(f"SfM: {sfm_row}", flush=True)
             scenes["sfm"] = (root, "colmap")
+        if args.sfm_only:  # the numbers are in the cache's sfm.json
+            return
         orig_w = float(np.load(data / "poses_bounds.npy")[0, 9])  # LLFF's hwf: the original photos' width
         for poses in args.poses:
             scene, fmt = scenes[poses]
@@ -119,20 +214,26 @@ def main() -> None:
                 done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message,
                                                                                                  flush=True))
                 m = done.metrics
+                held[poses] = held_out(done)
+                print(f"{poses} poses: held-out images {', '.join(held[poses])}", flush=True)
                 for c in budget:
                     tag = "" if c == budget[-1] else f"@{c:g}s"
                     rows.append({"method": f"nerf-fast, {poses} poses", "train_s": c if tag else round(m["train_seconds"], 1),
                                  "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
                                  "steps": int(m.get(f"steps{tag}", 0)), "psnr": round(m.get(f"psnr{tag}", float("nan")), 2),
                                  "ssim": None if tag else round(m["ssim"], 4),
-                                 "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2)})
+                                 "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),
+                                 "held_out": " ".join(held[poses])})
     print_table(rows, [("method", "method", 24), ("train_s", "train s", 8), ("steps", "steps", 7),
                        ("psnr", "PSNR", 7), ("ssim", "SSIM", 7), ("peak_gpu_gb", "peak GB", 8)])
     if sfm_row:
         print(f"structure from motion (CPU, pycolmap): {sfm_row['sfm_s']} s, {sfm_row['registered']} registered, "
               f"{sfm_row['points']} points; against LLFF's poses: rotation <= {sfm_row['rot_err_deg']} deg, centres "
               f"<= {sfm_row['centre_err']} of the camera spread")
-    write_json(args.json, rows, data=str(data), downscale=args.downscale, sfm=sfm_row, held_out="every 8th image")
+    if len({tuple(h) for h in held.values()}) > 1:
+        print(f"WARNING: the runs held out different images ({held}): their PSNRs do not compare", flush=True)
+    write_json(args.json, rows, data=str(data), downscale=args.downscale, sfm=sfm_row, held_out="every 8th image",
+               held_out_images=held)
 
 
 if __name__ == "__main__":

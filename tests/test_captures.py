@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -425,3 +426,71 @@ def test_corrupt_nerfstudio(tmp_path, cow):
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(UserInputError, match="transforms.json frame .*transform_matrix"):
         read_capture(tmp_path, "nerfstudio")
+
+
+def _bench_captures(monkeypatch):
+    """bench/captures.py as a module (its ``common`` import needs bench/ on the path)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_captures", REPO / "bench" / "captures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_trains_on_saved_sfm_poses_without_pycolmap(tmp_path, monkeypatch, cow):
+    """The captures bench on a GPU machine without pycolmap: SfM's model, saved once (``--sfm-cache``) under the
+    capture's own image names, trains with the same held-out images (0, 8) as LLFF's poses; a cache of other photos
+    and a missing cache without pycolmap are refused with a message."""
+    bench = _bench_captures(monkeypatch)
+    truth, pngs = cow
+    data = tmp_path / "capture"  # an LLFF capture shipped at 1/8 size, as fern: images_8/ and full-size hwf
+    write_llff(data, truth, pngs)
+    (data / "images").rename(data / "images_8")
+    pb = np.load(data / "poses_bounds.npy")
+    pb[:, [4, 9, 14]] *= 8
+    np.save(data / "poses_bounds.npy", pb)
+    # What sfm.reconstruct leaves: images NNNN_<stem>.png and a model in SfM's own frame (a similarity away).
+    sfm_root = tmp_path / "sfm_out"
+    c2w = truth.c2w.double().numpy().copy()
+    c, s = np.cos(0.4), np.sin(0.4)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    c2w[:, :3, :3] = rot @ c2w[:, :3, :3]
+    c2w[:, :3, 3] = 3.0 * c2w[:, :3, 3] @ rot.T + [1.0, 2.0, -0.5]
+    names = [f"{i:04d}_img_{i:03d}.png" for i in range(N)]
+    cam = colmap_io.ColmapCamera(1, "PINHOLE", truth.width, truth.height,
+                                 np.array([truth.fx, truth.fy, truth.cx, truth.cy]))
+    images = {i + 1: colmap_io.image_from_c2w(i + 1, c2w[i], 1, n) for i, n in enumerate(names)}
+    colmap_io.write_model(colmap_io.ColmapModel({1: cam}, images, np.random.default_rng(0).normal(size=(50, 3)),
+                                                np.zeros((50, 3), np.uint8)), sfm_root / "sparse" / "0", binary=True)
+    cache = tmp_path / "sfm_cache"
+    bench.save_sfm_cache(sfm_root, data, cache, {"sfm_s": 1.5})
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == \
+        ["cameras.txt", "images.txt", "points3D.txt", "sfm.json"]  # no image copies
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap raises ImportError, as on the GPU
+    scene, meta = bench.sfm_scene(data, cache, tmp_path / "work")
+    assert meta["registered"] == f"{N}/{N}" and meta["sfm_s"] == 1.5
+    cap, ref = read_capture(scene, "colmap"), read_capture(data, "llff")
+    assert [p.name for p in cap.paths] == [p.name for p in ref.paths]
+    errors = bench.compare_poses(scene, data)
+    assert errors["rot_err_deg"] < 0.05 and errors["centre_err"] < 1e-4
+    assert load_split(cap, HOLDOUT).names == ["images/img_000.png", "images/img_008.png"]
+
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", [
+        "captures.py", "--smoke", "--data", str(data), "--poses", "llff", "sfm", "--sfm-cache", str(cache),
+        "--checkpoints", "0.2", "0.4", "--json", str(out), "--set", "unbounded_samples=16"])
+    bench.main()
+    result = json.loads(out.read_text())
+    assert result["held_out_images"] == {"llff": ["img_000.png", "img_008.png"],
+                                         "sfm": ["img_000.png", "img_008.png"]}
+    assert result["sfm"]["registered"] == f"{N}/{N}" and result["sfm"]["rot_err_deg"] < 0.05
+    assert [r["method"] for r in result["rows"]] == ["nerf-fast, llff poses"] * 2 + ["nerf-fast, sfm poses"] * 2
+    assert all(np.isfinite(r["psnr"]) for r in result["rows"])
+
+    (data / "images_8" / "img_003.png").write_bytes(pngs[4])  # other photos than SfM saw
+    with pytest.raises(SystemExit, match="made from other photos"):
+        bench.sfm_scene(data, cache, tmp_path / "work")
+    with pytest.raises(SystemExit, match="pip install pycolmap.*--sfm-cache DIR"):
+        bench.run_sfm(data, tmp_path / "fresh", 256, 1)
