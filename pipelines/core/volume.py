@@ -131,14 +131,18 @@ def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], RenderOut],
 
 def render_hierarchical(coarse: Field, fine: Field, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
                         far: torch.Tensor, n_coarse: int, n_fine: int, background: torch.Tensor | float,
-                        perturb: bool, generator: torch.Generator | None = None) -> tuple[RenderOut, RenderOut]:
+                        perturb: bool, generator: torch.Generator | None = None,
+                        view_dirs: torch.Tensor | None = None) -> tuple[RenderOut, RenderOut]:
     """NeRF's two passes: stratified samples through ``coarse``, then ``n_fine`` more drawn from its weights;
-    ``fine`` sees all n_coarse + n_fine samples. Returns (fine, coarse) results."""
+    ``fine`` sees all n_coarse + n_fine samples. Returns (fine, coarse) results. ``view_dirs`` (R, 3), when given,
+    are the directions the fields' colour sees instead of ``dirs`` (NDC rays: the world directions, the NeRF
+    paper's viewdirs)."""
     n_rays = origins.shape[0]
+    view = dirs if view_dirs is None else view_dirs
 
     def shade(field: Field, t: torch.Tensor) -> RenderOut:
         x = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-        sigma, rgb = field(x.reshape(-1, 3), dirs[:, None, :].expand_as(x).reshape(-1, 3))
+        sigma, rgb = field(x.reshape(-1, 3), view[:, None, :].expand_as(x).reshape(-1, 3))
         return composite(sigma.reshape(n_rays, -1).float(), rgb.reshape(n_rays, -1, 3).float(), t,
                          intervals(t, far), background)
 
