@@ -129,8 +129,9 @@ def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_cam
                   ndc_extent: tuple[float, float] = (1.0, 1.0)):
     """Returns render(origins, dirs, background, perturb) -> (RenderOut, coarse RenderOut or None), and the
     marching step. 'forward' warps world rays to NDC (of ``ndc_camera``, the training views' intrinsics, with x and
-    y divided by ``ndc_extent`` so every training ray stays in the box) first, and the fast field's colour sees the
-    world directions (as the NeRF paper's viewdirs: NDC's directions hardly vary within a view); 'unbounded' samples
+    y divided by ``ndc_extent`` so every training ray stays in the box) first, and the fields' colour (fast and
+    vanilla) sees the world directions (as the NeRF paper's viewdirs: NDC's directions hardly vary within a view);
+    'unbounded' samples
     along whole rays and evaluates the field on contracted points."""
     from .core.occupancy import render_rays
     from .core.rays import ray_aabb
@@ -152,7 +153,7 @@ def make_renderer(cfg: NerfConfig, modules, grid, space: str = "object", ndc_cam
         if grid is None:
             near, far, _ = ray_aabb(o, d, -bound, bound)
             return render_hierarchical(modules["coarse"], modules["fine"], o, d, near, far, cfg.n_coarse,
-                                       cfg.n_fine, background, perturb)
+                                       cfg.n_fine, background, perturb, view_dirs=view_dirs)
         return render_rays(modules["field"], grid, o, d, step_size, background, perturb,
                            max_samples=cfg.max_samples, view_dirs=view_dirs), None
 
@@ -295,7 +296,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
               f"{len(val)} views")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space)
+        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space,
+                           dict(background=float(scene.background), ndc_extent=list(extent)))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 
@@ -313,7 +315,7 @@ def _preview_images(view, to_uint8, colormap) -> dict:
 
 
 def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics,
-            space: str = "object") -> Iterator[Event]:
+            space: str = "object", scene_info: dict | None = None) -> Iterator[Event]:
     """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image, coloured mesh
     (unbounded: of the unit ball around the centre; none for forward-facing) and checkpoint."""
     import numpy as np
@@ -353,8 +355,83 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     else:
         yield from _export_mesh(cfg, ctx, field, bound, budget, metrics)
     yield Log("writing the checkpoint")
-    torch.save({"config": cfg.__dict__, "state": modules.state_dict()}, ctx.path("model.pt"))
+    torch.save(checkpoint(cfg, modules, space, train, val, **(scene_info or {})), ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
+
+
+def _cameras(views) -> dict:
+    """A set of views' cameras as tensors and numbers (``torch.load(weights_only=True)`` reads them back)."""
+    import torch
+
+    k = views.intrinsics if views.intrinsics is not None else \
+        torch.tensor([[views.fx, views.fy, views.cx, views.cy]]).expand(len(views), 4)
+    return {"c2w": views.c2w.float().clone(), "intrinsics": k.float().clone(), "width": int(views.width),
+            "height": int(views.height), "names": list(views.names)}
+
+
+def checkpoint(cfg: NerfConfig, modules, space: str, train, val, background: float = 0.0,
+               ndc_extent=(1.0, 1.0)) -> dict:
+    """What ``model.pt`` holds: the config, the weights, and what re-rendering needs besides them: the scene space,
+    in NDC ('forward') the reference camera and the box's x, y extent the rays were warped with, the background,
+    and the training and held-out cameras (in the normalised frame the field was trained in)."""
+    return {"config": dataclasses.asdict(cfg), "state": modules.state_dict(), "space": space,
+            "background": float(background), "ndc_extent": [float(e) for e in ndc_extent],
+            "cameras": {"train": _cameras(train), "heldout": _cameras(val)}}
+
+
+@dataclass
+class Reloaded:
+    """A NeRF rebuilt from its ``model.pt`` (``load_checkpoint``)."""
+
+    cfg: NerfConfig
+    space: str
+    modules: object
+    render: object  # (origins, dirs) -> RenderOut, as the run's render_view used
+    cameras: dict  # split -> Camera list ('train', 'heldout'), in the trained frame
+
+    def render_view(self, camera, chunk: int = 16384) -> dict:
+        """rgb (H, W, 3), depth and opacity of ``camera`` (a ``core.cameras.Camera``)."""
+        from .core.volume import render_image
+
+        dev = next(self.modules.parameters()).device
+        return render_image(self.render, camera.to(dev), chunk=chunk, device=dev)
+
+
+def load_checkpoint(path: str | Path, device="cpu") -> Reloaded:
+    """A NeRF run's ``model.pt`` back as a renderer: the same model, space, NDC warp (reference camera and extent)
+    and background as when it was trained. Older checkpoints (before the space was stored) load as objects."""
+    import pickle
+
+    import torch
+
+    from .core.cameras import Camera
+
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        fields = {f.name for f in dataclasses.fields(NerfConfig)}
+        cfg = NerfConfig(**{k: v for k, v in saved["config"].items() if k in fields})
+        state = saved["state"]
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, EOFError, ValueError,
+            pickle.UnpicklingError) as exc:
+        raise UserInputError(f"{path.name} is not a NeRF checkpoint ({type(exc).__name__}); give the model.pt a "
+                             "NeRF run wrote") from None
+    space = saved.get("space", "object")
+    cams = {}
+    for split, c in saved.get("cameras", {}).items():
+        cams[split] = [Camera(c["c2w"][i].float(), *(float(v) for v in c["intrinsics"][i]), c["width"], c["height"])
+                       for i in range(len(c["c2w"]))]
+    if space == "forward" and not cams.get("train"):
+        raise UserInputError(f"{path.name}: an NDC (forward-facing) checkpoint without its reference camera; "
+                             "re-train with this version to re-render it")
+    dev = torch.device(device)
+    modules, _, _, grid = build_model(cfg, dev, SPACE_BOUND.get(space, cfg.bound))
+    modules.load_state_dict(state)
+    modules.eval()
+    render, _ = make_renderer(cfg, modules, grid, space, cams["train"][0] if cams.get("train") else None,
+                              tuple(saved.get("ndc_extent", (1.0, 1.0))))
+    bg = torch.full((3,), float(saved.get("background", 0.0)), device=dev)
+    return Reloaded(cfg, space, modules, lambda o, d: render(o, d, bg, False)[0], cams)
 
 
 def _export_mesh(cfg: NerfConfig, ctx: RunContext, field, bound: float, budget: float, metrics) -> Iterator[Event]:
