@@ -127,3 +127,76 @@ def test_v_weighting_counts_high_noise_more_and_bad_names_are_refused():
         raise AssertionError("accepted loss_weight 'x'")
     except ValueError as e:
         assert "eps or v" in str(e)
+
+
+@torch.no_grad()
+def test_v_prediction_returns_eps_from_the_same_weights_and_state_dict():
+    """prediction='v': the network's first C outputs are v, returned as eps = sqrt(ab) v + sqrt(1 - ab) x_t; no
+    parameter or persistent buffer is added (the int8 folders and strict loading are unchanged)."""
+    torch.manual_seed(0)
+    kw = dict(token_cond=False, clip_dim=16, width=32, layers=1, heads=2, n_ctx=8)
+    v_model = CLIPImagePointDiffusionTransformer(prediction="v", **kw).eval()
+    torch.nn.init.normal_(v_model.output_proj.weight)
+    eps_model = CLIPImagePointDiffusionTransformer(**kw).eval()
+    eps_model.load_state_dict(v_model.state_dict(), strict=True)
+    assert set(v_model.state_dict()) == set(eps_model.state_dict())
+    x, t = torch.randn(2, 6, 8), torch.tensor([10, 1000])
+    e = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    raw, got = eps_model(x, t, embeddings=e), v_model(x, t, embeddings=e)
+    ab = torch.tensor(pointe_train.alphas_cumprod("cosine"), dtype=torch.float32)[t][:, None, None]
+    assert torch.allclose(got[:, :6], ab.sqrt() * raw[:, :6] + (1 - ab).sqrt() * x, atol=1e-5)
+    assert torch.equal(got[:, 6:], raw[:, 6:])
+    # a zero v means x0 = sqrt(ab) x_t: at t = 1000 nearly 0 (the mean), whatever the noisy input
+    zero = CLIPImagePointDiffusionTransformer(prediction="v", **kw).eval()  # zero-initialised output
+    eps = zero(x, t, embeddings=e)[:, :6]
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    assert torch.allclose(x0, ab.sqrt() * x, atol=1e-4) and float(x0[1].abs().max()) < 0.1
+    try:
+        CLIPImagePointDiffusionTransformer(prediction="x0", **kw)
+        raise AssertionError("accepted prediction 'x0'")
+    except ValueError as err:
+        assert "'eps' or 'v'" in str(err)
+
+
+def test_tiny_v_training_exports_a_v_model_that_samples(tmp_path):
+    from pipelines.core.point_sampler import BASE_STAGE, sample
+    from pipelines.core.priors.point_e_embedded import load_model_folder
+
+    pack = fake_pack(tmp_path / "p.npz", points=512)
+    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
+                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=2,
+                                     export=str(tmp_path / "pointe" / "base"))
+    assert opts.prediction == "v"  # the default now
+    result = pointe_train.train(opts, log=lambda *_: None)
+    assert {f"x0_mse_t{t}_{c}" for t in (400, 700) for c in ("true", "shuffled", "null")} <= set(result["metrics"])
+    config = json.loads((tmp_path / "pointe" / "base" / "config.json").read_text())
+    assert config["model"]["prediction"] == "v"
+    model, _ = load_model_folder(tmp_path / "pointe" / "base", "cpu")
+    assert model.prediction == "v"
+    stage = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": 2})
+    x = sample(model, {"embeddings": torch.nn.functional.normalize(torch.randn(1, 256), dim=-1)}, 1, None, None,
+               stage, seed=0)
+    assert x.shape == (1, 6, model.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
+    # the eps recipe still writes the config the bases shipped before have (no 'prediction' key)
+    assert "prediction" not in pointe_train.model_config("base", tiny=True, prediction="eps")
+    assert pointe_train.main(["base", "--data", str(pack), "--tiny", "--prediction", "x", "--device", "cpu",
+                              "--out", str(tmp_path / "runs" / "x")]) == 2
+
+
+def test_bayes_yardstick_recovers_points_at_low_noise_and_the_mean_at_high(monkeypatch):
+    """bench/pointe_condition.py's posterior mean, the best x0 any model could predict given the shape."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_pointe_condition", repo / "bench" / "pointe_condition.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    support = torch.tensor([[-0.8, 0.0, 0.0], [0.8, 0.0, 0.0], [0.0, 0.6, 0.2]])
+    x0 = support[[0, 2, 1]]
+    a = torch.tensor(0.999)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * 0.5 * torch.ones(3, 3)
+    assert torch.allclose(bench.posterior_mean(xt, support, a), x0, atol=1e-3)
+    a = torch.tensor(1e-6)
+    assert torch.allclose(bench.posterior_mean(torch.randn(3, 3), support, a), support.mean(0).expand(3, 3),
+                          atol=1e-2)

@@ -146,18 +146,43 @@ class PointDiffusionTransformer(nn.Module):
 
 class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
     """Conditioned on one unit CLIP vector (B, clip_dim) per cloud, image or text (base40M-imagevec/-textvec),
-    scaled by sqrt(clip_dim) to unit variance; a zero vector is the unconditional input."""
+    scaled by sqrt(clip_dim) to unit variance; a zero vector is the unconditional input.
 
-    def __init__(self, token_cond: bool = True, clip_dim: int = 768, **kw):
+    ``prediction='v'`` (the embedded tier's base; every release predicts 'eps'): the network's first C outputs are
+    v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0 (Salimans & Ho) on the cosine schedule, converted here to the noise
+    eps = sqrt(ab_t) v + sqrt(1 - ab_t) x_t, so callers (sampler, losses) still read eps. At high noise an eps
+    network must reproduce its input to 1e-3 for a usable x0 (x0 error = eps error x sqrt(1 / ab_t - 1), 27x at
+    t = 900); a v network predicts about -x0 there, where only the condition says what x0 is. No parameters are
+    added (the schedule is a non-persistent buffer), so the state dict is the same as with 'eps'."""
+
+    def __init__(self, token_cond: bool = True, clip_dim: int = 768, prediction: str = "eps", **kw):
         super().__init__(**kw)
-        self.token_cond = token_cond
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', not {prediction!r}")
+        self.token_cond, self.prediction = token_cond, prediction
         self.clip_embed = nn.Linear(clip_dim, self.backbone.width)
+        if prediction == "v":
+            from .point_sampler import alphas_cumprod
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, **_) -> torch.Tensor:
+            self.register_buffer("ab", torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, raw: bool = False,
+                **_) -> torch.Tensor:
+        """``raw``: the network's outputs as they are (v for a v model: what its training loss compares)."""
         e = self.clip_embed(math.sqrt(embeddings.shape[1]) * embeddings.float())
         if not self.token_cond:  # added to every point, as the official code (the released vec models use a token)
-            return self.run(x, self.embed_time(t), [], add=e)
-        return self.run(x, self.embed_time(t), [], before=(e[:, None],))  # this model's token precedes the time's
+            out = self.run(x, self.embed_time(t), [], add=e)
+        else:
+            out = self.run(x, self.embed_time(t), [], before=(e[:, None],))  # this model's token precedes the time's
+        return out if raw or self.prediction == "eps" else v_to_eps(out, x, self.ab[t], self.input_channels)
+
+
+def v_to_eps(out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, 2C, K) outputs whose first C channels are v, the inputs x_t (B, C, K) and alpha_bar_t (B,) -> the same
+    outputs with eps = sqrt(ab) v + sqrt(1 - ab) x_t in the first C channels (float32; the rest as they are)."""
+    a = ab.float()[:, None, None]
+    eps = a.sqrt() * out[:, :channels].float() + (1 - a).sqrt() * x.float()
+    return torch.cat([eps, out[:, channels:].float()], 1)
 
 
 class CLIPImageGridPointDiffusionTransformer(PointDiffusionTransformer):
