@@ -96,7 +96,7 @@ def tiny(args) -> None:
         optim.step()
     model.eval()
     print(f"{args.shapes} training shapes, width {args.width}, {args.layers} layers, {args.points} points, "
-          f"prediction {args.prediction}, {'token' if args.cond_token else 'added'} condition, {args.steps} steps "
+          f"prediction {args.prediction}, loss {args.loss_weight}, {'token' if args.cond_token else 'added'} condition, {args.steps} steps "
           f"({time.perf_counter() - t0:.0f} s), final loss {float(loss.detach()):.4f}")
     g = torch.Generator().manual_seed(1)
     x0 = pt.make_batch(data, shapes, cfg, opts, g)["x0"]
@@ -119,13 +119,17 @@ def tiny(args) -> None:
                 row.append(float((m - x).square().mean()))
             print(f"| {t} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
         stage = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": 16, "guidance_scale": args.guidance})
-        xyz = sample(model, {"embeddings": e}, len(shapes), None, None, stage, seed=0)[:, :3].transpose(1, 2) / 2
-    f = torch.stack([f_score(xyz, data.xyz[shapes[j:j + 1]].expand(len(shapes), -1, -1), (0.05,))[0.05]
-                     for j in range(len(shapes))], 1)  # (generated from i, scored against j)
-    others = (f.sum() - f.diag().sum()) / (len(shapes) * (len(shapes) - 1))
-    hits = int((f.argmax(1) == torch.arange(len(shapes))).sum())
-    print(f"sampled (16 Heun steps, guidance {args.guidance}): F1@5 % to its own shape {float(f.diag().mean()):.3f}, "
-          f"to the others {float(others):.3f}; nearest its own shape: {hits} / {len(shapes)}")
+        own, other, hits = [], [], 0
+        for seed in range(args.samples):
+            xyz = sample(model, {"embeddings": e}, len(shapes), None, None, stage, seed=seed)[:, :3].transpose(1, 2) / 2
+            f = torch.stack([f_score(xyz, data.xyz[shapes[j:j + 1]].expand(len(shapes), -1, -1), (0.05,))[0.05]
+                             for j in range(len(shapes))], 1)  # (generated from i, scored against j)
+            own.append(float(f.diag().mean()))
+            other.append(float((f.sum() - f.diag().sum()) / (len(shapes) * (len(shapes) - 1))))
+            hits += int((f.argmax(1) == torch.arange(len(shapes))).sum())
+    print(f"sampled (16 Heun steps, guidance {args.guidance}, {args.samples} seeds): F1@5 % to its own shape "
+          f"{sum(own) / len(own):.3f}, to the others {sum(other) / len(other):.3f}; nearest its own shape: {hits} / "
+          f"{len(shapes) * args.samples}")
 
 
 def main() -> None:
@@ -140,7 +144,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--prediction", choices=("eps", "v"), default="v")
-    p.add_argument("--loss-weight", choices=("eps", "v"), default="v")
+    p.add_argument("--loss-weight", choices=pt.LOSS_WEIGHTS, default="v20")
+    p.add_argument("--samples", type=int, default=4, help="tiny: clouds sampled per shape (seeds)")
     p.add_argument("--cond-token", action="store_true")
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--guidance", type=float, default=3.0)

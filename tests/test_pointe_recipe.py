@@ -126,7 +126,7 @@ def test_v_weighting_counts_high_noise_more_and_bad_names_are_refused():
         pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="x"), ab, torch.Generator())
         raise AssertionError("accepted loss_weight 'x'")
     except ValueError as e:
-        assert "eps or v" in str(e)
+        assert "v20" in str(e)
 
 
 @torch.no_grad()
@@ -200,3 +200,27 @@ def test_bayes_yardstick_recovers_points_at_low_noise_and_the_mean_at_high(monke
     a = torch.tensor(1e-6)
     assert torch.allclose(bench.posterior_mean(torch.randn(3, 3), support, a), support.mean(0).expand(3, 3),
                           atol=1e-2)
+
+
+@torch.no_grad()
+def test_v_loss_of_a_v_model_is_its_plain_v_mse():
+    cfg = dict(pointe_train.model_config("base", tiny=True, prediction="v"), n_ctx=16)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.output_proj.weight, std=0.1)
+    x0 = torch.rand(3, 6, 16) * 2 - 1
+    batch = dict(x0=x0, cond=dict(embeddings=torch.zeros(3, 256)))
+    ab = torch.tensor(pointe_train.alphas_cumprod("cosine"), dtype=torch.float32)
+    got = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v"), ab,
+                                     torch.Generator().manual_seed(5)))
+    gen = torch.Generator().manual_seed(5)  # the same draws as loss_of: t, then the noise
+    t = torch.randint(0, pointe_train.TIMESTEPS, (3,), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    a = ab[t][:, None, None]
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    eps_hat = model(xt, t, embeddings=batch["cond"]["embeddings"])[:, :6]
+    want = float(((eps_hat - eps) ** 2 / a).mean())  # v error = eps error / sqrt(alpha_bar)
+    assert abs(got - want) < 1e-3 * want
+    capped = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v20"), ab,
+                                        torch.Generator().manual_seed(5)))
+    assert abs(capped - got) > 1e-4
