@@ -151,6 +151,8 @@ def test_v_prediction_returns_eps_from_the_same_weights_and_state_dict():
     eps = zero(x, t, embeddings=e)[:, :6]
     x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
     assert torch.allclose(x0, ab.sqrt() * x, atol=1e-4) and float(x0[1].abs().max()) < 0.1
+    half = CLIPImagePointDiffusionTransformer(prediction="v", **kw).to(torch.bfloat16)
+    assert half.ab.dtype == torch.float32 and float(1 - half.ab[1]) > 0  # not rounded to 1 in bfloat16
     try:
         CLIPImagePointDiffusionTransformer(prediction="x0", **kw)
         raise AssertionError("accepted prediction 'x0'")

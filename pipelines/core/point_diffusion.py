@@ -162,9 +162,20 @@ class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
         self.token_cond, self.prediction = token_cond, prediction
         self.clip_embed = nn.Linear(clip_dim, self.backbone.width)
         if prediction == "v":
-            from .point_sampler import alphas_cumprod
+            self.register_buffer("ab", self._schedule(None), persistent=False)  # None: build_model's device
 
-            self.register_buffer("ab", torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32), persistent=False)
+    @staticmethod
+    def _schedule(device) -> torch.Tensor:
+        from .point_sampler import alphas_cumprod
+
+        return torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32, device=device)
+
+    def _apply(self, fn, *args, **kw):
+        """``.to(bfloat16)`` would round alpha_bar (1 - ab near t = 0 is lost); the schedule stays float32."""
+        out = super()._apply(fn, *args, **kw)
+        if self.prediction == "v" and self.ab.dtype != torch.float32:
+            self.ab = self._schedule(self.ab.device)
+        return out
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, raw: bool = False,
                 **_) -> torch.Tensor:
