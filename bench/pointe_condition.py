@@ -2,6 +2,7 @@
 
     python bench/pointe_condition.py bayes [--data .data/pointe/pointe_2048.npz] [--shapes 0] [--points 1024]
     python bench/pointe_condition.py tiny  [--shapes 8] [--steps 1000] [--prediction v|eps] [--cond-token]
+    python bench/pointe_condition.py retrieval [--data ...]    # needs the built shapes (.data/pointe/shapes)
 
 ``bayes``: the best x0 error any model could reach on the held-out shapes (the yardstick of ``pointe_train``'s
 ``x0_mse_t*`` lines): the posterior mean of each noisy point given that the cloud is a sample of a known point set
@@ -16,11 +17,16 @@ then its x0 error with the true, shuffled and null condition at t = 400 .. 1000 
 same clouds, and clouds sampled (16 Heun steps, guidance 3) from each shape's condition: F1@5 % to their own
 shape and to the others, and how many are nearest their own shape. A model that memorises 8 shapes and reads its
 condition identifies them all.
+
+``retrieval``: how much shape each candidate condition carries: F1@5 % on the held-out shapes of the training
+shape nearest by the scorer's pooled embedding (what the base reads now), by its 4x4 feature map before pooling
+(the layout of the released base40M's grid tokens), and by the 64 px silhouette (renders from the built shapes).
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from common import REPO
 
@@ -132,9 +138,42 @@ def tiny(args) -> None:
           f"{len(shapes) * args.samples}")
 
 
+def retrieval(args) -> None:
+    import numpy as np
+
+    from pipelines.core.priors.embedded import load_embedded_scorer
+
+    data = load_pack(args.data)
+    shapes_dir = Path(args.data).parent / "shapes"
+    if not (shapes_dir / f"{data.ids[0]}.npz").is_file():
+        raise SystemExit(f"no built shapes in {shapes_dir}: `python -m pipelines pointe data build` writes them")
+    rgba = np.stack([np.load(shapes_dir / f"{i}.npz")["rgba"] for i in data.ids])  # (S, V, 64, 64, 4)
+    s, v = rgba.shape[:2]
+    x = torch.from_numpy(rgba).float() / 255
+    rgb = x[..., :3] * x[..., 3:] + (1 - x[..., 3:])  # on white, as the pack's embeddings
+    scorer = load_embedded_scorer("cpu", "float32")
+    tower = scorer.model.image_tower  # ..., AdaptiveAvgPool2d, Flatten, Linear
+    with torch.no_grad():
+        fmap = tower[:-3](scorer.preprocess(rgb.reshape(s * v, *rgb.shape[2:])))
+        emb = torch.nn.functional.normalize(tower[-3:](fmap), dim=-1)
+    test, train = torch.as_tensor(data.test), torch.as_tensor(data.train)
+    alpha = x[..., 3].reshape(s, v, -1)
+    feats = {"pooled embedding (256)": emb.reshape(s, v, -1), "feature map (4x4x256), centred": fmap.reshape(s, v, -1),
+             "silhouette (64x64), centred": alpha}
+    print(f"retrieval of the nearest training shape (view 0 against all {v} views), {len(test)} held-out shapes")
+    print("| condition | F1@5 % |\n|---|---:|")
+    for name, f in feats.items():
+        if "centred" in name:
+            f = f - f.mean((0, 1), keepdim=True)
+        f = torch.nn.functional.normalize(f, dim=-1)
+        nn_shape = train[(f[test, 0] @ f[train].reshape(-1, f.shape[-1]).T).argmax(1) // v]
+        score = f_score(data.xyz[nn_shape], data.xyz[test], (0.05,))[0.05].mean()
+        print(f"| {name} | {float(score):.3f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("check", choices=("bayes", "tiny"))
+    p.add_argument("check", choices=("bayes", "tiny", "retrieval"))
     p.add_argument("--data", default=str(REPO / ".data" / "pointe" / "pointe_2048.npz"))
     p.add_argument("--shapes", type=int, default=0, help="bayes: held-out shapes (0: all); tiny: training shapes")
     p.add_argument("--points", type=int, default=0, help="points a cloud (0: 1024 bayes, 256 tiny)")
@@ -155,6 +194,8 @@ def main() -> None:
     if args.check == "bayes":
         args.points = args.points or 1024
         bayes(args)
+    elif args.check == "retrieval":
+        retrieval(args)
     else:
         args.shapes, args.points = args.shapes or 8, args.points or 256
         tiny(args)
