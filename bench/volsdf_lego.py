@@ -24,7 +24,8 @@ from pipelines.events import Log, run_to_completion
 from pipelines.volsdf import VolSDFConfig, run
 
 SMOKE = ["batch_rays=256", "n_coarse=16", "n_fine=16", "hash_levels=4", "hash_log2_size=12", "width=32",
-         "eikonal_points=128", "max_views=12"]
+         "eikonal_points=128", "max_views=12", "target_samples=4096", "max_samples=16384", "grid_resolution=32",
+         "march_steps=96"]
 
 
 def main() -> None:
@@ -98,7 +99,8 @@ def main() -> None:
                     "watertight": bool(m.get(f"mesh_watertight{tag}", 0.0)),
                     "beta": round(m["beta"], 5) if not tag else None,
                     "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),
-                    "gradient": cfg.gradient,
+                    "gradient": cfg.gradient, "sampler": cfg.sampler, "overrides": " ".join(args.set),
+                    "rays_per_step": round(m.get("rays_per_step", 0.0)) if not tag else None,
                 })
     if rows:
         print(f"mesh resolution {args.mesh_resolution}^3")

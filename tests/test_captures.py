@@ -399,6 +399,7 @@ def test_unbounded_capture_trains_and_exports(tmp_path, cow):
     assert {"cameras", "video", "checkpoint"} <= kinds
     vcfg = VolSDFConfig(scene=str(tmp_path / "cap"), steps=4, downscale=4, batch_rays=64, n_coarse=8, n_fine=4,
                         upsample_levels=1, eikonal_points=32, width=16, hash_levels=2, hash_log2_size=10,
+                        target_samples=2048, max_samples=2 ** 13, grid_resolution=16, march_steps=64,
                         eval_views=1, export=False, mesh_resolution=0, out_dir=str(tmp_path / "vrun"))
     vevents = []
     vdone = run_to_completion(run_volsdf(dataclasses.replace(vcfg, background_model="nerf")),

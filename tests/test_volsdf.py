@@ -23,7 +23,8 @@ from pipelines.volsdf import VolSDFConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(downscale=16, max_views=12, eval_views=2, preview_every=20, turntable_frames=4, mesh_resolution=32,
-            preview_size=25, device="cpu", batch_rays=256, n_coarse=24, n_fine=16, eikonal_points=128)
+            preview_size=25, device="cpu", batch_rays=256, n_coarse=24, n_fine=16, eikonal_points=128,
+            target_samples=4096, max_samples=2 ** 14, grid_resolution=32, march_steps=96)
 TINY_NEURAL = dict(field="neural", encoding="hash", steps=60, hash_levels=4, hash_log2_size=12, width=32)
 
 
@@ -258,7 +259,8 @@ def test_primitive_recovery(primitive_scene, tmp_path):
     c0, s0 = _errors(truth, start)
     assert c0 > 3 * tol and s0 > 1.5 * tol  # the start is well outside the tolerance
     cfg = VolSDFConfig(scene=str(primitive_scene), field="primitives", primitives=str(tmp_path / "start.json"),
-                       steps=300, batch_rays=512, n_coarse=16, n_fine=16, eikonal_points=64, bound=1.0,
+                       sampler="surface", steps=300, batch_rays=512, n_coarse=16, n_fine=16, eikonal_points=64,
+                       bound=1.0,
                        preview_every=100, eval_views=2, turntable_frames=2, mesh_resolution=48, preview_size=32,
                        device="cpu", out_dir=str(tmp_path / "run"))
     events = list(run(cfg))
@@ -309,7 +311,8 @@ def test_stop_closes_the_run_and_frees(monkeypatch, primitive_scene, tmp_path):
 
     freed = []
     monkeypatch.setattr(config.RunContext, "free", lambda self: freed.append(True))
-    gen = run(VolSDFConfig(scene=str(primitive_scene), field="primitives", steps=1000, batch_rays=64, n_coarse=8,
+    gen = run(VolSDFConfig(scene=str(primitive_scene), field="primitives", sampler="surface", steps=1000,
+                           batch_rays=64, n_coarse=8,
                            n_fine=8, device="cpu", out_dir=str(tmp_path)))
     for ev in gen:
         if isinstance(ev, Progress):
@@ -353,7 +356,8 @@ def test_cli_help_and_a_primitives_run(primitive_scene, tmp_path):
     sub = _cli("volsdf", "--help")
     assert sub.returncode == 0 and "--eikonal-weight" in sub.stdout and "--preset" in sub.stdout
     res = _cli("volsdf", "--scene", str(primitive_scene), "--field", "primitives", "--steps", "20", "--batch-rays",
-               "128", "--n-coarse", "12", "--n-fine", "8", "--preview-every", "10", "--eval-views", "1",
+               "128", "--sampler", "surface", "--n-coarse", "12", "--n-fine", "8", "--preview-every", "10",
+               "--eval-views", "1",
                "--turntable-frames", "2", "--mesh-resolution", "24", "--device", "cpu", "--out-dir", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "20/20" in res.stderr and "box0" in res.stderr  # progress bar and the primitives' parameters
@@ -373,7 +377,8 @@ def test_runs_from_an_uploaded_zip(primitive_scene, tmp_path):
     with zipfile.ZipFile(upload, "w") as zf:
         for f in primitive_scene.rglob("*"):
             zf.write(f, Path("primitives") / f.relative_to(primitive_scene))  # zipped with its folder
-    done = run_to_completion(run(VolSDFConfig(scene=str(upload), field="primitives", steps=5, batch_rays=64,
+    done = run_to_completion(run(VolSDFConfig(scene=str(upload), field="primitives", sampler="surface", steps=5,
+                                              batch_rays=64,
                                               n_coarse=8, n_fine=8, eval_views=1, export=False, mesh_resolution=16,
                                               device="cpu", out_dir=str(tmp_path / "run"))))
     assert math.isfinite(done.metrics["psnr"]) and "center_error" in done.metrics  # its primitives.json was found

@@ -103,7 +103,8 @@ def composite_packed(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, de
     color = rgb.new_zeros(n_rays, 3).index_add(0, ray_idx, weights[:, None] * rgb)
     depth = sigma.new_zeros(n_rays).index_add(0, ray_idx, weights * t) / opacity.clamp_min(1e-6)
     color = color + (1.0 - opacity[:, None]) * torch.as_tensor(background, dtype=color.dtype, device=color.device)
-    return RenderOut(color, depth, opacity, {"weights": weights, "transmittance": trans, "samples": len(t)})
+    return RenderOut(color, depth, opacity, {"weights": weights, "transmittance": trans, "samples": len(t),
+                                             "ray_idx": ray_idx})
 
 
 def intervals(t: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
