@@ -114,6 +114,20 @@ def event_printer(every: int = 1000) -> Callable:
     return show
 
 
+def image_side(scene: str | Path, downscale: int = 1) -> int:
+    """The width in pixels the pipelines train a Blender scene at: its first training image's, over ``downscale``."""
+    import json
+
+    from PIL import Image
+
+    root = Path(scene)
+    frame = json.loads((root / "transforms_train.json").read_text())["frames"][0]["file_path"]
+    path = root / frame
+    path = path if path.suffix else path.with_suffix(".png")
+    with Image.open(path) as im:
+        return im.width // downscale
+
+
 def scene_for_split(data: str | Path, split: str) -> Path:
     """A scene folder whose held-out split (what the pipelines score) is ``split`` ('val' or 'test') of ``data``.
 

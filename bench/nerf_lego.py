@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from common import LEGO, apply_overrides, print_table, profile, scene_for_split, write_json
+from common import LEGO, apply_overrides, image_side, print_table, profile, scene_for_split, write_json
 
 from pipelines.events import Log, run_to_completion
 from pipelines.nerf import NerfConfig, run
@@ -76,7 +76,7 @@ def main() -> None:
             for c in budget:
                 tag = "" if c == budget[-1] else f"@{c:g}s"
                 rows.append({
-                    "method": f"nerf-{model}", "size": f"lego {400 // args.downscale}px, "
+                    "method": f"nerf-{model}", "size": f"lego {image_side(scene, args.downscale)}px, "
                     f"{args.eval_views or 'all'} {args.eval_split} views", "eval_split": args.eval_split,
                     "train_s": c if tag else round(m["train_seconds"], 1),
                     "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
