@@ -96,3 +96,20 @@ def test_marched_render_trains_under_a_sample_budget():
     (out.rgb.sum() + out.opacity.sum()).backward()
     assert dens.b.grad is not None and math.isfinite(float(dens.b.grad))
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
+
+
+def test_geometry_and_gradient_in_one_pass_matches_separate_calls():
+    from pipelines.core.sdf import NeuralSDF, fd_gradient, geometry_and_gradient, sdf_gradient
+
+    torch.manual_seed(0)
+    field = NeuralSDF(1.5, "hash", width=16, depth=2, feature_dim=4, hash_levels=4, hash_log2_size=10)
+    x = (torch.rand(50, 3) * 2 - 1) * 1.2
+    sdf, feat, grad = geometry_and_gradient(field, x, "finite_difference", 1e-3)
+    ref_sdf, ref_feat = field.geometry(x)
+    assert torch.allclose(sdf, ref_sdf, atol=1e-6) and torch.allclose(feat, ref_feat, atol=1e-6)
+    assert torch.allclose(grad, fd_gradient(field.sdf, x, 1e-3), atol=1e-5)
+    assert sdf.requires_grad and grad.requires_grad  # trains the field to first order
+    with torch.no_grad():
+        sdf_a, _, grad_a = geometry_and_gradient(field, x, "analytic")
+    assert not sdf_a.requires_grad and not grad_a.requires_grad
+    assert torch.allclose(grad_a, sdf_gradient(field.sdf, x), atol=1e-6)

@@ -332,6 +332,29 @@ def fd_gradient(sdf_fn, x: torch.Tensor, eps: float) -> torch.Tensor:
     return ((d[:3] - d[3:]) / (2 * eps)).T
 
 
+def geometry_and_gradient(field, x: torch.Tensor, method: str = "analytic", eps: float = 1e-3):
+    """(sdf (N,), features (N, F), d sdf / dx (N, 3)) at ``x``, the gradient by ``method``: 'analytic' (autograd;
+    its graph kept for a double backward when autograd is on) or 'finite_difference' (central differences,
+    evaluated in the same ``field.geometry`` call as the points themselves: one pass of 7 N points, fewer kernel
+    launches than two). Under ``torch.no_grad`` everything comes back detached."""
+    n = x.shape[0]
+    if method == "finite_difference":
+        offsets = torch.eye(3, device=x.device, dtype=x.dtype) * eps
+        x = x.detach()
+        pts = torch.cat([x[None], x[None] + offsets[:, None], x[None] - offsets[:, None]]).reshape(-1, 3)
+        sdf_all, feat_all = field.geometry(pts)
+        d = sdf_all[n:].reshape(6, n).to(x.dtype)
+        return sdf_all[:n], feat_all[:n], ((d[:3] - d[3:]) / (2 * eps)).T
+    training = torch.is_grad_enabled()
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        sdf, feat = field.geometry(xg)
+        (grad,) = torch.autograd.grad(sdf, xg, torch.ones_like(sdf), create_graph=training)
+    if not training:
+        sdf, feat, grad = sdf.detach(), feat.detach(), grad.detach()
+    return sdf, feat, grad
+
+
 def sdf_gradient_by(method: str, sdf_fn, x: torch.Tensor, eps: float = 1e-3, create_graph: bool = False):
     """``sdf_gradient`` ('analytic') or ``fd_gradient`` ('finite_difference'); the latter keeps its graph when
     autograd is on and ``create_graph``."""
@@ -432,17 +455,7 @@ def render_sdf(field, density: LaplaceDensity, origins: torch.Tensor, dirs: torc
                                  generator)
     x = (origins[:, None, :] + t[..., None] * dirs[:, None, :]).reshape(-1, 3)
     view = dirs[:, None, :].expand(n_rays, t.shape[1], 3).reshape(-1, 3)
-    training = torch.is_grad_enabled()
-    if gradient == "finite_difference":
-        sdf, feat = field.geometry(x.detach())
-        grad = fd_gradient(field.sdf, x.detach(), fd_eps)
-    else:
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            sdf, feat = field.geometry(xg)
-            (grad,) = torch.autograd.grad(sdf, xg, torch.ones_like(sdf), create_graph=training)
-    if not training:
-        sdf, feat = sdf.detach(), feat.detach()
+    sdf, feat, grad = geometry_and_gradient(field, x, gradient, fd_eps)
     normals = torch.nn.functional.normalize(grad, dim=-1)
     rgb = field.color(x, normals, view, feat)
     sigma = density(sdf.float())

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .occupancy import OccupancyGrid, render_rays
-from .sdf import LaplaceDensity, fd_gradient, laplace_cdf
+from .sdf import LaplaceDensity, geometry_and_gradient, laplace_cdf
 from .volume import RenderOut
 
 
@@ -70,17 +70,7 @@ class SDFRadiance(nn.Module):
         return self.laplace(self.field.sdf(x).float())
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        training = torch.is_grad_enabled()
-        if self.gradient == "finite_difference":
-            sdf, feat = self.field.geometry(x.detach())
-            grad = fd_gradient(self.field.sdf, x.detach(), self.fd_eps())
-        else:
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                sdf, feat = self.field.geometry(xg)
-                (grad,) = torch.autograd.grad(sdf, xg, torch.ones_like(sdf), create_graph=training)
-            if not training:
-                sdf, feat, grad = sdf.detach(), feat.detach(), grad.detach()
+        sdf, feat, grad = geometry_and_gradient(self.field, x, self.gradient, self.fd_eps())
         self._grads.append(grad)
         normals = nn.functional.normalize(grad, dim=-1)
         rgb = self.field.color(x, normals, dirs, feat)
