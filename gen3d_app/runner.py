@@ -159,11 +159,12 @@ POOL = DevicePool(gpu_slots())
 Gradio frees the queue slot of a cancelled run at once, while the run's current step finishes before the
 pipeline can stop; this keeps the next run from loading onto that GPU before the stopped one has let go."""
 
-GPU_SECONDS_PER_STEP = {"nerf": 0.021, "volsdf": 0.023, "single_view": 0.01, "dreamfusion": 0.045,
+GPU_SECONDS_PER_STEP = {"nerf": 0.021, "volsdf": 0.035, "single_view": 0.01, "dreamfusion": 0.045,
                         "dreamfields": 0.044, "magic3d": 0.068, "pointe": 0.03}
 """Measured seconds per step on one H200, eager (bench/RESULTS.md): what a ZeroGPU call's duration is computed
 from. DreamFusion: the SD 2.1-base guidance step, 44.6 ms; DreamFields: the default step, 43.9 ms; NeRF fast
-47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 44 steps/s; Magic3D: 65.4 ms a coarse step and
+47 steps/s in its 60 and 120 s runs (53 in the 30 s one), VolSDF 29 steps/s (its occupancy sampler: fewer, larger
+steps, 3460 in 120 s); Magic3D: 65.4 ms a coarse step and
 78.2 a fine one at 512 px (SD 2.1-base architecture), weighted 4:1 as its zerogpu preset; the others are
 estimates until measured."""
 

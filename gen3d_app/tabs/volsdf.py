@@ -10,7 +10,7 @@ from pipelines import UserInputError
 from .. import widgets
 
 PIPELINE = "volsdf"
-PRESETS = ("custom", "cpu", "fast", "quality", "paper", "primitives")  # "custom": the config defaults
+PRESETS = ("custom", "cpu", "fast", "quality", "paper", "primitives", "zerogpu")  # "custom": the config defaults
 TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, preview_every=5, n_coarse=16,
             n_fine=16, eikonal_points=128, width=32, hash_levels=4, hash_log2_size=12, mesh_resolution=32,
             turntable_frames=4, preview_size=64)
@@ -66,7 +66,7 @@ def build() -> None:
             primitives = gr.Textbox("box,box,sphere", label="Primitives (for the primitives field)",
                                     elem_id="volsdf-primitives", info="comma-separated: sphere, box, torus, capsule")
             preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset", elem_id="volsdf-preset",
-                                 info="cpu: minutes without a GPU; fast/quality/paper: for a GPU")
+                                 info="cpu: minutes without a GPU; fast/quality/paper: for a GPU; zerogpu: fits a 120 s GPU slot")
             steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="volsdf-steps")
             eta = gr.Markdown(estimate(steps0, preset0), elem_id="volsdf-estimate")
             with gr.Accordion("More", open=False):
