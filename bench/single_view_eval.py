@@ -11,6 +11,8 @@
     python bench/single_view_eval.py pictures --checkpoint assets/single_view/model --out bench/results/x.png
     # CPU sanity check of the mesh regularisers: the shipped encoder frozen, only the mesh decoder fine-tuned
     python bench/single_view_eval.py mesh-finetune --data assets/single_view/mini.npz --eval-data PACK
+    # the same for the voxel or point losses (issue 21): only that decoder fine-tuned, one arm per loss setting
+    python bench/single_view_eval.py head-finetune --head voxels --eval-data PACK --arms none shipped w_voxel_iou=1
 
 Scores: voxel IoU (probability > 0.5), Chamfer distance (squared, both directions, as PyTorch3D's) and
 F-score at 1-5% of the object's size, on every view of the held-out Sweet Home 3D shapes; voxels are scored
@@ -43,12 +45,28 @@ VARIANTS = {
     # the shipped model's recipe (Laplacian 0.1 only), for an A/B on one machine.
     "shipped-weights": dict(sources="sh3d", w_laplacian=0.1, w_edge=0.0, w_normal=0.0),
     "mesh-edge-normal": dict(sources="sh3d", heads="mesh", w_laplacian=0.1, w_edge=1.0, w_normal=0.01),
+    # Voxel and point losses (issue 21), one head each so the A/B costs a few minutes: the shipped recipe (plain
+    # BCE; plain Chamfer) against the class-balanced BCE, the soft IoU, both (the new default), the
+    # density-aware Chamfer and the repulsion.
+    "voxels-bce": dict(sources="sh3d", heads="voxels", voxel_pos_power=0.0, w_voxel_iou=0.0),
+    "voxels-balanced": dict(sources="sh3d", heads="voxels", voxel_pos_power=0.5, w_voxel_iou=0.0),
+    "voxels-iou": dict(sources="sh3d", heads="voxels", voxel_pos_power=0.0, w_voxel_iou=1.0),
+    "voxels-balanced-iou": dict(sources="sh3d", heads="voxels", voxel_pos_power=0.5, w_voxel_iou=1.0),
+    "points-chamfer": dict(sources="sh3d", heads="points", w_dcd=0.0, w_repulsion=0.0),
+    "points-dcd": dict(sources="sh3d", heads="points", w_dcd=0.02, w_repulsion=0.0),
+    "points-repulsion": dict(sources="sh3d", heads="points", w_dcd=0.0, w_repulsion=0.002),
+    "points-dcd-repulsion": dict(sources="sh3d", heads="points", w_dcd=0.02, w_repulsion=0.002),
+    # The three heads with every old loss setting of the shipped model (mesh, voxels and points).
+    "shipped-recipe": dict(sources="sh3d", w_laplacian=0.1, w_edge=0.0, w_normal=0.0, voxel_pos_power=0.0,
+                           w_voxel_iou=0.0, w_dcd=0.0, w_repulsion=0.0),
 }
 """Every variant is scored on the same held-out shapes: the Sweet Home 3D test split."""
 MESH_COLUMNS = ["mesh_f1@0.01", "mesh_f1@0.02", "mesh_f1@0.05", "mesh_cd", "mesh_normal_consistency",
                 "mesh_self_intersection", "mesh_edge_spread"]
 COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.05", "voxels_cd", "points_f1@0.01", "points_f1@0.05",
            "points_cd", "mesh_f1@0.01", "mesh_f1@0.05", "mesh_cd"]
+VOXEL_POINT_COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.02", "voxels_f1@0.05", "voxels_stray",
+                       "points_f1@0.01", "points_f1@0.02", "points_f1@0.05", "points_cd", "points_stray"]
 
 
 def train_variants(args) -> None:
@@ -109,7 +127,7 @@ def score(args) -> None:
 
 
 def table(args) -> None:
-    columns = MESH_COLUMNS if args.mesh else COLUMNS
+    columns = MESH_COLUMNS if args.mesh else VOXEL_POINT_COLUMNS if args.voxel_point else COLUMNS
     rows = []
     for p in args.files:
         r = json.loads(Path(p).read_text())
@@ -220,6 +238,83 @@ def mesh_finetune(args) -> None:
             "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in MESH_COLUMNS) + " |")
 
 
+HEAD_COLUMNS = {
+    "voxels": ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.02", "voxels_f1@0.05", "voxels_cd", "voxels_stray"],
+    "points": ["points_f1@0.01", "points_f1@0.02", "points_f1@0.05", "points_cd", "points_stray"],
+}
+
+
+def head_finetune(args) -> None:
+    """The voxel and point losses' CPU check (issue 21): the shipped encoder frozen (features computed once),
+    only one decoder (``--head``) fine-tuned from the shipped weights with the training loss of
+    ``single_view._losses`` under each arm's settings, then scored on held-out shapes."""
+    import copy
+
+    import torch
+
+    from pipelines.core.resnet import normalize
+    from pipelines.core.shape_packs import load_packs
+    from pipelines.core.single_view_net import load_checkpoint
+    from pipelines.single_view import _losses
+
+    torch.manual_seed(0)
+    base, info = load_checkpoint(args.checkpoint, "cpu")
+    train = load_packs(resolve_packs(args.data), "cpu", base.image_size)
+    train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
+    S, V = len(train), train.images.shape[1]
+    si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
+    images = train.images[si, vi].float() / 255
+    occ, pts = train.targets(si, vi)
+    with torch.no_grad():  # mirrored copies too, as training's flip
+        feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
+    pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
+    occ = torch.cat([occ, occ.flip(1)])
+    evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
+    test = [i for i, s in enumerate(evaluation.splits) if s == "test"][:args.max_shapes or None]
+    evaluation = evaluation.select(test)
+    decoder = {"voxels": "voxel_head", "points": "point_head"}[args.head]
+    # Arms that set nothing still train with the shipped model's recipe (plain BCE, plain Chamfer), not the
+    # new defaults: every arm's settings are explicit on top of this base.
+    shipped = dict(voxel_pos_power=0.0, w_voxel_iou=0.0, w_dcd=0.0, w_repulsion=0.0)
+    results = []
+    for spec in args.arms:
+        settings = dict(kv.split("=") for kv in spec.split(",")) if spec not in ("none", "shipped") else {}
+        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
+                               **{**shipped, **{k: float(v) for k, v in settings.items()}})
+        model = copy.deepcopy(base)
+        steps = 0 if spec == "none" else args.steps
+        head = getattr(model, decoder)
+        head.train()
+        opt = torch.optim.Adam(head.parameters(), lr=args.lr)
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
+            p = pts[b][:, torch.randperm(pts.shape[1], generator=gen)[:cfg.gt_points]]
+            out = {"voxels": head(feats[b])} if args.head == "voxels" else {"points": head(feats[b]).view(len(b), -1, 3)}
+            loss = _losses(out, occ[b], p, model, cfg, gen)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        train_s = time.perf_counter() - t0
+        model.eval()
+        metrics = evaluate(model, evaluation, (args.head,), cfg, torch.device("cpu"))
+        results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
+        print(json.dumps(results[-1]), flush=True)
+    out = dict(checkpoint=info, head=args.head, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
+               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, steps=args.steps,
+               results=results, device=device_name(), date=time.strftime("%Y-%m-%d"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    columns = HEAD_COLUMNS[args.head]
+    print("| arm | steps | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for r in results:
+        m = r["metrics"]
+        print(f"| {r['arm']} | {r['steps']} | " + " | ".join(
+            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -244,6 +339,8 @@ def main() -> None:
     b = sub.add_parser("table", help="markdown table from result JSON files")
     b.add_argument("files", nargs="+")
     b.add_argument("--mesh", action="store_true", help="the mesh head's quality columns")
+    b.add_argument("--voxel-point", action="store_true",
+                   help="the voxel and point columns of issue 21 (F1 at 1, 2, 5 %%, stray points)")
     p = sub.add_parser("pictures", help="6 example inputs with the three outputs, one PNG")
     p.add_argument("--checkpoint", default="assets/single_view/model")
     p.add_argument("--size", type=int, default=192)
@@ -261,9 +358,23 @@ def main() -> None:
     f.add_argument("--eval-views", type=int, default=2)
     f.add_argument("--max-shapes", type=int, default=0)
     f.add_argument("--json", default="")
+    h = sub.add_parser("head-finetune", help="CPU check of the voxel or point losses: fine-tune that decoder only")
+    h.add_argument("--head", choices=sorted(HEAD_COLUMNS), required=True)
+    h.add_argument("--checkpoint", default="assets/single_view/model")
+    h.add_argument("--data", default="assets/single_view/mini.npz", help="training shapes (its train split)")
+    h.add_argument("--eval-data", default=".data/single_view/pack", help="held-out shapes (its test split)")
+    h.add_argument("--arms", nargs="+", default=["none", "shipped"],
+                   help="loss settings over the shipped recipe (key=value,...; 'none': the checkpoint unchanged; "
+                        "'shipped': fine-tuned with the shipped recipe)")
+    h.add_argument("--steps", type=int, default=200)
+    h.add_argument("--batch-size", type=int, default=16)
+    h.add_argument("--lr", type=float, default=1e-4)
+    h.add_argument("--eval-views", type=int, default=1)
+    h.add_argument("--max-shapes", type=int, default=0)
+    h.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,
-     "mesh-finetune": mesh_finetune}[args.cmd](args)
+     "mesh-finetune": mesh_finetune, "head-finetune": head_finetune}[args.cmd](args)
 
 
 if __name__ == "__main__":
