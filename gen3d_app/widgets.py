@@ -88,6 +88,10 @@ def cameras_plot(name: str) -> gr.Plot:
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+MAX_DOWNSCALE = 16
+"""The NeRF and VolSDF tabs' largest image downscale: a capture's smallest LLFF folder (images_8: 504x378 for
+fern) is still ~190k rays per held-out view, minutes each on a CPU; 16 renders a quarter of those rays."""
+DOWNSCALE_INFO = "captures: LLFF's images_N folders are used where they fit; on a CPU, 16 keeps held-out scoring short"
 
 
 def photos_source(files) -> str:

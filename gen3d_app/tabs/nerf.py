@@ -8,6 +8,7 @@ import gradio as gr
 from .. import widgets
 
 PIPELINE = "nerf"
+MAX_DOWNSCALE = widgets.MAX_DOWNSCALE
 PRESETS = ("custom", "cpu", "fast", "quality")  # "custom": the config defaults; tests check these match NerfConfig
 TINY = dict(steps=30, downscale=8, batch_rays=256, max_views=8, eval_views=1, preview_every=5, n_coarse=16,
             n_fine=16, width=64, depth=4, hash_levels=8, hash_log2_size=14, mesh_resolution=32,
@@ -65,8 +66,8 @@ def build() -> None:
             steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="nerf-steps")
             eta = gr.Markdown(estimate(steps0, default), elem_id="nerf-estimate")
             with gr.Accordion("More", open=False):
-                downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
-                                      elem_id="nerf-downscale")
+                downscale = gr.Slider(1, MAX_DOWNSCALE, value=downscale0, step=1, label="Downscale images by",
+                                      elem_id="nerf-downscale", info=widgets.DOWNSCALE_INFO)
                 mesh_density = gr.Number(0.0, minimum=0, label="Mesh level (density; 0: auto)",
                                          elem_id="nerf-mesh-level",
                                          info="0 puts the mesh where the field is half opaque seen from outside, "

@@ -61,6 +61,7 @@ def views_within(score: Callable[[int], T], available: int, seconds: float, stag
     the list of results (at least one)."""
     if available < 1:
         return []
+    yield Progress(0, available, stage=stage)  # the first view may take minutes on a CPU: the status says so
     t0 = time.perf_counter()
     out = [score(0)]
     n = count_within(seconds, time.perf_counter() - t0, available, 1)

@@ -1,0 +1,43 @@
+"""Issue 19, the tabs seen in a browser: a capture's held-out scoring says so before its first (slow) view, and the
+NeRF/VolSDF tabs let a CPU user downscale a capture past LLFF's smallest folder (images_8)."""
+from __future__ import annotations
+
+import pytest
+
+from gen3d_app import stream
+from pipelines.core import budget
+from pipelines.events import Progress
+
+
+def test_held_out_scoring_is_named_before_its_first_view():
+    """fern at 1/8 on a busy CPU: scoring the first held-out view took over 10 minutes with the status still on
+    the last training step; now the stage shows at once."""
+    scored: list[int] = []
+    events = budget.views_within(lambda i: scored.append(i) or i, 3, 1e9)
+    first = next(events)
+    assert scored == [] and isinstance(first, Progress) and (first.step, first.total) == (0, 3)
+    st = stream.RunState()
+    st.apply(first, now=0.0)
+    assert st.activity == f"{budget.HELD_OUT} 0/3"
+    rest = []
+    try:
+        while True:
+            rest.append(next(events))
+    except StopIteration as stop:
+        assert stop.value == [0, 1, 2]
+    assert [e.step for e in rest] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("tab", ["nerf", "volsdf"])
+def test_tabs_downscale_a_capture_past_images_8(tab):
+    import importlib
+
+    from pipelines import PIPELINES
+
+    mod = importlib.import_module(f"gen3d_app.tabs.{tab}")
+    assert mod.MAX_DOWNSCALE >= 16
+    cls, _ = PIPELINES[tab].load()
+    args = dict(scene=None, upload="fern.zip", preset="cpu", steps=10, seed=0, downscale=16)
+    args.update(model="fast") if tab == "nerf" else args.update(field="neural", primitives="")
+    cfg = mod.make_config(cls, **args)
+    assert cfg.downscale == 16 and cfg.scene == "fern.zip"
