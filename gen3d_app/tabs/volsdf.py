@@ -10,6 +10,7 @@ from pipelines import UserInputError
 from .. import widgets
 
 PIPELINE = "volsdf"
+MAX_DOWNSCALE = widgets.MAX_DOWNSCALE
 PRESETS = ("custom", "cpu", "fast", "quality", "paper", "primitives", "zerogpu")  # "custom": the config defaults
 TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, preview_every=5, n_coarse=16,
             n_fine=16, eikonal_points=128, width=32, hash_levels=4, hash_log2_size=12, mesh_resolution=32,
@@ -70,8 +71,8 @@ def build() -> None:
             steps = gr.Slider(1, 20000, value=steps0, step=1, label="Steps", elem_id="volsdf-steps")
             eta = gr.Markdown(estimate(steps0, preset0), elem_id="volsdf-estimate")
             with gr.Accordion("More", open=False):
-                downscale = gr.Slider(1, 8, value=downscale0, step=1, label="Downscale images by",
-                                      elem_id="volsdf-downscale")
+                downscale = gr.Slider(1, MAX_DOWNSCALE, value=downscale0, step=1, label="Downscale images by",
+                                      elem_id="volsdf-downscale", info=widgets.DOWNSCALE_INFO)
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="volsdf-seed")
             run = widgets.run_panel(PIPELINE)
         with gr.Column(scale=3):
