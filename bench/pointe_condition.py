@@ -2,6 +2,7 @@
 
     python bench/pointe_condition.py bayes [--data .data/pointe/pointe_2048.npz] [--shapes 0] [--points 1024]
     python bench/pointe_condition.py tiny  [--shapes 8] [--steps 1000] [--prediction v|eps] [--cond-token]
+                                           [--cond vec|fmap|patches] [--heldout N]
     python bench/pointe_condition.py retrieval [--data ...]    # needs the built shapes (.data/pointe/shapes)
 
 ``bayes``: the best x0 error any model could reach on the held-out shapes (the yardstick of ``pointe_train``'s
@@ -16,7 +17,9 @@ handful of training shapes with the trainer's own batches and loss (``pointe_tra
 then its x0 error with the true, shuffled and null condition at t = 400 .. 1000 against the Bayes oracle on the
 same clouds, and clouds sampled (16 Heun steps, guidance 3) from each shape's condition: F1@5 % to their own
 shape and to the others, and how many are nearest their own shape. A model that memorises 8 shapes and reads its
-condition identifies them all.
+condition identifies them all. ``--cond fmap|patches``: the grid base (``EmbeddedGridPointDiffusionTransformer``,
+the view's grid as tokens plus the embedding; needs a pack with renders, ``pointe data renders``) instead of the
+vec base; ``--heldout N``: also clouds from N held-out shapes' renders, F1@5 % to their truth.
 
 ``retrieval``: how much shape each candidate condition carries: F1@5 % on the held-out shapes of the training
 shape nearest by the scorer's pooled embedding (what the base reads now), by its 4x4 feature map before pooling
@@ -80,11 +83,16 @@ def tiny(args) -> None:
     torch.manual_seed(args.seed)
     data = load_pack(args.data)
     shapes = torch.as_tensor(data.train[::len(data.train) // args.shapes][:args.shapes])
-    cfg = dict(pt.MODELS["base"], width=args.width, layers=args.layers, heads=2, n_ctx=args.points,
-               token_cond=args.cond_token)
-    if args.prediction != "eps":
-        cfg["prediction"] = args.prediction
-    opts = pt.TrainOptions(model="base", loss_weight=args.loss_weight, cond_drop=args.cond_drop)
+    grid = None
+    if args.cond != "vec":
+        g = pt.attach_grid(data, args.cond, "cpu")
+        grid = (g.shape[2], g.shape[3])
+    cfg = dict(pt.model_config("base", False, args.cond_token, args.prediction, "grid" if grid else "vec", grid),
+               width=args.width, layers=args.layers, heads=2, n_ctx=args.points)
+    if grid and args.grid_only:  # the grid alone: does the model read it without the pooled embedding?
+        cfg["vec_dim"] = 0
+    opts = pt.TrainOptions(model="base", loss_weight=args.loss_weight, cond_drop=args.cond_drop,
+                           image_prob=args.image_prob)
     model = build_model(cfg).train()
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr)
     ab = torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32)
@@ -102,11 +110,12 @@ def tiny(args) -> None:
         optim.step()
     model.eval()
     print(f"{args.shapes} training shapes, width {args.width}, {args.layers} layers, {args.points} points, "
-          f"prediction {args.prediction}, loss {args.loss_weight}, {'token' if args.cond_token else 'added'} condition, {args.steps} steps "
+          f"prediction {args.prediction}, loss {args.loss_weight}, {'token' if args.cond_token else 'added'} condition, "
+          f"cond {args.cond}{' (grid only)' if grid and args.grid_only else ''}, {args.steps} steps "
           f"({time.perf_counter() - t0:.0f} s), final loss {float(loss.detach()):.4f}")
     g = torch.Generator().manual_seed(1)
     x0 = pt.make_batch(data, shapes, cfg, opts, g)["x0"]
-    e = data.image_emb[shapes, 0]
+    conds = pt.true_conditions(data, shapes, cfg)
     ts = (400, 700, 900, 1000)
     print("| t | true | shuffled | null | Bayes, own shape | Bayes, shuffled |\n|---|---:|---:|---:|---:|---:|")
     with torch.no_grad():
@@ -114,8 +123,8 @@ def tiny(args) -> None:
             a = ab[t]
             xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
             row = []
-            for c in (e, e.roll(1, 0), torch.zeros_like(e)):
-                eps = model(xt, torch.full((len(shapes),), t), embeddings=c)[:, :3]
+            for c in conds.values():
+                eps = model(xt, torch.full((len(shapes),), t), **c)[:, :3]
                 row.append(float((((xt[:, :3] - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) - x0[:, :3])
                                  .square().mean()))
             x, pts = x0[:, :3].transpose(1, 2), data.xyz[shapes] * 2
@@ -127,15 +136,29 @@ def tiny(args) -> None:
         stage = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": 16, "guidance_scale": args.guidance})
         own, other, hits = [], [], 0
         for seed in range(args.samples):
-            xyz = sample(model, {"embeddings": e}, len(shapes), None, None, stage, seed=seed)[:, :3].transpose(1, 2) / 2
+            xyz = sample(model, conds["true"], len(shapes), None, None, stage, seed=seed)[:, :3].transpose(1, 2) / 2
             f = torch.stack([f_score(xyz, data.xyz[shapes[j:j + 1]].expand(len(shapes), -1, -1), (0.05,))[0.05]
                              for j in range(len(shapes))], 1)  # (generated from i, scored against j)
             own.append(float(f.diag().mean()))
             other.append(float((f.sum() - f.diag().sum()) / (len(shapes) * (len(shapes) - 1))))
             hits += int((f.argmax(1) == torch.arange(len(shapes))).sum())
+        held = []
+        if args.heldout:
+            test = torch.as_tensor(data.test[:args.heldout])
+            c = pt.true_conditions(data, test, cfg)["true"]
+            xyz = sample(model, c, len(test), None, None, stage, seed=0)[:, :3].transpose(1, 2) / 2
+            held.append(float(f_score(xyz, data.xyz[test], (0.05,))[0.05].mean()))
+            # the nearest of the model's training shapes to each held-out render by the pooled embedding: what
+            # retrieval among them reaches
+            sim = data.image_emb[test, 0] @ data.image_emb[shapes].reshape(-1, data.image_emb.shape[-1]).T
+            nn_shape = shapes[sim.argmax(1) // data.image_emb.shape[1]]
+            held.append(float(f_score(data.xyz[nn_shape], data.xyz[test], (0.05,))[0.05].mean()))
     print(f"sampled (16 Heun steps, guidance {args.guidance}, {args.samples} seeds): F1@5 % to its own shape "
           f"{sum(own) / len(own):.3f}, to the others {sum(other) / len(other):.3f}; nearest its own shape: {hits} / "
           f"{len(shapes) * args.samples}")
+    if held:
+        print(f"held out ({args.heldout} shapes, one cloud each): F1@5 % to their truth {held[0]:.3f}; retrieval "
+              f"among the {len(shapes)} training shapes by the pooled embedding {held[1]:.3f}")
 
 
 def retrieval(args) -> None:
@@ -186,6 +209,11 @@ def main() -> None:
     p.add_argument("--loss-weight", choices=pt.LOSS_WEIGHTS, default="v20")
     p.add_argument("--samples", type=int, default=4, help="tiny: clouds sampled per shape (seeds)")
     p.add_argument("--cond-token", action="store_true")
+    p.add_argument("--cond", choices=("vec", "fmap", "patches"), default="vec",
+                   help="tiny: the vec base, or the grid base on this grid (a pack with renders)")
+    p.add_argument("--heldout", type=int, default=0, help="tiny: also sample from this many held-out renders")
+    p.add_argument("--grid-only", action="store_true", help="tiny, grid base: without the pooled embedding")
+    p.add_argument("--image-prob", type=float, default=0.5, help="tiny: share of conditioned samples with an image")
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)

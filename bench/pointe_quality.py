@@ -56,16 +56,18 @@ def scores(pred_xyz: torch.Tensor, pred_rgb: torch.Tensor, gt_xyz: torch.Tensor,
     return {k: v.float().cpu() for k, v in out.items()}
 
 
-def generate(models, embeddings: torch.Tensor, steps: int, guidance: float, seed: int, device, batch: int):
-    """(B, E) conditioning -> (B, K, 3) xyz and (B, K, 3) RGB in [0, 1] (``point_sampler.to_point_cloud`` units)."""
+def generate(models, cond: dict, steps: int, guidance: float, seed: int, device, batch: int):
+    """The base's conditioning tensors, batch first ({'embeddings': (B, E)} for the vec base; the grid and 'vec' for
+    the grid base) -> (B, K, 3) xyz and (B, K, 3) RGB in [0, 1] (``point_sampler.to_point_cloud`` units)."""
     from pipelines.core.point_sampler import BASE_STAGE, UPSAMPLE_STAGE, sample
 
     base = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": steps, "guidance_scale": guidance})
     up = UPSAMPLE_STAGE.__class__(**{**UPSAMPLE_STAGE.__dict__, "steps": steps})
     xyz, rgb = [], []
-    for i in range(0, len(embeddings), batch):
-        e = embeddings[i:i + batch].to(device)
-        x = sample(models.base, {"embeddings": e}, len(e), models.upsampler, {}, base, up, seed + i, device)
+    n = len(next(iter(cond.values())))
+    for i in range(0, n, batch):
+        c = {k: v[i:i + batch].to(device) for k, v in cond.items()}
+        x = sample(models.base, c, len(next(iter(c.values()))), models.upsampler, {}, base, up, seed + i, device)
         xyz.append(x[:, :3].transpose(1, 2).float() / 2)
         rgb.append(((x[:, 3:].transpose(1, 2).float() + 1) * 127.5).clamp(0, 255).round() / 255)
     return torch.cat(xyz), torch.cat(rgb)
@@ -78,12 +80,17 @@ def load_models(folder: str, base: str, device):
 
 
 def load_precomputed(folder: str, device) -> SimpleNamespace:
-    """The embedded base and upsampler without the scorer (``point_e_embedded.load_model_folder``)."""
-    from pipelines.core.priors.point_e_embedded import load_model_folder
+    """The embedded base and upsampler without the scorer (``point_e_embedded.load_model_folder``); for a grid base
+    also the scorer's image tower (no text encoder) that makes the renders' grids."""
+    from pipelines.core.priors.point_e_embedded import load_image_tower, load_model_folder
 
-    base = load_model_folder(Path(folder) / "base", device)[0]
+    base, cfg = load_model_folder(Path(folder) / "base", device)
     up = load_model_folder(Path(folder) / "upsample", device)[0]
-    return SimpleNamespace(base=base, upsampler=up, describe=lambda: f"embedded ({folder}), pack embeddings")
+    extra = {}
+    if cfg.get("condition") == "scorer-grid":
+        extra = dict(tower=load_image_tower(None, device)[0], grid={"features": "fmap", "image_size": 64,
+                                                                         **cfg.get("grid", {})})
+    return SimpleNamespace(base=base, upsampler=up, describe=lambda: f"embedded ({folder}), pack embeddings", **extra)
 
 
 def main() -> None:
@@ -124,6 +131,14 @@ def main() -> None:
         conditions = {"image": data.image_emb[test, 0], "text": data.text_emb[data.shape_caps[test, 0]]}
     else:
         conditions = {"image": models.encoder.image_vec(list(renders)), "text": models.encoder.text_vec(captions)}
+    cond = {k: {"embeddings": v} for k, v in conditions.items()}
+    if type(models.base).__name__ == "EmbeddedGridPointDiffusionTransformer":  # the grid base: the render's grid too
+        from pipelines.core.priors.point_e_embedded import grid_features, view_pixels
+
+        grid = (models.encoder.grid(list(renders)) if hasattr(models, "encoder") else
+                grid_features(models.tower, view_pixels(list(renders), models.grid["image_size"]),
+                              models.grid["features"]))
+        cond = {"image": {"embeddings": grid, "vec": conditions["image"]}, "text": {"vec": conditions["text"]}}
 
     net, accuracy = None, float("nan")
     if args.pointnet_steps:
@@ -138,9 +153,9 @@ def main() -> None:
     rows, per_shape = [], {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for name, emb in conditions.items():
+    for name, c in cond.items():
         t0 = time.perf_counter()
-        xyz, rgb = generate(models, emb, args.steps, args.guidance, args.seed, device, args.batch)
+        xyz, rgb = generate(models, c, args.steps, args.guidance, args.seed, device, args.batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0

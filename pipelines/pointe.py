@@ -157,7 +157,10 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
     pil = [Image.fromarray(view)] if view is not None else None
     enc = models.encoder
     grid = enc.grid(pil) if pil and hasattr(enc, "grid") else None
-    if kind == "grid":
+    if kind == "gridvec":  # the embedded grid base: the view's grid and embedding, or the prompt's embedding alone
+        base_cond = ({"embeddings": grid, "vec": enc.image_vec(pil)} if pil else
+                     {"vec": enc.text_vec([cfg.prompt.strip()])})
+    elif kind == "grid":
         if grid is None:
             raise UserInputError(f"{models.base_name} is conditioned on a picture: give an image or a text-to-image "
                                  "model for the prompt's view")

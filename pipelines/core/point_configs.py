@@ -30,6 +30,7 @@ def model_kind(config: str | dict) -> str:
     """'grid', 'vec', 'uncond', 'upsample' or 'sdf': what conditioning a config takes."""
     name = (MODEL_CONFIGS[config] if isinstance(config, str) else config)["name"]
     return {"PointDiffusionTransformer": "uncond", "CLIPImagePointDiffusionTransformer": "vec",
-            "CLIPImageGridPointDiffusionTransformer": "grid", "UpsamplePointDiffusionTransformer": "upsample",
+            "CLIPImageGridPointDiffusionTransformer": "grid", "EmbeddedGridPointDiffusionTransformer": "grid",
+            "UpsamplePointDiffusionTransformer": "upsample",
             "CLIPImageGridUpsamplePointDiffusionTransformer": "upsample",
             "CrossAttentionPointCloudSDFModel": "sdf"}[name]

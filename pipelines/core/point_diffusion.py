@@ -144,23 +144,18 @@ class PointDiffusionTransformer(nn.Module):
         return self.run(x, self.embed_time(t), [])
 
 
-class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
-    """Conditioned on one unit CLIP vector (B, clip_dim) per cloud, image or text (base40M-imagevec/-textvec),
-    scaled by sqrt(clip_dim) to unit variance; a zero vector is the unconditional input.
-
-    ``prediction='v'`` (the embedded tier's base; every release predicts 'eps'): the network's first C outputs are
+class VPrediction:
+    """``prediction='v'`` (the embedded tier's bases; every release predicts 'eps'): the network's first C outputs are
     v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0 (Salimans & Ho) on the cosine schedule, converted here to the noise
     eps = sqrt(ab_t) v + sqrt(1 - ab_t) x_t, so callers (sampler, losses) still read eps. At high noise an eps
     network must reproduce its input to 1e-3 for a usable x0 (x0 error = eps error x sqrt(1 / ab_t - 1), 27x at
     t = 900); a v network predicts about -x0 there, where only the condition says what x0 is. No parameters are
     added (the schedule is a non-persistent buffer), so the state dict is the same as with 'eps'."""
 
-    def __init__(self, token_cond: bool = True, clip_dim: int = 768, prediction: str = "eps", **kw):
-        super().__init__(**kw)
+    def _init_prediction(self, prediction: str) -> None:
         if prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', not {prediction!r}")
-        self.token_cond, self.prediction = token_cond, prediction
-        self.clip_embed = nn.Linear(clip_dim, self.backbone.width)
+        self.prediction = prediction
         if prediction == "v":
             self.register_buffer("ab", self._schedule(None), persistent=False)  # None: build_model's device
 
@@ -173,9 +168,24 @@ class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
     def _apply(self, fn, *args, **kw):
         """``.to(bfloat16)`` would round alpha_bar (1 - ab near t = 0 is lost); the schedule stays float32."""
         out = super()._apply(fn, *args, **kw)
-        if self.prediction == "v" and self.ab.dtype != torch.float32:
+        if getattr(self, "prediction", "eps") == "v" and self.ab.dtype != torch.float32:
             self.ab = self._schedule(self.ab.device)
         return out
+
+    def _eps_out(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor, raw: bool) -> torch.Tensor:
+        return out if raw or self.prediction == "eps" else v_to_eps(out, x, self.ab[t], self.input_channels)
+
+
+class CLIPImagePointDiffusionTransformer(VPrediction, PointDiffusionTransformer):
+    """Conditioned on one unit CLIP vector (B, clip_dim) per cloud, image or text (base40M-imagevec/-textvec),
+    scaled by sqrt(clip_dim) to unit variance; a zero vector is the unconditional input. ``prediction``: see
+    ``VPrediction`` ('eps' in every release, 'v' for the embedded tier's bases)."""
+
+    def __init__(self, token_cond: bool = True, clip_dim: int = 768, prediction: str = "eps", **kw):
+        super().__init__(**kw)
+        self.token_cond = token_cond
+        self.clip_embed = nn.Linear(clip_dim, self.backbone.width)
+        self._init_prediction(prediction)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, raw: bool = False,
                 **_) -> torch.Tensor:
@@ -185,7 +195,7 @@ class CLIPImagePointDiffusionTransformer(PointDiffusionTransformer):
             out = self.run(x, self.embed_time(t), [], add=e)
         else:
             out = self.run(x, self.embed_time(t), [], before=(e[:, None],))  # this model's token precedes the time's
-        return out if raw or self.prediction == "eps" else v_to_eps(out, x, self.ab[t], self.input_channels)
+        return self._eps_out(out, x, t, raw)
 
 
 def v_to_eps(out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor, channels: int) -> torch.Tensor:
@@ -207,6 +217,47 @@ class CLIPImageGridPointDiffusionTransformer(PointDiffusionTransformer):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None, **_) -> torch.Tensor:
         return self.run(x, self.embed_time(t), [self.clip_embed(embeddings.transpose(1, 2))])
+
+
+class EmbeddedGridPointDiffusionTransformer(VPrediction, CLIPImageGridPointDiffusionTransformer):
+    """The embedded tier's grid base: the released base40M layout (grid tokens, layer-normed and projected, after
+    the time token) on the project's own image grid (``point_e_embedded.GRID_FEATURES``: the embedded scorer's
+    feature map before pooling, or patches of the 64 px view), plus what this tier needs:
+
+    * ``pos_embed``: a learned embedding per grid token (grid_tokens, width) added after the projection. CLIP's
+      patch features carry their position (the ViT adds it); a CNN's feature map or raw patches do not, and the
+      transformer has no positions of its own (points are a set);
+    * ``vec_dim`` > 0: also a unit vector (B, vec_dim) of the scorer's joint space, added to every point's
+      features as the vec base does (``vec``): the image embedding with the grid, the caption's without one, so
+      one model serves image -> 3D and text -> 3D (the scorer has no text grid);
+    * ``prediction`` ('v' for the embedded bases; see ``VPrediction``).
+
+    Missing conditions (``embeddings`` or ``vec`` None) are zeros, the unconditional input guidance pairs with."""
+
+    def __init__(self, grid_dim: int = 256, grid_tokens: int = 16, pos_embed: bool = True, vec_dim: int = 0,
+                 prediction: str = "eps", **kw):
+        super().__init__(grid_dim=grid_dim, grid_tokens=grid_tokens, **kw)
+        self.grid_dim, self.vec_dim = grid_dim, vec_dim
+        w = self.backbone.width
+        self.pos_embed = nn.Parameter(torch.randn(grid_tokens, w) * (0.25 / math.sqrt(w))) if pos_embed else None
+        self.vec_embed = nn.Linear(vec_dim, w) if vec_dim else None
+        self._init_prediction(prediction)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None,
+                vec: torch.Tensor | None = None, raw: bool = False, **_) -> torch.Tensor:
+        """x (B, C, K); ``embeddings`` (B, grid_dim, grid_tokens) image grid; ``vec`` (B, vec_dim) unit vector;
+        ``raw``: the network's outputs as they are (v for a v model)."""
+        b = x.shape[0]
+        if embeddings is None:
+            embeddings = x.new_zeros(b, self.grid_dim, self.grid_tokens)
+        grid = self.clip_embed(embeddings.float().transpose(1, 2))
+        if self.pos_embed is not None:
+            grid = grid + self.pos_embed.to(grid.dtype)
+        add = None
+        if self.vec_embed is not None:
+            v = x.new_zeros(b, self.vec_dim) if vec is None else vec.float()
+            add = self.vec_embed(math.sqrt(self.vec_dim) * v)
+        return self._eps_out(self.run(x, self.embed_time(t), [grid], add=add), x, t, raw)
 
 
 class UpsamplePointDiffusionTransformer(PointDiffusionTransformer):
@@ -321,7 +372,8 @@ class CrossAttentionPointCloudSDFModel(nn.Module):
 
 
 CLASSES = {c.__name__: c for c in (PointDiffusionTransformer, CLIPImagePointDiffusionTransformer,
-                                   CLIPImageGridPointDiffusionTransformer, UpsamplePointDiffusionTransformer,
+                                   CLIPImageGridPointDiffusionTransformer, EmbeddedGridPointDiffusionTransformer,
+                                   UpsamplePointDiffusionTransformer,
                                    CLIPImageGridUpsamplePointDiffusionTransformer, CrossAttentionPointCloudSDFModel)}
 
 

@@ -14,6 +14,14 @@ of the released architectures (``core.point_diffusion``, smaller widths and dept
   single token in front, ``--cond-token``, was ignored by the first shipped base: see ``TrainOptions.cond_token``).
   Cosine schedule, epsilon prediction (MSE), as the released base models. The base trains from a pack of 1024 or
   more points a shape (``pointe_data shrink``: a smaller pack to carry); the upsampler and SDF need the full pack.
+* base with ``--cond grid``: an ``EmbeddedGridPointDiffusionTransformer``, the released base40M layout (image-grid
+  tokens after the time token) on this tier's own grid (``--grid fmap``: the scorer's 4 x 4 feature map before
+  pooling, 16 tokens; ``patches``: 8 x 8 pixel patches of the 64 px view, 64 tokens), with learned token
+  positions and the scorer embedding added to every point: an image sample gets its render's grid and embedding, a
+  caption sample its text embedding and no grid (zeros), a dropped one neither, so the model serves text -> 3D
+  too. The grids are computed at the start of training from the pack's renders (``pointe_data`` stores them on
+  white; ``point_e_embedded.grid_features``, the function the app runs on an uploaded image) with the scorer's
+  image tower (no text encoder needed).
 * upsample: the other 3072 points given 1024 (random subsets of the shape's 4096), an
   ``UpsamplePointDiffusionTransformer`` with the released channel scales; linear schedule.
 * sdf: a ``CrossAttentionPointCloudSDFModel`` regressing the signed distance (positive inside) of query points
@@ -38,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.point_diffusion import build_model
+from ..core.priors.point_e_embedded import GRID_FEATURES
 from ..core.point_sampler import CHANNEL_BIASES, CHANNEL_SCALES, TIMESTEPS, alphas_cumprod
 from .pointe_data import DEFAULT_ROOT, PointEData, load_pack
 
@@ -107,15 +116,28 @@ class TrainOptions:
     default): added to every point's features (the official code's other layout, ``token_cond=False``): the
     first shipped base, a token model trained 8 minutes, had learned to ignore its token (the same denoising
     error with the true, another shape's or no condition: ``bench/pointe_diagnose.py loss``)."""
+    cond: str = "vec"
+    """base: 'vec' (one scorer embedding: the shipped v3 layout) or 'grid' (the embedded grid base: the view's grid
+    of ``grid`` features as tokens plus the embedding; see the module docstring)."""
+    grid: str = "fmap"
+    """--cond grid: the image grid, 'fmap' (the scorer's feature map before pooling) or 'patches' (8 x 8 pixel
+    patches of the 64 px view)."""
     tiny: bool = False
     export: str = ""
     """Also write the EMA weights, int8, to this folder when done."""
     command: str = ""
 
 
-def model_config(name: str, tiny: bool = False, cond_token: bool = True, prediction: str = "eps") -> dict:
+def model_config(name: str, tiny: bool = False, cond_token: bool = True, prediction: str = "eps",
+                 cond: str = "vec", grid: tuple[int, int] | None = None) -> dict:
+    """``grid``: (grid_dim, grid_tokens) of the image grid, for ``cond='grid'``."""
     cfg = dict(MODELS[name], **(TINY[name] if tiny else {}))
-    if name == "base":
+    if name == "base" and cond == "grid":
+        vec_dim = cfg.pop("clip_dim")
+        cfg.pop("token_cond")
+        cfg.update(name="EmbeddedGridPointDiffusionTransformer", grid_dim=grid[0], grid_tokens=grid[1],
+                   pos_embed=True, vec_dim=vec_dim, prediction=prediction)
+    elif name == "base":
         cfg["token_cond"] = cond_token
         if prediction != "eps":  # left out for eps: the configs of the bases shipped before stay as they were
             cfg["prediction"] = prediction
@@ -143,18 +165,47 @@ def to_diffusion(xyz: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([xyz * 2, rgb.float() / 127.5 - 1], -1).transpose(1, 2)
 
 
-def conditioning(data: PointEData, shapes: torch.Tensor, opts: TrainOptions, gen: torch.Generator) -> torch.Tensor:
-    """(B, E): per cloud a render's image embedding, a caption's text embedding, or zeros (dropped)."""
+def conditioning(data: PointEData, shapes: torch.Tensor, opts: TrainOptions, gen: torch.Generator,
+                 grid: torch.Tensor | None = None) -> dict:
+    """Per cloud a render's image embedding, a caption's text embedding, or zeros (dropped): {'embeddings': (B, E)};
+    with ``grid`` (S, V, D, L), the views' grids of ``attach_grid``: {'embeddings': the render's grid (B, D, L),
+    zeros for a caption or a dropped sample, 'vec': the embedding (B, E)}."""
     dev = shapes.device
     u = torch.rand(len(shapes), 3, generator=gen, device=dev)
     views = data.image_emb.shape[1]
-    image = data.image_emb[shapes, (u[:, 1] * views).long().clamp_max(views - 1)]
+    view = (u[:, 1] * views).long().clamp_max(views - 1)
+    image = data.image_emb[shapes, view]
     n_caps = (data.shape_caps[shapes] >= 0).sum(1)
     cap = data.shape_caps[shapes, (u[:, 2] * n_caps).long().clamp_max(n_caps - 1)]
     text = data.text_emb[cap]
+    dropped = u[:, 0] < opts.cond_drop
     use_image = u[:, 0] < opts.cond_drop + (1 - opts.cond_drop) * opts.image_prob
     emb = torch.where(use_image[:, None], image, text)
-    return torch.where((u[:, 0] < opts.cond_drop)[:, None], torch.zeros_like(emb), emb)
+    emb = torch.where(dropped[:, None], torch.zeros_like(emb), emb)
+    if grid is None:
+        return dict(embeddings=emb)
+    keep = (use_image & ~dropped).to(grid.dtype)[:, None, None]
+    return dict(embeddings=grid[shapes, view].float() * keep, vec=emb)
+
+
+def attach_grid(data: PointEData, features: str, device, scorer_dir: str | None = None) -> torch.Tensor:
+    """(S, V, D, L) float32 grids of every render of the pack (``point_e_embedded.grid_features`` of the scorer's
+    image tower), kept as ``data.grid``; the pack must hold the renders (``pointe_data`` writes them)."""
+    from ..core.priors.point_e_embedded import grid_features, load_image_tower
+
+    if data.renders is None:
+        raise ValueError("this pack has no renders of the training shapes, which the grid base reads: add them with "
+                         "`python -m pipelines pointe data renders --data PACK` (then shrink again)")
+    if features not in GRID_FEATURES:
+        raise ValueError(f"--grid must be one of {', '.join(GRID_FEATURES)}, not {features!r}")
+    tower, size = load_image_tower(scorer_dir, device)
+    s, v = data.renders.shape[:2]
+    if data.renders.shape[2] != size:
+        raise ValueError(f"the pack's renders are {data.renders.shape[2]} px; the scorer reads {size} px")
+    g = grid_features(tower, data.renders.reshape(s * v, *data.renders.shape[2:]), features)
+    data.grid = g.reshape(s, v, *g.shape[1:])
+    data.grid_info = dict(features=features, image_size=size)
+    return data.grid
 
 
 def make_batch(data: PointEData, shapes: torch.Tensor, cfg: dict, opts: TrainOptions, gen: torch.Generator) -> dict:
@@ -162,7 +213,8 @@ def make_batch(data: PointEData, shapes: torch.Tensor, cfg: dict, opts: TrainOpt
     targets and cloud."""
     if opts.model == "base":
         xyz, rgb = random_points(data, shapes, cfg["n_ctx"], gen)
-        return dict(x0=to_diffusion(xyz, rgb), cond=dict(embeddings=conditioning(data, shapes, opts, gen)))
+        grid = data.grid if cfg.get("name") == "EmbeddedGridPointDiffusionTransformer" else None
+        return dict(x0=to_diffusion(xyz, rgb), cond=conditioning(data, shapes, opts, gen, grid))
     if opts.model == "upsample":
         k = cfg["cond_ctx"]
         xyz, rgb = random_points(data, shapes, k + cfg["n_ctx"], gen)
@@ -227,12 +279,19 @@ def train(opts: TrainOptions, log=print) -> dict:
         raise ValueError(f"--loss-weight must be one of {', '.join(LOSS_WEIGHTS)}, not {opts.loss_weight!r}")
     if opts.prediction not in ("eps", "v"):
         raise ValueError(f"--prediction must be eps or v, not {opts.prediction!r}")
+    if opts.cond not in ("vec", "grid"):
+        raise ValueError(f"--cond must be vec or grid, not {opts.cond!r}")
     dev = resolve_device(opts.device)
     torch.backends.cuda.matmul.allow_tf32 = True  # what runs outside the bfloat16 autocast
     out = Path(opts.out or f"runs/pointe/{opts.model}")
     out.mkdir(parents=True, exist_ok=True)
     data = load_pack(opts.data, dev)
-    cfg = model_config(opts.model, opts.tiny, opts.cond_token, opts.prediction)
+    grid_shape = None
+    if opts.model == "base" and opts.cond == "grid":
+        g = attach_grid(data, opts.grid, dev)
+        grid_shape = (g.shape[2], g.shape[3])
+        log(f"grid conditioning: {opts.grid} of {g.shape[0] * g.shape[1]} renders, {g.shape[3]} tokens of {g.shape[2]}")
+    cfg = model_config(opts.model, opts.tiny, opts.cond_token, opts.prediction, opts.cond, grid_shape)
     if data.xyz.shape[1] < points_needed(opts.model, cfg):
         raise ValueError(f"{opts.data} holds {data.xyz.shape[1]} points a shape; the {opts.model} model needs "
                          f"{points_needed(opts.model, cfg)}: use the full pack (`python -m pipelines pointe data pack`)")
@@ -329,17 +388,27 @@ def condition_use(model, data: PointEData, cfg: dict, opts: TrainOptions, ab, sh
     The noisy cloud itself says much of the shape at t = 700, so t = 400 separates the conditions more."""
     gen = torch.Generator(shapes.device).manual_seed(20_000)
     x0 = make_batch(data, shapes, cfg, opts, gen)["x0"]
-    e = data.image_emb[shapes, 0]
+    conds = true_conditions(data, shapes, cfg)
     out = {}
     for t in ts:
         eps = torch.randn(x0.shape, generator=gen, device=x0.device)
         a = ab[t]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        for name, c in (("true", e), ("shuffled", e.roll(1, 0)), ("null", torch.zeros_like(e))):
-            pred = model(xt, torch.full((len(shapes),), t, device=x0.device), embeddings=c)[:, :3].float()
+        for name, c in conds.items():
+            pred = model(xt, torch.full((len(shapes),), t, device=x0.device), **c)[:, :3].float()
             x0_hat = ((xt[:, :3] - (1 - a).sqrt() * pred) / a.sqrt()).clamp(-1, 1)
             out[f"x0_mse_t{t}_{name}"] = float((x0_hat - x0[:, :3]).square().mean())
     return out
+
+
+def true_conditions(data: PointEData, shapes: torch.Tensor, cfg: dict, view: int = 0) -> dict:
+    """{'true', 'shuffled', 'null'}: the base's conditioning of each shape's render ``view`` (image embedding, and
+    its grid for the grid base), the next shape's, and zeros."""
+    c = {"embeddings": data.image_emb[shapes, view]}
+    if cfg.get("name") == "EmbeddedGridPointDiffusionTransformer":
+        c = {"embeddings": data.grid[shapes, view].float(), "vec": c["embeddings"]}
+    return {"true": c, "shuffled": {k: v.roll(1, 0) for k, v in c.items()},
+            "null": {k: torch.zeros_like(v) for k, v in c.items()}}
 
 
 # -------------------------------------------------------------------------------------------------- export
@@ -350,12 +419,18 @@ def export(opts: TrainOptions, ema, cfg: dict, metrics: dict, step: int, data: P
     from .priors_data import data_summary
 
     config = dict(model=cfg, schedule=SCHEDULES.get(opts.model, ""))
+    grid = cfg.get("name") == "EmbeddedGridPointDiffusionTransformer"
     if opts.model == "base":
-        config.update(condition="scorer", scorer=data.scorer)
+        config.update(condition="scorer-grid" if grid else "scorer", scorer=data.scorer)
+    if grid:
+        config["grid"] = dict(getattr(data, "grid_info", None) or dict(features=opts.grid, image_size=64))
     layout = "one scorer-embedding token" if cfg.get("token_cond") else "the scorer embedding added to every point"
+    if grid:
+        layout = (f"the view's {cfg['grid_tokens']} grid tokens ({config['grid']['features']}) after the time token, "
+                  "the scorer embedding added to every point")
     if cfg.get("prediction", "eps") != "eps":
         layout += f", {cfg['prediction']}-prediction"
-    what = {"base": f"Point-E base model (CLIPImagePointDiffusionTransformer, {layout})",
+    what = {"base": f"Point-E base model ({cfg['name']}, {layout})",
             "upsample": "Point-E upsampler (UpsamplePointDiffusionTransformer)",
             "sdf": "Point-E SDF model (CrossAttentionPointCloudSDFModel)"}[opts.model]
     manifest = dict(
@@ -380,6 +455,8 @@ def export_runs(runs: str | Path = "runs/pointe", dest: str | Path = "assets/poi
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         opts = TrainOptions(**dict(state["opts"], data=data or state["opts"]["data"]))
         pack = load_pack(opts.data)
+        if state["config"].get("name") == "EmbeddedGridPointDiffusionTransformer":
+            attach_grid(pack, opts.grid, "cpu")
         ema = build_model(state["config"])
         ema.load_state_dict(state["ema"])
         ab = torch.tensor(alphas_cumprod(SCHEDULES[name]), dtype=torch.float32) if name in SCHEDULES else None

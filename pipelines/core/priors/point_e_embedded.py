@@ -5,6 +5,14 @@ Contract: ``load_embedded_models(folder, device, upsample, sdf)`` returns the ke
 ``point_e.PointEModels`` (this module does not import ``point_e``), whose ``encoder`` has ``image_vec(images)``
 and ``text_vec(texts)`` (the scorer's unit embeddings), or raises
 UserInputError when the folder is incomplete. ``load_model_folder(folder)`` loads one model folder.
+
+Two base layouts, told apart by the base's config.json: ``"condition": "scorer"`` (a
+``CLIPImagePointDiffusionTransformer`` reading one scorer embedding, image or caption: kind 'vec') and
+``"condition": "scorer-grid"`` with ``"grid": {"features": F, "image_size": 64}`` (an
+``EmbeddedGridPointDiffusionTransformer``: the image's grid of features F of ``GRID_FEATURES`` as tokens, plus the
+scorer embedding added to every point; a prompt gives the caption's embedding and no grid: kind 'gridvec'). The
+grid is ``grid_features(tower, view_pixels(images))``, the one function the pack's renders go through at training
+time, so an image and the pack's render of it give the same tokens.
 """
 from __future__ import annotations
 
@@ -56,6 +64,111 @@ class ScorerEncoder:
         return self.scorer.encode_text(list(texts)).float()
 
 
+GRID_FEATURES = ("fmap", "patches")
+"""Image grids of the embedded grid base: 'fmap', the embedded scorer's image-tower feature map before its average
+pool (4 x 4 cells of 256 channels for the shipped 64 px tower: 16 tokens); 'patches', the 64 px view on white cut
+into 8 x 8 pixel patches (64 tokens of 192 values in [-1, 1])."""
+PATCH = 8
+
+
+def on_white(rgba):
+    """(..., H, W, 4) uint8 straight-alpha renders -> (..., H, W, 3) uint8 on white (float, rounded once)."""
+    import numpy as np
+
+    x = np.asarray(rgba, dtype=np.float32) / 255
+    return np.round((x[..., :3] * x[..., 3:] + (1 - x[..., 3:])) * 255).astype(np.uint8)
+
+
+def view_pixels(images, size: int = 64):
+    """Images (uint8 (H, W, 3|4) arrays, RGBA on white as ``on_white``, or PIL images, composited on white by
+    ``to_pil``) -> (B, size, size, 3) uint8, resized bicubic when not ``size`` already."""
+    import numpy as np
+    from PIL import Image
+
+    from .point_e_clip import to_pil
+
+    out = []
+    for im in images:
+        if isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[-1] == 4 and im.dtype == np.uint8:
+            arr = on_white(im)
+        elif isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[-1] == 3 and im.dtype == np.uint8:
+            arr = im
+        else:
+            arr = np.asarray(to_pil(im))
+        if arr.shape[:2] != (size, size):
+            arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BICUBIC))
+        out.append(arr)
+    return np.stack(out)
+
+
+def load_image_tower(folder=None, device="cpu"):
+    """The embedded scorer's image tower (an ``nn.Sequential`` ending in pool, flatten, linear) and its image size,
+    from the verified scorer folder without its text encoder (what a bare GPU machine can load)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .embedded import SCORER_DIR, build_scorer_model
+    from .prior_folder import dequantize, verify
+
+    folder = Path(folder or SCORER_DIR)
+    if not (folder / "manifest.json").is_file():
+        raise UserInputError(f"no embedded scorer in {folder} (manifest.json is missing): the grid base needs its "
+                             "image tower")
+    verify(folder)
+    config = json.loads((folder / "config.json").read_text())
+    model = build_scorer_model(config["scorer"])
+    state = {}
+    for name in config["weights"]:
+        state.update(load_file(str(folder / name)))
+    model.load_state_dict(dequantize(state))
+    tower = model.image_tower.to(torch.device(device)).eval().requires_grad_(False)
+    return tower, int(config["scorer"]["image_size"])
+
+
+def grid_features(tower, pixels, features: str = "fmap", batch: int = 256):
+    """(B, S, S, 3) uint8 views on white (``view_pixels``; S the tower's image size) -> (B, grid_dim, grid_tokens)
+    float32 tokens, on the tower's device: ``GRID_FEATURES``."""
+    import torch
+
+    if features not in GRID_FEATURES:
+        raise UserInputError(f"unknown grid features {features!r}; choose one of {', '.join(GRID_FEATURES)}")
+    dev = next(tower.parameters()).device
+    x = torch.as_tensor(pixels).to(dev)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            v = x[i:i + batch].permute(0, 3, 1, 2).float() / 255 * 2 - 1  # the scorer's preprocess at its size
+            if features == "fmap":
+                out.append(tower[:-3](v).flatten(2).float())
+            else:
+                out.append(torch.nn.functional.unfold(v, PATCH, stride=PATCH))
+    return torch.cat(out) if out else x.new_zeros(0)
+
+
+def grid_shape(features: str, image_size: int, tower=None) -> tuple[int, int]:
+    """(grid_dim, grid_tokens) of ``features`` for views of ``image_size`` (the tower's output for 'fmap')."""
+    import torch
+
+    if features == "patches":
+        return 3 * PATCH * PATCH, (image_size // PATCH) ** 2
+    dev = next(tower.parameters()).device
+    with torch.no_grad():
+        f = tower[:-3](torch.zeros(1, 3, image_size, image_size, device=dev))
+    return int(f.shape[1]), int(f.shape[2] * f.shape[3])
+
+
+class ScorerGridEncoder(ScorerEncoder):
+    """``ScorerEncoder`` plus ``grid(images)``: the image grid of the embedded grid base (``grid_features``)."""
+
+    def __init__(self, scorer, features: str = "fmap", image_size: int = 64, tower=None):
+        super().__init__(scorer)
+        self.features, self.image_size = features, image_size
+        self.tower = tower if tower is not None else scorer.model.image_tower
+
+    def grid(self, images):
+        return grid_features(self.tower, view_pixels(images, self.image_size), self.features)
+
+
 def load_embedded_models(folder: Path, device, upsample: bool = True, sdf: bool = True):
     from .embedded import load_embedded_scorer
 
@@ -68,10 +181,17 @@ def load_embedded_models(folder: Path, device, upsample: bool = True, sdf: bool 
     up = load_model_folder(folder / "upsample", device)[0] if upsample and (folder / "upsample").is_dir() else None
     sdf_model = load_model_folder(folder / "sdf", device)[0] if sdf and (folder / "sdf").is_dir() else None
     condition = cfg.get("condition", "scorer")
-    if condition != "scorer":
-        raise UserInputError(f"{folder / 'base'}: unknown conditioning {condition!r} (this version reads 'scorer')")
-    encoder = ScorerEncoder(load_embedded_scorer(device))
-    names = dict(kind="vec", base=cfg["model"].get("name", "base"), upsampler="upsample" if up is not None else "off",
+    if condition not in ("scorer", "scorer-grid"):
+        raise UserInputError(f"{folder / 'base'}: unknown conditioning {condition!r} (this version reads 'scorer' "
+                             "and 'scorer-grid')")
+    scorer = load_embedded_scorer(device)
+    if condition == "scorer-grid":
+        grid = cfg.get("grid", {})
+        tower = load_image_tower(None, device)[0]  # float32, as at training time (the scorer may be float16)
+        encoder = ScorerGridEncoder(scorer, grid.get("features", "fmap"), int(grid.get("image_size", 64)), tower)
+    else:
+        encoder = ScorerEncoder(scorer)
+    names = dict(kind="gridvec" if condition == "scorer-grid" else "vec", base=cfg["model"].get("name", "base"), upsampler="upsample" if up is not None else "off",
                  sdf="sdf" if sdf_model is not None else "off", clip="embedded scorer")
     return dict(tier="embedded", source=str(folder), base_name="embedded", base=base, upsampler=up, sdf=sdf_model,
                 encoder=encoder, names=names)

@@ -1,0 +1,209 @@
+"""Issue 17, the embedded Point-E grid base: the released base40M layout (image-grid tokens after the time token) on
+the embedded scorer's feature map, plus the scorer embedding for text. The model's shapes and conditions, the pack's
+renders, a tiny training run exported int8 and loaded through the same loader, one sampling step, the app's text
+and image paths, and the grid of an image equal to the pack's grid of the same render. Synthetic packs; the shipped
+scorer's image tower (3 MB) makes the grids."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.core import point_diffusion as pd
+from pipelines.core.priors import point_e_embedded as pee
+from pipelines.train import pointe_data, pointe_train
+
+from test_pointe_recipe import fake_pack
+
+
+def grid_pack(path: Path, shapes: int = 4, views: int = 2, seed: int = 0) -> Path:
+    """``fake_pack`` with renders: a coloured disc on transparency per view, composited on white as ``pack`` does."""
+    fake_pack(path, shapes=shapes, points=512, views=views)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    rgba = np.zeros((shapes, views, 64, 64, 4), np.uint8)
+    for s in range(shapes):
+        for v in range(views):
+            cx, cy, r = rng.integers(20, 44, 2).tolist() + [int(rng.integers(6, 16))]
+            disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+            rgba[s, v][disc] = np.append(rng.integers(0, 256, 3), 255)
+            rgba[s, v][~disc & ((xx - cx) ** 2 + (yy - cy) ** 2 < (r + 1) ** 2)] = (40, 40, 40, 128)  # soft rim
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(renders=pee.on_white(rgba), test_rgba=rgba[-1:])
+    np.savez_compressed(path, **arrays)
+    np.save(path.with_suffix(".rgba.npy"), rgba)
+    return path
+
+
+def tiny_grid_model(**kw) -> pd.EmbeddedGridPointDiffusionTransformer:
+    torch.manual_seed(0)
+    cfg = dict(grid_dim=12, grid_tokens=5, vec_dim=8, width=32, layers=1, heads=2, n_ctx=16, prediction="v")
+    m = pd.EmbeddedGridPointDiffusionTransformer(**{**cfg, **kw}).eval()
+    torch.nn.init.normal_(m.output_proj.weight)  # zero-initialised: every output would be 0
+    return m
+
+
+def test_grid_model_layout_shapes_and_conditions():
+    m = tiny_grid_model()
+    x, t = torch.randn(2, 6, 16), torch.tensor([3, 900])
+    grid, vec = torch.randn(2, 12, 5), torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    with torch.no_grad():
+        out = m(x, t, embeddings=grid, vec=vec)
+        raw = m(x, t, embeddings=grid, vec=vec, raw=True)
+        # by hand: [time, 5 grid tokens + positions, points + vec]; the v output converted to eps
+        tok = m.clip_embed(grid.transpose(1, 2)) + m.pos_embed
+        h = m.input_proj(x.transpose(1, 2)) + m.vec_embed(math.sqrt(8) * vec)[:, None]
+        t_tok = m.time_embed(pd.timestep_embedding(t, 32))[:, None]
+        want = m.output_proj(m.ln_post(m.backbone(m.ln_pre(torch.cat([t_tok, tok, h], 1))))[:, 6:]).transpose(1, 2)
+        assert torch.allclose(raw, want, atol=1e-5)
+        assert out.shape == (2, 12, 16)
+        assert torch.allclose(out, pd.v_to_eps(raw, x, m.ab[t], 6), atol=1e-6)
+        # missing conditions are zeros (the unconditional input); each one reaches the output
+        assert torch.allclose(m(x, t), m(x, t, embeddings=torch.zeros_like(grid), vec=torch.zeros_like(vec)))
+        assert float((m(x, t, embeddings=grid) - m(x, t)).abs().amax()) > 1e-3
+        assert float((m(x, t, vec=vec) - m(x, t)).abs().amax()) > 1e-3
+        # token positions matter: the same tokens in another order give another output
+        assert float((m(x, t, embeddings=grid.flip(-1), vec=vec) - out).abs().amax()) > 1e-3
+    assert pd.model_kind(dict(name="EmbeddedGridPointDiffusionTransformer")) == "grid"
+
+
+def test_released_grid_configs_keep_their_state_dicts():
+    """The new class subclasses the released grid model and adds only its own keys (the released configs against
+    the official key table: test_pointe.py)."""
+    m = tiny_grid_model(pos_embed=False, vec_dim=0, prediction="eps")
+    assert set(m.state_dict()) == set(pd.CLIPImageGridPointDiffusionTransformer(
+        grid_dim=12, grid_tokens=5, width=32, layers=1, heads=2, n_ctx=16).state_dict())
+    assert set(tiny_grid_model().state_dict()) - set(m.state_dict()) == {"pos_embed", "vec_embed.weight",
+                                                                         "vec_embed.bias"}
+
+
+@pytest.fixture(scope="module")
+def tower():
+    return pee.load_image_tower(None, "cpu")
+
+
+def test_features_of_an_image_equal_the_packs_features_of_the_same_render(tmp_path, tower):
+    from PIL import Image
+
+    pack = grid_pack(tmp_path / "p.npz")
+    rgba = np.load(pack.with_suffix(".rgba.npy"))
+    data = pointe_data.load_pack(pack)
+    assert data.renders.shape == (4, 2, 64, 64, 3) and data.renders.dtype == np.uint8
+    grid = pointe_train.attach_grid(data, "fmap", "cpu")
+    assert grid.shape == (4, 2, 256, 16)  # the shipped tower: 4 x 4 cells of 256 channels
+    enc = pee.ScorerGridEncoder(None, "fmap", tower[1], tower[0])
+    # the render as an app or the bench holds it (RGBA array), and as a PIL image of the view on white: the same
+    # pixels exactly, the same features (up to the batch's float order)
+    assert np.array_equal(pee.view_pixels([rgba[2, 1], Image.fromarray(data.renders[3, 0])]),
+                          data.renders[[2, 3], [1, 0]])
+    assert torch.allclose(enc.grid([rgba[2, 1], rgba[0, 0]]), torch.stack([grid[2, 1], grid[0, 0]]), atol=1e-5)
+    assert torch.allclose(enc.grid([Image.fromarray(data.renders[3, 0])]), grid[3, :1], atol=1e-5)
+    # the grids differ between views, and the pooled end of the same tower is the scorer's embedding path
+    assert float((grid[0, 0] - grid[1, 0]).abs().mean()) > 1e-2
+    patches = pointe_train.attach_grid(data, "patches", "cpu")
+    assert patches.shape == (4, 2, 192, 64) and float(patches.min()) >= -1 and float(patches.max()) <= 1
+    assert torch.allclose(pee.grid_features(tower[0], pee.view_pixels([rgba[1, 0]]), "patches")[0], patches[1, 0])
+    assert pee.grid_shape("fmap", 64, tower[0]) == (256, 16) and pee.grid_shape("patches", 64) == (192, 64)
+
+
+def test_tiny_grid_training_exports_loads_and_samples(tmp_path, capsys):
+    from pipelines.core.point_sampler import BASE_STAGE, sample
+
+    pack = grid_pack(tmp_path / "p.npz")
+    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
+                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=4, cond="grid",
+                                     export=str(tmp_path / "pointe" / "base"))
+    result = pointe_train.train(opts, log=lambda *_: None)
+    assert {f"x0_mse_t{t}_{c}" for t in (400, 700) for c in ("true", "shuffled", "null")} <= set(result["metrics"])
+    config = json.loads((tmp_path / "pointe" / "base" / "config.json").read_text())
+    assert config["condition"] == "scorer-grid" and config["grid"] == {"features": "fmap", "image_size": 64}
+    assert config["model"]["name"] == "EmbeddedGridPointDiffusionTransformer" and config["weights_dtype"] == "int8"
+    assert (config["model"]["grid_dim"], config["model"]["grid_tokens"], config["model"]["vec_dim"]) == (256, 16, 256)
+    model, _ = pee.load_model_folder(tmp_path / "pointe" / "base", "cpu")  # strict, through the same loader
+    assert isinstance(model, pd.EmbeddedGridPointDiffusionTransformer) and model.prediction == "v"
+    # one sampling step, from an image (grid + embedding) and from a caption (embedding alone)
+    stage = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": 1})
+    data = pointe_data.load_pack(pack)
+    pointe_train.attach_grid(data, "fmap", "cpu")
+    for cond in ({"embeddings": data.grid[:1, 0], "vec": data.image_emb[:1, 0]}, {"vec": data.text_emb[:1]}):
+        x = sample(model, cond, 1, None, None, stage, seed=0)
+        assert x.shape == (1, 6, model.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
+    # resuming with another layout is refused; exporting the run again keeps the layout
+    again = pointe_train.export_runs(tmp_path / "runs", tmp_path / "again")
+    assert json.loads((again[0] / "config.json").read_text())["condition"] == "scorer-grid"
+    # a pack without renders, or unknown options: a clear CLI error
+    old = fake_pack(tmp_path / "old.npz")
+    for extra in (["--data", str(old)], ["--data", str(pack), "--grid", "pixels"],
+                  ["--data", str(pack), "--cond", "tokens"]):
+        assert pointe_train.main(["base", "--tiny", "--cond", "grid", "--device", "cpu", "--steps", "1",
+                                  "--out", str(tmp_path / "runs" / "x"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "pointe data renders" in err and "--grid must be" in err and "--cond must be" in err
+
+
+def test_add_renders_and_shrink_keep_them(tmp_path, monkeypatch):
+    pack = fake_pack(tmp_path / "p.npz", shapes=2, views=2)
+    root = tmp_path / "root"
+    (root / "shapes").mkdir(parents=True)
+    rgba = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64, 4), dtype=np.uint8)
+    for i, sid in enumerate(("shape-0", "shape-1")):
+        np.savez_compressed(root / "shapes" / f"{sid}.npz", rgba=rgba[i])
+    assert pointe_data.main(["renders", "--data", str(pack), "--root", str(root), "--out",
+                             str(tmp_path / "r.npz")]) == 0
+    data = pointe_data.load_pack(tmp_path / "r.npz")
+    assert np.array_equal(data.renders, pee.on_white(rgba[:, :2]))  # as many views as the embeddings
+    small = pointe_data.shrink(tmp_path / "r.npz", tmp_path / "s.npz", points=256)
+    assert np.array_equal(pointe_data.load_pack(small).renders, data.renders)
+    assert pointe_data.load_pack(pack).renders is None
+    assert pointe_data.main(["renders", "--data", str(pack), "--root", str(tmp_path / "none")]) == 2
+
+
+def test_app_runs_text_and_image_through_an_embedded_grid_base(tmp_path, monkeypatch, tower):
+    """The app with a grid base folder: a prompt conditions on the caption's embedding alone, an image on its grid
+    (the shipped tower) and its embedding (a stand-in scorer)."""
+    from PIL import Image
+
+    from pipelines import run_to_completion
+    from pipelines.core.priors import embedded
+    from pipelines.core.priors.point_e import clear_cache, load_models
+    from pipelines.core.priors.prior_folder import save_prior
+    from pipelines.pointe import PointEConfig, run
+
+    cfg = dict(name="EmbeddedGridPointDiffusionTransformer", input_channels=6, output_channels=12, n_ctx=32,
+               width=32, layers=1, heads=2, init_scale=0.25, time_token_cond=True, cond_drop_prob=0.1, grid_dim=256,
+               grid_tokens=16, pos_embed=True, vec_dim=8, prediction="v")
+    folder = tmp_path / "pointe"
+    save_prior(folder / "base", "pointe-base", pd.build_model(cfg),
+               {"model": cfg, "condition": "scorer-grid", "grid": {"features": "fmap", "image_size": 64}},
+               {"data": "test"}, dtype="int8")
+
+    class Scorer:  # as the stand-in of test_pointe's embedded-tier test
+        device, image_size, name = torch.device("cpu"), 64, "stand-in scorer"
+
+        def encode_images(self, x):
+            return torch.nn.functional.normalize(x.mean((1, 2)).repeat(1, 3)[:, :8] + 0.1, dim=-1)
+
+        def encode_text(self, texts):
+            return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
+
+    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": Scorer())
+    clear_cache()
+    models = load_models(str(folder), "base40M", "cpu", upsample=False, sdf=False)
+    assert models.kind == "gridvec" and models.tier == "embedded"
+    img = np.full((64, 64, 4), 0, np.uint8)
+    img[16:48, 20:44] = (200, 30, 30, 255)
+    assert models.encoder.grid([img]).shape == (1, 256, 16)
+    Image.fromarray(img).save(tmp_path / "obj.png")
+    common = dict(checkpoints=str(folder), steps=2, preview_every=8, preview_size=16, device="cpu", mesh=False,
+                  upsample=False)
+    for kw in (dict(prompt="a chair"), dict(image=str(tmp_path / "obj.png"))):
+        out = tmp_path / ("image" if "image" in kw else "text")
+        done = run_to_completion(run(PointEConfig(out_dir=str(out), **common, **kw)))
+        assert done.metrics["points"] == 32
+        assert json.loads((out / "run.json").read_text())["tier"] == "embedded"
+    clear_cache()
