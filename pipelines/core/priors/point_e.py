@@ -15,7 +15,9 @@ manifest.json with sha256s) per model: ``base/``, ``upsample/`` (optional) and `
 config.json holds ``"model"``: a ``point_diffusion`` config dict (``name`` = class, e.g. a small
 CLIPImagePointDiffusionTransformer with ``clip_dim`` = the scorer's embedding size) and, for the base,
 ``"condition"``: "scorer" (unit embeddings of the embedded scorer, ``encode_images`` for an image and
-``encode_text`` for a prompt, in one space). Importing this module imports neither torch nor transformers.
+``encode_text`` for a prompt, in one space) or "scorer-grid" (an ``EmbeddedGridPointDiffusionTransformer``: the
+image's grid of scorer features plus its embedding, or a prompt's embedding alone; ``names["kind"]`` 'gridvec';
+``point_e_embedded``). Importing this module imports neither torch nor transformers.
 """
 from __future__ import annotations
 
