@@ -281,7 +281,13 @@ def cameras_figure(path: str | None, max_frusta: int = 300):
     meta = json.loads(Path(path).read_text())
     cams = meta["cameras"][:max_frusta]
     pos = np.array([c["c2w"] for c in cams])[:, :3, 3] if cams else np.zeros((0, 3))
+    p = np.array(meta.get("points") or np.zeros((0, 6)), dtype=float).reshape(-1, 6)
+    if len(p) > 10:  # SfM's stray far points would shrink the whole view: keep the bulk of the cloud
+        dist = np.linalg.norm(p[:, :3] - np.median(p[:, :3], axis=0), axis=1)
+        p = p[dist <= 2.0 * np.percentile(dist, 90)]
     size = 0.08 * float(np.ptp(pos, axis=0).max()) if len(pos) > 1 else 0.2
+    if len(p):  # forward-facing cameras sit close together in front of a deep scene: frusta seen beside it
+        size = max(size, 0.06 * float(np.ptp(np.concatenate([pos, p[:, :3]]), axis=0).max()))
     traces = []
     for heldout, colour in ((False, "royalblue"), (True, "darkorange")):
         xs: list = []
@@ -296,8 +302,7 @@ def cameras_figure(path: str | None, max_frusta: int = 300):
             pts = np.array([x if x is not None else [np.nan] * 3 for x in xs], dtype=float)
             traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="lines",
                                        line=dict(color=colour, width=3), name="held out" if heldout else "training"))
-    if meta.get("points"):
-        p = np.array(meta["points"], dtype=float)
+    if len(p):
         traces.append(go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", name="sparse points",
                                    marker=dict(size=1.5, color=[f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in p[:, 3:6]])))
     fig = go.Figure(traces)

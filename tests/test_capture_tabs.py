@@ -41,3 +41,25 @@ def test_tabs_downscale_a_capture_past_images_8(tab):
     args.update(model="fast") if tab == "nerf" else args.update(field="neural", primitives="")
     cfg = mod.make_config(cls, **args)
     assert cfg.downscale == 16 and cfg.scene == "fern.zip"
+
+
+def test_cameras_plot_keeps_forward_facing_frusta_visible(tmp_path):
+    """fern's SfM in the browser: 12 cameras 0.6 apart above a cloud 8 deep (and a few stray points further):
+    frusta sized by the cameras alone were specks; now they are sized by the scene and the stray points dropped."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cams = [dict(c2w=[[1, 0, 0, 0.06 * i], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], width=64, height=48,
+                 fx=60.0, fy=60.0, heldout=i % 8 == 0) for i in range(10)]
+    pts = np.concatenate([rng.uniform([-3, -1, -9], [3, 1, -1], (300, 3)), [[0, 0, -500.0]]])
+    rgb = np.full((len(pts), 3), 128.0)
+    path = tmp_path / "cameras.json"
+    path.write_text(json.dumps(dict(cameras=cams, points=np.concatenate([pts, rgb], 1).tolist(), space="forward")))
+    fig = stream.cameras_figure(str(path))
+    frusta = np.array([v for t in fig.data if t.name in ("training", "held out") for v in t.z], dtype=float)
+    points = next(t for t in fig.data if t.name == "sparse points")
+    assert len(points.z) == 300 and min(points.z) > -10  # the stray point at z = -500 is not drawn
+    depth = np.nanmax(frusta) - np.nanmin(frusta)  # each frustum's depth along -z
+    assert depth >= 0.04 * 8, depth  # a visible share of the cloud's 8 units (0.08 * 0.54 = 0.04 before)
