@@ -282,8 +282,12 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     modules.eval()
 
+    first_view: dict = {}  # held-out view 0's render, kept for the side-by-side image (minutes on a CPU)
+
     def score(i: int) -> tuple[float, float]:
         out = render_view(val.camera(i))
+        if i == 0:
+            first_view["rgb"] = out["rgb"]
         gt = val.images[i].to(dev)
         return psnr(out["rgb"], gt), ssim(out["rgb"], gt)
 
@@ -297,7 +301,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
               f"{len(val)} views")
     if cfg.export:
         yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space,
-                           dict(background=float(scene.background), ndc_extent=list(extent)))
+                           dict(background=float(scene.background), ndc_extent=list(extent)), first_view.get("rgb"))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 
@@ -315,9 +319,10 @@ def _preview_images(view, to_uint8, colormap) -> dict:
 
 
 def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics,
-            space: str = "object", scene_info: dict | None = None) -> Iterator[Event]:
-    """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image, coloured mesh
-    (unbounded: of the unit ball around the centre; none for forward-facing) and checkpoint."""
+            space: str = "object", scene_info: dict | None = None, heldout_rgb=None) -> Iterator[Event]:
+    """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image (``heldout_rgb``:
+    held-out view 0 as scoring rendered it, else rendered here), coloured mesh (unbounded: of the unit ball around
+    the centre; none for forward-facing) and checkpoint."""
     import numpy as np
     import torch
 
@@ -345,7 +350,7 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     if frames:
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
 
-    pred = render_view(val.camera(0))["rgb"]
+    pred = heldout_rgb if heldout_rgb is not None else render_view(val.camera(0))["rgb"]
     side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 

@@ -2,6 +2,8 @@
 NeRF/VolSDF tabs let a CPU user downscale a capture past LLFF's smallest folder (images_8)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gen3d_app import stream
@@ -63,3 +65,26 @@ def test_cameras_plot_keeps_forward_facing_frusta_visible(tmp_path):
     assert len(points.z) == 300 and min(points.z) > -10  # the stray point at z = -500 is not drawn
     depth = np.nanmax(frusta) - np.nanmin(frusta)  # each frustum's depth along -z
     assert depth >= 0.04 * 8, depth  # a visible share of the cloud's 8 units (0.08 * 0.54 = 0.04 before)
+
+
+def test_nerf_renders_the_first_held_out_view_once(tmp_path, monkeypatch):
+    """The side-by-side held-out image reuses scoring's render of view 0 (a second full-size render sat, silent,
+    after the turntable: a minute for fern at 1/4 on this CPU)."""
+    from pipelines.core import volume
+    from pipelines.nerf import NerfConfig, run
+
+    sizes: list[tuple[int, int]] = []
+    real = volume.render_image
+
+    def counting(render_rays, camera, *a, **k):
+        sizes.append((camera.height, camera.width))
+        return real(render_rays, camera, *a, **k)
+
+    monkeypatch.setattr(volume, "render_image", counting)
+    cfg = NerfConfig(out_dir=str(tmp_path), steps=2, downscale=2, batch_rays=128, target_samples=2048,
+                     hash_levels=4, hash_log2_size=12, grid_resolution=16, march_steps=32, max_views=4, eval_views=1,
+                     preview_every=50, turntable_frames=2, mesh_resolution=16, preview_size=16, device="cpu")
+    events = list(run(cfg))
+    full = max(sizes)  # the held-out views' size (previews and turntable frames are at most 16 px)
+    assert full[0] > 16 and sizes.count(full) == 1, sizes
+    assert any(Path(a.path).name == "heldout_view.png" for a in events[-1].artifacts)
