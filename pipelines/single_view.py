@@ -86,8 +86,9 @@ class SingleViewConfig(PipelineConfig):
     w_voxel_iou: float = 1.0
     """Weight of the soft-IoU loss (1 - IoU with probabilities) on the voxels, which gives empty space no
     credit (shipped model: 0)."""
-    w_dcd: float = 0.0
-    """Point loss: weight of the density-aware Chamfer distance (Wu et al. 2021), bounded per point (shipped: 0)."""
+    w_dcd: float = 0.02
+    """Point loss: weight of the density-aware Chamfer distance (Wu et al. 2021), bounded per point (shipped: 0;
+    0.02 puts its gradient at about 1.5x the Chamfer's at the shipped model's predictions)."""
     dcd_alpha: float = 1000.0
     """DCD's distance scale: a point d away keeps exp(-alpha d^2) of its credit (1000: exp(-0.9) at 3 %)."""
     w_repulsion: float = 0.0
