@@ -91,6 +91,8 @@ def tiny(args) -> None:
                width=args.width, layers=args.layers, heads=2, n_ctx=args.points)
     if grid and args.grid_only:  # the grid alone: does the model read it without the pooled embedding?
         cfg["vec_dim"] = 0
+    if grid and args.grid_add:
+        cfg["grid_add"] = True
     opts = pt.TrainOptions(model="base", loss_weight=args.loss_weight, cond_drop=args.cond_drop,
                            image_prob=args.image_prob)
     model = build_model(cfg).train()
@@ -111,7 +113,8 @@ def tiny(args) -> None:
     model.eval()
     print(f"{args.shapes} training shapes, width {args.width}, {args.layers} layers, {args.points} points, "
           f"prediction {args.prediction}, loss {args.loss_weight}, {'token' if args.cond_token else 'added'} condition, "
-          f"cond {args.cond}{' (grid only)' if grid and args.grid_only else ''}, {args.steps} steps "
+          f"cond {args.cond}{' (grid only)' if grid and args.grid_only else ''}{' + grid added' if args.grid_add else ''}, "
+          f"{args.steps} steps "
           f"({time.perf_counter() - t0:.0f} s), final loss {float(loss.detach()):.4f}")
     g = torch.Generator().manual_seed(1)
     x0 = pt.make_batch(data, shapes, cfg, opts, g)["x0"]
@@ -213,6 +216,7 @@ def main() -> None:
                    help="tiny: the vec base, or the grid base on this grid (a pack with renders)")
     p.add_argument("--heldout", type=int, default=0, help="tiny: also sample from this many held-out renders")
     p.add_argument("--grid-only", action="store_true", help="tiny, grid base: without the pooled embedding")
+    p.add_argument("--grid-add", action="store_true", help="tiny, grid base: the flattened grid added to every point")
     p.add_argument("--image-prob", type=float, default=0.5, help="tiny: share of conditioned samples with an image")
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--guidance", type=float, default=3.0)

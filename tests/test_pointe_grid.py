@@ -70,6 +70,15 @@ def test_grid_model_layout_shapes_and_conditions():
         # token positions matter: the same tokens in another order give another output
         assert float((m(x, t, embeddings=grid.flip(-1), vec=vec) - out).abs().amax()) > 1e-3
     assert pd.model_kind(dict(name="EmbeddedGridPointDiffusionTransformer")) == "grid"
+    # grid_add: the layer-normed grid, flattened and projected, added to every point beside the tokens
+    g = tiny_grid_model(grid_add=True)
+    with torch.no_grad():
+        normed = g.clip_embed[0](grid.transpose(1, 2))
+        h = g.input_proj(x.transpose(1, 2)) + (g.vec_embed(math.sqrt(8) * vec) + g.grid_add(normed.flatten(1)))[:, None]
+        tok = g.clip_embed[1](normed) + g.pos_embed
+        t_tok = g.time_embed(pd.timestep_embedding(t, 32))[:, None]
+        want = g.output_proj(g.ln_post(g.backbone(g.ln_pre(torch.cat([t_tok, tok, h], 1))))[:, 6:]).transpose(1, 2)
+        assert torch.allclose(g(x, t, embeddings=grid, vec=vec, raw=True), want, atol=1e-5)
 
 
 def test_released_grid_configs_keep_their_state_dicts():
@@ -124,6 +133,7 @@ def test_tiny_grid_training_exports_loads_and_samples(tmp_path, capsys):
     assert config["condition"] == "scorer-grid" and config["grid"] == {"features": "fmap", "image_size": 64}
     assert config["model"]["name"] == "EmbeddedGridPointDiffusionTransformer" and config["weights_dtype"] == "int8"
     assert (config["model"]["grid_dim"], config["model"]["grid_tokens"], config["model"]["vec_dim"]) == (256, 16, 256)
+    assert config["model"]["grid_add"] is True  # the default
     model, _ = pee.load_model_folder(tmp_path / "pointe" / "base", "cpu")  # strict, through the same loader
     assert isinstance(model, pd.EmbeddedGridPointDiffusionTransformer) and model.prediction == "v"
     # one sampling step, from an image (grid + embedding) and from a caption (embedding alone)

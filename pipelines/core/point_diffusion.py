@@ -230,17 +230,22 @@ class EmbeddedGridPointDiffusionTransformer(VPrediction, CLIPImageGridPointDiffu
     * ``vec_dim`` > 0: also a unit vector (B, vec_dim) of the scorer's joint space, added to every point's
       features as the vec base does (``vec``): the image embedding with the grid, the caption's without one, so
       one model serves image -> 3D and text -> 3D (the scorer has no text grid);
+    * ``grid_add``: also the whole grid (layer-normed per token, flattened: grid_dim x grid_tokens values) projected
+      to one vector added to every point, beside the tokens. Read through attention only, a tiny CPU base had not
+      learned to use the grid tokens after 500 steps (the same x0 error with another shape's grid); a condition
+      added to every point is read at once (as the vec base's; ``bench/pointe_condition.py tiny --cond fmap``);
     * ``prediction`` ('v' for the embedded bases; see ``VPrediction``).
 
     Missing conditions (``embeddings`` or ``vec`` None) are zeros, the unconditional input guidance pairs with."""
 
     def __init__(self, grid_dim: int = 256, grid_tokens: int = 16, pos_embed: bool = True, vec_dim: int = 0,
-                 prediction: str = "eps", **kw):
+                 grid_add: bool = False, prediction: str = "eps", **kw):
         super().__init__(grid_dim=grid_dim, grid_tokens=grid_tokens, **kw)
         self.grid_dim, self.vec_dim = grid_dim, vec_dim
         w = self.backbone.width
         self.pos_embed = nn.Parameter(torch.randn(grid_tokens, w) * (0.25 / math.sqrt(w))) if pos_embed else None
         self.vec_embed = nn.Linear(vec_dim, w) if vec_dim else None
+        self.grid_add = nn.Linear(grid_dim * grid_tokens, w) if grid_add else None
         self._init_prediction(prediction)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor | None = None,
@@ -250,13 +255,17 @@ class EmbeddedGridPointDiffusionTransformer(VPrediction, CLIPImageGridPointDiffu
         b = x.shape[0]
         if embeddings is None:
             embeddings = x.new_zeros(b, self.grid_dim, self.grid_tokens)
-        grid = self.clip_embed(embeddings.float().transpose(1, 2))
+        normed = self.clip_embed[0](embeddings.float().transpose(1, 2))  # (B, L, D), the tokens' layer norm
+        grid = self.clip_embed[1](normed)
         if self.pos_embed is not None:
             grid = grid + self.pos_embed.to(grid.dtype)
         add = None
         if self.vec_embed is not None:
             v = x.new_zeros(b, self.vec_dim) if vec is None else vec.float()
             add = self.vec_embed(math.sqrt(self.vec_dim) * v)
+        if self.grid_add is not None:
+            g = self.grid_add(normed.flatten(1))
+            add = g if add is None else add + g
         return self._eps_out(self.run(x, self.embed_time(t), [grid], add=add), x, t, raw)
 
 

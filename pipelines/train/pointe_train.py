@@ -122,6 +122,10 @@ class TrainOptions:
     grid: str = "fmap"
     """--cond grid: the image grid, 'fmap' (the scorer's feature map before pooling) or 'patches' (8 x 8 pixel
     patches of the 64 px view)."""
+    grid_add: bool = True
+    """--cond grid: also the whole grid, flattened and projected, added to every point beside its tokens
+    (``EmbeddedGridPointDiffusionTransformer.grid_add``; 'fmap': 4096 values, 0.8M parameters at width 192): on
+    the CPU a tiny base read grid tokens alone only slowly."""
     tiny: bool = False
     export: str = ""
     """Also write the EMA weights, int8, to this folder when done."""
@@ -129,14 +133,14 @@ class TrainOptions:
 
 
 def model_config(name: str, tiny: bool = False, cond_token: bool = True, prediction: str = "eps",
-                 cond: str = "vec", grid: tuple[int, int] | None = None) -> dict:
+                 cond: str = "vec", grid: tuple[int, int] | None = None, grid_add: bool = False) -> dict:
     """``grid``: (grid_dim, grid_tokens) of the image grid, for ``cond='grid'``."""
     cfg = dict(MODELS[name], **(TINY[name] if tiny else {}))
     if name == "base" and cond == "grid":
         vec_dim = cfg.pop("clip_dim")
         cfg.pop("token_cond")
         cfg.update(name="EmbeddedGridPointDiffusionTransformer", grid_dim=grid[0], grid_tokens=grid[1],
-                   pos_embed=True, vec_dim=vec_dim, prediction=prediction)
+                   pos_embed=True, vec_dim=vec_dim, grid_add=grid_add, prediction=prediction)
     elif name == "base":
         cfg["token_cond"] = cond_token
         if prediction != "eps":  # left out for eps: the configs of the bases shipped before stay as they were
@@ -291,7 +295,7 @@ def train(opts: TrainOptions, log=print) -> dict:
         g = attach_grid(data, opts.grid, dev)
         grid_shape = (g.shape[2], g.shape[3])
         log(f"grid conditioning: {opts.grid} of {g.shape[0] * g.shape[1]} renders, {g.shape[3]} tokens of {g.shape[2]}")
-    cfg = model_config(opts.model, opts.tiny, opts.cond_token, opts.prediction, opts.cond, grid_shape)
+    cfg = model_config(opts.model, opts.tiny, opts.cond_token, opts.prediction, opts.cond, grid_shape, opts.grid_add)
     if data.xyz.shape[1] < points_needed(opts.model, cfg):
         raise ValueError(f"{opts.data} holds {data.xyz.shape[1]} points a shape; the {opts.model} model needs "
                          f"{points_needed(opts.model, cfg)}: use the full pack (`python -m pipelines pointe data pack`)")
@@ -427,7 +431,7 @@ def export(opts: TrainOptions, ema, cfg: dict, metrics: dict, step: int, data: P
     layout = "one scorer-embedding token" if cfg.get("token_cond") else "the scorer embedding added to every point"
     if grid:
         layout = (f"the view's {cfg['grid_tokens']} grid tokens ({config['grid']['features']}) after the time token, "
-                  "the scorer embedding added to every point")
+                  f"the scorer embedding{' and the flattened grid' if cfg.get('grid_add') else ''} added to every point")
     if cfg.get("prediction", "eps") != "eps":
         layout += f", {cfg['prediction']}-prediction"
     what = {"base": f"Point-E base model ({cfg['name']}, {layout})",
