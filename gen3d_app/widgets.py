@@ -292,9 +292,16 @@ def wire_run(pipeline: str, make_config: Callable[..., Any], inputs: dict[str, A
     event = run.run.click(handler, inputs=None, inputs_kwargs=inputs, outputs=list(comps.values()),
                           concurrency_limit=runner.gpu_slots(), concurrency_id=runner.GPU_QUEUE, show_progress="minimal",
                           show_progress_on=[run.status], trigger_mode="always_last", api_name=f"run_{pipeline}")
-    run.stop.click(stop_handler(pipeline), outputs=[run.status], cancels=[event], queue=False,
-                   api_visibility="private")
+    wire_stop(pipeline, run, event)
     return event
+
+
+def wire_stop(pipeline: str, run: RunPanel, event: Any) -> None:
+    """Stop: cancel ``event``, then say "Stopped." once the run has closed (``stop_handler``). The cancel is its own
+    listener, registered first: on Stop's handler, the page sent it only once that handler had answered, which
+    waits for the run to close, so every Stop took STOP_WAIT_S (30 s; seen on fern in the NeRF tab, issue 19)."""
+    run.stop.click(None, cancels=[event], queue=False, api_visibility="private")
+    run.stop.click(stop_handler(pipeline), outputs=[run.status], queue=False, api_visibility="private")
 
 
 def default_preset(presets: tuple[str, ...], gpu: str = "custom") -> str:

@@ -88,3 +88,17 @@ def test_nerf_renders_the_first_held_out_view_once(tmp_path, monkeypatch):
     full = max(sizes)  # the held-out views' size (previews and turntable frames are at most 16 px)
     assert full[0] > 16 and sizes.count(full) == 1, sizes
     assert any(Path(a.path).name == "heldout_view.png" for a in events[-1].artifacts)
+
+
+def test_stop_cancels_on_its_own_listener():
+    """Stop's cancel is a listener of its own, registered before Stop's handler: the page sent a handler's cancel only once
+    the handler had answered, and the handler waits for the run to close, so every Stop took STOP_WAIT_S (30 s;
+    seen in the NeRF tab on fern, issue 19's check); with its own listener the run closed 0.2 s after Stop."""
+    from gen3d_app import ui
+
+    demo = ui.build_demo()
+    cancellers = [(i, f) for i, f in demo.fns.items() if f.cancels]
+    assert len(cancellers) >= 7  # one per tab's Stop
+    for i, f in cancellers:
+        waiting = [j for j, g in demo.fns.items() if g.targets == f.targets and getattr(g.fn, "__name__", "") == "stop"]
+        assert all(i < j for j in waiting), (f.targets, i, waiting)  # sent before stop_handler's wait

@@ -143,5 +143,4 @@ def build() -> None:
                           concurrency_limit=runner.gpu_slots(), concurrency_id=runner.GPU_QUEUE,
                           show_progress="minimal", show_progress_on=[run.status], trigger_mode="always_last",
                           api_name=f"run_{PIPELINE}")
-    run.stop.click(widgets.stop_handler(PIPELINE), outputs=[run.status], cancels=[event], queue=False,
-                   api_visibility="private")
+    widgets.wire_stop(PIPELINE, run, event)
