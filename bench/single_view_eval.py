@@ -301,6 +301,12 @@ def head_finetune(args) -> None:
         metrics = evaluate(model, evaluation, (args.head,), cfg, torch.device("cpu"))
         results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
         print(json.dumps(results[-1]), flush=True)
+        if args.save_dir:  # for `pictures --checkpoint` (never into the shipped model's folder)
+            from pipelines.core.single_view_net import save_checkpoint
+
+            folder = Path(args.save_dir) / "".join(c if c.isalnum() or c in "._-" else "_" for c in spec)
+            save_checkpoint(model, folder, "float16")
+            print(f"saved {folder}", flush=True)
     out = dict(checkpoint=info, head=args.head, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
                views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, steps=args.steps,
                results=results, device=device_name(), date=time.strftime("%Y-%m-%d"))
@@ -372,6 +378,7 @@ def main() -> None:
     h.add_argument("--eval-views", type=int, default=1)
     h.add_argument("--max-shapes", type=int, default=0)
     h.add_argument("--json", default="")
+    h.add_argument("--save-dir", default="", help="save each arm's fine-tuned model under DIR/ARM (float16)")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,
      "mesh-finetune": mesh_finetune, "head-finetune": head_finetune}[args.cmd](args)
