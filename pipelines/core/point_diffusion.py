@@ -16,11 +16,29 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .point_configs import CHECKPOINT_FILES, MODEL_CONFIGS, model_kind  # noqa: F401 - re-exported here
+
+
+TIMESTEPS = 1024
+"""Diffusion steps of the released models' schedules."""
+
+
+def alphas_cumprod(schedule: str, n: int = TIMESTEPS) -> np.ndarray:
+    """alpha_bar_t (float64) of the 'cosine' (Nichol & Dhariwal; the base models) or 'linear' (Ho et al., scaled
+    to n steps; the upsampler) schedule."""
+    if schedule == "cosine":
+        f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        betas = np.array([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)])
+    elif schedule == "linear":
+        betas = np.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return np.cumprod(1.0 - betas)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -161,8 +179,6 @@ class VPrediction:
 
     @staticmethod
     def _schedule(device) -> torch.Tensor:
-        from .point_sampler import alphas_cumprod
-
         return torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32, device=device)
 
     def _apply(self, fn, *args, **kw):

@@ -19,25 +19,11 @@ import numpy as np
 import torch
 
 from .geometry import PointCloud
-from .point_diffusion import UpsamplePointDiffusionTransformer
+from .point_diffusion import TIMESTEPS, UpsamplePointDiffusionTransformer, alphas_cumprod  # noqa: F401 - re-exported
 
-TIMESTEPS = 1024
 CHANNEL_SCALES = (2.0, 2.0, 2.0, 2.0 / 255.0, 2.0 / 255.0, 2.0 / 255.0)
 CHANNEL_BIASES = (0.0, 0.0, 0.0, -1.0, -1.0, -1.0)
 """Official output units (xyz, RGB 0..255) -> the diffusion's [-1, 1] space: x * scale + bias."""
-
-
-def alphas_cumprod(schedule: str, n: int = TIMESTEPS) -> np.ndarray:
-    """alpha_bar_t (float64) of the 'cosine' (Nichol & Dhariwal; the base models) or 'linear' (Ho et al., scaled
-    to n steps; the upsampler) schedule."""
-    if schedule == "cosine":
-        f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-        betas = np.array([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)])
-    elif schedule == "linear":
-        betas = np.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=np.float64)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}")
-    return np.cumprod(1.0 - betas)
 
 
 @dataclass(frozen=True)
