@@ -171,8 +171,8 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
     from .core.metrics import mse_to_psnr, psnr, ssim
-    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target,
-                                 write_cameras)
+    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
+                                 preview_target, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -272,7 +272,7 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
             with clock.paused():
                 modules.eval()
                 scores = heldout_scores(render_view, val)
-                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **_peak_memory(dev)))
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **peak_memory(dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB, "
                           f"SSIM {scores['ssim']:.3f}")
         if clock.out_of_time():
@@ -296,20 +296,13 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
         (yield from views_within(score, len(val), export_seconds(train_seconds)))
     metrics = {"psnr": sum(p for p, _ in scores) / len(scores), "ssim": sum(q for _, q in scores) / len(scores)}
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
-    metrics.update(_peak_memory(dev))
+    metrics.update(peak_memory(dev))
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
               f"{len(val)} views")
     if cfg.export:
         yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space,
                            dict(background=float(scene.background), ndc_extent=list(extent)), first_view.get("rgb"))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
-
-
-def _peak_memory(dev) -> dict[str, float]:
-    """{"peak_gpu_gb": the most GPU memory allocated so far (since the caller's reset)} on CUDA, else {}."""
-    import torch
-
-    return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
 
 
 def _preview_images(view, to_uint8, colormap) -> dict:

@@ -244,8 +244,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.sdf_marching import SDFRadiance, occupancy_density, render_sdf_marched
-    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, preview_target,
-                                 write_cameras)
+    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
+                                 preview_target, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -397,7 +397,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
             with clock.paused():
                 modules.eval()
                 scores = heldout_scores(render_view, val)
-                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **_peak_memory(dev)))
+                timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **peak_memory(dev)))
                 if cfg.mesh_resolution > 0:
                     timeline.update(at_seconds(t_at, **_mesh_metrics(cfg, field, val, dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
@@ -413,7 +413,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
                    alpha=float(density.alpha.detach()), rays_per_step=rays_total / max(step, 1))
     if cfg.field == "primitives":
         metrics.update(_recovery_errors(field, root))
-    metrics.update(_peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
+    metrics.update(peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views; "
               f"beta {metrics['beta']:.4g}")
     if cfg.export:
@@ -458,59 +458,16 @@ def _recovery_errors(field, root: Path) -> dict[str, float]:
 # Outputs
 
 
-def _peak_memory(dev) -> dict[str, float]:
-    """{"peak_gpu_gb": the most GPU memory allocated so far (since the caller's reset)} on CUDA, else {}."""
-    import torch
-
-    return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
-
-
 def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
     """The marching-cubes mesh's face count and watertightness, and with ``mesh_psnr_views`` its PSNR."""
+    from .core.metrics import mesh_psnr, mesh_stats
     from .core.sdf import sdf_to_mesh
 
     mesh = sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=cfg.mesh_psnr_views > 0)
-    stats = _mesh_stats(mesh)
+    stats = mesh_stats(mesh)
     if cfg.mesh_psnr_views > 0:
         stats["mesh_psnr"] = mesh_psnr(mesh, val, cfg.mesh_psnr_views, 1.0 if cfg.white_background else 0.0, dev)
     return stats
-
-
-def mesh_psnr(mesh, views, n_views: int, background: float, device) -> float:
-    """Mean PSNR of a vertex-coloured mesh rasterized unlit (``core.raster.render_mesh`` with ambient 1, 2x2
-    supersampled edges) from ``n_views`` evenly spaced cameras of ``views`` against their images."""
-    import torch
-
-    from .core.geometry import Mesh
-    from .core.metrics import psnr
-    from .core.raster import render_mesh
-
-    n = min(n_views, len(views))
-    picks = sorted({round(i * (len(views) - 1) / max(n - 1, 1)) for i in range(n)})
-    total = 0.0
-    for i in picks:
-        gt = views.images[i].to(device)
-        if mesh.num_faces == 0:
-            rgb = torch.full_like(gt, background)
-        else:
-            colors = mesh.vert_colors if mesh.vert_colors is not None else torch.full_like(mesh.verts, 0.5)
-            m = Mesh(mesh.verts.to(device).float(), mesh.faces.to(device), colors.to(device).float())
-            with torch.no_grad():
-                rgb, _ = render_mesh(m, views.camera(i).to(device), background=background, ambient=1.0, ssaa=2)
-        total += psnr(rgb, gt)
-    return total / len(picks)
-
-
-def _mesh_stats(mesh) -> dict[str, float]:
-    """Face count and watertightness (every edge shared by exactly two faces)."""
-    import torch
-
-    f = mesh.faces
-    if len(f) == 0:
-        return {"mesh_faces": 0.0, "mesh_watertight": 0.0}
-    edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(-1).values
-    _, counts = torch.unique(edges, dim=0, return_counts=True)
-    return {"mesh_faces": float(len(f)), "mesh_watertight": float(bool((counts == 2).all()))}
 
 
 def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val, metrics) -> Iterator[Event]:
@@ -522,6 +479,7 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
     from .core.cameras import orbit_cameras
     from .core.export import save_image, save_mesh, save_video
     from .core.images import to_uint8
+    from .core.metrics import mesh_stats
     from .core.sdf import primitives_to_json, sdf_to_mesh
 
     dev, field = ctx.device, modules["field"]
@@ -545,7 +503,7 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
         res = grid_resolution(lambda r: field.sdf(torch.zeros(r ** 3, 3, device=dev)), cfg.mesh_resolution, budget)
     yield Log(f"extracting the mesh ({res}^3 grid)")
     mesh = sdf_to_mesh(field, cfg.bound, res, dev)
-    metrics.update(_mesh_stats(mesh))
+    metrics.update(mesh_stats(mesh))
     if mesh.num_faces == 0:
         yield Log("the SDF has no zero crossing inside the scene box: no mesh written", "warning")
     else:

@@ -415,9 +415,9 @@ def test_volsdf_tab_matches_the_config(monkeypatch):
 
 
 def test_mesh_psnr_matches_the_volume_render_of_the_same_sdf():
-    """volsdf.mesh_psnr: the coloured marching-cubes mesh of a sphere, rasterized from the cameras that
+    """metrics.mesh_psnr: the coloured marching-cubes mesh of a sphere, rasterized from the cameras that
     volume-rendered the 'truth', scores high; the mesh of a shifted sphere scores far lower (the cameras line up)."""
-    from pipelines.volsdf import mesh_psnr
+    from pipelines.core.metrics import mesh_psnr
 
     cams = orbit_cameras(3, 3.0, 20.0, 40.0, 32)
     truth = PrimitiveSDF([Primitive("sphere", [0.1, -0.1, 0.05], [0.6], color=(0.9, 0.3, 0.2))])

@@ -81,3 +81,39 @@ def load_prompt_set(spec: str) -> list[str]:
     else:
         items = text.splitlines()
     return list(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Meshes: what a reconstruction's exported mesh is worth
+
+
+def mesh_psnr(mesh, views, n_views: int, background: float, device) -> float:
+    """Mean PSNR of a vertex-coloured mesh rasterized unlit (``core.raster.render_mesh`` with ambient 1, 2x2
+    supersampled edges) from ``n_views`` evenly spaced cameras of ``views`` against their images."""
+    from .geometry import Mesh
+    from .raster import render_mesh
+
+    n = min(n_views, len(views))
+    picks = sorted({round(i * (len(views) - 1) / max(n - 1, 1)) for i in range(n)})
+    total = 0.0
+    for i in picks:
+        gt = views.images[i].to(device)
+        if mesh.num_faces == 0:
+            rgb = torch.full_like(gt, background)
+        else:
+            colors = mesh.vert_colors if mesh.vert_colors is not None else torch.full_like(mesh.verts, 0.5)
+            m = Mesh(mesh.verts.to(device).float(), mesh.faces.to(device), colors.to(device).float())
+            with torch.no_grad():
+                rgb, _ = render_mesh(m, views.camera(i).to(device), background=background, ambient=1.0, ssaa=2)
+        total += psnr(rgb, gt)
+    return total / len(picks)
+
+
+def mesh_stats(mesh) -> dict[str, float]:
+    """Face count and watertightness (every edge shared by exactly two faces)."""
+    f = mesh.faces
+    if len(f) == 0:
+        return {"mesh_faces": 0.0, "mesh_watertight": 0.0}
+    edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(-1).values
+    _, counts = torch.unique(edges, dim=0, return_counts=True)
+    return {"mesh_faces": float(len(f)), "mesh_watertight": float(bool((counts == 2).all()))}

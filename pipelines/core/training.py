@@ -278,6 +278,13 @@ def at_seconds(t: float, **values: float) -> dict[str, float]:
     return {f"{k}@{t:g}s": float(v) for k, v in values.items()}
 
 
+def peak_memory(dev) -> dict[str, float]:
+    """{"peak_gpu_gb": the most GPU memory allocated so far (since the caller's reset)} on CUDA, else {}."""
+    import torch
+
+    return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
+
+
 def heldout_scores(render_view: Callable, views) -> dict[str, float]:
     """Mean PSNR and SSIM over every view of ``views`` (``camera(i)``, ``images`` (N, H, W, 3) on any device).
 
