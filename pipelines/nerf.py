@@ -170,9 +170,9 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
-    from .core.metrics import mse_to_psnr, psnr, ssim
+    from .core.metrics import mse_to_psnr, psnr
     from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
-                                 preview_target, write_cameras)
+                                 preview_target, score_pixels, score_view, scored_size, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -282,14 +282,14 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     modules.eval()
 
-    first_view: dict = {}  # held-out view 0's render, kept for the side-by-side image (minutes on a CPU)
+    first_view: dict = {}  # held-out view 0's render and truth, kept for the side-by-side image (minutes on a CPU)
+    max_pixels = score_pixels(cfg, dev)
 
     def score(i: int) -> tuple[float, float]:
-        out = render_view(val.camera(i))
+        p, q, rgb, gt = score_view(render_view, val, i, max_pixels)
         if i == 0:
-            first_view["rgb"] = out["rgb"]
-        gt = val.images[i].to(dev)
-        return psnr(out["rgb"], gt), ssim(out["rgb"], gt)
+            first_view.update(rgb=rgb, gt=gt)
+        return p, q
 
     # A benchmark (eval_at_seconds) scores every view; a UI run as many as fit in its export budget.
     scores = [score(i) for i in range(len(val))] if cfg.eval_at_seconds or not cfg.export else \
@@ -298,10 +298,10 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
     metrics.update(peak_memory(dev))
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
-              f"{len(val)} views")
+              f"{len(val)} views{scored_size(val, max_pixels)}")
     if cfg.export:
         yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space,
-                           dict(background=float(scene.background), ndc_extent=list(extent)), first_view.get("rgb"))
+                           dict(background=float(scene.background), ndc_extent=list(extent)), first_view)
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 
@@ -312,9 +312,9 @@ def _preview_images(view, to_uint8, colormap) -> dict:
 
 
 def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics,
-            space: str = "object", scene_info: dict | None = None, heldout_rgb=None) -> Iterator[Event]:
-    """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image (``heldout_rgb``:
-    held-out view 0 as scoring rendered it, else rendered here), coloured mesh (unbounded: of the unit ball around
+            space: str = "object", scene_info: dict | None = None, heldout: dict | None = None) -> Iterator[Event]:
+    """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image (``heldout``:
+    held-out view 0's render and truth as scoring made them, else rendered here), coloured mesh (unbounded: of the unit ball around
     the centre; none for forward-facing) and checkpoint."""
     import numpy as np
     import torch
@@ -343,8 +343,8 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     if frames:
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
 
-    pred = heldout_rgb if heldout_rgb is not None else render_view(val.camera(0))["rgb"]
-    side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
+    pred, truth = (heldout["rgb"], heldout["gt"]) if heldout else (render_view(val.camera(0))["rgb"], val.images[0])
+    side_by_side = np.concatenate([to_uint8(pred), to_uint8(truth)], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
     bound = 1.0 if space == "unbounded" else cfg.bound  # contraction leaves the unit ball as it is

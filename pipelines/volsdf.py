@@ -245,7 +245,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.sdf_marching import SDFRadiance, occupancy_density, render_sdf_marched
     from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
-                                 preview_target, write_cameras)
+                                 preview_target, score_pixels, scored_size, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -408,16 +408,17 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
 
     modules.eval()
     yield Log(f"scoring {len(val)} held-out views")
-    metrics = heldout_scores(render_view, val)
+    max_pixels = score_pixels(cfg, dev)
+    metrics = heldout_scores(render_view, val, max_pixels)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step), beta=float(density.beta.detach()),
                    alpha=float(density.alpha.detach()), rays_per_step=rays_total / max(step, 1))
     if cfg.field == "primitives":
         metrics.update(_recovery_errors(field, root))
     metrics.update(peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
-    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} views; "
-              f"beta {metrics['beta']:.4g}")
+    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} "
+              f"views{scored_size(val, max_pixels)}; beta {metrics['beta']:.4g}")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, render_view, train, val, metrics)
+        yield from _export(cfg, ctx, modules, render_view, train, val, metrics, max_pixels)
     elif cfg.mesh_resolution > 0:
         metrics.update(_mesh_metrics(cfg, field, val, dev))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
@@ -470,7 +471,8 @@ def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
     return stats
 
 
-def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val, metrics) -> Iterator[Event]:
+def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val, metrics,
+            max_pixels: int = 0) -> Iterator[Event]:
     """Turntable, held-out comparison, coloured mesh, fitted primitives and checkpoint."""
     import numpy as np
     import torch
@@ -481,6 +483,7 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
     from .core.images import to_uint8
     from .core.metrics import mesh_stats
     from .core.sdf import primitives_to_json, sdf_to_mesh
+    from .core.training import score_view
 
     dev, field = ctx.device, modules["field"]
     budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
@@ -495,8 +498,8 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
     frames = yield from turntable(frame, cfg.turntable_frames, budget)
     if frames:
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
-    pred = render_view(val.camera(0))["rgb"]
-    side_by_side = np.concatenate([to_uint8(pred), to_uint8(val.images[0])], axis=1)
+    _, _, pred, truth = score_view(render_view, val, 0, max_pixels)  # (at scoring's size)
+    side_by_side = np.concatenate([to_uint8(pred), to_uint8(truth)], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
     with torch.no_grad():

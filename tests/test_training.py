@@ -102,3 +102,46 @@ def test_runs_score_at_checkpoints_and_stop_at_the_budget(method, tmp_path):
     assert any("stopped training at the 1e-09s budget after 1 steps" in m for m in logs)
     if method == "volsdf":
         assert "mesh_faces@0s" in done.metrics
+
+
+def test_cpu_scoring_cap_renders_smaller_and_compares_with_downsampled_truth():
+    """A held-out view above the cap is rendered at reduced size and scored against its area-downsampled truth; the
+    cap applies to UI/CLI runs on a CPU, not to benchmarks."""
+    import dataclasses
+
+    from pipelines.core.cameras import Camera
+    from pipelines.core.training import CPU_SCORE_PIXELS, score_pixels, score_view, scored_size
+    from pipelines.nerf import NerfConfig
+
+    def ramp(w, h):  # a horizontal ramp sampled at pixel centres: area-downsampling by an integer factor keeps it
+        x = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+        return x[None, :, None].expand(h, w, 3).clone()
+
+    class Views:
+        width, height = 400, 300
+        images = ramp(400, 300)[None]
+
+        def camera(self, i):
+            return Camera(torch.eye(4), 300.0, 300.0, 200.0, 150.0, 400, 300)
+
+        def __len__(self):
+            return 1
+
+    sizes = []
+
+    def render_view(cam):
+        sizes.append((cam.width, cam.height))
+        return {"rgb": ramp(cam.width, cam.height)}
+
+    p, q, rgb, gt = score_view(render_view, Views(), 0, max_pixels=100 * 75)
+    assert sizes == [(100, 75)] and rgb.shape == gt.shape == (75, 100, 3)
+    assert p > 50 and q > 0.99
+    p_full, _, rgb_full, _ = score_view(render_view, Views(), 0)
+    assert sizes[-1] == (400, 300) and rgb_full.shape == (300, 400, 3) and p_full > 50
+    assert scored_size(Views(), 100 * 75) == " at 100x75, reduced from 400x300 on the CPU"
+    assert scored_size(Views(), 0) == "" and scored_size(Views(), 10 ** 6) == ""
+    cpu = torch.device("cpu")
+    assert score_pixels(NerfConfig(), cpu) == CPU_SCORE_PIXELS
+    assert score_pixels(dataclasses.replace(NerfConfig(), eval_at_seconds="30"), cpu) == 0  # a benchmark
+    assert score_pixels(dataclasses.replace(NerfConfig(), export=False), cpu) == 0
+    assert score_pixels(NerfConfig(), torch.device("meta")) == 0

@@ -14,6 +14,7 @@ import time (the app imports the configs).
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -285,18 +286,52 @@ def peak_memory(dev) -> dict[str, float]:
     return {"peak_gpu_gb": torch.cuda.max_memory_allocated(dev) / 2 ** 30} if dev.type == "cuda" else {}
 
 
-def heldout_scores(render_view: Callable, views) -> dict[str, float]:
-    """Mean PSNR and SSIM over every view of ``views`` (``camera(i)``, ``images`` (N, H, W, 3) on any device).
+CPU_SCORE_PIXELS = 192 * 144
+"""On a CPU, app and CLI runs score a held-out view at this many pixels at most: there one 504x378 fern view took
+about 15 minutes to render (benchmarks, which set ``eval_at_seconds`` or turn exports off, score at full size)."""
+
+
+def score_pixels(cfg, device) -> int:
+    """The held-out scoring cap a run uses: ``CPU_SCORE_PIXELS`` for a UI or CLI run on a CPU, else 0 (none)."""
+    return CPU_SCORE_PIXELS if device.type == "cpu" and cfg.export and not cfg.eval_at_seconds else 0
+
+
+def score_view(render_view: Callable, views, i: int, max_pixels: int = 0):
+    """(PSNR, SSIM, render, truth) of held-out view ``i``. A view of more than ``max_pixels`` (0: no cap) is rendered
+    at a reduced size and compared with its truth area-downsampled to that size."""
+    import torch.nn.functional as F
+
+    from .metrics import psnr, ssim  # torch: not at import, as the app imports the configs from here
+
+    cam, gt = views.camera(i), views.images[i]
+    if max_pixels and cam.width * cam.height > max_pixels:
+        cam = cam.scaled(math.sqrt(max_pixels / (cam.width * cam.height)))
+        gt = F.interpolate(gt.permute(2, 0, 1)[None].float(), size=(cam.height, cam.width), mode="area")[0]
+        gt = gt.permute(1, 2, 0)
+    rgb = render_view(cam)["rgb"]
+    gt = gt.to(rgb.device)
+    return psnr(rgb, gt), ssim(rgb, gt), rgb, gt
+
+
+def scored_size(views, max_pixels: int) -> str:
+    """' at WxH, reduced from WxH on the CPU' when ``score_view`` reduces these views, else ''."""
+    w, h = views.width, views.height
+    if not max_pixels or w * h <= max_pixels:
+        return ""
+    f = math.sqrt(max_pixels / (w * h))
+    return f" at {max(1, round(w * f))}x{max(1, round(h * f))}, reduced from {w}x{h} on the CPU"
+
+
+def heldout_scores(render_view: Callable, views, max_pixels: int = 0) -> dict[str, float]:
+    """Mean PSNR and SSIM over every view of ``views`` (``camera(i)``, ``images`` (N, H, W, 3) on any device), each
+    scored by ``score_view`` with ``max_pixels``.
 
     Args:
         render_view: camera -> dict with "rgb" (H, W, 3) in [0, 1].
     """
-    from .metrics import psnr, ssim  # torch: not at import, as the app imports the configs from here
-
     total = {"psnr": 0.0, "ssim": 0.0}
     for i in range(len(views)):
-        rgb = render_view(views.camera(i))["rgb"]
-        gt = views.images[i].to(rgb.device)
-        total["psnr"] += psnr(rgb, gt) / len(views)
-        total["ssim"] += ssim(rgb, gt) / len(views)
+        p, q, _, _ = score_view(render_view, views, i, max_pixels)
+        total["psnr"] += p / len(views)
+        total["ssim"] += q / len(views)
     return total
