@@ -36,10 +36,11 @@ def test_occupancy_density_keeps_cells_a_thin_surface_crosses():
     cell, step, threshold = 0.05, 0.01, 0.01  # the grid keeps a cell while sigma * step >= threshold
     dens = LaplaceDensity(beta_init=1e-3, beta_min=1e-4)
     probe = torch.tensor([0.04])  # a probe point most of a cell outside a sharp surface
-    assert float(dens(probe)) * step < threshold  # the model's own density would cull the cell
-    assert float(occupancy_density(probe, dens.beta, cell)) * step >= threshold
-    assert float(occupancy_density(torch.tensor([0.5]), dens.beta, cell)) * step < 1e-5  # ten cells away: empty
-    assert float(occupancy_density(torch.tensor([-0.5]), dens.beta, cell)) * step >= threshold  # inside: kept
+    with torch.no_grad():
+        assert float(dens(probe)) * step < threshold  # the model's own density would cull the cell
+        assert float(occupancy_density(probe, dens.beta, cell)) * step >= threshold
+        assert float(occupancy_density(torch.tensor([0.5]), dens.beta, cell)) * step < 1e-5  # ten cells away: empty
+        assert float(occupancy_density(torch.tensor([-0.5]), dens.beta, cell)) * step >= threshold  # inside: kept
 
 
 def _marched_sphere(beta: float, march_steps: int):
