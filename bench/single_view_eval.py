@@ -177,17 +177,15 @@ def pictures(args) -> None:
           "mesh turned 90 degrees")
 
 
-def mesh_finetune(args) -> None:
-    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
-    weights with the training loss of ``single_view._losses`` under each weight setting, then scored."""
-    import copy
-
+def _frozen_encoder_data(args):
+    """What the decoder fine-tune checks share: the shipped model, its frozen encoder's features of every training
+    image and of its mirror (as training's flip), their targets (occupancy, points) mirrored alike, the held-out
+    shapes. Returns (base, info, feats, occ, pts, train shape count, evaluation packs, held-out indices)."""
     import torch
 
     from pipelines.core.resnet import normalize
     from pipelines.core.shape_packs import load_packs
     from pipelines.core.single_view_net import load_checkpoint
-    from pipelines.single_view import _losses
 
     torch.manual_seed(0)
     base, info = load_checkpoint(args.checkpoint, "cpu")
@@ -196,13 +194,26 @@ def mesh_finetune(args) -> None:
     S, V = len(train), train.images.shape[1]
     si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
     images = train.images[si, vi].float() / 255
-    _, pts = train.targets(si, vi)
-    with torch.no_grad():  # mirrored copies too, as training's flip
+    occ, pts = train.targets(si, vi)
+    with torch.no_grad():
         feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
     pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
+    occ = torch.cat([occ, occ.flip(1)])
     evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
     test = [i for i, s in enumerate(evaluation.splits) if s == "test"][:args.max_shapes or None]
-    evaluation = evaluation.select(test)
+    return base, info, feats, occ, pts, S, evaluation.select(test), test
+
+
+def mesh_finetune(args) -> None:
+    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
+    weights with the training loss of ``single_view._losses`` under each weight setting, then scored."""
+    import copy
+
+    import torch
+
+    from pipelines.single_view import _losses
+
+    base, info, feats, _, pts, S, evaluation, test = _frozen_encoder_data(args)
     results = []
     for spec in args.arms:
         weights = dict(kv.split("=") for kv in spec.split(",")) if spec != "none" else {}
@@ -252,26 +263,9 @@ def head_finetune(args) -> None:
 
     import torch
 
-    from pipelines.core.resnet import normalize
-    from pipelines.core.shape_packs import load_packs
-    from pipelines.core.single_view_net import load_checkpoint
     from pipelines.single_view import _losses
 
-    torch.manual_seed(0)
-    base, info = load_checkpoint(args.checkpoint, "cpu")
-    train = load_packs(resolve_packs(args.data), "cpu", base.image_size)
-    train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
-    S, V = len(train), train.images.shape[1]
-    si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
-    images = train.images[si, vi].float() / 255
-    occ, pts = train.targets(si, vi)
-    with torch.no_grad():  # mirrored copies too, as training's flip
-        feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
-    pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
-    occ = torch.cat([occ, occ.flip(1)])
-    evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
-    test = [i for i, s in enumerate(evaluation.splits) if s == "test"][:args.max_shapes or None]
-    evaluation = evaluation.select(test)
+    base, info, feats, occ, pts, S, evaluation, test = _frozen_encoder_data(args)
     decoder = {"voxels": "voxel_head", "points": "point_head"}[args.head]
     # Arms that set nothing still train with the shipped model's recipe (plain BCE, plain Chamfer), not the
     # new defaults: every arm's settings are explicit on top of this base.
