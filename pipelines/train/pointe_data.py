@@ -416,29 +416,20 @@ def main(argv: list[str] | None = None) -> int:
     for a in (b, k):
         a.add_argument("--scorer", default=None, help="embedded scorer folder (default: assets/priors/clip)")
     args = p.parse_args(argv)
-    if args.cmd == "renders":
+    if args.cmd in ("renders", "shrink"):  # both rewrite a pack made before
         if not args.data.is_file():
             print(f"error: {args.data} not found: build it with `python -m pipelines pointe data build`",
                   file=sys.stderr)
             return 2
         try:
-            path = add_renders(args.data, args.root, args.out)
+            if args.cmd == "renders":
+                path, what = add_renders(args.data, args.root, args.out), "with the renders"
+            else:
+                path, what = shrink(args.data, args.out, args.points), f"{args.points} points a shape"
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB, with the renders)")
-        return 0
-    if args.cmd == "shrink":
-        if not args.data.is_file():
-            print(f"error: {args.data} not found: build it with `python -m pipelines pointe data build`",
-                  file=sys.stderr)
-            return 2
-        try:
-            path = shrink(args.data, args.out, args.points)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB, {args.points} points a shape)")
+        print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB, {what})")
         return 0
     if args.cmd == "build":
         if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
