@@ -14,7 +14,9 @@ The pipeline runs in a worker thread of its own, so ``drive`` yields at least ev
 (an empty dict when there is nothing new): Gradio's Stop can only close a generator that is not inside
 ``next()``, and its cancel request (a Run click while it is pending is queued: "always_last") lasts until then.
 Closing ``drive`` asks the worker to stop; the worker closes the pipeline generator after its current step
-(its ``finally:`` frees GPU memory) and then calls ``on_closed``. Errors become ``gr.Error``.
+(its ``finally:`` frees GPU memory) and then calls ``on_closed``; a stage that runs long between yields (scoring a
+held-out view, a turntable frame, a mesh grid, SfM) ends sooner, at its next ``check_cancelled()`` (the worker
+iterates inside ``cancellable``): within one chunk of rays or grid points. Errors become ``gr.Error``.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pipelines.config import UserInputError
-from pipelines.events import Artifact, ArtifactReady, Done, Log, Preview, Progress
+from pipelines.events import Artifact, ArtifactReady, Cancelled, Done, Log, Preview, Progress, cancellable
 
 log = logging.getLogger("gen3d.app")
 
@@ -370,11 +372,14 @@ def drive(run_fn: Callable[[Any], Iterator[Any]], cfg: Any, image_keys: tuple[st
     def work() -> None:
         events = None
         try:
-            events = run_fn(cfg)
-            for ev in events:
-                events_q.put(ev)
-                if stop.is_set():
-                    break
+            with cancellable(stop):  # work between yields stops at its next check_cancelled() (a chunk, a view)
+                events = run_fn(cfg)
+                for ev in events:
+                    events_q.put(ev)
+                    if stop.is_set():
+                        break
+        except Cancelled:
+            pass  # stopped between two yields: the consumer is gone, nothing to say
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which words it
             events_q.put(_Failed(e))
         finally:

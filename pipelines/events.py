@@ -2,11 +2,19 @@
 
 Contract: a pipeline is ``run(cfg) -> Iterator[Event]``; it ends with exactly one ``Done``. The UI maps
 events to components, the CLI and the tests call ``run_to_completion``: both consume the same generator.
+
+Stopping: a consumer stops a run by closing its generator, which takes effect at the run's next ``yield``. Work
+that runs long between yields (a held-out view or a turntable frame on a CPU, a mesh grid, a structure-from-motion
+phase) calls ``check_cancelled()`` between its units (a chunk of rays or grid points, a view, a frame): inside a
+consumer's ``with cancellable(flag):`` (the app's run worker) it raises ``Cancelled`` once ``flag`` is set, so a
+Stop ends the run within one unit; elsewhere (the CLI, tests, ``run_to_completion``) it does nothing.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -71,3 +79,36 @@ def run_to_completion(events: Iterable[Event], on_event: Callable[[Event], None]
         raise RuntimeError("pipeline ended without a Done event")
     return done
 
+
+
+class Cancelled(BaseException):
+    """Raised by ``check_cancelled()`` in a run whose consumer has asked it to stop. A BaseException, as
+    ``GeneratorExit``: a method's ``except Exception`` does not swallow it, and its ``finally:`` runs (frees)."""
+
+
+_CANCEL = threading.local()
+
+
+@contextmanager
+def cancellable(flag: threading.Event) -> Iterator[None]:
+    """Within the block, ``check_cancelled()`` in this thread raises ``Cancelled`` once ``flag`` is set. The consumer
+    that advances a pipeline generator (``next`` runs its code in the consumer's thread) wraps its loop in this."""
+    previous = getattr(_CANCEL, "flag", None)
+    _CANCEL.flag = flag
+    try:
+        yield
+    finally:
+        _CANCEL.flag = previous
+
+
+def cancel_flag() -> threading.Event | None:
+    """The flag of the ``cancellable`` block this thread is in (None outside one): for work that must pass it on,
+    e.g. to a library's own cancellation token (structure from motion)."""
+    return getattr(_CANCEL, "flag", None)
+
+
+def check_cancelled() -> None:
+    """Raises ``Cancelled`` if this thread's consumer has asked the run to stop; call it between units of work."""
+    flag = getattr(_CANCEL, "flag", None)
+    if flag is not None and flag.is_set():
+        raise Cancelled()

@@ -108,8 +108,8 @@ def test_sfm_recovers_the_cameras(photos, tmp_path):
             events.append(next(gen))
     except StopIteration as stop:
         root = stop.value
-    stages = {e.stage for e in events if hasattr(e, "stage")}
-    assert {"extracting features", "matching features", "mapping"} <= stages
+    phases = [(e.stage, e.step, e.total) for e in events if hasattr(e, "stage")]
+    assert phases == [(f"structure from motion: {name}, phase", k + 1, 4) for k, name in enumerate(sfm.PHASES)]
     cap = read_capture(root, "colmap")
     assert len(cap) == N_VIEWS, f"registered {len(cap)} of {N_VIEWS}"
     true = np.stack([c.c2w.double().numpy() for c in cams])

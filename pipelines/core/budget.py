@@ -13,7 +13,7 @@ import math
 import time
 from typing import Callable, Iterator, TypeVar
 
-from ..events import Log, Progress
+from ..events import Log, Progress, check_cancelled
 
 T = TypeVar("T")
 TURNTABLE = "rendering the turntable"
@@ -56,17 +56,24 @@ def turntable(render: Callable[[int, int], T], wanted: int, seconds: float, mini
 
 
 def views_within(score: Callable[[int], T], available: int, seconds: float, stage: str = HELD_OUT
-                 ) -> Iterator[Progress]:
+                 ) -> Iterator[Progress | Log]:
     """``score(i)`` for held-out views 0, 1, ... while they fit in ``seconds`` (timed on the first); returns
-    the list of results (at least one)."""
+    the list of results (at least one). ``Progress(i, n)``: i views scored of n; when the first view shows that
+    fewer than ``available`` fit, a ``Log`` says so before the count goes on with the new n."""
     if available < 1:
         return []
     yield Progress(0, available, stage=stage)  # the first view may take minutes on a CPU: the status says so
     t0 = time.perf_counter()
     out = [score(0)]
-    n = count_within(seconds, time.perf_counter() - t0, available, 1)
-    yield Progress(1, n, stage=stage)
+    each = time.perf_counter() - t0
+    n = count_within(seconds, each, available, 1)
+    if n < available:
+        yield Log(f"held-out scoring: {n} of {available} views, {each:.0f}s each on this device (about "
+                  f"{seconds:.0f}s allowed)")
+    if n > 1:  # (with one view, a "1/1" after "0/2" would read as a count that went wrong)
+        yield Progress(1, n, stage=stage)
     for i in range(1, n):
+        check_cancelled()
         out.append(score(i))
         yield Progress(i + 1, n, stage=stage)
     return out

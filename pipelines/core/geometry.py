@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..events import check_cancelled
+
 
 @dataclass
 class Mesh:
@@ -53,7 +55,11 @@ def evaluate_grid(fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, l
                   chunk: int = 262144) -> torch.Tensor:
     """Evaluates a scalar field ``fn((N, 3)) -> (N,)`` on the grid, in chunks; returns (R, R, R) on CPU."""
     pts = grid_points(resolution, lo, hi, device).reshape(-1, 3)
-    out = torch.cat([fn(pts[i:i + chunk]).float().reshape(-1).cpu() for i in range(0, len(pts), chunk)])
+    parts = []
+    for i in range(0, len(pts), chunk):
+        check_cancelled()  # a Stop ends a mesh extraction within one chunk
+        parts.append(fn(pts[i:i + chunk]).float().reshape(-1).cpu())
+    out = torch.cat(parts)
     return out.reshape(resolution, resolution, resolution)
 
 

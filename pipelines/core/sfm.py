@@ -1,33 +1,44 @@
 """Structure from motion for photos and videos, through pycolmap (COLMAP in-process; optional dependency).
 
-Contract: ``reconstruct(source, kind, cache_root, ...)`` is a generator of ``Log``/``Progress`` events (one stage
-per phase: frames, features, matching, mapping) that returns a folder in COLMAP layout (``images/`` and
+Contract: ``reconstruct(source, kind, cache_root, ...)`` is a generator of ``Log``/``Progress`` events (one per
+phase, named: "structure from motion: matching features, phase 3/4"; a video's frames counted as they are kept) that
+returns a folder in COLMAP layout (``images/`` and
 ``sparse/0``) for ``captures.read_colmap``. ``source`` is a folder of photos (``kind='images'``) or a video file
 (``kind='video'``: frames sampled evenly, the sharpest of each stretch kept, blurry ones dropped, at most
 ``max_images``). Matching is sequential for videos (neighbouring frames) and exhaustive for photos; mapping is
 COLMAP's incremental mapper; the largest model is kept. Results are cached under ``cache_root`` by a hash of the
-upload's bytes and the settings, so a second run on the same upload skips all of it. Too few registered images,
-a video without frames, unreadable files: ``UserInputError`` with what to try.
+upload's bytes and the settings, so a second run on the same upload skips all of it. A Stop (``events.cancellable``)
+cancels COLMAP's current phase through its own cancellation token. Too few registered images, a video without
+frames, unreadable files: ``UserInputError`` with what to try.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..config import UserInputError
-from ..events import Event, Log, Progress
+from ..events import Event, Log, Progress, cancel_flag, check_cancelled
 
 PYCOLMAP_HINT = ("structure from motion needs pycolmap: pip install pycolmap==4.2.1 (binary wheels for Linux, macOS "
                  "and Windows, Python 3.10+); or upload a dataset that already has cameras (COLMAP, LLFF, nerfstudio)")
 MIN_REGISTERED = 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-STAGES = ("reading frames", "extracting features", "matching features", "mapping")
+PHASES = ("reading the images", "extracting features", "matching features", "mapping")
+FRAMES_KEPT = "structure from motion: video frames kept"
+
+
+def phase(k: int) -> Progress:
+    """Phase ``k`` (0-based) of ``PHASES`` starting, as the status shows it: "structure from motion: mapping, phase
+    4/4" (the counter counts phases, not features or images)."""
+    return Progress(k + 1, len(PHASES), stage=f"structure from motion: {PHASES[k]}, phase")
 
 
 def have_pycolmap() -> bool:
@@ -83,6 +94,7 @@ def prepare_photos(folder: Path, dest: Path, max_images: int, max_side: int) -> 
     dest.mkdir(parents=True, exist_ok=True)
     names, first = [], None
     for i, p in enumerate(paths):
+        check_cancelled()
         try:
             with Image.open(p) as img:
                 img = _fit(ImageOps.exif_transpose(img).convert("RGB"), max_side)
@@ -130,12 +142,14 @@ def video_frames(video: Path, dest: Path, max_images: int, max_side: int) -> Ite
         except Exception:
             total = 0
     stretch = max(1, -(-total // max_images)) if total else 1
+    expected = min(max_images, -(-total // stretch)) if total else max_images
     dest.mkdir(parents=True, exist_ok=True)
     best: tuple[float, int, object] | None = None
     kept: list[tuple[float, int, object]] = []
     n = 0
     try:
         for n, frame in enumerate(reader):
+            check_cancelled()
             img = Image.fromarray(np.asarray(frame)[..., :3])
             score = sharpness(_gray_small(img))
             if best is None or score > best[0]:
@@ -144,7 +158,7 @@ def video_frames(video: Path, dest: Path, max_images: int, max_side: int) -> Ite
                 kept.append(best)
                 best = None
                 if len(kept) % 10 == 0:
-                    yield Progress(len(kept), max_images, stage=STAGES[0])
+                    yield Progress(len(kept), expected, stage=FRAMES_KEPT)
             if len(kept) >= max_images:
                 break
         else:
@@ -172,6 +186,30 @@ def video_frames(video: Path, dest: Path, max_images: int, max_side: int) -> Ite
     return names
 
 
+@contextmanager
+def colmap_cancellation(pycolmap, poll_s: float = 0.1) -> Iterator[object]:
+    """A COLMAP ``CancellationToken`` for one phase, cancelled when this run is stopped (``events.cancellable``): a
+    watcher thread passes the flag on (COLMAP releases the GIL while it works), and the phase's InterruptedError
+    becomes ``events.Cancelled``."""
+    token, flag, done = pycolmap.CancellationToken(), cancel_flag(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if flag.wait(poll_s):
+                token.cancel()
+                return
+
+    if flag is not None:
+        threading.Thread(target=watch, name="gen3d-sfm-cancel", daemon=True).start()
+    try:
+        yield token
+    except InterruptedError:
+        check_cancelled()  # raises Cancelled when the run was stopped; else COLMAP's own interruption
+        raise
+    finally:
+        done.set()
+
+
 def reconstruct(source: Path, kind: str, cache_root: Path, max_images: int = 100, max_side: int = 1024,
                 threads: int = 0) -> Iterator[Event]:
     """Posed cameras for photos or a video through pycolmap; returns the COLMAP-layout folder (see module doc)."""
@@ -193,7 +231,7 @@ def reconstruct(source: Path, kind: str, cache_root: Path, max_images: int = 100
     tmp = Path(cache_root) / f"sfm-{key}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     images = tmp / "images"
-    yield Progress(0, 4, stage=STAGES[0])
+    yield phase(0)
     if kind == "video":
         names = yield from video_frames(source, images, max_images, max_side)
     else:
@@ -207,30 +245,30 @@ def reconstruct(source: Path, kind: str, cache_root: Path, max_images: int = 100
     threads = threads or min(8, os.cpu_count() or 1)
     pycolmap.logging.minloglevel = 2  # COLMAP's info lines would flood the log
     db = tmp / "database.db"
-    yield Progress(1, 4, stage=STAGES[1])
+    yield phase(1)
     ext = pycolmap.FeatureExtractionOptions(num_threads=threads)
     ext.sift.max_num_features = 4096
     reader = pycolmap.ImageReaderOptions(camera_model="SIMPLE_RADIAL")
-    pycolmap.extract_features(db, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                              extraction_options=ext, device=pycolmap.Device.cpu)
-    yield Progress(2, 4, stage=STAGES[2])
+    with colmap_cancellation(pycolmap) as token:
+        pycolmap.extract_features(db, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                  extraction_options=ext, device=pycolmap.Device.cpu, cancellation_token=token)
+    yield phase(2)
     matching = pycolmap.FeatureMatchingOptions(num_threads=threads)
-    if kind == "video":
-        pycolmap.match_sequential(db, matching_options=matching, device=pycolmap.Device.cpu)
-    else:
-        pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
-    yield Progress(3, 4, stage=STAGES[3])
+    match = pycolmap.match_sequential if kind == "video" else pycolmap.match_exhaustive
+    with colmap_cancellation(pycolmap) as token:
+        match(db, matching_options=matching, device=pycolmap.Device.cpu, cancellation_token=token)
+    yield phase(3)
     opts = pycolmap.IncrementalPipelineOptions()
     opts.num_threads = threads
     (tmp / "sparse").mkdir(parents=True, exist_ok=True)
-    models = pycolmap.incremental_mapping(db, images, tmp / "sparse", opts)
+    with colmap_cancellation(pycolmap) as token:
+        models = pycolmap.incremental_mapping(db, images, tmp / "sparse", opts, cancellation_token=token)
     best = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
     registered = best.num_reg_images() if best is not None else 0
     if registered < MIN_REGISTERED:
         raise UserInputError(f"structure from motion registered {registered} of {len(names)} images: too few to "
                              "train on. Try photos with more overlap (each scene point in 3+ photos), more texture "
                              "(not a blank wall), less motion blur, or a slower video")
-    yield Progress(4, 4, stage=STAGES[3])
     for d in (tmp / "sparse").iterdir():
         shutil.rmtree(d, ignore_errors=True)
     (tmp / "sparse" / "0").mkdir(parents=True)

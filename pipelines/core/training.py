@@ -329,8 +329,11 @@ def heldout_scores(render_view: Callable, views, max_pixels: int = 0) -> dict[st
     Args:
         render_view: camera -> dict with "rgb" (H, W, 3) in [0, 1].
     """
+    from ..events import check_cancelled
+
     total = {"psnr": 0.0, "ssim": 0.0}
     for i in range(len(views)):
+        check_cancelled()  # a Stop ends scoring between views (and within one: render_image checks per chunk)
         p, q, _, _ = score_view(render_view, views, i, max_pixels)
         total["psnr"] += p / len(views)
         total["ssim"] += q / len(views)

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from ..events import check_cancelled
 from .cameras import Camera
 from .rays import camera_rays
 
@@ -119,7 +120,10 @@ def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], RenderOut],
     each per-ray ``RenderOut.extras[key]`` named in ``extras`` as an (H, W, ...) image (e.g. SDF normals)."""
     o, d = camera_rays(camera, device)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-    parts = [render_rays(o[i:i + chunk], d[i:i + chunk]) for i in range(0, o.shape[0], chunk)]
+    parts = []
+    for i in range(0, o.shape[0], chunk):
+        check_cancelled()  # a Stop ends a long render (a held-out view on a CPU) within one chunk
+        parts.append(render_rays(o[i:i + chunk], d[i:i + chunk]))
     h, w = camera.height, camera.width
     out = {"rgb": torch.cat([p.rgb for p in parts]).reshape(h, w, 3),
            "depth": torch.cat([p.depth for p in parts]).reshape(h, w),
