@@ -151,3 +151,51 @@ def test_a_nerf_run_stopped_while_scoring_or_rendering_the_turntable_does_no_mor
     assert (len(scored), len(chunks)) == at_stop  # the next view (or frame) stopped at its first chunk
     assert not any(isinstance(ev, Done) for ev in seen)
     assert not any(p.suffix in (".mp4", ".pt") for p in Path(tiny_nerf.out_dir).iterdir())
+
+
+def test_the_turntable_says_how_long_its_frames_take_even_past_the_budget(monkeypatch):
+    """The browser check: a CPU turntable's minimum of 8 frames 'to finish in about 15s' took 3x that (fern, 1/8:
+    9-11 s a 64x48 frame, the first 9.0 s). The time said now is the frames' own, the first one's times n."""
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+
+    def frame(k, n):
+        clock[0] += 3.0  # each frame takes 3 s on this fake clock
+        return k
+
+    logs = [e.message for e in budget.turntable(frame, 24, 15.0) if not isinstance(e, Progress)]
+    assert logs == ["turntable: 8 frames instead of 24 (the fewest it makes), about 24s at 3.0s a frame on this "
+                    "device"]
+    logs = [e.message for e in budget.turntable(frame, 24, 60.0) if not isinstance(e, Progress)]
+    assert logs == ["turntable: 20 frames instead of 24, about 1m 00s at 3.0s a frame on this device"]
+
+
+def test_a_stop_cancels_the_structure_from_motion_phase_in_progress():
+    """COLMAP's phases run in C++ (seconds to minutes each): a Stop reaches them through pycolmap's own
+    CancellationToken (here a stand-in with its interface: cancel(); the phase raises InterruptedError)."""
+    from types import SimpleNamespace
+
+    from pipelines.core import sfm
+
+    class Token:
+        def __init__(self):
+            self.cancelled = threading.Event()
+
+        def cancel(self):
+            self.cancelled.set()
+
+    fake = SimpleNamespace(CancellationToken=Token)
+
+    def phase(token):  # runs until its token is cancelled, as a long COLMAP phase (the wait is a guard only)
+        if token.cancelled.wait(60):
+            raise InterruptedError("Operation cancelled")
+
+    flag = threading.Event()
+    with cancellable(flag), pytest.raises(Cancelled):
+        with sfm.colmap_cancellation(fake) as token:
+            flag.set()  # Stop, while the phase runs
+            phase(token)
+    assert token.cancelled.is_set()
+    with cancellable(threading.Event()), sfm.colmap_cancellation(fake) as token:
+        pass  # not stopped: the token stays as it was
+    assert not token.cancelled.is_set()

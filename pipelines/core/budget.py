@@ -45,14 +45,24 @@ def turntable(render: Callable[[int, int], T], wanted: int, seconds: float, mini
         return []
     t0 = time.perf_counter()
     frames = [render(0, wanted)]
-    n = count_within(seconds, time.perf_counter() - t0, wanted, min(minimum, wanted))
-    if n < wanted:
-        yield Log(f"turntable: {n} frames instead of {wanted}, to finish in about {seconds:.0f}s on this device")
+    each = time.perf_counter() - t0
+    n = count_within(seconds, each, wanted, min(minimum, wanted))
+    if n < wanted:  # the time said is the frames' (each as long as the first), which the minimum may put past the budget
+        fewest = " (the fewest it makes)" if n * each > seconds else ""
+        yield Log(f"turntable: {n} frames instead of {wanted}{fewest}, about {fmt_s(n * each)} at {each:.1f}s a "
+                  "frame on this device")
     yield Progress(1, n, stage=stage)
     for k in range(1, n):
+        check_cancelled()
         frames.append(render(k, n))
         yield Progress(k + 1, n, stage=stage)
     return frames
+
+
+def fmt_s(seconds: float) -> str:
+    """'45s' or '2m 05s'."""
+    s = int(round(seconds))
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def views_within(score: Callable[[int], T], available: int, seconds: float, stage: str = HELD_OUT
