@@ -581,3 +581,20 @@ def test_cuda_bf16_and_graphs_agree_with_fp32(tiny_point_e, tmp_path):
         clouds[name] = torch.tensor(trimesh.load(out / "points.ply").vertices)
     assert (clouds["bf16"] - clouds["fp32"]).abs().mean() < 0.02
     assert (clouds["graphs"] - clouds["bf16"]).abs().mean() < 0.01
+
+
+def test_embedded_view_framing_matches_the_training_renders(tmp_path):
+    """An upload is framed as the embedded base's renders (object over 0.73 of the side), the single-view
+    model's as its own (0.86): the span of the prepared object is measured, not assumed."""
+    import numpy as np
+
+    from pipelines.core.single_view_net import prepare_image
+    from pipelines.pointe import EMBEDDED_VIEW_MARGIN
+
+    def span(margin):
+        img = prepare_image(_object_png(tmp_path / "obj.png"), 128, margin)
+        ys, xs = np.nonzero((img < 0.9).any(-1).numpy())
+        return (max(np.ptp(ys), np.ptp(xs)) + 1) / 128
+
+    assert abs(span(EMBEDDED_VIEW_MARGIN) - 0.735) < 0.03
+    assert abs(span(0.08) - 0.86) < 0.03
