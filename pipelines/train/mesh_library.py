@@ -214,8 +214,9 @@ def load_parts(src: ShapeSource) -> Parts:
 
 
 # ------------------------------------------------------------------------------------------------- render
-def render_parts(parts: Parts, camera, light_dir, ssaa: int = 2, ambient: float = 0.4):
-    """RGBA (H, W, 4) float render: per-part texture or colour x (ambient + diffuse), flat face normals."""
+def render_parts(parts: Parts, camera, light_dir, ssaa: int = 2, ambient: float = 0.4, light_color=None):
+    """RGBA (H, W, 4) float render: per-part texture or colour x (ambient + diffuse x ``light_color``, an RGB
+    multiplier of the directional light; None: white), flat face normals."""
     import torch
     import torch.nn.functional as F
 
@@ -242,7 +243,10 @@ def render_parts(parts: Parts, camera, light_dir, ssaa: int = 2, ambient: float 
     c2w = cam.c2w
     n = torch.where((n * (c2w[:3, 3] - verts[faces[fidx, 0]])).sum(-1, keepdim=True) < 0, -n, n)  # face the eye
     light = F.normalize(torch.as_tensor(light_dir, dtype=torch.float32), dim=0)
-    shade = ambient + (1 - ambient) * (n * light).sum(-1, keepdim=True).clamp_min(0)
+    diffuse = (n * light).sum(-1, keepdim=True).clamp_min(0)
+    if light_color is not None:
+        diffuse = diffuse * torch.as_tensor(light_color, dtype=torch.float32)
+    shade = ambient + (1 - ambient) * diffuse
     m = mask[..., None].float()
     rgba = torch.cat([albedo * shade * m, m], -1)
     if ssaa > 1:
