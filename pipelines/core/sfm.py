@@ -226,6 +226,8 @@ def reconstruct(source: Path, kind: str, cache_root: Path, max_images: int = 100
     key = _hash(source, kind, max_images, max_side, pycolmap.__version__)
     work = Path(cache_root) / f"sfm-{key}"
     if (work / "sparse" / "0" / "images.bin").is_file():
+        for folder in (work, Path(cache_root)):
+            os.utime(folder)  # in use: the app's sweep of old run folders (by age) keeps it
         yield Log(f"structure from motion: reusing the cached result for this upload ({work.name})")
         return work
     tmp = Path(cache_root) / f"sfm-{key}.partial"
