@@ -13,6 +13,9 @@
     python bench/single_view_eval.py mesh-finetune --data assets/single_view/mini.npz --eval-data PACK
     # the same for the voxel or point losses (issue 21): only that decoder fine-tuned, one arm per loss setting
     python bench/single_view_eval.py head-finetune --head voxels --eval-data PACK --arms none shipped w_voxel_iou=1
+    # robustness (issue 21): the same held-out shapes rendered as in training, in the augmented ranges, outside them
+    python bench/single_view_eval.py robustness --packs default=.data/single_view_test/pack \
+        augment=.data/single_view_robust_augment/pack out-of-range=.data/single_view_robust_out-of-range/pack
 
 Scores: voxel IoU (probability > 0.5), Chamfer distance (squared, both directions, as PyTorch3D's) and
 F-score at 1-5% of the object's size, on every view of the held-out Sweet Home 3D shapes; voxels are scored
@@ -315,6 +318,61 @@ def head_finetune(args) -> None:
             "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns) + " |")
 
 
+ROBUSTNESS_COLUMNS = ["voxels_iou", "voxels_f1@0.05", "points_f1@0.01", "points_f1@0.05", "points_cd",
+                      "mesh_f1@0.01", "mesh_f1@0.05", "mesh_cd"]
+
+
+def robustness(args) -> None:
+    """One checkpoint on the same held-out shapes and views rendered several ways (issue 21): e.g. the default
+    renders it was trained on, the builder's ``--render augment`` ranges and its ``--render out-of-range`` split.
+    Each pack is scored on the held-out shapes every pack has (the first pack's order, ``--max-shapes`` of them)
+    and its first ``--eval-views`` views (the builder draws the same azimuths, so the same targets, in every
+    mode); then the change of each score against the first pack."""
+    import torch
+
+    from pipelines.core.shape_packs import load_packs
+    from pipelines.core.single_view_net import load_checkpoint
+
+    torch.set_num_threads(args.threads)
+    model, info = load_checkpoint(args.checkpoint, "cpu")
+    cfg = SingleViewConfig(eval_views=args.eval_views)
+    named = []
+    for spec in args.packs:
+        name, _, path = spec.rpartition("=")
+        named.append((name or Path(path).parent.name, load_packs(resolve_packs(path), "cpu", model.image_size)))
+    held = [i for i, sp in zip(named[0][1].ids, named[0][1].splits) if sp == "test"]
+    common = [i for i in held if all(i in d.ids for _, d in named[1:])][:args.max_shapes or None]
+    if not common:
+        raise SystemExit("error: the packs share no held-out shape")
+    rows = []
+    for name, data in named:
+        t0 = time.perf_counter()
+        sub = data.select([data.ids.index(i) for i in common])
+        metrics = evaluate(model, sub, model.trained_heads, cfg, torch.device("cpu"))
+        rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
+        print(json.dumps(rows[-1]), flush=True)
+    out = dict(checkpoint=info, heldout_shapes=len(common), shape_ids=common,
+               views_per_shape=min(args.eval_views or 10 ** 9, *(d.images.shape[1] for _, d in named)),
+               packs=dict(zip([n for n, _ in named], args.packs)), rows=rows, device=device_name(),
+               threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    fmt = lambda c, v: f"{v:+.4f}" if c.endswith("_cd") else f"{v:+.3f}"  # noqa: E731
+    print(f"{len(common)} held-out shapes x {out['views_per_shape']} views")
+    print("| renders | " + " | ".join(ROBUSTNESS_COLUMNS) + " |")
+    print("|---|" + "---:|" * len(ROBUSTNESS_COLUMNS))
+    first = rows[0]["metrics"]
+    for r in rows:
+        m = r["metrics"]
+        print(f"| {r['split']} | " + " | ".join(
+            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in ROBUSTNESS_COLUMNS)
+            + " |")
+    for r in rows[1:]:
+        m = r["metrics"]
+        print(f"| change, {r['split']} vs {rows[0]['split']} | " + " | ".join(
+            "-" if c not in m or c not in first else fmt(c, m[c] - first[c]) for c in ROBUSTNESS_COLUMNS) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -373,9 +431,17 @@ def main() -> None:
     h.add_argument("--max-shapes", type=int, default=0)
     h.add_argument("--json", default="")
     h.add_argument("--save-dir", default="", help="save each arm's fine-tuned model under DIR/ARM (float16)")
+    r = sub.add_parser("robustness", help="one checkpoint on the same held-out shapes rendered several ways")
+    r.add_argument("--checkpoint", default="assets/single_view/model")
+    r.add_argument("--packs", nargs="+", required=True,
+                   help="NAME=PATH of each rendering's pack (the first is the reference of the changes)")
+    r.add_argument("--eval-views", type=int, default=2)
+    r.add_argument("--max-shapes", type=int, default=0, help="the first N shared held-out shapes (0: all)")
+    r.add_argument("--threads", type=int, default=1, help="CPU threads")
+    r.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,
-     "mesh-finetune": mesh_finetune, "head-finetune": head_finetune}[args.cmd](args)
+     "mesh-finetune": mesh_finetune, "head-finetune": head_finetune, "robustness": robustness}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,21 @@
 models under CC0 / CC-BY 3.0; ``pybullet_data``'s objects, zlib; or any folder of meshes), and writes per
 shape ``shapes/<id>.npz``: RGBA renders from random viewpoints (azimuth uniform, elevation 5-40 deg) with
 their cameras, per view a 32^3 occupancy grid, surface samples with normals, and the normalised mesh.
+
+Renders (``--render``). ``default`` (the shipped model's pack): 128 px, 40 deg field of view at distance 2.2,
+elevation 5-40 deg, white key light from above to the camera's side, ambient 0.4, transparent background (the
+crop reads the render's alpha). ``augment`` varies, per view and seeded (``--render-seed`` and the shape id),
+what other pictures vary, uniform in these training ranges: camera elevation 0-50 deg; field of view 25-55 deg;
+camera distance r / (fill sin(fov / 2)) with fill 0.35-0.85 (r: the bounding-sphere radius; 2.55 r-13.2 r);
+key light 0-75 deg in azimuth from the camera, 15-70 deg high, coloured (saturation 0-0.25 of a random hue);
+ambient 0.25-0.60; square image side 96-256 px; JPEG quality 40-95; background plain (half the views; HSV
+saturation 0-0.5, value 0.35-1) or lightly textured (plane waves of 1-6 cycles plus grain, amplitude 0.01-0.05).
+The object is then found as in an upload (``object_mask`` on the decoded JPEG, then ``crop_to_object``), so
+training sees the project's own crop at work. ``out-of-range`` draws every one of these settings outside the
+training range (elevation 55-75, field of view 60-80, fill 0.88-0.95 (1.64 r-2.27 r), light 90-120 deg to the
+side and 75-85 deg high, saturation 0.30-0.45, ambient 0.10-0.20, 64-88 px, JPEG 10-30, always textured with
+amplitude 0.055-0.085 and 8-24 cycles): an evaluation split for held-out shapes (``--split test``). The table
+is in ``render_variation.py``. Azimuths, and so every target, are the same in all modes for a given ``--seed``.
 Shapes are split into train / test by a hash of their id, so a shape is never in both, whatever subset is
 built. The build is parallel (``--workers``) and restartable (finished shapes are skipped; each file is
 written whole or not at all). ``pack`` then writes ``pack/<source>.npz`` (``write_pack`` below): what
@@ -55,8 +70,11 @@ def view_params(verts: np.ndarray, azimuth_deg: float) -> tuple[float, float, np
 
 
 def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128, resolution: int = 32,
-                n_points: int = 4096, ssaa: int = 2, seed: int = 0) -> dict:
-    """Renders, voxelizes and samples one shape into ``out_dir/<id>.npz`` (+ ``.json``); returns its record."""
+                n_points: int = 4096, ssaa: int = 2, seed: int = 0, render: str = "default",
+                render_seed: int = 0) -> dict:
+    """Renders, voxelizes and samples one shape into ``out_dir/<id>.npz`` (+ ``.json``); returns its record.
+    ``render``: "default" (the shipped pack's renders), "augment" or "out-of-range" (``varied_views``; ``size``
+    is then unused); the azimuths, and so the targets, are the same in every mode for a given ``seed``."""
     import torch
 
     from ..core.cameras import Camera, look_at, spherical_to_cartesian
@@ -69,18 +87,24 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
     gen = torch.Generator().manual_seed(seed * 1000003 + int(hashlib.sha1(src.id.encode()).hexdigest()[:8], 16))
     u = torch.rand(views, 3, generator=gen, dtype=torch.float64)
     azim = (u[:, 0] * 360.0).numpy()
-    elev = (ELEVATION_DEG[0] + (ELEVATION_DEG[1] - ELEVATION_DEG[0]) * u[:, 1]).numpy()
-    c2ws = look_at(spherical_to_cartesian(CAMERA_RADIUS, torch.deg2rad(torch.from_numpy(elev).float()),
-                                          torch.deg2rad(torch.from_numpy(azim).float())))
-    images = []
-    for k in range(views):
-        cam = Camera.from_fov(c2ws[k], math.radians(FOV_DEG), size, size)
-        # A light from above, to the camera's side (left or right at random): shading differs between views.
-        side = 1.0 if u[k, 2] < 0.5 else -1.0
-        light = c2ws[k, :3, 2] * 0.8 + c2ws[k, :3, 0] * 0.5 * side + torch.tensor([0.0, 0.0, 0.9])
-        with torch.no_grad():
-            images.append(render_parts(parts, cam, light, ssaa))
-    images = (torch.stack(images) * 255 + 0.5).to(torch.uint8).numpy()
+    varied = {}
+    if render == "default":
+        elev = (ELEVATION_DEG[0] + (ELEVATION_DEG[1] - ELEVATION_DEG[0]) * u[:, 1]).numpy()
+        c2ws = look_at(spherical_to_cartesian(CAMERA_RADIUS, torch.deg2rad(torch.from_numpy(elev).float()),
+                                              torch.deg2rad(torch.from_numpy(azim).float())))
+        images = []
+        for k in range(views):
+            cam = Camera.from_fov(c2ws[k], math.radians(FOV_DEG), size, size)
+            # A light from above, to the camera's side (left or right at random): shading differs between views.
+            side = 1.0 if u[k, 2] < 0.5 else -1.0
+            light = c2ws[k, :3, 2] * 0.8 + c2ws[k, :3, 0] * 0.5 * side + torch.tensor([0.0, 0.0, 0.9])
+            with torch.no_grad():
+                images.append(render_parts(parts, cam, light, ssaa))
+        images = (torch.stack(images) * 255 + 0.5).to(torch.uint8).numpy()
+        fov = np.float32(FOV_DEG)
+    else:
+        varied = varied_views(parts, src.id, azim, render, render_seed, ssaa)
+        images, c2ws, elev, fov = varied.pop("images"), varied.pop("c2w"), varied.pop("elevation"), varied.pop("fov_deg")
 
     points, normals = sample_surface(verts, faces, n_points, gen, return_normals=True)
     dense = sample_surface(verts, faces, max(50000, 60 * resolution ** 2), gen)
@@ -92,19 +116,59 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
         grid = occupancy_grid(verts, faces, resolution, transform=lambda q: from_view(q, theta, scale, center).float(),
                               carve=carve, surface=torch.from_numpy(surf).float())
         occ.append(np.packbits(grid.numpy().reshape(-1)))
-    record = dict(asdict(src), split=src.split, faces=int(len(parts.faces)), views=views, size=size,
-                  resolution=resolution, seconds=round(time.perf_counter() - t0, 2))
-    arrays = dict(images=images, c2w=c2ws.numpy(), fov_deg=np.float32(FOV_DEG), azimuth=azim.astype(np.float32),
+    record = dict(asdict(src), split=src.split, faces=int(len(parts.faces)), views=views,
+                  size=size if render == "default" else int(images.shape[1]), resolution=resolution, render=render,
+                  render_seed=render_seed, seconds=round(time.perf_counter() - t0, 2))
+    arrays = dict(images=images, c2w=c2ws.numpy(), fov_deg=fov, azimuth=azim.astype(np.float32),
                   elevation=elev.astype(np.float32), view_theta=np.array([p[0] for p in params], np.float32),
                   view_scale=np.array([p[1] for p in params], np.float32),
                   view_center=np.array([p[2] for p in params], np.float32), occupancy=np.stack(occ),
                   resolution=np.int32(resolution), points=points.numpy(), normals=normals.numpy(),
-                  verts=parts.verts.astype(np.float32), faces=parts.faces.astype(np.int32))
+                  verts=parts.verts.astype(np.float32), faces=parts.faces.astype(np.int32), **varied)
     tmp = out_dir / f".{src.id}.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     (out_dir / f"{src.id}.json").write_text(json.dumps(record))
     os.replace(tmp, out_dir / f"{src.id}.npz")  # last: an .npz exists only when its shape is complete
     return record
+
+
+def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ssaa: int = 2) -> dict:
+    """Renders of one shape at ``azimuths`` with settings drawn per view from ``render_variation.RANGES[mode]``
+    (seeded by ``render_seed`` and the shape id), each "photographed" (background, JPEG) and masked as an upload.
+
+    Returns arrays for the shape file: ``images`` (V, N, N, 4) uint8 with N the range's largest side, each view in
+    its top-left ``image_sizes[k]`` square (alpha: ``object_mask``; the padding is transparent, so
+    ``crop_to_object`` sees it as the white it composites onto anyway), ``c2w``, ``elevation``, ``fov_deg`` and
+    ``distance`` per view, ``mask_box_iou`` (the mask's box against the render's alpha) and ``render_settings``
+    (JSON list of each view's ``ViewSettings``)."""
+    import torch
+
+    from ..core.cameras import Camera
+    from .render_variation import RANGES, camera_and_light, camera_distance, draw_settings, photograph, view_rng
+
+    ranges = RANGES[mode]
+    rng = view_rng(render_seed, shape_id, mode)
+    radius = float(np.linalg.norm(parts.verts, axis=1).max())  # about the box centre, the look-at point
+    side = ranges.image_size[1]
+    images = np.zeros((len(azimuths), side, side, 4), np.uint8)
+    c2ws, settings, ious = [], [], []
+    for k, azimuth in enumerate(azimuths):
+        s = draw_settings(ranges, rng)
+        c2w, fov, light, color = camera_and_light(s, float(azimuth), radius)
+        cam = Camera.from_fov(c2w, fov, s.image_size, s.image_size)
+        with torch.no_grad():
+            rgba = render_parts(parts, cam, light, ssaa, ambient=s.ambient, light_color=color)
+        photo, s, iou = photograph(rgba.numpy(), s, ranges, rng)
+        images[k, :s.image_size, :s.image_size] = photo
+        c2ws.append(c2w)
+        settings.append(s)
+        ious.append(iou)
+    return dict(images=images, c2w=torch.stack(c2ws), elevation=np.array([s.elevation_deg for s in settings]),
+                fov_deg=np.array([s.fov_deg for s in settings], np.float32),
+                distance=np.array([camera_distance(s, radius) for s in settings], np.float32),
+                image_sizes=np.array([s.image_size for s in settings], np.int32),
+                mask_box_iou=np.array(ious, np.float32),
+                render_settings=np.array(json.dumps([s.as_dict() for s in settings])))
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -113,6 +177,10 @@ def build(root: Path, sources: str = "sh3d,pybullet", workers: int = 1, limit: i
           **opts) -> list[dict]:
     """Builds every shape not built yet under ``root/shapes`` (restartable), then the packs."""
     shapes = [s for s in catalog(sources, furniture_dir, mesh_dir, random_limit) if split in ("all", s.split)]
+    render = opts.get("render", "default")
+    if mixed := sorted({r.get("render", "default") for r in built_records(root)} - {render}):
+        raise ValueError(f"{root} holds shapes rendered with --render {', '.join(mixed)}: build --render {render} "
+                         "into another --root")
     records = build_shapes(root, spread(shapes, limit), build_shape, opts, workers, log,
                            f" selected ({sources}, split {split})")
     (Path(root) / "index.json").write_text(json.dumps(records, indent=0))
@@ -138,7 +206,8 @@ def write_examples(root: Path, out: Path, n_examples: int = 6, n_mini: int = 16,
         old.unlink()
     for r in test:
         with np.load(Path(root) / "shapes" / f"{r['id']}.npz") as z:
-            Image.fromarray(z["images"][0]).save(out / "examples" / f"{r['id']}.png", optimize=True)
+            n = int(z["image_sizes"][0]) if "image_sizes" in z.files else z["images"].shape[1]
+            Image.fromarray(z["images"][0][:n, :n]).save(out / "examples" / f"{r['id']}.png", optimize=True)
     write_pack(train + test, Path(root) / "shapes", out / "mini.npz", size=size, n_points=2048, views=4)
     meta = {r["id"]: r for r in train + test}
     (out / "CREDITS.md").write_text(credits_markdown(meta, "Example images and the mini training set"))
@@ -156,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--resolution", type=int, default=32, help="occupancy grid side")
     b.add_argument("--points", type=int, default=4096, help="surface samples per shape")
     b.add_argument("--ssaa", type=int, default=2, help="supersampling factor of the renders")
+    b.add_argument("--render", choices=("default", "augment", "out-of-range"), default="default",
+                   help="default: the shipped pack's renders; augment: lighting, lens, framing, elevation, size, "
+                        "JPEG and background drawn per view from the training ranges; out-of-range: outside them, "
+                        "for evaluation (render_variation.py states the ranges)")
+    b.add_argument("--render-seed", type=int, default=0, help="seed of the per-view draws of --render")
     b.add_argument("--no-pack", action="store_true", help="skip writing pack/<source>.npz")
     k = sub.add_parser("pack", help="(re)write pack/<source>.npz from the built shapes")
     k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -171,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         if problem := sources_problem(args):
             print(f"error: {problem}", file=sys.stderr)
             return 2
-        build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir, args.random_limit,
-              pack=not args.no_pack, split=args.split, views=args.views, size=args.size, resolution=args.resolution,
-              n_points=args.points, ssaa=args.ssaa)
+        try:
+            build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
+                  args.random_limit, pack=not args.no_pack, split=args.split, views=args.views, size=args.size,
+                  resolution=args.resolution, n_points=args.points, ssaa=args.ssaa, render=args.render,
+                  render_seed=args.render_seed)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     elif args.cmd == "pack":
         records = built_records(args.root)
         for source in sorted({r["source"] for r in records}):
