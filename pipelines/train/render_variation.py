@@ -24,14 +24,15 @@ The ranges (uniform; degrees, pixels, RGB in [0, 1]):
 | JPEG quality (PIL) | 40-95 | 10-30 | none |
 | background | plain (p 0.5) or lightly textured | textured | transparent (alpha) |
 | background colour (HSV) | saturation 0-0.5, value 0.35-1 | the same | - |
-| texture amplitude (largest colour distance from the mean) | 0.01-0.05 | 0.055-0.085 | - |
+| texture amplitude (largest colour distance from the mean) | 0.01-0.05 | 0.055-0.07 | - |
 | texture frequency (cycles across the image) | 1-6 | 8-24 | - |
 
 Texture amplitudes stay below ``object_mask``'s tolerance (0.12: alpha is 0 below a distance of 0.06 from the
 border's median colour and 0.5 at 0.09): training textures are removed entirely, out-of-range ones leak faintly
 into the crop. A background is redrawn (up to ``ATTEMPTS`` times, seeded) when the object crop would not find the
-object: ``object_mask`` refuses the image, or the box of its mask's pixels above 0.5 overlaps the box of the
-render's own alpha by less than ``MIN_BOX_IOU`` (an object coloured like its background).
+object: ``object_mask`` refuses the image, the box of its mask's pixels above 0.5 overlaps the box of the
+render's own alpha by less than ``MIN_BOX_IOU`` (an object coloured like its background), or more than
+``MAX_STRAY`` of the object's area in background pixels is taken for the object (texture and JPEG blocks).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import numpy as np
 MODES = ("default", "augment", "out-of-range")
 ATTEMPTS = 8
 MIN_BOX_IOU = 0.8
+MAX_STRAY = 0.1
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ RANGES = {
         elevation_deg=(55.0, 75.0), fov_deg=(60.0, 80.0), fill=(0.88, 0.95), light_azimuth_deg=(90.0, 120.0),
         light_elevation_deg=(75.0, 85.0), light_saturation=(0.30, 0.45), ambient=(0.10, 0.20), image_size=(64, 88),
         jpeg_quality=(10, 30), plain_background=0.0, background_saturation=(0.0, 0.5), background_value=(0.35, 1.0),
-        texture_amplitude=(0.055, 0.085), texture_cycles=(8.0, 24.0)),
+        texture_amplitude=(0.055, 0.07), texture_cycles=(8.0, 24.0)),
 }
 OUTSIDE = ("elevation_deg", "fov_deg", "fill", "light_azimuth_deg", "light_elevation_deg", "light_saturation",
            "ambient", "image_size", "jpeg_quality", "texture_amplitude", "texture_cycles")
@@ -236,7 +238,7 @@ def photograph(rgba, settings: ViewSettings, ranges: RenderRanges,
     the settings with the background actually used, the box IoU of the mask against the render's alpha).
 
     Composites over the drawn background, JPEG-compresses; redraws the background (seeded, up to ``ATTEMPTS``)
-    while the object crop would miss the object; the last attempt is kept when none succeeds."""
+    while the object crop would miss the object; the best attempt is kept when none succeeds."""
     from ..config import UserInputError
     from ..core.single_view_net import object_mask
 
@@ -254,11 +256,12 @@ def photograph(rgba, settings: ViewSettings, ranges: RenderRanges,
         try:
             mask = object_mask(photo.astype(np.float32) / 255.0)
             iou = box_iou(_box(mask > 0.5), truth)
+            stray = float(((mask > 0.5) & ~(alpha[..., 0] > 0.01)).sum()) / max(1.0, float((alpha > 0.5).sum()))
         except UserInputError:
-            mask, iou = np.zeros(photo.shape[:2], np.float32), 0.0
+            mask, iou, stray = np.zeros(photo.shape[:2], np.float32), 0.0, 1.0
         out = np.concatenate([photo, (mask * 255 + 0.5).astype(np.uint8)[..., None]], -1)
-        if best is None or iou > best[2]:
-            best = (out, settings, iou)
-        if iou >= MIN_BOX_IOU:
+        if best is None or iou - stray > best[2] - best[3]:
+            best = (out, settings, iou, stray)
+        if iou >= MIN_BOX_IOU and stray <= MAX_STRAY:
             break
-    return best
+    return best[:3]

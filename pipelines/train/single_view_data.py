@@ -21,7 +21,7 @@ The object is then found as in an upload (``object_mask`` on the decoded JPEG, t
 training sees the project's own crop at work. ``out-of-range`` draws every one of these settings outside the
 training range (elevation 55-75, field of view 60-80, fill 0.88-0.95 (1.64 r-2.27 r), light 90-120 deg to the
 side and 75-85 deg high, saturation 0.30-0.45, ambient 0.10-0.20, 64-88 px, JPEG 10-30, always textured with
-amplitude 0.055-0.085 and 8-24 cycles): an evaluation split for held-out shapes (``--split test``). The table
+amplitude 0.055-0.07 and 8-24 cycles): an evaluation split for held-out shapes (``--split test``). The table
 is in ``render_variation.py``. Azimuths, and so every target, are the same in all modes for a given ``--seed``.
 Shapes are split into train / test by a hash of their id, so a shape is never in both, whatever subset is
 built. The build is parallel (``--workers``) and restartable (finished shapes are skipped; each file is
