@@ -1,8 +1,11 @@
 """Real captures (issue 19) on the LLFF fern scene: structure-from-motion time on the CPU (pycolmap), and held-out
-PSNR of the fast NeRF against training time, with LLFF's poses (poses_bounds.npy) and with pycolmap's.
+PSNR of the fast NeRF (or, with ``--method volsdf``, of VolSDF: its SDF in a box around the foreground chosen from
+the cameras and bounds, a background model behind it) against training time, with LLFF's poses (poses_bounds.npy)
+and with pycolmap's.
 
     python bench/captures.py --separate --checkpoints 30 60 120 --json bench/results/captures_fern.json   # a GPU
     python bench/captures.py --smoke                                   # a CPU run in a minute or two: tiny everything
+    python bench/captures.py --method volsdf --data .data/fern_llff --poses llff --checkpoints 30 60 120   # a GPU
 
 A GPU machine without pycolmap trains on SfM poses made elsewhere: ``--sfm-cache DIR`` keeps the SfM result (a
 COLMAP text model, ``sparse/0``, its images named as in the capture's ``images_8/``, and ``sfm.json``: the SfM
@@ -33,11 +36,15 @@ import numpy as np
 from common import REPO, apply_overrides, print_table, write_json
 
 from pipelines.events import Log, run_to_completion
-from pipelines.nerf import NerfConfig, run
+from pipelines.nerf import NerfConfig
+from pipelines.nerf import run as run_nerf
+from pipelines.volsdf import VolSDFConfig
+from pipelines.volsdf import run as run_volsdf
 
 FERN = REPO.parent / "shared" / "data" / "captures" / "fern_llff"
 SMOKE = ["batch_rays=256", "target_samples=4096", "max_samples=16384", "hash_levels=4", "hash_log2_size=12",
          "grid_resolution=32", "march_steps=64"]
+SMOKE_VOLSDF = ["width=32", "eikonal_points=128", "hash_warmup=0", "background_samples=16"]
 
 
 def pose_errors(est: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -140,6 +147,12 @@ def compare_poses(scene: Path, data: Path) -> dict:
     return {"points": len(est.xyz), "rot_err_deg": round(rot, 3), "centre_err": round(pos, 4)}
 
 
+def scene_space(line: str) -> str:
+    """The space a run's 'scene space: ...' log line names (NeRF: 'scene space: forward: why'; VolSDF: 'scene space:
+    forward (why); the SDF's box ...')."""
+    return line.split(":")[1].split("(")[0].strip()
+
+
 def held_out(done) -> list[str]:
     """The held-out images a run scored, by file name (from its cameras.json)."""
     path = next(a.path for a in done.artifacts if a.kind == "cameras")
@@ -161,15 +174,18 @@ def main() -> None:
     ap.add_argument("--sfm-only", action="store_true", help="run (or check) the SfM and its cache, train nothing")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU run that exercises every column")
-    ap.add_argument("--set", nargs="*", default=[], help="extra NerfConfig overrides, key=value")
-    ap.add_argument("--json", default="bench/results/captures_fern.json")
+    ap.add_argument("--method", default="nerf", choices=["nerf", "volsdf"],
+                    help="nerf: the fast NeRF (NDC for fern); volsdf: VolSDF's defaults (hash grid, occupancy "
+                    "marching), its SDF in the foreground box chosen from the cameras, the background model behind")
+    ap.add_argument("--set", nargs="*", default=[], help="extra NerfConfig / VolSDFConfig overrides, key=value")
+    ap.add_argument("--json", default="", help="default: bench/results/captures_fern[_volsdf][_smoke].json")
     args = ap.parse_args()
     if args.smoke:
         args.device, args.downscale, args.sfm_max_side = "cpu", 64, 256
         args.checkpoints = args.checkpoints if args.checkpoints != [30, 60, 120] else [2, 4]
-        args.set = [*SMOKE, *args.set]
-        args.json = args.json if args.json != "bench/results/captures_fern.json" else \
-            "bench/results/captures_fern_smoke.json"
+        args.set = [*SMOKE, *(SMOKE_VOLSDF if args.method == "volsdf" else []), *args.set]
+    args.json = args.json or ("bench/results/captures_fern" + ("_volsdf" if args.method == "volsdf" else "")
+                              + ("_smoke" if args.smoke else "") + ".json")
     data = Path(args.data)
     if not (data / "poses_bounds.npy").is_file():
         raise SystemExit(f"no LLFF capture at {data} (poses_bounds.npy + images_8/)")
@@ -205,26 +221,38 @@ def main() -> None:
                 downscale = max(1, round(sfm_w * args.downscale / orig_w))
             budgets = [[c] for c in args.checkpoints] if args.separate else [args.checkpoints]
             for budget in budgets:
-                cfg = apply_overrides(NerfConfig(
-                    scene=str(scene), format=fmt, model="fast", downscale=downscale, device=args.device,
-                    export=False, preview_every=10**9, steps=10**7, out_dir=str(Path(tmp) / "run"),
-                    eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1]), args.set)
+                common = dict(scene=str(scene), format=fmt, downscale=downscale, device=args.device, export=False,
+                              preview_every=10**9, steps=10**7, out_dir=str(Path(tmp) / "run"),
+                              eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1])
+                if args.method == "volsdf":
+                    cfg, run = apply_overrides(VolSDFConfig(mesh_resolution=0, **common), args.set), run_volsdf
+                else:
+                    cfg, run = apply_overrides(NerfConfig(model="fast", **common), args.set), run_nerf
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
-                done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message,
-                                                                                                 flush=True))
+                logs: list[str] = []
+
+                def on_event(e, logs=logs):
+                    if isinstance(e, Log):
+                        logs.append(e.message)
+                        print(e.message, flush=True)
+
+                done = run_to_completion(run(cfg), on_event=on_event)
+                space = next((scene_space(m) for m in logs if m.startswith("scene space:")), "?")
                 m = done.metrics
                 held[poses] = held_out(done)
                 print(f"{poses} poses: held-out images {', '.join(held[poses])}", flush=True)
                 for c in budget:
                     tag = "" if c == budget[-1] else f"@{c:g}s"
-                    rows.append({"method": f"nerf-fast, {poses} poses", "train_s": c if tag else round(m["train_seconds"], 1),
+                    name = "volsdf" if args.method == "volsdf" else "nerf-fast"
+                    rows.append({"method": f"{name}, {poses} poses, {space}",
+                                 "train_s": c if tag else round(m["train_seconds"], 1),
                                  "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
                                  "steps": int(m.get(f"steps{tag}", 0)), "psnr": round(m.get(f"psnr{tag}", float("nan")), 2),
                                  "ssim": None if tag else round(m["ssim"], 4),
                                  "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),
                                  "held_out": " ".join(held[poses])})
-    print_table(rows, [("method", "method", 24), ("train_s", "train s", 8), ("steps", "steps", 7),
+    print_table(rows, [("method", "method", 32), ("train_s", "train s", 8), ("steps", "steps", 7),
                        ("psnr", "PSNR", 7), ("ssim", "SSIM", 7), ("peak_gpu_gb", "peak GB", 8)])
     if sfm_row:
         print(f"structure from motion (CPU, pycolmap): {sfm_row['sfm_s']} s, {sfm_row['registered']} registered, "
@@ -233,7 +261,7 @@ def main() -> None:
     if len({tuple(h) for h in held.values()}) > 1:
         print(f"WARNING: the runs held out different images ({held}): their PSNRs do not compare", flush=True)
     write_json(args.json, rows, data=str(data), downscale=args.downscale, sfm=sfm_row, held_out="every 8th image",
-               held_out_images=held)
+               held_out_images=held, method=args.method)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,16 @@ class VolSDFConfig(PosedImagesConfig):
     """neural, hash: the MLPs' and beta's learning rate as a multiple of the grid's."""
     random_background: bool = True
     """While training, composite rays of images with alpha on a random colour so empty space must be empty."""
-    background_model: Literal["none", "nerf"] = "none"
-    """What lies outside the scene box: 'none', the plain background colour (a real capture's surroundings are
-    fitted inside the box); 'nerf' (experimental), a small hash-grid radiance field in mip-NeRF 360's contracted
-    space behind the SDF (NeRF++'s split). Not the default yet: on a 360-degree CPU test it fitted the views better
-    (train PSNR 20.9 against 15.7) but emptied the SDF, whose sampler then hit NaN at step 250."""
+    space: Literal["auto", "object", "forward", "unbounded"] = "auto"
+    """Real captures: where the SDF's box goes. 'forward' (the cameras all look one way): around what they see
+    between the nearest depth and the geometric mean of the near and far depths; 'unbounded' (360 degrees): the
+    cube within the cameras, shrunk to the sparse points; 'object': cameras 4 units out around their look-at point,
+    as NeRF-synthetic; 'auto' chooses from the cameras and logs which and why. Blender scenes are objects."""
+    background_model: Literal["auto", "none", "nerf"] = "auto"
+    """What lies outside the SDF's box: 'none', the plain background colour (a real capture's surroundings must
+    then fit inside the box); 'nerf', a small hash-grid radiance field in mip-NeRF 360's contracted space behind
+    the SDF (NeRF++'s split, as VolSDF does for real scenes); 'auto': 'nerf' for real captures (no alpha), 'none'
+    for objects on a background (Blender scenes, images with alpha)."""
     background_samples: int = 32
     """Samples per ray of the background model (linear in disparity beyond the scene box)."""
     bound: float = 1.5
@@ -244,8 +249,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.sdf_marching import SDFRadiance, occupancy_density, render_sdf_marched
-    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
-                                 preview_target, score_pixels, scored_size, write_cameras)
+    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, peak_memory, preview_target,
+                                 score_pixels, scored_size, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -259,20 +264,27 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     dev = ctx.device
     started = time.perf_counter()
     yield Log("loading the scene")
-    scene = yield from load_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir, "auto", ("object",))
+    scene, half = yield from _load_scene(cfg, ctx)
     root, train, val, bg_level = scene.root, scene.train, scene.val, scene.background
-    use_bg = cfg.background_model == "nerf"
+    real = scene.format != "blender" and train.alphas is None  # a photographed scene, not an object on nothing
+    use_bg = cfg.background_model == "nerf" or (cfg.background_model == "auto" and real)
     if use_bg:
-        yield Log("background model: a hash-grid radiance field in contracted space outside the scene box, "
-                  "composited behind the SDF")
-    elif scene.format != "blender" and train.alphas is None:
-        yield Log("a real capture: VolSDF fits the background inside the scene box with the object (NeRF's unbounded "
-                  "and forward spaces model it; --background-model nerf is an experimental background here)",
-                  "warning")
+        yield Log("background model: a hash-grid radiance field in contracted space outside the SDF's box, "
+                  "composited behind the SDF (NeRF++'s split, as VolSDF does for real scenes)"
+                  + (" (chosen for a real capture)" if cfg.background_model == "auto" else ""))
+    elif real:
+        yield Log("a real capture without a background model: VolSDF fits the background inside the SDF's box "
+                  "with the object (--background-model auto or nerf models it behind the box)", "warning")
+    # (3,) the SDF's box [-half, half] in the field's frame: the whole cube for objects, the foreground for captures
+    boxed = bool((half < cfg.bound).any())
+    half_t = torch.tensor(half, dtype=torch.float32, device=dev)
+    box_lo, box_hi = (-half_t, half_t) if boxed else (-cfg.bound, cfg.bound)
     if scene.format != "blender":  # a capture: its cameras (and SfM points) are shown before training
         yield ctx.artifact("cameras", write_cameras(scene, ctx.path("cameras.json")), "cameras and sparse points")
     yield Log(f"building the {cfg.field} SDF")
-    field = build_field(cfg, dev)
+    # The SDF starts as a sphere that fits its box (a flat forward-facing box is thinner than the default sphere).
+    field = build_field(dataclasses.replace(cfg, init_radius=min(cfg.init_radius, 0.8 * float(half.min()) / cfg.bound))
+                        if boxed else cfg, dev)
     density = LaplaceDensity(cfg.beta_init, cfg.beta_min, cfg.tie_alpha).to(dev)
     modules = torch.nn.ModuleDict({"field": field, "density": density})
     grid = None
@@ -290,6 +302,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"{len(train)} training views, {len(val)} held-out views at {train.width}x{train.height}; "
               f"{cfg.field} SDF {what} on {dev}")
 
+    mesh_field = BoxedSDF(field, half_t) if boxed else field  # the mesh: the SDF's surface inside its box
     opt = make_optimizer(cfg, field, density)
     if bg_field is not None:
         opt.add_param_group({"params": list(bg_field.parameters()), "lr": 1e-2})
@@ -307,7 +320,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
         return 1e-3 * cfg.bound
 
     step_size, cell = 2 * cfg.bound / cfg.march_steps, 2 * cfg.bound / cfg.grid_resolution
-    radiance = SDFRadiance(field, density, step_size, cfg.gradient, fd_eps)
+    radiance = SDFRadiance(field, density, step_size, cfg.gradient, fd_eps, half_t if boxed else None)
 
     def render(o, d, background, perturb):
         """RenderOut of the rays; with the occupancy sampler's budget while training, of a prefix of them
@@ -317,12 +330,14 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
             out = render_sdf_marched(radiance, grid, o, d, own_bg, perturb, cfg.max_samples)
             o, d = o[:out.extras["rays"]], d[:out.extras["rays"]]
         else:
-            near, far, _ = ray_aabb(o, d, -cfg.bound, cfg.bound)
+            near, far, _ = ray_aabb(o, d, box_lo, box_hi)
             out = render_sdf(field, density, o, d, near, far, cfg.n_coarse, cfg.n_fine, own_bg, perturb,
                              cfg.upsample_levels, gradient=cfg.gradient, fd_eps=fd_eps())
             out.extras["rays"] = len(o)
         if bg_field is not None:
-            far = ray_aabb(o, d, -cfg.bound, cfg.bound)[1]
+            _, far, hit = ray_aabb(o, d, box_lo, box_hi)
+            # Behind the box; a ray that misses it, from its closest approach to the box's centre on.
+            far = torch.where(hit, far, -(o * d).sum(-1))
             behind = render_background(bg_field, o, d, far, cfg.background_samples, math.sqrt(3) * cfg.bound,
                                        perturb)
             out.rgb = out.rgb + (1 - out.opacity[:, None]) * behind.rgb
@@ -354,14 +369,14 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
 
         if grid is not None and (step == 1 or step % 16 == 0):
             beta = density.beta.detach()
-            grid.update(lambda x: occupancy_density(field.sdf(x).float(), beta, cell), step_size, step,
-                        chunk=cfg.max_samples or 2 ** 20)
+            grid.update(lambda x: radiance._in_box(x, occupancy_density(field.sdf(x).float(), beta, cell)), step_size,
+                        step, chunk=cfg.max_samples or 2 ** 20)
 
         o, d, target, ray_bg = rays.sample(n_rays)
         out = render(o, d, ray_bg, True)
         color_loss = F.mse_loss(out.rgb, target[:out.extras["rays"]])
         rays_total += out.extras["rays"]
-        x_eik = (torch.rand(cfg.eikonal_points, 3, device=dev) * 2 - 1) * cfg.bound
+        x_eik = (torch.rand(cfg.eikonal_points, 3, device=dev) * 2 - 1) * (half_t if boxed else cfg.bound)
         grad_eik = sdf_gradient_by(cfg.gradient, field.sdf, x_eik, fd_eps(), create_graph=True)
         eik = eikonal_loss(torch.cat([out.extras["grad"], grad_eik]))
         loss = color_loss + cfg.eikonal_weight * eik
@@ -399,7 +414,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
                 scores = heldout_scores(render_view, val)
                 timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **peak_memory(dev)))
                 if cfg.mesh_resolution > 0:
-                    timeline.update(at_seconds(t_at, **_mesh_metrics(cfg, field, val, dev)))
+                    timeline.update(at_seconds(t_at, **_mesh_metrics(cfg, mesh_field, val, dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
         if clock.out_of_time():
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
@@ -418,10 +433,70 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} "
               f"views{scored_size(val, max_pixels)}; beta {metrics['beta']:.4g}")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, render_view, train, val, metrics, max_pixels)
+        yield from _export(cfg, ctx, modules, mesh_field, render_view, train, val, metrics, max_pixels, scene.space,
+                           half)
     elif cfg.mesh_resolution > 0:
-        metrics.update(_mesh_metrics(cfg, field, val, dev))
+        metrics.update(_mesh_metrics(cfg, mesh_field, val, dev))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def _load_scene(cfg: VolSDFConfig, ctx: RunContext):
+    """Generator of load_scene's events returning (LoadedScene, half (3,)): the scene with its cameras (and points,
+    bounds) moved so that the SDF's box is [-half, half], centred in the field's [-bound, bound]^3.
+
+    Objects (Blender scenes, images with alpha, ``space='object'``) fill the cube as before. A real capture in the
+    'forward' or 'unbounded' space gets the box ``scene_space.foreground_box`` chooses from its cameras, bounds and
+    sparse points, shifted and uniformly scaled (an SDF stays a distance) so its longest side spans the cube; what
+    lies outside is the background model's. The choice is logged: the space, why, and the box."""
+    import numpy as np
+    import torch
+
+    from .core.scene_space import camera_layout, foreground_box
+    from .core.training import load_scene
+
+    scene, space_line = None, ""
+    gen = load_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir, cfg.space, ("object", "forward", "unbounded"))
+    try:
+        while True:
+            ev = next(gen)
+            if isinstance(ev, Log) and ev.message.startswith("scene space:"):
+                space_line = ev.message  # NeRF's wording (NDC, contraction): said below in VolSDF's
+                continue
+            yield ev
+    except StopIteration as stop:
+        scene = stop.value
+    cube = np.full(3, float(cfg.bound))
+    if scene.space == "object":
+        if space_line:
+            yield Log(space_line.replace("; this method renders", "; VolSDF renders")
+                      + f"; the SDF's box is [-{cfg.bound:g}, {cfg.bound:g}]^3")
+        return scene, cube
+    train, val = scene.train, scene.val
+    c2w = train.c2w.double().numpy()
+    corners = []
+    for i in range(len(train)):
+        cam = train.camera(i)
+        d = np.array([[(px - cam.cx) / cam.fx, -(py - cam.cy) / cam.fy, -1.0]
+                      for px in (0, cam.width) for py in (0, cam.height)])
+        d = d @ c2w[i, :3, :3].T
+        corners.append(d / np.linalg.norm(d, axis=-1, keepdims=True))
+    bounds = train.bounds.double().numpy() if train.bounds is not None else None
+    xyz = scene.points[0] if scene.points is not None else None
+    box = foreground_box(c2w, np.stack(corners), scene.space, bounds, xyz)
+    sim = box.similarity(cfg.bound)
+    for views in (train, val):
+        views.c2w = torch.from_numpy(sim.apply_c2w(views.c2w.double().numpy())).float()
+        if views.bounds is not None:
+            views.bounds = views.bounds * sim.scale
+    if scene.points is not None:
+        scene.points = (sim.apply_points(scene.points[0]), scene.points[1])
+    half = box.half_in(cfg.bound)
+    layout = camera_layout(c2w)[1] if cfg.space == "auto" else "as asked"
+    yield Log(f"scene space: {scene.space} ({layout}); the SDF's box: {box.why}, "
+              f"{' x '.join(f'{2 * h:.2f}' for h in half)} in the field's [-{cfg.bound:g}, {cfg.bound:g}]^3; "
+              + ("outside it the background model" if cfg.background_model != "none" else
+                 "outside it nothing (--background-model none)"))
+    return scene, half
 
 
 def _preview_images(view, to_uint8, colormap, normals_to_uint8) -> dict:
@@ -459,6 +534,25 @@ def _recovery_errors(field, root: Path) -> dict[str, float]:
 # Outputs
 
 
+class BoxedSDF:
+    """An SDF field clipped to the box [-half, half] (the intersection: max of the two distances), for meshing a
+    capture's foreground: outside the box the field was never trained. Colours and features are the field's."""
+
+    def __init__(self, field, half):
+        self.field, self.half = field, half
+
+    def sdf(self, x):
+        from .core.scene_space import box_sdf
+
+        return self.field.sdf(x).maximum(box_sdf(x, self.half.to(x.device)))
+
+    def geometry(self, x):
+        return self.field.geometry(x)
+
+    def color(self, x, normals, dirs, features):
+        return self.field.color(x, normals, dirs, features)
+
+
 def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
     """The marching-cubes mesh's face count and watertightness, and with ``mesh_psnr_views`` its PSNR."""
     from .core.metrics import mesh_psnr, mesh_stats
@@ -471,9 +565,10 @@ def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
     return stats
 
 
-def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val, metrics,
-            max_pixels: int = 0) -> Iterator[Event]:
-    """Turntable, held-out comparison, coloured mesh, fitted primitives and checkpoint."""
+def _export(cfg: VolSDFConfig, ctx: RunContext, modules, mesh_field, render_view, train, val, metrics,
+            max_pixels: int = 0, space: str = "object", half=None) -> Iterator[Event]:
+    """Turntable (forward-facing captures: a small circle in the cameras' plane), held-out comparison, coloured
+    mesh of ``mesh_field`` (a capture's: the SDF clipped to its box), fitted primitives and checkpoint."""
     import numpy as np
     import torch
 
@@ -493,6 +588,11 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
     side = min(cfg.preview_size, max(train.width, train.height))
 
     def frame(k: int, n: int):
+        if space == "forward":
+            from .core.scene_space import forward_path
+
+            cam = train.camera(0).scaled(side / max(train.width, train.height))
+            return to_uint8(render_view(dataclasses.replace(cam, c2w=forward_path(train.c2w, n)[k]))["rgb"])
         return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
 
     frames = yield from turntable(frame, cfg.turntable_frames, budget)
@@ -504,8 +604,9 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
 
     with torch.no_grad():
         res = grid_resolution(lambda r: field.sdf(torch.zeros(r ** 3, 3, device=dev)), cfg.mesh_resolution, budget)
-    yield Log(f"extracting the mesh ({res}^3 grid)")
-    mesh = sdf_to_mesh(field, cfg.bound, res, dev)
+    yield Log(f"extracting the mesh ({res}^3 grid)" + ("" if space == "object" else ": the foreground surface, the "
+                                                       "SDF inside its box (the background model is not meshed)"))
+    mesh = sdf_to_mesh(mesh_field, cfg.bound, res, dev)
     metrics.update(mesh_stats(mesh))
     if mesh.num_faces == 0:
         yield Log("the SDF has no zero crossing inside the scene box: no mesh written", "warning")
@@ -517,7 +618,9 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, render_view, train, val
         path.write_text(json.dumps(primitives_to_json(field.primitives(), cfg.smooth), indent=1))
         yield ctx.artifact("json", path, "fitted primitives (.json)")
     yield Log("writing the checkpoint")
-    torch.save({"config": dataclasses.asdict(cfg), "state": modules.state_dict()}, ctx.path("model.pt"))
+    torch.save({"config": dataclasses.asdict(cfg), "state": modules.state_dict(), "space": space,
+                "box_half": None if half is None else [float(h) for h in half],
+                "cameras": {"train": train.c2w, "val": val.c2w}}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
 
 

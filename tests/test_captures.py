@@ -371,8 +371,9 @@ def test_contraction_and_spacing():
 
 def test_unbounded_capture_trains_and_exports(tmp_path, cow):
     """A 360-degree COLMAP capture: NeRF chooses the contracted space, trains, renders a turntable, meshes the
-    unit ball; VolSDF trains the same capture in its box (warning that the background is fitted there), or with the
-    experimental background model behind it."""
+    unit ball; VolSDF trains the same capture with its SDF in a box inside the cameras and the background model behind
+    it by default (saying so), or without the background model (warning that the background is then fitted in the
+    box)."""
     from pipelines.events import Log, run_to_completion
     from pipelines.nerf import NerfConfig, run
     from pipelines.volsdf import VolSDFConfig
@@ -402,13 +403,13 @@ def test_unbounded_capture_trains_and_exports(tmp_path, cow):
                         target_samples=2048, max_samples=2 ** 13, grid_resolution=16, march_steps=64,
                         eval_views=1, export=False, mesh_resolution=0, out_dir=str(tmp_path / "vrun"))
     vevents = []
-    vdone = run_to_completion(run_volsdf(dataclasses.replace(vcfg, background_model="nerf")),
-                              on_event=vevents.append)
+    vdone = run_to_completion(run_volsdf(vcfg), on_event=vevents.append)
     assert any(isinstance(e, Log) and "background model: a hash-grid" in e.message for e in vevents)
+    assert any(isinstance(e, Log) and e.message.startswith("scene space: unbounded") for e in vevents)
     assert np.isfinite(vdone.metrics["psnr"])
     vevents = []
-    run_to_completion(run_volsdf(dataclasses.replace(vcfg, steps=2)), on_event=vevents.append)
-    assert any(isinstance(e, Log) and e.level == "warning" and "fits the background inside the scene box" in e.message
+    run_to_completion(run_volsdf(dataclasses.replace(vcfg, steps=2, background_model="none")), on_event=vevents.append)
+    assert any(isinstance(e, Log) and e.level == "warning" and "fits the background inside the SDF's box" in e.message
                for e in vevents)
 
 

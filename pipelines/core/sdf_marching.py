@@ -60,14 +60,18 @@ class SDFRadiance(nn.Module):
     loss, the composited normals); the sigma it returns is ``interval_density`` over ``step`` (the march's)."""
 
     def __init__(self, field, density: LaplaceDensity, step: float, gradient: str = "analytic",
-                 fd_eps: Callable[[], float] = lambda: 1e-3):
+                 fd_eps: Callable[[], float] = lambda: 1e-3, half: torch.Tensor | None = None):
         super().__init__()
         self.field, self.laplace, self.step = field, density, step
         self.gradient, self.fd_eps = gradient, fd_eps
+        self.half = half  # (3,): the SDF is empty outside the box [-half, half] (a capture's foreground box)
         self._grads: list[torch.Tensor] = []
 
+    def _in_box(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma if self.half is None else sigma * (x.abs() <= self.half).all(-1)
+
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        return self.laplace(self.field.sdf(x).float())
+        return self._in_box(x, self.laplace(self.field.sdf(x).float()))
 
     def forward(self, x: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sdf, feat, grad = geometry_and_gradient(self.field, x, self.gradient, self.fd_eps())
@@ -75,7 +79,7 @@ class SDFRadiance(nn.Module):
         normals = nn.functional.normalize(grad, dim=-1)
         rgb = self.field.color(x, normals, dirs, feat)
         slope = (grad * dirs).sum(-1)
-        return interval_density(sdf.float(), slope.float(), self.step, self.laplace), rgb
+        return self._in_box(x, interval_density(sdf.float(), slope.float(), self.step, self.laplace)), rgb
 
     def take_gradients(self) -> torch.Tensor:
         grads, self._grads = self._grads, []
