@@ -86,14 +86,16 @@ TINY = dict(resolution=16, n_samples=12, width=16, hash_levels=4, hash_log2_size
 """--tiny: the test-sized settings (tests/test_magic3d.py), seconds per run on a CPU."""
 
 
-def mesh_renders(run_dir: Path, n_views: int, size: int, device):
-    """Albedo renders (n_views, size, size, 3) on white of a run's fine mesh (its model.pt), around the object at
-    15 degrees of elevation and the middle camera distance, at the fine stage's middle field of view."""
+def mesh_renders(run_dir: Path, n_views: int, size: int, device, framing: str = "dreamfusion"):
+    """Albedo renders (n_views, size, size, 3) on white of a run's fine mesh (its model.pt, coloured as the run's
+    fine stage read its colour field), around the object at 15 degrees of elevation. ``framing``: 'dreamfusion'
+    the coarse cameras' middle distance and field of view (the cameras DreamFusion's 0.70 was judged from,
+    bench/priors_eval.render_student), 'fine' the fine cameras' middle."""
     import torch
 
     from pipelines.core.cameras import Camera, orbit_cameras
     from pipelines.core.dmtet import DMTet, render_surface
-    from pipelines.magic3d import Magic3DConfig, build_student
+    from pipelines.magic3d import Magic3DConfig, build_student, colour_fn, fine_view
 
     state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     cfg = Magic3DConfig(**state["config"])
@@ -102,13 +104,16 @@ def mesh_renders(run_dir: Path, n_views: int, size: int, device):
     student.to(device).eval()
     dmtet = DMTet(cfg.tet_resolution, torch.zeros(3, device=device), torch.ones(3, device=device)).to(device)
     dmtet.load_state_dict(state["dmtet"])
-    dist = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max)
-    fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+    if framing == "fine":
+        dist, fov = fine_view(cfg)
+    else:
+        dist, fov = 0.5 * (cfg.camera_distance_min + cfg.camera_distance_max), 0.5 * (cfg.fov_min + cfg.fov_max)
     with torch.no_grad():
         verts, faces = dmtet()
         cams = [Camera.from_fov(c.c2w.to(device), math.radians(fov), size, size)
                 for c in orbit_cameras(n_views, dist, 15.0, fov, size)]
-        out = render_surface(verts, faces, cams, student.albedo, torch.ones(3, device=device))
+        out = render_surface(verts, faces, cams, colour_fn(student, cfg, float(state.get("texture_radius", 0.0))),
+                             torch.ones(3, device=device))
     return out["rgb"]
 
 
@@ -136,7 +141,8 @@ def quality(args, dev) -> None:
             cfg = dataclasses.replace(cfg, **TINY)
         cfg = apply_overrides(cfg, args.set)
         done = run_to_completion(run(cfg))
-        renders[prompt] = (mesh_renders(Path(cfg.out_dir), 8, 64, dev).clamp(0, 1) * 255).round().byte().cpu()
+        renders[prompt] = (mesh_renders(Path(cfg.out_dir), 8, 64, dev, args.framing).clamp(0, 1) * 255
+                           ).round().byte().cpu()
         seconds[prompt] = done.seconds
         print(f"{prompt!r}: {done.seconds:.1f}s, {int(done.metrics['mesh_faces'])} faces", flush=True)
     if args.renders:
@@ -149,7 +155,7 @@ def quality(args, dev) -> None:
     print(f"rank-1 rate {res['rank1_rate']:.2f} over {len(rows)} prompts (chance {res['chance']:.2f}; "
           "DreamFusion with the same prior: 0.70)")
     write_json(args.json or "bench/results/magic3d_quality.json", rows, **res, seconds=seconds, tiny=args.tiny,
-               coarse_steps=args.coarse_steps, fine_steps=args.fine_steps, overrides=args.set)
+               coarse_steps=args.coarse_steps, fine_steps=args.fine_steps, overrides=args.set, framing=args.framing)
     save_rows(Path(args.json or "bench/results/magic3d_quality.json").with_suffix(".png"),
               torch.stack([renders[r["prompt"]] for r in rows]).float() / 255)
 
@@ -170,6 +176,9 @@ def main() -> None:
     ap.add_argument("--out-dir", default="outputs/bench/magic3d-embedded")
     ap.add_argument("--renders", default="", help="quality: save the renders here (.pt) and do not judge")
     ap.add_argument("--judge", nargs="*", default=[], help="quality: judge saved renders (.pt files), no runs")
+    ap.add_argument("--framing", choices=["dreamfusion", "fine"], default="dreamfusion",
+                    help="quality: the cameras of the renders judged: DreamFusion's judged renders' (the coarse "
+                         "cameras' middle) or the fine stage's middle")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     ap.add_argument("--json", default="")
     args = ap.parse_args()

@@ -75,6 +75,12 @@ class Magic3DConfig(Text3DConfig):
     renders touch only the hash entries around the visible surface, and large sparse steps leave speckles."""
     fine_resolution: int = 0
     """Side of the fine renders in pixels; 0: the prior's input size (512 for Stable Diffusion, 64 embedded)."""
+    texture_blur: float = 1.0
+    """The colour field read on the mesh is averaged over this many fine-render pixels' footprint (at the fine
+    cameras' middle distance and field of view; 0: one point a pixel). The coarse hash grid's finest levels hold
+    noise that volume rendering averaged away along each ray; read at one surface point a pixel it speckles."""
+    texture_samples: int = 8
+    """Points the colour field is averaged over at each surface point (texture_blur)."""
     fine_t_max: float = 0.5
     """Largest diffusion time of the fine stage (small t refines details; Magic3D: 0.5)."""
     fine_camera_distance_min: float = 2.0
@@ -137,6 +143,28 @@ def load_coarse(path: str, dev):
     except Exception as e:  # noqa: BLE001 - not a checkpoint of ours: say so
         raise UserInputError(f"--from-coarse: {file} is not a Magic3D or DreamFusion checkpoint "
                              f"({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def fine_view(cfg: Magic3DConfig) -> tuple[float, float]:
+    """(distance, field of view in degrees) of the fine cameras' middle: previews, turntables and the benchmark's
+    renders of the mesh frame it as the fine stage's training views did."""
+    return (0.5 * (cfg.fine_camera_distance_min + cfg.fine_camera_distance_max),
+            0.5 * (cfg.fine_fov_min + cfg.fine_fov_max))
+
+
+def texture_radius(cfg: Magic3DConfig, res: int) -> float:
+    """World-space standard deviation of the colour field's filter: ``texture_blur`` pixels of a res x res fine
+    render at the fine cameras' middle distance and field of view."""
+    dist, fov = fine_view(cfg)
+    return max(0.0, cfg.texture_blur) * 2 * dist * math.tan(math.radians(fov) / 2) / res
+
+
+def colour_fn(student, cfg: Magic3DConfig, radius: float):
+    """The volumetric texture of the fine stage (renders, previews, the baked texture): the coarse field's albedo,
+    filtered over ``radius`` (``core.texture.filtered``)."""
+    from .core.texture import filtered
+
+    return filtered(student.albedo, radius, cfg.texture_samples, cfg.seed)
 
 
 def _check(cfg: Magic3DConfig) -> None:
@@ -215,7 +243,7 @@ def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     if cfg.export:
         yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, (coarse, grid, run["rays"]), metrics,
-                           guidance.name, mid_dist)
+                           guidance.name)
     yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
     first = [k for k in ("mesh_faces", "surface_threshold", "coarse_seconds", "fine_seconds") if k in metrics]
     yield Done(list(ctx.artifacts), {**{k: metrics[k] for k in first}, **metrics}, time.perf_counter() - started)
@@ -349,7 +377,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     """The fine stage: SDS on rasterized renders of the DMTet surface, the SDF, offsets and colour field trained."""
     import torch
 
-    from .core.cameras import Camera
+    from .core.cameras import Camera, look_at, spherical_to_cartesian
     from .core.dmtet import face_pairs, mesh_edges, render_surface, surface_view
     from .core.images import to_uint8
     from .core.priors.guidance import TextEmbeddings, residual_image
@@ -363,6 +391,8 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
                   (cfg.elevation_min, cfg.elevation_max), (cfg.fine_fov_min, cfg.fine_fov_max), dev)
     names = [direction(e, a) for e, a in zip(views.elevation, views.azimuth)]
     shade_rng = random.Random(cfg.seed + 1)
+    radius = texture_radius(cfg, res)
+    texture = colour_fn(student, cfg, radius)
     # the colour field: the encoding and albedo head (the density head rests); a DreamFusion student's shared head
     colour = [p for n, p in student.named_parameters() if student.albedo_net is None or not n.startswith("net.")]
     opt = torch.optim.Adam([{"params": [dmtet.sdf, dmtet.offset], "lr": cfg.fine_lr},
@@ -371,7 +401,9 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     yield Log(f"fine stage: DMTet surface rasterized at {res}px ({guidance.name} sees {guidance.resolution}px), "
               f"{steps} steps of {b} view(s), t in [{cfg.t_min}, {cfg.fine_t_max}]")
     acc = {k: torch.zeros((), device=dev) for k in ("loss", "sds_grad", "normal", "laplacian", "coverage", "t")}
-    fine_fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+    fine_dist, fine_fov = fine_view(cfg)
+    preview_c2w = look_at(spherical_to_cartesian(fine_dist, math.radians(PREVIEW_VIEW["elevation"]),
+                                                 math.radians(PREVIEW_VIEW["azimuth"]))).to(dev)
     started = time.perf_counter()
     for step in range(1, steps + 1):
         student.train()
@@ -384,7 +416,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
         d = torch.cat([rays(views.c2w[i], views.fov[i], res)[1] for i in idx])
         bg = view_backgrounds(cfg.background, background, d, b).expand(b * res * res, 3).reshape(b, res, res, 3)
         shading = pick_shading(1.0, shade_rng, 0.0, cfg.albedo_prob, cfg.textureless_prob)
-        out = render_surface(verts, faces, cams, student.albedo, bg, shading,
+        out = render_surface(verts, faces, cams, texture, bg, shading,
                              random_lights(views.c2w[idx.start:idx.stop, :3, 3]), cfg.ambient)
         sds = guidance.sds(out["rgb"], TextEmbeddings.cat([text[names[i]] for i in idx]), cfg.guidance_scale,
                            (cfg.t_min, cfg.fine_t_max))
@@ -402,7 +434,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
             if _preview_due(cfg, step, steps):
                 student.eval()
                 with torch.no_grad():
-                    view = surface_view(*dmtet(), student.albedo, preview_c2w, fine_fov, cfg.preview_size)
+                    view = surface_view(*dmtet(), texture, preview_c2w, fine_fov, cfg.preview_size)
                 images = dict(view, sds=to_uint8(residual_image(sds.residual)))
                 yield Preview(step, images, caption=f"fine stage, step {step} · {len(faces):,} faces · last step: "
                               f"{shading}, t={float(sds.t[0]) / guidance.num_train_timesteps:.2f}, "
@@ -410,12 +442,12 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
             yield Progress(step, steps, losses, stage="fine")
     seconds = time.perf_counter() - started
     metrics.update(fine_seconds=seconds, fine_steps=float(steps), fine_seconds_per_step=seconds / steps,
-                   fine_resolution=float(res))
+                   fine_resolution=float(res), texture_radius=radius)
     student.eval()
 
 
 def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse: tuple,
-            metrics: dict, prior_name: str, dist: float) -> Iterator[Event]:
+            metrics: dict, prior_name: str) -> Iterator[Event]:
     """The textured mesh (.glb; .obj + .mtl + .png), the turntable of both stages (``coarse``: the coarse field,
     its occupancy grid and the ray maker), the coarse mesh, the fine checkpoint and the run's settings."""
     import numpy as np
@@ -430,9 +462,10 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
     from .core.texture import bake_texture
 
     yield Log(f"baking the texture ({cfg.texture_size}^2)")
+    texture = colour_fn(student, cfg, metrics["texture_radius"])
     with torch.no_grad():
         verts, faces = dmtet()
-        mesh, coverage, unwrapper = bake_texture(verts, faces, student.albedo, cfg.texture_size)
+        mesh, coverage, unwrapper = bake_texture(verts, faces, texture, cfg.texture_size)
     metrics.update(mesh_faces=float(mesh.num_faces), texture_coverage=coverage)
     if unwrapper != "xatlas":
         yield Log("xatlas is not installed (pip install xatlas): the texture has one small chart per face, which "
@@ -445,14 +478,14 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
         yield ctx.artifact(kind, path, label)
 
     coarse_field, grid, rays = coarse
-    fov = 0.5 * (cfg.fine_fov_min + cfg.fine_fov_max)
+    dist, fov = fine_view(cfg)  # both stages framed as the fine stage saw the object
 
     @torch.no_grad()
     def frame(k: int, n: int):
         cam = orbit_cameras(n, dist, 15.0, fov, cfg.preview_size)[k]
         view = render_view(coarse_field, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples,
                            cfg.n_importance, grid)
-        fine = surface_view(*dmtet(), student.albedo, cam.c2w.to(ctx.device), fov, cfg.preview_size)
+        fine = surface_view(*dmtet(), texture, cam.c2w.to(ctx.device), fov, cfg.preview_size)
         return np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None]),
                                fine["rgb"], fine["normal"]], axis=1)
 
@@ -464,7 +497,8 @@ def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coa
     if coarse_mesh.num_faces:
         yield ctx.artifact("mesh", save_mesh(coarse_mesh, ctx.path("coarse_mesh.glb")), "coarse mesh (.glb)")
     torch.save({"method": "magic3d", "config": asdict(cfg), "student": student.state_dict(),
-                "background": background.state_dict(), "dmtet": dmtet.state_dict()}, ctx.path("model.pt"))
+                "background": background.state_dict(), "dmtet": dmtet.state_dict(),
+                "texture_radius": metrics["texture_radius"]}, ctx.path("model.pt"))
     yield ctx.artifact("checkpoint", ctx.path("model.pt"), "fine checkpoint (DMTet and colour field)")
     settings = {"prompt": cfg.prompt, "negative_prompt": cfg.negative_prompt, "prior": prior_name,
                 "config": asdict(cfg), "metrics": metrics}

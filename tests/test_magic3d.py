@@ -137,6 +137,29 @@ def test_baked_texture_holds_the_colour_field(unwrapper, monkeypatch):
     assert float(err.median()) < 0.01 and float((err < 0.05).float().mean()) > 0.97  # thin slivers may miss texels
 
 
+def test_filtered_texture_averages_out_fine_noise_and_keeps_smooth_fields():
+    from pipelines.core.texture import filtered
+    from pipelines.magic3d import texture_radius
+
+    x = torch.rand(4000, 3) - 0.5
+    linear = lambda p: p * 2 + 0.5  # noqa: E731
+    assert filtered(linear, 0.0, 8) is linear and filtered(linear, 0.01, 1) is linear
+    assert torch.allclose(filtered(linear, 0.02, 8)(x), linear(x), atol=1e-5)  # centred offsets: no shift
+    # noise at a scale far below the radius (a hash grid's finest levels) shrinks; the read is deterministic
+    noise = lambda p: torch.sin(2000 * p).prod(-1, keepdim=True).expand(-1, 3)  # noqa: E731
+    smooth = filtered(noise, 0.02, 16)
+    assert float(smooth(x).std()) < 0.4 * float(noise(x).std()) and torch.equal(smooth(x), smooth(x))
+    # gradients reach the field's parameters through every offset
+    w = torch.zeros(3, requires_grad=True)
+    filtered(lambda p: p + w, 0.02, 8)(x).sum().backward()
+    assert torch.allclose(w.grad, torch.full((3,), float(len(x))))
+    # the radius: texture_blur pixels of a fine render at the fine cameras' middle distance and field of view
+    cfg = Magic3DConfig(texture_blur=2.0)
+    dist, fov = 0.5 * (cfg.fine_camera_distance_min + cfg.fine_camera_distance_max), 0.5 * (30 + 45)
+    assert texture_radius(cfg, 64) == pytest.approx(2 * 2 * dist * math.tan(math.radians(fov) / 2) / 64)
+    assert texture_radius(cfg, 512) == pytest.approx(texture_radius(cfg, 64) / 8)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def test_both_stages_and_the_textured_export(smoke, prior):
     trimesh = pytest.importorskip("trimesh")
@@ -175,6 +198,12 @@ def test_both_stages_and_the_textured_export(smoke, prior):
     assert 0 < done.metrics["texture_coverage"] < 1 and done.metrics["tets"] == 6 * 10 ** 3
     settings = json.loads((out / "run.json").read_text())
     assert settings["prior"] == str(Path(prior).resolve()) and settings["config"]["fine_steps"] == cfg.fine_steps
+    # the fine stage's filtered colour field travels with the fine checkpoint (the bake and benchmark read it)
+    from pipelines.magic3d import texture_radius
+
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["texture_radius"] > 0 and state["texture_radius"] == pytest.approx(texture_radius(cfg, 32))
+    assert done.metrics["texture_radius"] == pytest.approx(state["texture_radius"])
 
 
 def test_refining_a_coarse_checkpoint_skips_the_coarse_stage(smoke, prior, tmp_path):

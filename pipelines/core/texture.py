@@ -5,7 +5,8 @@ xatlas, ``face_atlas``: one small chart per face), rasterizes its faces in UV sp
 evaluates ``color_fn`` at the 3D point of every covered texel and pads the charts' borders outwards
 (``uv.pad_seams``) so bilinear lookups at seams do not pull in background. Returns a ``geometry.Mesh`` with
 ``uv`` (M, 2) and ``texture`` (size, size, 3), vertices split along seams (M >= V); UV (0, 0) is the image's
-bottom-left corner (glTF/OBJ as trimesh writes them).
+bottom-left corner (glTF/OBJ as trimesh writes them). ``filtered(color_fn, radius, samples)``: the same field
+averaged over a fixed set of small offsets (a box-like blur of a volumetric texture read at one point a pixel).
 """
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ def face_atlas(faces: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tens
     uy = torch.where(upper[:, None], torch.tensor([hi, hi, lo], device=dev), torch.tensor([lo, lo, hi], device=dev))
     uv = torch.stack([x0[:, None] + ux, y0[:, None] + uy], -1).reshape(-1, 2)
     return faces.reshape(-1).long(), torch.arange(3 * n_faces, device=dev).view(n_faces, 3), uv
+
+
+def filtered(color_fn: Callable[[torch.Tensor], torch.Tensor], radius: float,
+             samples: int = 8, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``color_fn`` averaged over ``samples`` fixed offsets (a seeded Gaussian draw of standard deviation
+    ``radius``, centred so that a linear field is unchanged): a low-pass filter of a volumetric texture.
+
+    A hash-grid colour field trained by volume rendering is only constrained as averages over many samples along
+    each ray; its finest levels keep noise that a surface read at one point per pixel shows as speckles
+    (Magic3D's fine stage). Averaging over about a pixel's footprint reads what the volume render saw. The
+    offsets are fixed, so training, previews and the baked texture read the same function. ``radius`` <= 0 or
+    ``samples`` <= 1: ``color_fn`` itself."""
+    if radius <= 0 or samples <= 1:
+        return color_fn
+    offsets = torch.randn(samples, 3, generator=torch.Generator().manual_seed(seed))
+    offsets = (offsets - offsets.mean(0)) * radius
+    cache: dict = {}
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in cache:
+            cache[key] = offsets.to(x.device, x.dtype)
+        off = cache[key]
+        return color_fn((x[:, None, :] + off).reshape(-1, 3)).view(len(x), samples, -1).mean(1)
+
+    return fn
 
 
 @torch.no_grad()
