@@ -109,16 +109,18 @@ def test_stop_in_the_app_ends_a_turntable_frame_within_one_chunk_and_frees_the_s
 def tiny_nerf(lego, tmp_path):
     from pipelines.nerf import NerfConfig
 
-    return NerfConfig(scene=str(lego), out_dir=str(tmp_path), device="cpu", model="fast", steps=10, batch_rays=256,
+    return NerfConfig(scene=str(lego), out_dir=str(tmp_path), device="cpu", model="fast", steps=20, batch_rays=256,
                       target_samples=4096, hash_levels=4, hash_log2_size=12, grid_resolution=16, march_steps=48,
                       downscale=16, max_views=6, eval_views=3, preview_every=10, preview_size=25,
                       turntable_frames=6, mesh_resolution=24)
 
 
-@pytest.mark.parametrize("stage", [budget.HELD_OUT, budget.TURNTABLE])
-def test_a_nerf_run_stopped_while_scoring_or_rendering_the_turntable_does_no_more(stage, tiny_nerf, monkeypatch):
-    """The real NeRF loop on a CPU: Stop as the stage's first unit begins (scoring: before view 1; turntable: after
-    frame 1) ends the run at the next chunk: no more views scored, no more frames, no exports, memory freed."""
+@pytest.mark.parametrize("stage", ["training", budget.HELD_OUT, budget.TURNTABLE])
+def test_a_nerf_run_stopped_while_training_scoring_or_rendering_the_turntable_does_no_more(stage, tiny_nerf,
+                                                                                           monkeypatch):
+    """The real NeRF loop on a CPU: Stop at step 10 of 20 (Progress comes every 10 steps), as scoring begins (before
+    view 1) or in the turntable (after frame 1) ends the run at the next step or chunk: no more steps, views or
+    frames, no exports, memory freed."""
     from pipelines import config, nerf
     from pipelines.core import training
 
@@ -144,7 +146,7 @@ def test_a_nerf_run_stopped_while_scoring_or_rendering_the_turntable_does_no_mor
     with cancellable(flag), pytest.raises(Cancelled):
         for ev in gen:
             seen.append(ev)
-            if isinstance(ev, Progress) and ev.stage == stage:
+            if isinstance(ev, Progress) and (ev.stage == stage if ev.stage else stage == "training" and ev.step == 10):
                 flag.set()  # Stop, while the consumer handles this event; the next unit must not run
                 at_stop = (len(scored), len(chunks))
     assert flag.is_set() and freed == [True]

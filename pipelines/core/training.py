@@ -199,8 +199,10 @@ class RayBatches:
         """
         import torch
 
+        from ..events import check_cancelled
         from .rays import pixel_rays
 
+        check_cancelled()  # each training step starts here: a Stop ends training within a step, not LOG_EVERY
         n_img, h, w = self.images.shape[:3]
         y0, x0 = (h // 4, w // 4) if central else (0, 0)
         idx = torch.randint(0, n_img, (n,), device=self.device)
