@@ -2,14 +2,13 @@
 
 Contract: ``reconstruct(source, kind, cache_root, ...)`` is a generator of ``Log``/``Progress`` events (one per
 phase, named: "structure from motion: matching features, phase 3/4"; a video's frames counted as they are kept) that
-returns a folder in COLMAP layout (``images/`` and
-``sparse/0``) for ``captures.read_colmap``. ``source`` is a folder of photos (``kind='images'``) or a video file
-(``kind='video'``: frames sampled evenly, the sharpest of each stretch kept, blurry ones dropped, at most
-``max_images``). Matching is sequential for videos (neighbouring frames) and exhaustive for photos; mapping is
-COLMAP's incremental mapper; the largest model is kept. Results are cached under ``cache_root`` by a hash of the
-upload's bytes and the settings, so a second run on the same upload skips all of it. A Stop (``events.cancellable``)
-cancels COLMAP's current phase through its own cancellation token. Too few registered images, a video without
-frames, unreadable files: ``UserInputError`` with what to try.
+returns a folder in COLMAP layout (``images/`` and ``sparse/0``) for ``captures.read_colmap``. ``source`` is a
+folder of photos (``kind='images'``) or a video file (``kind='video'``: frames sampled evenly, the sharpest of each
+stretch kept, blurry ones dropped, at most ``max_images``). Matching is sequential for videos (neighbouring frames)
+and exhaustive for photos; mapping is COLMAP's incremental mapper; the largest model is kept. Results are cached
+under ``cache_root`` by a hash of the upload's bytes and the settings, so a second run on the same upload skips all
+of it. A Stop (``events.cancellable``) cancels COLMAP's current phase through its own cancellation token. Too few
+registered images, a video without frames, unreadable files: ``UserInputError`` with what to try.
 """
 from __future__ import annotations
 
