@@ -333,13 +333,16 @@ def robustness(args) -> None:
     from pipelines.core.shape_packs import load_packs
     from pipelines.core.single_view_net import load_checkpoint
 
+    from pipelines.config import resolve_device
+
     torch.set_num_threads(args.threads)
-    model, info = load_checkpoint(args.checkpoint, "cpu")
+    dev = resolve_device(args.device)
+    model, info = load_checkpoint(args.checkpoint, dev)
     cfg = SingleViewConfig(eval_views=args.eval_views)
     named = []
     for spec in args.packs:
         name, _, path = spec.rpartition("=")
-        named.append((name or Path(path).parent.name, load_packs(resolve_packs(path), "cpu", model.image_size)))
+        named.append((name or Path(path).parent.name, load_packs(resolve_packs(path), dev, model.image_size)))
     held = [i for i, sp in zip(named[0][1].ids, named[0][1].splits) if sp == "test"]
     common = [i for i in held if all(i in d.ids for _, d in named[1:])][:args.max_shapes or None]
     if not common:
@@ -348,7 +351,7 @@ def robustness(args) -> None:
     for name, data in named:
         t0 = time.perf_counter()
         sub = data.select([data.ids.index(i) for i in common])
-        metrics = evaluate(model, sub, model.trained_heads, cfg, torch.device("cpu"))
+        metrics = evaluate(model, sub, model.trained_heads, cfg, dev)
         rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
     out = dict(checkpoint=info, heldout_shapes=len(common), shape_ids=common,
@@ -438,6 +441,7 @@ def main() -> None:
     r.add_argument("--eval-views", type=int, default=2)
     r.add_argument("--max-shapes", type=int, default=0, help="the first N shared held-out shapes (0: all)")
     r.add_argument("--threads", type=int, default=1, help="CPU threads")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     r.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,

@@ -104,6 +104,7 @@ def test_varied_views_repeat_by_seed_and_keep_the_azimuths():
     for k in range(2):  # each view sits in its top-left image_sizes[k] square; the rest is transparent padding
         n = int(a["image_sizes"][k])
         assert 64 <= n <= 88 and a["images"][k, n:, :, 3].max() == 0 and a["images"][k, :n, :n, 3].max() == 255
+        assert a["render_alpha"][k, n:].max() == 0 and a["render_alpha"][k, :n, :n].max() == 255
         eye = a["c2w"][k, :3, 3].numpy()
         assert abs(np.degrees(np.arctan2(eye[1], eye[0])) % 360 - azim[k]) < 1e-3
         assert np.isclose(np.linalg.norm(eye), a["distance"][k], rtol=1e-4)

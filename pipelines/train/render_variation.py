@@ -16,8 +16,8 @@ The ranges (uniform; degrees, pixels, RGB in [0, 1]):
 | horizontal field of view | 25-55 deg | 60-80 deg | 40 deg |
 | fill: sin(object's bounding-sphere angular radius) / sin(half the field of view) | 0.35-0.85 | 0.88-0.95 | - |
 | camera distance = r / (fill sin(fov / 2)), r the bounding-sphere radius | 2.55 r - 13.2 r | 1.64 r - 2.27 r | 2.2 (2.5 r - 4.4 r) |
-| key light: azimuth from the camera's direction (left or right at random) | 0-75 deg | 90-120 deg (side / rim light) | about 32 deg |
-| key light: elevation above the horizon | 15-70 deg | 75-85 deg (overhead) | about 40-50 deg |
+| key light: azimuth from the camera's direction (left or right at random) | 0-75 deg | 90-120 deg (side / rim light) | 32-39 deg |
+| key light: elevation above the horizon | 15-70 deg | 75-85 deg (overhead) | about 45-60 deg |
 | key light colour: saturation of a random hue (HSV, value 1) | 0-0.25 | 0.30-0.45 | white |
 | ambient share of the light | 0.25-0.60 | 0.10-0.20 (hard light) | 0.4 |
 | image side (square) | 96-256 px | 64-88 px | 128 px |

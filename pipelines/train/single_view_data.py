@@ -139,8 +139,9 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
     Returns arrays for the shape file: ``images`` (V, N, N, 4) uint8 with N the range's largest side, each view in
     its top-left ``image_sizes[k]`` square (alpha: ``object_mask``; the padding is transparent, so
     ``crop_to_object`` sees it as the white it composites onto anyway), ``c2w``, ``elevation``, ``fov_deg`` and
-    ``distance`` per view, ``mask_box_iou`` (the mask's box against the render's alpha) and ``render_settings``
-    (JSON list of each view's ``ViewSettings``)."""
+    ``distance`` per view, ``mask_box_iou`` (the mask's box against the render's alpha), ``render_alpha`` (the
+    render's own alpha, for ``write_pack(alpha="render")``) and ``render_settings`` (JSON list of each view's
+    ``ViewSettings``)."""
     import torch
 
     from ..core.cameras import Camera
@@ -151,6 +152,7 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
     radius = float(np.linalg.norm(parts.verts, axis=1).max())  # about the box centre, the look-at point
     side = ranges.image_size[1]
     images = np.zeros((len(azimuths), side, side, 4), np.uint8)
+    render_alpha = np.zeros((len(azimuths), side, side), np.uint8)
     c2ws, settings, ious = [], [], []
     for k, azimuth in enumerate(azimuths):
         s = draw_settings(ranges, rng)
@@ -160,6 +162,7 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
             rgba = render_parts(parts, cam, light, ssaa, ambient=s.ambient, light_color=color)
         photo, s, iou = photograph(rgba.numpy(), s, ranges, rng)
         images[k, :s.image_size, :s.image_size] = photo
+        render_alpha[k, :s.image_size, :s.image_size] = (rgba[..., 3].numpy() * 255 + 0.5).astype(np.uint8)
         c2ws.append(c2w)
         settings.append(s)
         ious.append(iou)
@@ -167,7 +170,7 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
                 fov_deg=np.array([s.fov_deg for s in settings], np.float32),
                 distance=np.array([camera_distance(s, radius) for s in settings], np.float32),
                 image_sizes=np.array([s.image_size for s in settings], np.int32),
-                mask_box_iou=np.array(ious, np.float32),
+                mask_box_iou=np.array(ious, np.float32), render_alpha=render_alpha,
                 render_settings=np.array(json.dumps([s.as_dict() for s in settings])))
 
 
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("pack", help="(re)write pack/<source>.npz from the built shapes")
     k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     k.add_argument("--size", type=int, default=128, help="side of the cropped training images")
+    k.add_argument("--alpha", choices=("mask", "render"), default="mask",
+                   help="crop varied renders by the upload-style mask (default) or by the render's own alpha")
+    k.add_argument("--out", type=Path, default=None, help="pack folder (default: ROOT/pack)")
     e = sub.add_parser("examples", help="write the app's example images and mini training set")
     e.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     e.add_argument("--out", type=Path, default=Path("assets/single_view"))
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         records = built_records(args.root)
         for source in sorted({r["source"] for r in records}):
             path = write_pack([r for r in records if r["source"] == source], args.root / "shapes",
-                              args.root / "pack" / f"{source}.npz", size=args.size)
+                              (args.out or args.root / "pack") / f"{source}.npz", size=args.size, alpha=args.alpha)
             print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
     else:
         write_examples(args.root, args.out, args.examples, args.mini, ids=args.ids)
@@ -279,14 +285,18 @@ def _jpeg(rgb, quality: int = 92) -> bytes:
 
 
 def write_pack(records: list[dict], shapes_dir: Path, out: Path, size: int = 128, n_points: int = 2048,
-               views: int = 0) -> Path:
+               views: int = 0, alpha: str = "mask") -> Path:
     """One training file for these shapes: cropped JPEG views, occupancy bits, float16 surface points and their
-    normals (canonical frame) with each view's frame parameters."""
+    normals (canonical frame) with each view's frame parameters. ``alpha="render"``: varied renders are cropped
+    with the render's own alpha instead of the upload-style mask (to tell crop failures from the rest)."""
     ids, jpegs, occ, pts, nrm, params = [], [], [], [], [], []
     for rec in records:
         with np.load(shapes_dir / f"{rec['id']}.npz") as z:
             v = len(z["images"]) if not views else min(views, len(z["images"]))
-            crops = [crop_to_object(z["images"][k], size) for k in range(v)]
+            images = z["images"][:v]
+            if alpha == "render" and "render_alpha" in z.files:
+                images = np.concatenate([images[..., :3], z["render_alpha"][:v, ..., None]], -1)
+            crops = [crop_to_object(images[k], size) for k in range(v)]
             if any(c is None for c in crops):
                 continue
             ids.append(rec["id"])
