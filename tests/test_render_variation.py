@@ -9,8 +9,9 @@ import torch
 
 from pipelines.core.shape_packs import crop_to_object
 from pipelines.train.mesh_library import Parts
-from pipelines.train.render_variation import (MIN_BOX_IOU, OUTSIDE, RANGES, RenderRanges, box_iou, camera_and_light,
-                                              camera_distance, draw_settings, photograph, view_rng, within)
+from pipelines.train.render_variation import (GROUPS, MIN_BOX_IOU, OUTSIDE, RANGES, RenderRanges, box_iou,
+                                              camera_and_light, camera_distance, draw_settings, photograph, ranges_for,
+                                              view_rng, within)
 
 
 def _draws(mode, seed=0, n=300, shape="sh3d-test-chair"):
@@ -108,3 +109,14 @@ def test_varied_views_repeat_by_seed_and_keep_the_azimuths():
         eye = a["c2w"][k, :3, 3].numpy()
         assert abs(np.degrees(np.arctan2(eye[1], eye[0])) % 360 - azim[k]) < 1e-3
         assert np.isclose(np.linalg.norm(eye), a["distance"][k], rtol=1e-4)
+
+
+def test_one_group_out_of_range_splits():
+    assert sorted(f for g in GROUPS.values() for f in g) == sorted(OUTSIDE + ("plain_background",))
+    for group, names in GROUPS.items():
+        r = ranges_for(f"out-of-range:{group}")
+        for f in fields(RenderRanges):
+            src = RANGES["out-of-range"] if f.name in names else RANGES["augment"]
+            assert getattr(r, f.name) == getattr(src, f.name), (group, f.name)
+    with pytest.raises(ValueError):
+        ranges_for("out-of-range:weather")

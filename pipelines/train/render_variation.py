@@ -1,8 +1,8 @@
 """What other pictures vary, drawn per training render (issue 21): lighting, lens, framing, elevation, image
 size, JPEG compression and the background, then framed by the project's own object crop as an upload is.
 
-Contract: ``RANGES[mode]`` (``"augment"``: the training ranges; ``"out-of-range"``: an evaluation split whose
-every setting lies outside them) -> ``RenderRanges``; ``draw_settings(ranges, rng) -> ViewSettings`` (one view,
+Contract: ``ranges_for(mode)`` (``"augment"``: the training ranges; ``"out-of-range"``: an evaluation split whose
+every setting lies outside them; ``"out-of-range:GROUP"``: only ``GROUPS[GROUP]`` outside) -> ``RenderRanges``; ``draw_settings(ranges, rng) -> ViewSettings`` (one view,
 uniform in each range, reproducible from a NumPy ``Generator``); ``camera_and_light(settings, azimuth, radius)``
 -> (c2w, fov, light direction, light colour); ``photograph(rgba, settings, ranges, rng)`` -> (H, W, 4) uint8: the
 render over its background, JPEG-compressed and decoded, with alpha from ``single_view_net.object_mask``
@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-MODES = ("default", "augment", "out-of-range")
 ATTEMPTS = 8
 MIN_BOX_IOU = 0.8
 MAX_STRAY = 0.1
@@ -84,6 +83,24 @@ OUTSIDE = ("elevation_deg", "fov_deg", "fill", "light_azimuth_deg", "light_eleva
            "ambient", "image_size", "jpeg_quality", "texture_amplitude", "texture_cycles")
 """The settings whose out-of-range draws lie outside the training ranges (the background colour is shared)."""
 MODE_SALT = {"augment": 1, "out-of-range": 2}
+GROUPS = {"camera": ("elevation_deg", "fov_deg", "fill"),
+          "light": ("light_azimuth_deg", "light_elevation_deg", "light_saturation", "ambient"),
+          "image": ("image_size", "jpeg_quality"),
+          "background": ("plain_background", "texture_amplitude", "texture_cycles")}
+"""Settings that go out of range together in the ``out-of-range:GROUP`` splits (which one hurts)."""
+MODES = ("default", "augment", "out-of-range") + tuple(f"out-of-range:{g}" for g in GROUPS)
+
+
+def ranges_for(mode: str) -> RenderRanges:
+    """``RANGES[mode]``; for ``out-of-range:GROUP`` the training ranges with that group's settings out of range
+    (its draws use the out-of-range split's seed stream, so its other settings are that split's draws mapped
+    into the training ranges)."""
+    if mode in RANGES:
+        return RANGES[mode]
+    base, _, group = mode.partition(":")
+    if base != "out-of-range" or group not in GROUPS:
+        raise ValueError(f"unknown render mode {mode!r}: one of {', '.join(MODES[1:])}")
+    return replace(RANGES["augment"], **{f: getattr(RANGES["out-of-range"], f) for f in GROUPS[group]})
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ def view_rng(seed: int, shape_id: str, mode: str) -> np.random.Generator:
     import hashlib
 
     return np.random.default_rng([int(seed), int(hashlib.sha1(shape_id.encode()).hexdigest()[:8], 16),
-                                  MODE_SALT[mode]])
+                                  MODE_SALT[mode.partition(":")[0]]])
 
 
 def _u(rng, lo_hi) -> float:

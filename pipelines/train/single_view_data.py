@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
+from .render_variation import MODES
 from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread
 from ..core.shape_packs import credits_markdown, crop_to_object, from_view, to_view
 
@@ -71,10 +72,12 @@ def view_params(verts: np.ndarray, azimuth_deg: float) -> tuple[float, float, np
 
 def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128, resolution: int = 32,
                 n_points: int = 4096, ssaa: int = 2, seed: int = 0, render: str = "default",
-                render_seed: int = 0) -> dict:
+                render_seed: int = 0, targets_from: str = "") -> dict:
     """Renders, voxelizes and samples one shape into ``out_dir/<id>.npz`` (+ ``.json``); returns its record.
     ``render``: "default" (the shipped pack's renders), "augment" or "out-of-range" (``varied_views``; ``size``
-    is then unused); the azimuths, and so the targets, are the same in every mode for a given ``seed``."""
+    is then unused); the azimuths, and so the targets, are the same in every mode for a given ``seed``.
+    ``targets_from``: a build root whose shape files give this shape's occupancy, points and normals when their
+    first azimuths are these (the same ``seed``), instead of carving them again."""
     import torch
 
     from ..core.cameras import Camera, look_at, spherical_to_cartesian
@@ -106,16 +109,21 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
         varied = varied_views(parts, src.id, azim, render, render_seed, ssaa)
         images, c2ws, elev, fov = varied.pop("images"), varied.pop("c2w"), varied.pop("elevation"), varied.pop("fov_deg")
 
-    points, normals = sample_surface(verts, faces, n_points, gen, return_normals=True)
-    dense = sample_surface(verts, faces, max(50000, 60 * resolution ** 2), gen)
-    carve = CarvedVolume(verts, faces, carving_cameras())
     params = [view_params(parts.verts, float(a)) for a in azim]
-    occ = []
-    for theta, scale, center in params:
-        surf = to_view(dense.double().numpy(), theta, scale, center)
-        grid = occupancy_grid(verts, faces, resolution, transform=lambda q: from_view(q, theta, scale, center).float(),
-                              carve=carve, surface=torch.from_numpy(surf).float())
-        occ.append(np.packbits(grid.numpy().reshape(-1)))
+    reused = _reusable_targets(targets_from, src.id, azim, resolution, n_points)
+    if reused is not None:
+        occ, points, normals = reused
+    else:
+        points, normals = sample_surface(verts, faces, n_points, gen, return_normals=True)
+        dense = sample_surface(verts, faces, max(50000, 60 * resolution ** 2), gen)
+        carve = CarvedVolume(verts, faces, carving_cameras())
+        occ = []
+        for theta, scale, center in params:
+            surf = to_view(dense.double().numpy(), theta, scale, center)
+            grid = occupancy_grid(verts, faces, resolution,
+                                  transform=lambda q: from_view(q, theta, scale, center).float(),
+                                  carve=carve, surface=torch.from_numpy(surf).float())
+            occ.append(np.packbits(grid.numpy().reshape(-1)))
     record = dict(asdict(src), split=src.split, faces=int(len(parts.faces)), views=views,
                   size=size if render == "default" else int(images.shape[1]), resolution=resolution, render=render,
                   render_seed=render_seed, seconds=round(time.perf_counter() - t0, 2))
@@ -123,13 +131,27 @@ def build_shape(src: ShapeSource, out_dir: Path, views: int = 8, size: int = 128
                   elevation=elev.astype(np.float32), view_theta=np.array([p[0] for p in params], np.float32),
                   view_scale=np.array([p[1] for p in params], np.float32),
                   view_center=np.array([p[2] for p in params], np.float32), occupancy=np.stack(occ),
-                  resolution=np.int32(resolution), points=points.numpy(), normals=normals.numpy(),
+                  resolution=np.int32(resolution), points=np.asarray(points), normals=np.asarray(normals),
                   verts=parts.verts.astype(np.float32), faces=parts.faces.astype(np.int32), **varied)
     tmp = out_dir / f".{src.id}.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     (out_dir / f"{src.id}.json").write_text(json.dumps(record))
     os.replace(tmp, out_dir / f"{src.id}.npz")  # last: an .npz exists only when its shape is complete
     return record
+
+
+def _reusable_targets(root: str, shape_id: str, azim: np.ndarray, resolution: int, n_points: int):
+    """(occupancy, points, normals) of ``shape_id`` from another build under ``root`` made with the same azimuths
+    (its first views), or None."""
+    path = Path(root) / "shapes" / f"{shape_id}.npz" if root else None
+    if path is None or not path.is_file():
+        return None
+    with np.load(path) as z:
+        v = len(azim)
+        if (len(z["azimuth"]) < v or not np.array_equal(z["azimuth"][:v], azim.astype(np.float32))
+                or int(z["resolution"]) != resolution or len(z["points"]) != n_points or "normals" not in z.files):
+            return None
+        return z["occupancy"][:v], z["points"], z["normals"]
 
 
 def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ssaa: int = 2) -> dict:
@@ -145,9 +167,9 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
     import torch
 
     from ..core.cameras import Camera
-    from .render_variation import RANGES, camera_and_light, camera_distance, draw_settings, photograph, view_rng
+    from .render_variation import camera_and_light, camera_distance, draw_settings, photograph, ranges_for, view_rng
 
-    ranges = RANGES[mode]
+    ranges = ranges_for(mode)
     rng = view_rng(render_seed, shape_id, mode)
     radius = float(np.linalg.norm(parts.verts, axis=1).max())  # about the box centre, the look-at point
     side = ranges.image_size[1]
@@ -228,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--resolution", type=int, default=32, help="occupancy grid side")
     b.add_argument("--points", type=int, default=4096, help="surface samples per shape")
     b.add_argument("--ssaa", type=int, default=2, help="supersampling factor of the renders")
-    b.add_argument("--render", choices=("default", "augment", "out-of-range"), default="default",
+    b.add_argument("--render", choices=MODES, default="default",
                    help="default: the shipped pack's renders; augment: lighting, lens, framing, elevation, size, "
                         "JPEG and background drawn per view from the training ranges; out-of-range: outside them, "
-                        "for evaluation (render_variation.py states the ranges)")
+                        "for evaluation; out-of-range:GROUP: only that group outside (render_variation.py states "
+                        "the ranges)")
     b.add_argument("--render-seed", type=int, default=0, help="seed of the per-view draws of --render")
+    b.add_argument("--targets-from", default="", metavar="ROOT",
+                   help="reuse occupancy and samples of the shapes built under ROOT whose first views have these "
+                        "azimuths (checked) instead of carving them again: other renders of the same views")
     b.add_argument("--no-pack", action="store_true", help="skip writing pack/<source>.npz")
     k = sub.add_parser("pack", help="(re)write pack/<source>.npz from the built shapes")
     k.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -255,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
                   args.random_limit, pack=not args.no_pack, split=args.split, views=args.views, size=args.size,
                   resolution=args.resolution, n_points=args.points, ssaa=args.ssaa, render=args.render,
-                  render_seed=args.render_seed)
+                  render_seed=args.render_seed, targets_from=args.targets_from)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
