@@ -149,8 +149,8 @@ def compare_poses(scene: Path, data: Path) -> dict:
 
 def scene_space(line: str) -> str:
     """The space a run's 'scene space: ...' log line names (NeRF: 'scene space: forward: why'; VolSDF: 'scene space:
-    forward (why); the SDF's box ...')."""
-    return line.split(":")[1].split("(")[0].strip()
+    forward, chosen from the cameras: ...')."""
+    return line.split(":")[1].split()[0].strip(",;")
 
 
 def held_out(done) -> list[str]:

@@ -66,6 +66,10 @@ class VolSDFConfig(PosedImagesConfig):
     for objects on a background (Blender scenes, images with alpha)."""
     background_samples: int = 32
     """Samples per ray of the background model (linear in disparity beyond the scene box)."""
+    background_lr: float = 0.0
+    """The background model's hash-grid learning rate (0: 1e-2)."""
+    background_mlp_lr_factor: float = 1.0
+    """The background model's MLPs' learning rate as a multiple of its grid's."""
     bound: float = 1.5
     """The scene lies in the box [-bound, bound]^3; rays are sampled, and the mesh extracted, inside it."""
     sampler: Literal["occupancy", "surface"] = "occupancy"
@@ -305,7 +309,10 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     mesh_field = BoxedSDF(field, half_t) if boxed else field  # the mesh: the SDF's surface inside its box
     opt = make_optimizer(cfg, field, density)
     if bg_field is not None:
-        opt.add_param_group({"params": list(bg_field.parameters()), "lr": 1e-2})
+        bg_lr = cfg.background_lr or 1e-2
+        opt.add_param_group({"params": list(bg_field.encoding.parameters()), "lr": bg_lr})
+        opt.add_param_group({"params": [p for n, p in bg_field.named_parameters() if not n.startswith("encoding.")],
+                             "lr": bg_lr * cfg.background_mlp_lr_factor})
     base_lrs = [g["lr"] for g in opt.param_groups]
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -491,11 +498,10 @@ def _load_scene(cfg: VolSDFConfig, ctx: RunContext):
     if scene.points is not None:
         scene.points = (sim.apply_points(scene.points[0]), scene.points[1])
     half = box.half_in(cfg.bound)
-    layout = camera_layout(c2w)[1] if cfg.space == "auto" else "as asked"
-    yield Log(f"scene space: {scene.space} ({layout}); the SDF's box: {box.why}, "
-              f"{' x '.join(f'{2 * h:.2f}' for h in half)} in the field's [-{cfg.bound:g}, {cfg.bound:g}]^3; "
-              + ("outside it the background model" if cfg.background_model != "none" else
-                 "outside it nothing (--background-model none)"))
+    layout = "chosen from the cameras: " + camera_layout(c2w)[1] if cfg.space == "auto" else "as asked"
+    yield Log(f"scene space: {scene.space}, {layout}. The SDF's box: {box.why}, "
+              f"{' x '.join(f'{2 * h:.2f}' for h in half)} in the field's [-{cfg.bound:g}, {cfg.bound:g}]^3; beyond it "
+              + ("the background model" if cfg.background_model != "none" else "nothing (--background-model none)"))
     return scene, half
 
 

@@ -313,10 +313,10 @@ def foreground_box(c2w: np.ndarray, corners: np.ndarray, space: str, bounds: np.
         if near is None:
             near = 0.5 * float(np.linalg.norm(pos - look_at_point(c2w), axis=-1).mean())
         if far is None or far <= near:
-            fg_far, how = 3.0 * near, "3 times the near depth (no far bound or points)"
+            fg_far, how = 3.0 * near, "3 times the near depth: no far bound or points"
         else:
             fg_far = max(math.sqrt(near * far), 1.5 * near)
-            how = f"the geometric mean of the near and far depths ({near:.3g}, {far:.3g})"
+            how = f"the geometric mean of the near and far depths, {near:.3g} and {far:.3g}"
         z0, z1 = 0.9 * near, fg_far
         # Where every corner ray meets the planes z = -z0 and z = -z1 (rays look down -z in this frame).
         dz = np.minimum(corners[..., 2], -1e-6)
@@ -325,7 +325,7 @@ def foreground_box(c2w: np.ndarray, corners: np.ndarray, space: str, bounds: np.
         lo = np.array([*xy.min(0), -z1])
         hi = np.array([*xy.max(0), -z0])
         return ForegroundBox((lo + hi) / 2, (hi - lo) / 2,
-                             f"the cameras' view from depth {z0:.3g} (0.9 times the nearest) to {z1:.3g} ({how})")
+                             f"what the cameras see from depth {z0:.3g} (0.9 x the nearest) to {z1:.3g} ({how})")
     if space != "unbounded":
         raise ValueError(f"no foreground box for space {space!r}")
     dist = np.linalg.norm(pos, axis=-1)
