@@ -93,8 +93,7 @@ MODES = ("default", "augment", "out-of-range") + tuple(f"out-of-range:{g}" for g
 
 def ranges_for(mode: str) -> RenderRanges:
     """``RANGES[mode]``; for ``out-of-range:GROUP`` the training ranges with that group's settings out of range
-    (its draws use the out-of-range split's seed stream, so its other settings are that split's draws mapped
-    into the training ranges)."""
+    (drawn from the out-of-range split's seed stream)."""
     if mode in RANGES:
         return RANGES[mode]
     base, _, group = mode.partition(":")
