@@ -44,7 +44,7 @@ from pipelines.volsdf import run as run_volsdf
 FERN = REPO.parent / "shared" / "data" / "captures" / "fern_llff"
 SMOKE = ["batch_rays=256", "target_samples=4096", "max_samples=16384", "hash_levels=4", "hash_log2_size=12",
          "grid_resolution=32", "march_steps=64"]
-SMOKE_VOLSDF = ["width=32", "eikonal_points=128", "hash_warmup=0", "background_samples=16"]
+SMOKE_VOLSDF = ["width=32", "eikonal_points=128", "hash_warmup=0", "background_samples=16", "mesh_resolution=32"]
 
 
 def pose_errors(est: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -225,7 +225,8 @@ def main() -> None:
                               preview_every=10**9, steps=10**7, out_dir=str(Path(tmp) / "run"),
                               eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1])
                 if args.method == "volsdf":
-                    cfg, run = apply_overrides(VolSDFConfig(mesh_resolution=0, **common), args.set), run_volsdf
+                    # (the foreground mesh's face count at every checkpoint: 128^3 marching cubes, clock paused)
+                    cfg, run = apply_overrides(VolSDFConfig(**common), args.set), run_volsdf
                 else:
                     cfg, run = apply_overrides(NerfConfig(model="fast", **common), args.set), run_nerf
                 if torch.cuda.is_available():
@@ -245,15 +246,17 @@ def main() -> None:
                 for c in budget:
                     tag = "" if c == budget[-1] else f"@{c:g}s"
                     name = "volsdf" if args.method == "volsdf" else "nerf-fast"
-                    rows.append({"method": f"{name}, {poses} poses, {space}",
+                    rows.append({"method": f"{name}, {poses} poses", "space": space,
                                  "train_s": c if tag else round(m["train_seconds"], 1),
                                  "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
                                  "steps": int(m.get(f"steps{tag}", 0)), "psnr": round(m.get(f"psnr{tag}", float("nan")), 2),
                                  "ssim": None if tag else round(m["ssim"], 4),
                                  "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),
+                                 **({"mesh_faces": int(m.get(f"mesh_faces{tag}", 0))} if "mesh_faces" in m else {}),
                                  "held_out": " ".join(held[poses])})
-    print_table(rows, [("method", "method", 32), ("train_s", "train s", 8), ("steps", "steps", 7),
-                       ("psnr", "PSNR", 7), ("ssim", "SSIM", 7), ("peak_gpu_gb", "peak GB", 8)])
+    print_table(rows, [("method", "method", 24), ("space", "space", 10), ("train_s", "train s", 8),
+                       ("steps", "steps", 7), ("psnr", "PSNR", 7), ("ssim", "SSIM", 7), ("peak_gpu_gb", "peak GB", 8),
+                       *([("mesh_faces", "faces", 9)] if args.method == "volsdf" else [])])
     if sfm_row:
         print(f"structure from motion (CPU, pycolmap): {sfm_row['sfm_s']} s, {sfm_row['registered']} registered, "
               f"{sfm_row['points']} points; against LLFF's poses: rotation <= {sfm_row['rot_err_deg']} deg, centres "
