@@ -299,7 +299,7 @@ def foreground_box(c2w: np.ndarray, corners: np.ndarray, space: str, bounds: np.
 
     - 'forward' (the average camera at the origin looking down -z): the cameras' frusta between 0.9 times the
       nearest depth and the foreground's far depth, the geometric mean of the near and far depths (halfway in
-      log depth: fern's near 1.33 and far 5.4 give 2.7, behind the fern and in front of the wall, as its SfM points
+      log depth: fern's near 1.33 and far 5.77 give 2.77, behind the fern and in front of the wall, as its SfM points
       show); no bounds or points: 3 times the near depth.
     - 'unbounded' (the cameras' look-at point at the origin): the cube inscribed in the sphere through the nearest
       camera (no camera inside it), shrunk to the sparse points within that sphere (99th percentile, 10 % margin)
