@@ -168,11 +168,10 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
 
-    from .core.budget import export_seconds, views_within
     from .core.images import colormap, to_uint8
     from .core.metrics import mse_to_psnr, psnr
-    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, load_scene, peak_memory,
-                                 preview_target, score_pixels, score_view, scored_size, write_cameras)
+    from .core.training import (RayBatches, TrainClock, at_seconds, final_scores, heldout_scores, load_scene,
+                                 peak_memory, preview_target, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1:
@@ -282,26 +281,13 @@ def _train(cfg: NerfConfig, ctx: RunContext) -> Iterator[Event]:
 
     modules.eval()
 
-    first_view: dict = {}  # held-out view 0's render and truth, kept for the side-by-side image (minutes on a CPU)
-    max_pixels = score_pixels(cfg, dev)
-
-    def score(i: int) -> tuple[float, float]:
-        p, q, rgb, gt = score_view(render_view, val, i, max_pixels)
-        if i == 0:
-            first_view.update(rgb=rgb, gt=gt)
-        return p, q
-
-    # A benchmark (eval_at_seconds) scores every view; a UI run as many as fit in its export budget.
-    scores = [score(i) for i in range(len(val))] if cfg.eval_at_seconds or not cfg.export else \
-        (yield from views_within(score, len(val), export_seconds(train_seconds)))
-    metrics = {"psnr": sum(p for p, _ in scores) / len(scores), "ssim": sum(q for _, q in scores) / len(scores)}
+    metrics, scored, first_view = yield from final_scores(cfg, render_view, val, train_seconds, dev)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step))
     metrics.update(peak_memory(dev))
-    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(scores)} of "
-              f"{len(val)} views{scored_size(val, max_pixels)}")
+    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} {scored}")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, scene.space,
-                           dict(background=float(scene.background), ndc_extent=list(extent)), first_view)
+        yield from _export(cfg, ctx, modules, grid, render_view, train, val, metrics, first_view, scene.space,
+                           dict(background=float(scene.background), ndc_extent=list(extent)))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
 
 
@@ -311,40 +297,31 @@ def _preview_images(view, to_uint8, colormap) -> dict:
             "opacity": to_uint8(opacity)}
 
 
-def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics,
-            space: str = "object", scene_info: dict | None = None, heldout: dict | None = None) -> Iterator[Event]:
+def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train, val, metrics, heldout: dict,
+            space: str = "object", scene_info: dict | None = None) -> Iterator[Event]:
     """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image (``heldout``:
-    held-out view 0's render and truth as scoring made them, else rendered here), coloured mesh (unbounded: of the unit ball around
-    the centre; none for forward-facing) and checkpoint."""
+    view 0's render and truth as scoring made them), coloured mesh (unbounded: of the unit ball around the
+    centre; none for forward-facing) and checkpoint."""
     import numpy as np
     import torch
 
     from .core.budget import export_seconds, turntable
-    from .core.cameras import orbit_cameras
     from .core.export import save_image, save_video
     from .core.images import to_uint8
+    from .core.training import turntable_camera
 
     budget = export_seconds(metrics.get("train_seconds", 0.0))
     field = modules["field"] if grid is not None else modules["fine"]
-    cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
-    elev = float(torch.rad2deg(torch.asin((train.c2w[:, 2, 3] / train.c2w[:, :3, 3].norm(dim=-1)).clamp(-1, 1))).mean())
-    fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
     side = min(cfg.preview_size, max(train.width, train.height))
 
     def frame(k: int, n: int):
-        if space == "forward":
-            from .core.scene_space import forward_path
-
-            cam = train.camera(0).scaled(side / max(train.width, train.height))
-            return to_uint8(render_view(dataclasses.replace(cam, c2w=forward_path(train.c2w, n)[k]))["rgb"])
-        return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
+        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
 
     frames = yield from turntable(frame, cfg.turntable_frames, budget)
     if frames:
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
 
-    pred, truth = (heldout["rgb"], heldout["gt"]) if heldout else (render_view(val.camera(0))["rgb"], val.images[0])
-    side_by_side = np.concatenate([to_uint8(pred), to_uint8(truth)], axis=1)
+    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
     bound = 1.0 if space == "unbounded" else cfg.bound  # contraction leaves the unit ball as it is

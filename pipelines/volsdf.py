@@ -255,8 +255,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.sdf_marching import SDFRadiance, occupancy_density, render_sdf_marched
-    from .core.training import (RayBatches, TrainClock, at_seconds, heldout_scores, peak_memory, preview_target,
-                                 score_pixels, scored_size, write_cameras)
+    from .core.training import (RayBatches, TrainClock, at_seconds, final_scores, heldout_scores, peak_memory,
+                                 preview_target, write_cameras)
     from .core.volume import render_image
 
     if cfg.steps < 1 or cfg.batch_rays < 1 or cfg.downscale < 1 or cfg.n_coarse < 2:
@@ -431,18 +431,16 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     train_seconds = clock.seconds
 
     modules.eval()
-    yield Log(f"scoring {len(val)} held-out views")
-    max_pixels = score_pixels(cfg, dev)
-    metrics = heldout_scores(render_view, val, max_pixels)
+    metrics, scored, first_view = yield from final_scores(cfg, render_view, val, train_seconds, dev)
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step), beta=float(density.beta.detach()),
                    alpha=float(density.alpha.detach()), rays_per_step=rays_total / max(step, 1))
     if cfg.field == "primitives":
         metrics.update(_recovery_errors(field, root))
     metrics.update(peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
-    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {len(val)} "
-              f"views{scored_size(val, max_pixels)}; beta {metrics['beta']:.4g}")
+    yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} {scored}; beta "
+              f"{metrics['beta']:.4g}")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, mesh_field, render_view, train, val, metrics, max_pixels, scene.space,
+        yield from _export(cfg, ctx, modules, mesh_field, render_view, train, val, metrics, first_view, scene.space,
                            half)
     elif cfg.mesh_resolution > 0:
         metrics.update(_mesh_metrics(cfg, mesh_field, val, dev))
@@ -574,40 +572,31 @@ def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
 
 
 def _export(cfg: VolSDFConfig, ctx: RunContext, modules, mesh_field, render_view, train, val, metrics,
-            max_pixels: int = 0, space: str = "object", half=None) -> Iterator[Event]:
-    """Turntable (forward-facing captures: a small circle in the cameras' plane), held-out comparison, coloured
-    mesh of ``mesh_field`` (a capture's: the SDF clipped to its box), fitted primitives and checkpoint."""
+            heldout: dict, space: str = "object", half=None) -> Iterator[Event]:
+    """Turntable (forward-facing captures: a small circle in the cameras' plane), held-out comparison (``heldout``:
+    view 0's render and truth as scoring made them), coloured mesh of ``mesh_field`` (a capture's: the SDF clipped
+    to its box), fitted primitives and checkpoint."""
     import numpy as np
     import torch
 
     from .core.budget import export_seconds, grid_resolution, turntable
-    from .core.cameras import orbit_cameras
     from .core.export import save_image, save_mesh, save_video
     from .core.images import to_uint8
     from .core.metrics import mesh_stats
     from .core.sdf import primitives_to_json, sdf_to_mesh
-    from .core.training import score_view
+    from .core.training import turntable_camera
 
     dev, field = ctx.device, modules["field"]
     budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
-    cam_dist = float(train.c2w[:, :3, 3].norm(dim=-1).mean())
-    elev = float(torch.rad2deg(torch.asin((train.c2w[:, 2, 3] / train.c2w[:, :3, 3].norm(dim=-1)).clamp(-1, 1))).mean())
-    fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
     side = min(cfg.preview_size, max(train.width, train.height))
 
     def frame(k: int, n: int):
-        if space == "forward":
-            from .core.scene_space import forward_path
-
-            cam = train.camera(0).scaled(side / max(train.width, train.height))
-            return to_uint8(render_view(dataclasses.replace(cam, c2w=forward_path(train.c2w, n)[k]))["rgb"])
-        return to_uint8(render_view(orbit_cameras(n, cam_dist, elev, fov, side)[k])["rgb"])
+        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
 
     frames = yield from turntable(frame, cfg.turntable_frames, budget)
     if frames:
         yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
-    _, _, pred, truth = score_view(render_view, val, 0, max_pixels)  # (at scoring's size)
-    side_by_side = np.concatenate([to_uint8(pred), to_uint8(truth)], axis=1)
+    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
     yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
 
     with torch.no_grad():

@@ -324,6 +324,51 @@ def scored_size(views, max_pixels: int) -> str:
     return f" at {max(1, round(w * f))}x{max(1, round(h * f))}, reduced from {w}x{h} on the CPU"
 
 
+def final_scores(cfg, render_view: Callable, views, train_seconds: float, device) -> Iterator:
+    """After training, a generator: held-out PSNR/SSIM with per-view progress. A benchmark (``eval_at_seconds``)
+    or a run without exports scores every view; an app or CLI run as many as fit its export budget, each at
+    ``score_pixels``. Returns (metrics {psnr, ssim}, 'over k of n views ...' for the log, view 0's
+    {rgb, gt} as scored, for the side-by-side image: rendering it again costs minutes on a CPU)."""
+    from .budget import export_seconds, views_within
+
+    first: dict = {}
+    max_pixels = score_pixels(cfg, device)
+
+    def score(i: int) -> tuple[float, float]:
+        p, q, rgb, gt = score_view(render_view, views, i, max_pixels)
+        if i == 0:
+            first.update(rgb=rgb, gt=gt)
+        return p, q
+
+    if cfg.eval_at_seconds or not cfg.export:
+        scores = [score(i) for i in range(len(views))]
+    else:
+        scores = yield from views_within(score, len(views), export_seconds(train_seconds))
+    metrics = {"psnr": sum(p for p, _ in scores) / len(scores), "ssim": sum(q for _, q in scores) / len(scores)}
+    return metrics, f"over {len(scores)} of {len(views)} views{scored_size(views, max_pixels)}", first
+
+
+def turntable_camera(train, space: str, side: int, k: int, n: int):
+    """Frame k of n of a run's turntable at ``side`` pixels: around the object at the training cameras' mean
+    distance, elevation and field of view, or for a forward-facing capture a small circle in their plane."""
+    import torch
+
+    from .cameras import orbit_cameras
+
+    if space == "forward":
+        import dataclasses
+
+        from .scene_space import forward_path
+
+        cam = train.camera(0).scaled(side / max(train.width, train.height))
+        return dataclasses.replace(cam, c2w=forward_path(train.c2w, n)[k])
+    pos = train.c2w[:, :3, 3]
+    dist = float(pos.norm(dim=-1).mean())
+    elev = float(torch.rad2deg(torch.asin((pos[:, 2] / pos.norm(dim=-1)).clamp(-1, 1))).mean())
+    fov = math.degrees(2 * math.atan(0.5 * train.width / train.fx))
+    return orbit_cameras(n, dist, elev, fov, side)[k]
+
+
 def heldout_scores(render_view: Callable, views, max_pixels: int = 0) -> dict[str, float]:
     """Mean PSNR and SSIM over every view of ``views`` (``camera(i)``, ``images`` (N, H, W, 3) on any device), each
     scored by ``score_view`` with ``max_pixels``.
