@@ -95,12 +95,18 @@ def near_bound(c2w: np.ndarray, bounds: np.ndarray | None, points: np.ndarray | 
     cameras; None without either."""
     if bounds is not None and len(bounds):
         return float(np.min(bounds))
-    if points is not None and len(points) >= 10:
-        depth = ((points[None] - c2w[:, None, :3, 3]) * view_dirs(c2w)[:, None]).sum(-1)
-        depth = depth[depth > 0]
-        if len(depth):
-            return float(np.percentile(depth, 1))
-    return None
+    depth = _point_depths(c2w, points)
+    return None if depth is None else float(np.percentile(depth, 1))
+
+
+def _point_depths(c2w: np.ndarray, points: np.ndarray | None) -> np.ndarray | None:
+    """Depths of the sparse points in front of the cameras, every camera with every point; None with fewer than
+    10 points or none in front."""
+    if points is None or len(points) < 10:
+        return None
+    depth = ((points[None] - c2w[:, None, :3, 3]) * view_dirs(c2w)[:, None]).sum(-1)
+    depth = depth[depth > 0]
+    return depth if len(depth) else None
 
 
 def normalize(c2w: np.ndarray, space: str, bounds: np.ndarray | None = None,
@@ -281,12 +287,8 @@ def far_bound(c2w: np.ndarray, bounds: np.ndarray | None, points: np.ndarray | N
     front of the cameras; None without either."""
     if bounds is not None and len(bounds):
         return float(np.median(np.asarray(bounds)[:, 1]))
-    if points is not None and len(points) >= 10:
-        depth = ((points[None] - c2w[:, None, :3, 3]) * view_dirs(c2w)[:, None]).sum(-1)
-        depth = depth[depth > 0]
-        if len(depth):
-            return float(np.percentile(depth, 99))
-    return None
+    depth = _point_depths(c2w, points)
+    return None if depth is None else float(np.percentile(depth, 99))
 
 
 def foreground_box(c2w: np.ndarray, corners: np.ndarray, space: str, bounds: np.ndarray | None = None,
