@@ -611,8 +611,9 @@ def _export(cfg: VolSDFConfig, ctx: RunContext, modules, mesh_field, render_view
     if mesh.num_faces == 0:
         yield Log("the SDF has no zero crossing inside the scene box: no mesh written", "warning")
     else:
-        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), "mesh (.glb)")
-        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj")), "mesh (.obj)")
+        up = "y" if space == "forward" else "z"  # forward: the average camera's frame, y up (the viewer: its side)
+        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb"), up), "mesh (.glb)")
+        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj"), up), "mesh (.obj)")
     if cfg.field == "primitives":
         path = ctx.path("fitted_primitives.json")
         path.write_text(json.dumps(primitives_to_json(field.primitives(), cfg.smooth), indent=1))

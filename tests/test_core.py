@@ -325,6 +325,8 @@ def test_exports_round_trip(tmp_path):
     assert np.allclose(glb.visual.vertex_colors[:, :3], [255, 0, 0])
     # glTF is y-up: the scene's +z axis becomes +y.
     assert np.isclose(glb.vertices[:, 1].max(), 1.0) and np.isclose(glb.vertices[:, 2].min(), -1.0)
+    glb_y = trimesh.load(save_mesh(mesh, tmp_path / "y.glb", up="y"), force="mesh")  # already y-up: as it is
+    assert np.allclose(sorted(map(tuple, glb_y.vertices)), sorted(map(tuple, verts.numpy())))
     obj = trimesh.load(save_mesh(mesh, tmp_path / "m.obj"), force="mesh")
     assert np.allclose(sorted(obj.vertices[:, 2]), sorted(verts[:, 2].numpy()))
     frames = [np.full((17, 21, 3), i * 20, np.uint8) for i in range(6)]

@@ -129,6 +129,9 @@ def test_forward_capture_trains_with_the_background_model(forward_capture, tmp_p
     verts = np.array([[float(v) for v in line.split()[1:4]] for line in Path(obj).read_text().splitlines()
                       if line.startswith("v ")])
     assert len(verts) and (np.abs(verts) <= half + 2 * cfg.bound / 24).all()
+    import trimesh  # the .glb keeps the forward frame's y up (the viewer looks from the cameras' side, not above)
+    glb = trimesh.load(next(a.path for a in done.artifacts if str(a.path).endswith(".glb")), force="mesh")
+    assert np.allclose(glb.bounds, [verts.min(0), verts.max(0)], atol=1e-4), (glb.bounds, verts.min(0))
     assert any("the foreground surface" in m for m in logs)
     assert (Path(cfg.out_dir) / "heldout_view.png").is_file()
 

@@ -30,14 +30,18 @@ def _trimesh(mesh: Mesh):
     return tm
 
 
-def save_mesh(mesh: Mesh, path: str | Path) -> Path:
+def save_mesh(mesh: Mesh, path: str | Path, up: str = "z") -> Path:
     """Writes ``.glb`` (what gr.Model3D shows, vertex colours kept) or ``.obj`` by the path's suffix.
 
-    Scenes are z-up (Blender); glTF is y-up, so .glb files are rotated -90 degrees about x on the way out.
+    ``up``: the mesh's up axis. Scenes are z-up (Blender) and glTF is y-up, so .glb files are rotated -90 degrees
+    about x on the way out; ``up="y"`` (a forward-facing capture's frame: the average camera's, y up, looking down
+    -z) is written as it is, so the viewer shows it from the cameras' side instead of from above.
     """
+    if up not in ("y", "z"):
+        raise ValueError(f"up must be 'y' or 'z', got {up!r}")
     path = Path(path)
     tm = _trimesh(mesh)
-    if path.suffix == ".glb":
+    if path.suffix == ".glb" and up == "z":
         tm.apply_transform(np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64))
     tm.export(path)
     return path
