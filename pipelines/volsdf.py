@@ -280,7 +280,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     if use_bg:
         yield Log("background model: a hash-grid radiance field in contracted space outside the SDF's box, "
                   "composited behind the SDF (NeRF++'s split, as VolSDF does for real scenes)"
-                  + (" (chosen for a real capture)" if cfg.background_model == "auto" else ""))
+                  + (" (chosen for a real capture)" if cfg.background_model == "auto" else "")
+                  + "; the rgb preview shows both, the normal and depth previews the SDF alone (white: background)")
     elif real:
         yield Log("a real capture without a background model: VolSDF fits the background inside the SDF's box "
                   "with the object (--background-model auto or nerf models it behind the box)", "warning")
