@@ -30,6 +30,17 @@ def test_held_out_scoring_is_named_before_its_first_view():
     assert [e.step for e in rest] == [1, 2, 3]
 
 
+def test_held_out_scoring_says_why_it_scores_fewer_views():
+    """Fewer views than asked: the log says what the budget is (the browser check on fern read "about 21s
+    allowed" with no word of what allowed it)."""
+    from pipelines.events import Log
+
+    events = list(budget.views_within(lambda i: i, 3, 0.0))
+    logs = [e.message for e in events if isinstance(e, Log)]
+    assert len(logs) == 1 and logs[0].startswith("held-out scoring: 1 of 3 views"), logs
+    assert "each export stage gets about 0s (a share of the training time)" in logs[0], logs
+
+
 @pytest.mark.parametrize("tab", ["nerf", "volsdf"])
 def test_tabs_downscale_a_capture_past_images_8(tab):
     import importlib

@@ -78,8 +78,8 @@ def views_within(score: Callable[[int], T], available: int, seconds: float, stag
     each = time.perf_counter() - t0
     n = count_within(seconds, each, available, 1)
     if n < available:
-        yield Log(f"held-out scoring: {n} of {available} views, {each:.0f}s each on this device (about "
-                  f"{seconds:.0f}s allowed)")
+        yield Log(f"held-out scoring: {n} of {available} views: {each:.0f}s each on this device, and each export "
+                  f"stage gets about {fmt_s(seconds)} (a share of the training time)")
     if n > 1:  # (with one view, a "1/1" after "0/2" would read as a count that went wrong)
         yield Progress(1, n, stage=stage)
     for i in range(1, n):
