@@ -401,9 +401,9 @@ def estimate_text(steps: Any, measured: dict[str, dict[str, float]], preset: str
     except (TypeError, ValueError):
         n = 0
     total = n * per_step + fixed.get(kind, 0.0)
-    return (f"Estimate: about **{stream.fmt_seconds(total)}** on {where} ({per_step:.2g} s a step, measured; plus "
-            f"about {stream.fmt_seconds(fixed.get(kind, 0.0))} for loading and exports). Once running, the status "
-            "shows the run's own rate.")
+    return (f"Estimate: about **{stream.fmt_seconds(total)}** in all on {where}: {n} steps at {per_step:.2g} s a step "
+            f"(measured) and about {stream.fmt_seconds(fixed.get(kind, 0.0))} for loading and exports. Once running, "
+            "the status shows the run's own rate.")
 
 
 def points_figure(path: str | None, height: int = 380, size: float = 2.5, eye=(0.0, -1.6, 0.6)):

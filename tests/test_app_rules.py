@@ -157,6 +157,7 @@ def test_estimate_comes_from_the_measured_step_cost(monkeypatch):
     monkeypatch.setattr(runner, "has_cuda", lambda: False)
     text = widgets.estimate_text(100, {"cpu": {"cpu": 1.5}}, "cpu", {"cpu": 30.0})
     assert "3m 00s" in text and "1.5 s a step" in text
+    assert "3m 00s** in all" in text and "100 steps at" in text  # the total, not a time before the exports' 30 s
     assert "No measured step time" in widgets.estimate_text(100, {"cpu": {"cpu": 1.5}}, "quality", {})
     from gen3d_app.tabs import dreamfields, dreamfusion, nerf
 
