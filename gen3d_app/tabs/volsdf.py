@@ -60,7 +60,8 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             scene = gr.Dropdown(scenes, value=first, label="Example scene", elem_id="volsdf-scene",
-                                info="Blender-format posed images in assets/scenes/ (primitives: known shapes)")
+                                info="Blender-format posed images in assets/scenes/ (primitives: known shapes); "
+                                     "photos, a video or a .zip uploaded below are used instead")
             photos, upload = widgets.capture_inputs(PIPELINE)
             field = gr.Radio(["neural", "primitives"], value=field0, label="Field", elem_id="volsdf-field",
                              info="neural: MLP SDF + colour network; primitives: fit shapes' pose, size, colour")
