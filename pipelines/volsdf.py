@@ -169,41 +169,8 @@ def run(cfg: VolSDFConfig) -> Iterator[Event]:
 # Fields
 
 
-def parse_primitives(spec: str, bound: float, seed: int):
-    """``cfg.primitives`` -> list of core.sdf.Primitive: a .json file, or kinds at seeded random places."""
-    import torch
-
-    from .core.sdf import PRIMITIVE_SIZES, Primitive, primitives_from_json
-
-    spec = spec.strip()
-    if spec.lower().endswith(".json"):
-        path = Path(spec)
-        if not path.is_file():
-            raise UserInputError(f"primitives file {path.name!r} not found")
-        try:
-            return primitives_from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise UserInputError(f"{path.name} is not a primitives file ({exc}); it needs a list 'primitives' "
-                                 "of {kind, center, size[, rotation, color]}") from None
-    kinds = [k.strip().lower() for k in spec.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in PRIMITIVE_SIZES]
-    if not kinds or bad:
-        raise UserInputError(f"primitives {spec!r}: give comma-separated kinds from {', '.join(PRIMITIVE_SIZES)} "
-                             "or a .json file")
-    # Spread on a ring around the z axis (a seeded turn and jitter), so each starts near a different part.
-    gen = torch.Generator().manual_seed(seed)
-    defaults = {"sphere": [0.2], "box": [0.15, 0.15, 0.15], "torus": [0.2, 0.06], "capsule": [0.12, 0.1]}
-    turn = float(torch.rand(1, generator=gen)) * 2 * math.pi
-    prims = []
-    for i, k in enumerate(kinds):
-        angle = turn + 2 * math.pi * i / len(kinds)
-        ring = torch.tensor([math.cos(angle), math.sin(angle), 0.0]) * 0.3 * bound * (len(kinds) > 1)
-        center = ring + (torch.rand(3, generator=gen) * 2 - 1) * 0.05 * bound
-        prims.append(Primitive(k, center.tolist(), [s * bound for s in defaults[k]]))
-    return prims
-
-
 def build_field(cfg: VolSDFConfig, device):
+    from .core.primitive_fit import parse_primitives
     from .core.sdf import NeuralSDF, PrimitiveSDF
 
     if cfg.field == "primitives":
@@ -236,14 +203,6 @@ def make_optimizer(cfg: VolSDFConfig, field, density, background: bool = False):
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
 
-def describe_primitives(field) -> str:
-    parts = []
-    for i, p in enumerate(field.primitives()):
-        fmt = lambda v: "(" + ", ".join(f"{x:.3f}" for x in v) + ")"  # noqa: E731
-        parts.append(f"{p.kind}{i} c{fmt(p.center)} size{fmt(p.size)}")
-    return " · ".join(parts)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -254,6 +213,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.images import colormap, normals_to_uint8, to_uint8
     from .core.metrics import mse_to_psnr, psnr
+    from .core.primitive_fit import describe_primitives, recovery_errors
     from .core.rays import ray_aabb
     from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
@@ -439,7 +399,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     metrics.update(timeline, train_seconds=train_seconds, steps=float(step), beta=float(density.beta.detach()),
                    alpha=float(density.alpha.detach()), rays_per_step=rays_total / max(step, 1))
     if cfg.field == "primitives":
-        metrics.update(_recovery_errors(field, root))
+        metrics.update(recovery_errors(field, root))
     metrics.update(peak_memory(dev))  # training, previews and scoring (meshing for the benchmark comes after)
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} {scored}; beta "
               f"{metrics['beta']:.4g}")
@@ -458,11 +418,11 @@ def _load_scene(cfg: VolSDFConfig, ctx: RunContext):
     Objects (Blender scenes, images with alpha, ``space='object'``) fill the cube as before. A real capture in the
     'forward' or 'unbounded' space gets the box ``scene_space.foreground_box`` chooses from its cameras, bounds and
     sparse points, shifted and uniformly scaled (an SDF stays a distance) so its longest side spans the cube; what
-    lies outside is the background model's. The choice is logged: the space, why, and the box."""
+    lies outside is the background model's (``scene_space.fit_to_foreground``). The choice is logged: the space, why,
+    and the box."""
     import numpy as np
-    import torch
 
-    from .core.scene_space import camera_layout, foreground_box
+    from .core.scene_space import camera_layout, fit_to_foreground
     from .core.training import load_scene
 
     scene, space_line = None, ""
@@ -482,25 +442,8 @@ def _load_scene(cfg: VolSDFConfig, ctx: RunContext):
             yield Log(space_line.replace("; this method renders", "; VolSDF renders")
                       + f"; the SDF's box is [-{cfg.bound:g}, {cfg.bound:g}]^3")
         return scene, cube
-    train, val = scene.train, scene.val
-    c2w = train.c2w.double().numpy()
-    corners = []
-    for i in range(len(train)):
-        cam = train.camera(i)
-        d = np.array([[(px - cam.cx) / cam.fx, -(py - cam.cy) / cam.fy, -1.0]
-                      for px in (0, cam.width) for py in (0, cam.height)])
-        d = d @ c2w[i, :3, :3].T
-        corners.append(d / np.linalg.norm(d, axis=-1, keepdims=True))
-    bounds = train.bounds.double().numpy() if train.bounds is not None else None
-    xyz = scene.points[0] if scene.points is not None else None
-    box = foreground_box(c2w, np.stack(corners), scene.space, bounds, xyz)
-    sim = box.similarity(cfg.bound)
-    for views in (train, val):
-        views.c2w = torch.from_numpy(sim.apply_c2w(views.c2w.double().numpy())).float()
-        if views.bounds is not None:
-            views.bounds = views.bounds * sim.scale
-    if scene.points is not None:
-        scene.points = (sim.apply_points(scene.points[0]), scene.points[1])
+    c2w = scene.train.c2w.double().numpy()  # (before the move: the layout is the capture's)
+    box = fit_to_foreground(scene, cfg.bound)
     half = box.half_in(cfg.bound)
     layout = "chosen from the cameras: " + camera_layout(c2w)[1] if cfg.space == "auto" else "as asked"
     yield Log(f"scene space: {scene.space}, {layout}. The SDF's box: {box.why}, "
@@ -516,28 +459,6 @@ def _preview_images(view, to_uint8, colormap, normals_to_uint8) -> dict:
     normal = torch.nn.functional.normalize(view["normal"], dim=-1)
     return {"rgb": to_uint8(view["rgb"]), "normal": normals_to_uint8(normal, opacity[..., None]),
             "depth": colormap(view["depth"], mask=opacity > 0.5)}
-
-
-def _recovery_errors(field, root: Path) -> dict[str, float]:
-    """Largest centre and size errors against a scene's ground-truth ``primitives.json`` (the primitives example
-    has one), under the best matching of fitted to true primitives of the same kinds."""
-    import itertools
-
-    truth_path = Path(root) / "primitives.json"
-    if not truth_path.is_file():
-        return {}
-    truth, fitted = parse_primitives(str(truth_path), 1.0, 0), field.primitives()
-    if sorted(p.kind for p in truth) != sorted(p.kind for p in fitted) or len(truth) > 8:
-        return {}
-    best = None
-    for perm in itertools.permutations(range(len(fitted))):
-        pairs = [(truth[i], fitted[j]) for i, j in enumerate(perm)]
-        if any(a.kind != b.kind for a, b in pairs):
-            continue
-        c_err = max(math.dist(a.center, b.center) for a, b in pairs)
-        s_err = max(max(abs(x - y) for x, y in zip(a.size, b.size)) for a, b in pairs)
-        best = min(best or (c_err, s_err), (c_err, s_err))
-    return {"center_error": best[0], "size_error": best[1]}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -342,6 +342,33 @@ def foreground_box(c2w: np.ndarray, corners: np.ndarray, space: str, bounds: np.
     return ForegroundBox(np.zeros(3), np.full(3, half), why)
 
 
+def fit_to_foreground(scene, bound: float) -> ForegroundBox:
+    """Moves a real capture (a ``training.LoadedScene`` in the 'forward' or 'unbounded' space) so that the box
+    ``foreground_box`` chooses from its training cameras' view frusta, bounds and sparse points is centred in
+    [-bound, bound]^3 with its longest side spanning it (shifted and uniformly scaled: an SDF stays a distance);
+    cameras, bounds and points are changed in place. Returns the box."""
+    train = scene.train
+    c2w = train.c2w.double().numpy()
+    corners = []  # unit directions of each training image's four corner rays
+    for i in range(len(train)):
+        cam = train.camera(i)
+        d = np.array([[(px - cam.cx) / cam.fx, -(py - cam.cy) / cam.fy, -1.0]
+                      for px in (0, cam.width) for py in (0, cam.height)])
+        d = d @ c2w[i, :3, :3].T
+        corners.append(d / np.linalg.norm(d, axis=-1, keepdims=True))
+    bounds = train.bounds.double().numpy() if train.bounds is not None else None
+    xyz = scene.points[0] if scene.points is not None else None
+    box = foreground_box(c2w, np.stack(corners), scene.space, bounds, xyz)
+    sim = box.similarity(bound)
+    for views in (train, scene.val):
+        views.c2w = torch.from_numpy(sim.apply_c2w(views.c2w.double().numpy())).float()
+        if views.bounds is not None:
+            views.bounds = views.bounds * sim.scale
+    if scene.points is not None:
+        scene.points = (sim.apply_points(scene.points[0]), scene.points[1])
+    return box
+
+
 def box_sdf(x: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
     """Signed distance to the box [-half, half] (negative inside)."""
     q = x.abs() - half
