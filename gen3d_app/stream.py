@@ -102,7 +102,8 @@ class RunState:
         if isinstance(ev, Preview):
             self.images.update({k: v for k, v in ev.images.items() if v is not None})
             self.caption = ev.caption or f"step {ev.step}"
-            self.step = max(self.step, ev.step)
+            if not self.total:  # only a preview-only run counts steps by its previews: a training run's step and
+                self.step = max(self.step, ev.step)  # losses come from the Progress that follows the preview
             return {f"image:{k}" for k in ev.images} | {"status"}, False
         if isinstance(ev, ArtifactReady):
             if all(a.path != ev.artifact.path for a in self.artifacts):

@@ -14,7 +14,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 from gen3d_app import outputs, runner, stream, widgets  # noqa: E402
-from pipelines import Done, Log, Progress, UserInputError  # noqa: E402
+from pipelines import Done, Log, Preview, Progress, UserInputError  # noqa: E402
 from pipelines.core import budget  # noqa: E402
 from pipelines.core.priors import prompts  # noqa: E402
 
@@ -77,13 +77,16 @@ def test_status_names_the_stage_and_the_latest_log():
     assert stream.status_text(st) == "**Starting NeRF…**"
     st.apply(Log("loading the diffusion prior: embedded"), now=0.0)
     assert "loading the diffusion prior" in stream.status_text(st)
-    st.apply(Progress(10, 10, {"loss": 0.1}), now=1.0)
-    assert "step 10 / 10" in stream.status_text(st)
+    st.apply(Progress(10, 20, {"loss": 0.1}), now=1.0)
+    st.apply(Preview(20, {"rgb": None}), now=1.1)  # a preview comes before its step's Progress
+    assert "step 10 / 20" in stream.status_text(st) and "loss 0.1" in stream.status_text(st)
+    st.apply(Progress(20, 20, {"loss": 0.05}), now=1.2)
+    assert "step 20 / 20" in stream.status_text(st) and "loss 0.05" in stream.status_text(st)
     st.apply(Progress(12, 48, stage=budget.TURNTABLE), now=2.0)
     assert "rendering the turntable 12/48" in stream.status_text(st) and "training done" in stream.status_text(st)
     st.apply(Log("extracting the mesh (96^3 grid)"), now=3.0)
     assert "extracting the mesh" in stream.status_text(st)
-    assert "loss" in st.history and len(st.history["loss"][0]) == 1  # stages add no curve
+    assert "loss" in st.history and st.history["loss"][0] == [10, 20]  # stages add no curve
     st.apply(Log("x" * 10_000), now=4.0)
     assert len(stream.status_text(st)) < 400  # a long log line (a prompt echoed) is cut in the status
 
