@@ -244,12 +244,17 @@ def mesh_finetune(args) -> None:
                device=device_name(), date=time.strftime("%Y-%m-%d"))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
-    print("| arm | steps | " + " | ".join(MESH_COLUMNS) + " |")
-    print("|---|---:|" + "---:|" * len(MESH_COLUMNS))
+    _print_arms(results, MESH_COLUMNS)
+
+
+def _print_arms(results: list[dict], columns: list[str]) -> None:
+    """The fine-tune arms as a Markdown table (Chamfer columns to 4 decimals, the rest to 3; '-' where absent)."""
+    print("| arm | steps | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
     for r in results:
         m = r["metrics"]
         print(f"| {r['arm']} | {r['steps']} | " + " | ".join(
-            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in MESH_COLUMNS) + " |")
+            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns) + " |")
 
 
 HEAD_COLUMNS = {
@@ -309,13 +314,7 @@ def head_finetune(args) -> None:
                results=results, device=device_name(), date=time.strftime("%Y-%m-%d"))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
-    columns = HEAD_COLUMNS[args.head]
-    print("| arm | steps | " + " | ".join(columns) + " |")
-    print("|---|---:|" + "---:|" * len(columns))
-    for r in results:
-        m = r["metrics"]
-        print(f"| {r['arm']} | {r['steps']} | " + " | ".join(
-            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns) + " |")
+    _print_arms(results, HEAD_COLUMNS[args.head])
 
 
 ROBUSTNESS_COLUMNS = ["voxels_iou", "voxels_f1@0.05", "points_f1@0.01", "points_f1@0.05", "points_cd",
