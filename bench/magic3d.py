@@ -128,10 +128,13 @@ def quality(args, dev) -> None:
 
     prompts = args.prompts or DREAMFUSION_PROMPTS
     renders, seconds = {}, {}
+    settings = dict(coarse_steps=args.coarse_steps, fine_steps=args.fine_steps, overrides=args.set,
+                    framing=args.framing, tiny=args.tiny)
     for f in args.judge:  # renders saved by --renders runs (e.g. one per GPU), judged together
         saved = torch.load(f, weights_only=False)
         renders.update(saved["renders"])
         seconds.update(saved["seconds"])
+        settings = saved.get("settings", settings)  # the runs' settings, not the judge's defaults
     for prompt in prompts if not args.judge else []:
         slug = "".join(c if c.isalnum() else "-" for c in prompt)
         cfg = Magic3DConfig(prompt=prompt, prior="embedded", device=str(dev), seed=args.seed, preview_every=10 ** 9,
@@ -147,15 +150,14 @@ def quality(args, dev) -> None:
         print(f"{prompt!r}: {done.seconds:.1f}s, {int(done.metrics['mesh_faces'])} faces", flush=True)
     if args.renders:
         Path(args.renders).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"renders": renders, "seconds": seconds}, args.renders)
+        torch.save({"renders": renders, "seconds": seconds, "settings": settings}, args.renders)
         return print(f"wrote {args.renders}")
     res, rows = rank_renders(load_embedded_scorer(dev), DREAMFUSION_PROMPTS if args.judge else prompts, renders)
     print_table(rows, [("prompt", "prompt", 12), ("rank", "rank", 5), ("views_top1", "views top-1", 12),
                        ("best_other", "best other", 12)])
     print(f"rank-1 rate {res['rank1_rate']:.2f} over {len(rows)} prompts (chance {res['chance']:.2f}; "
           "DreamFusion with the same prior: 0.70)")
-    write_json(args.json or "bench/results/magic3d_quality.json", rows, **res, seconds=seconds, tiny=args.tiny,
-               coarse_steps=args.coarse_steps, fine_steps=args.fine_steps, overrides=args.set, framing=args.framing)
+    write_json(args.json or "bench/results/magic3d_quality.json", rows, **res, seconds=seconds, **settings)
     save_rows(Path(args.json or "bench/results/magic3d_quality.json").with_suffix(".png"),
               torch.stack([renders[r["prompt"]] for r in rows]).float() / 255)
 

@@ -59,6 +59,9 @@ class Magic3DConfig(Text3DConfig):
     """After the warm-up (and in the fine stage): probability of albedo-only shading (Magic3D: random diffuse)."""
     textureless_prob: float = 0.5
     """After the warm-up: probability of textureless (white) diffuse shading; the rest is diffuse."""
+    lambda_opacity: float = 10.0
+    """Weight of the sparsity term (DreamFusion's 1): at 10 the rank-1 rate over the 10 judged prompts was 0.70
+    against 0.60 at 1 and 0.40 with t_max annealed to 0.5 (one seed; bench/RESULTS.md, 2026-12-02)."""
     # ---- conversion
     tet_resolution: int = 64
     """Cells per side of the DMTet grid (6 n^3 tets: 64 -> 1.6 M, threestudio's '128' grid)."""
