@@ -304,6 +304,33 @@ def test_tab_inputs_map_to_the_config(monkeypatch):
     assert tab.three_views(None) == (None, None, None)
 
 
+def test_stretched_copies_are_training_shapes_stretched_along_their_axes(built, tmp_path):
+    import dataclasses
+
+    from pipelines.train.mesh_library import STRETCH_RANGE, ShapeSource, load_parts, stretched_copies
+
+    shapes = [ShapeSource(id=f"sh3d-x{i}", name="x", source="sh3d", license="CC0") for i in range(300)]
+    copies = stretched_copies(shapes, 2)
+    n_train = sum(s.split == "train" for s in shapes)
+    assert len(copies) == 2 * n_train and len({c.id for c in copies}) == len(copies)
+    assert all(c.split == "train" and c.base_id in {s.id for s in shapes} for c in copies)  # never a held-out one
+    assert all(STRETCH_RANGE[0] <= v <= STRETCH_RANGE[1] for c in copies for v in c.stretch)
+    assert [c.stretch for c in stretched_copies(shapes, 2)] == [c.stretch for c in copies]  # seeded
+    assert len({tuple(c.stretch) for c in copies}) == len(copies)
+    # A copy is its original scaled per axis, then back to a longest side of 1: the 1 x 0.6 x 0.4 box at y x 2.
+    root, records = built
+    box = next(ShapeSource(**{k: r[k] for k in ("id", "name", "source", "license", "path")})
+               for r in records if r["id"] == "mesh-box")
+    stretched = load_parts(dataclasses.replace(box, id="mesh-box~stretch1", stretch=[1.0, 2.0, 1.0]))
+    assert np.allclose(stretched.verts.max(0) - stretched.verts.min(0), [1 / 1.2, 1.0, 0.4 / 1.2])
+    # The builder makes them beside the originals (both test meshes are training shapes).
+    again = build(tmp_path, sources="", mesh_dir=str(Path(box.path).parent), log=lambda *_: None, pack=False,
+                  stretch_copies=1, views=2, size=24, resolution=8, n_points=128, ssaa=1)
+    ids = sorted(r["id"] for r in again)
+    assert ids == ["mesh-box", "mesh-box~stretch1", "mesh-can", "mesh-can~stretch1"]
+    assert all(r["split"] == "train" and (len(r["stretch"]) == 3) == ("~" in r["id"]) for r in again)
+
+
 @pytest.mark.skipif(not any(Path("/usr/share/sweethome3d/furniture").glob("*.sh3f")),
                     reason="apt-get install sweethome3d-furniture")
 def test_sweet_home_3d_catalog_and_one_model():

@@ -3,8 +3,10 @@ pybullet_data's objects (zlib) or any folder of meshes, their loading into colou
 rendering with the project rasterizer. Shared by the single-view and the embedded-priors data builders.
 
 Contract: ``catalog(sources, ...) -> list[ShapeSource]`` (with license, creator and a train/test split by a
-hash of the id); ``load_parts(src) -> Parts`` (z-up, centred, longest side 1); ``render_parts(parts, camera,
-light_dir) -> (H, W, 4)`` straight-alpha RGBA.
+hash of the id); ``stretched_copies(shapes, copies)``: more training shapes, each a training shape stretched
+along its axes (held-out shapes are never copied, and a copy keeps its original's split); ``load_parts(src) ->
+Parts`` (z-up, centred, longest side 1); ``render_parts(parts, camera, light_dir) -> (H, W, 4)`` straight-alpha
+RGBA.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ PYBULLET_OBJECTS = ("bunny.obj", "soccerball.obj", "objects/mug.obj", "table/tab
 """Whole objects from pybullet_data (robot parts, planes and convex hulls left out), plus random_urdfs/*."""
 TEST_EVERY = 10
 """About 1 shape in TEST_EVERY is held out (chosen by a hash of the shape id)."""
+STRETCH_RANGE = (0.7, 1.4)
+"""Scale factors of a stretched copy, drawn per axis log-uniformly from this range (before the longest side is
+scaled back to 1): a wider table, a taller chair, still furniture."""
 
 
 @dataclass
@@ -39,10 +44,16 @@ class ShapeSource:
     member: str = ""  # the model's path inside the archive
     rotation: list[float] = field(default_factory=list)  # sh3d modelRotation (row-major 3x3)
     size: list[float] = field(default_factory=list)  # sh3d width, depth, height (cm)
+    stretch: list[float] = field(default_factory=list)  # x, y, z scales of a stretched copy (canonical frame)
 
     @property
-    def split(self) -> str:
-        return "test" if int(hashlib.sha1(self.id.encode()).hexdigest(), 16) % TEST_EVERY == 0 else "train"
+    def base_id(self) -> str:
+        """The original shape's id (a stretched copy's id is ``<base_id>~stretch<k>``)."""
+        return self.id.split("~", 1)[0]
+
+    @property
+    def split(self) -> str:  # by the original's id, so a copy is never on the other side of its original
+        return "test" if int(hashlib.sha1(self.base_id.encode()).hexdigest(), 16) % TEST_EVERY == 0 else "train"
 
 
 # ------------------------------------------------------------------------------------------------ catalogs
@@ -129,6 +140,23 @@ def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR,
     return [s for s in out if not (s.id in seen or seen.add(s.id))]
 
 
+def stretched_copies(shapes: list[ShapeSource], copies: int, seed: int = 0) -> list[ShapeSource]:
+    """``copies`` stretched copies of every training shape of ``shapes`` (none of the held-out ones): scales per
+    axis log-uniform in ``STRETCH_RANGE``, seeded by the id, copy number and ``seed`` (a rebuild makes the same)."""
+    import dataclasses
+
+    lo, hi = np.log(STRETCH_RANGE[0]), np.log(STRETCH_RANGE[1])
+    out = []
+    for s in shapes:
+        if s.split != "train" or s.stretch:
+            continue
+        for k in range(1, copies + 1):
+            rng = np.random.default_rng([seed, k, int(hashlib.sha1(s.id.encode()).hexdigest()[:8], 16)])
+            scale = [round(float(np.exp(v)), 3) for v in rng.uniform(lo, hi, 3)]
+            out.append(dataclasses.replace(s, id=f"{s.id}~stretch{k}", stretch=scale))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- load a shape
 @dataclass
 class Parts:
@@ -181,7 +209,7 @@ def _scene_parts(path: Path, fallback_color, max_texture: int = 256) -> Parts:
 
 def load_parts(src: ShapeSource) -> Parts:
     """The shape's triangles and materials, in the canonical frame (z-up, box centred, longest side 1)."""
-    digest = int(hashlib.sha1(src.id.encode()).hexdigest()[:6], 16)
+    digest = int(hashlib.sha1(src.base_id.encode()).hexdigest()[:6], 16)  # a copy keeps its colours
     fallback = np.array([(digest >> 16) & 255, (digest >> 8) & 255, digest & 255], np.float32) / 255 * 0.6 + 0.3
     if src.source == "sh3d":
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(src.path) as zf:
@@ -206,6 +234,8 @@ def load_parts(src: ShapeSource) -> Parts:
         y_up = src.source == "folder" and Path(src.path).suffix.lower() in (".glb", ".gltf")
     if y_up:
         parts.verts = parts.verts @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], np.float64).T
+    if src.stretch:
+        parts.verts = parts.verts * np.asarray(src.stretch, np.float64)
     lo, hi = parts.verts.min(0), parts.verts.max(0)
     if not np.all(np.isfinite(lo)) or (hi - lo).max() <= 0:
         raise ValueError(f"{src.id}: degenerate geometry")

@@ -2,7 +2,7 @@
 and their precomputed conditioning.
 
     python -m pipelines pointe data build [--root .data/pointe] [--sources sh3d,pybullet] [--points 4096]
-                                          [--views 4] [--workers N] [--limit N]
+                                          [--views 4] [--workers N] [--limit N] [--stretch-copies K]
     python -m pipelines pointe data pack  [--root .data/pointe] [--scorer DIR]
     python -m pipelines pointe data shrink [--data .data/pointe/pointe.npz] [--points 2048] [--out ...]
     python -m pipelines pointe data renders [--data .data/pointe/pointe.npz] [--root .data/pointe] [--out ...]
@@ -27,7 +27,7 @@ so training needs neither the meshes nor the text encoder: the embedded scorer's
 render (on white, ``image_condition``, as ``point_e_embedded.ScorerEncoder`` does at run time) and its unit
 text embedding of every caption, both int8; the held-out shapes' renders travel too (for the quality bench), and
 every shape's renders on white (``renders``, (S, V, 64, 64, 3) uint8, about 4.3 MB compressed for 799 shapes x 4
-views): the grid base computes its image grids from them at training time (``pointe_train.attach_grid``).
+views): the grid base computes its image grids from them at training time (``pointe_batches.attach_grid``).
 ``renders`` adds them to a pack written before.
 ``load_pack`` reads it back with numpy and torch only.
 """
@@ -46,7 +46,8 @@ import numpy as np
 
 from .mesh_library import FURNITURE_DIR, Parts, ShapeSource, load_parts
 from . import priors_data
-from .priors_data import _progress, built_records, priors_catalog
+from .priors_data import priors_catalog
+from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread, with_copies
 from ..core.priors.prior_folder import sha256_file
 from ..core.shape_packs import credits_markdown
 
@@ -138,43 +139,13 @@ def build_one(src: ShapeSource, out_dir: Path, points: int = 4096, views: int = 
     return record
 
 
-def _build_job(job) -> tuple[str, str]:
-    src, out_dir, opts = job
-    import torch
-
-    torch.set_num_threads(1)  # one process per core
-    try:
-        build_one(src, out_dir, **opts)
-        return src.id, ""
-    except Exception as e:  # noqa: BLE001 - one bad model must not stop the build
-        return src.id, f"{type(e).__name__}: {e}"
-
-
 def build(root: Path = DEFAULT_ROOT, sources: str = "sh3d,pybullet", workers: int = 1, limit: int = 0,
           furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "", shapes: list[ShapeSource] | None = None,
-          log=print, **opts) -> list[dict]:
-    """Builds every shape of the catalog (or ``shapes``) not built yet under ``root/shapes``; returns the records."""
+          log=print, stretch_copies: int = 0, **opts) -> list[dict]:
+    """Builds every shape of the catalog (or ``shapes``) not built yet under ``root/shapes``, with
+    ``stretch_copies`` stretched copies of each training shape; returns the records."""
     shapes = priors_catalog(sources, furniture_dir, mesh_dir) if shapes is None else shapes
-    if limit:  # an even spread over the catalog, so a small build still mixes libraries
-        shapes = [shapes[int(i * len(shapes) / limit)] for i in range(min(limit, len(shapes)))]
-    out_dir = Path(root) / "shapes"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(s, out_dir, opts) for s in shapes if not (out_dir / f"{s.id}.npz").is_file()]
-    log(f"{len(shapes)} shapes, {len(shapes) - len(todo)} already built, building {len(todo)} with {workers} worker(s)")
-    t0 = time.perf_counter()
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = list(_progress(pool.imap_unordered(_build_job, todo), len(todo), t0, log))
-    else:
-        results = list(_progress(map(_build_job, todo), len(todo), t0, log))
-    failed = {sid: err for sid, err in results if err}
-    (Path(root) / "failed.json").write_text(json.dumps(failed, indent=1))
-    wanted = {s.id for s in shapes}
-    records = [r for r in built_records(root) if r["id"] in wanted]
-    log(f"{len(records)} shapes built, {len(failed)} failed (failed.json), {time.perf_counter() - t0:.0f}s")
-    return records
+    return build_shapes(root, with_copies(spread(shapes, limit), stretch_copies), build_one, opts, workers, log)
 
 
 # ------------------------------------------------------------------------------------------------ pack
@@ -348,7 +319,7 @@ class PointEData:
     scorer: dict  # the scorer that made the embeddings: name, image_size, manifest_sha256
     sha256: str
     renders: np.ndarray | None = None  # (S, V, H, W, 3) uint8 every render on white (None: a pack made before)
-    grid: "torch.Tensor | None" = None  # (S, V, D, L) image grids, when ``pointe_train.attach_grid`` made them
+    grid: "torch.Tensor | None" = None  # (S, V, D, L) image grids, when ``pointe_batches.attach_grid`` made them
     grid_info: dict | None = None
 
     @property
@@ -392,12 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines pointe data", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="sample, render and caption every shape (restartable), then pack them")
-    b.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="output folder (default: %(default)s)")
-    b.add_argument("--sources", default="sh3d,pybullet", help="comma list of sh3d, pybullet (default: %(default)s)")
-    b.add_argument("--mesh-dir", default="", help="also every mesh file in this folder")
-    b.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR)
-    b.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
-    b.add_argument("--limit", type=int, default=0, help="only N shapes, spread over the catalog (0: all)")
+    add_build_arguments(b, DEFAULT_ROOT)
     b.add_argument("--points", type=int, default=4096, help="surface samples per shape (default: %(default)s)")
     b.add_argument("--views", type=int, default=4, help="renders per shape (default: %(default)s)")
     b.add_argument("--size", type=int, default=64, help="render side in pixels (default: %(default)s)")
@@ -432,12 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB, {what})")
         return 0
     if args.cmd == "build":
-        if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
-            print(f"error: no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture",
-                  file=sys.stderr)
+        if problem := sources_problem(args):
+            print(f"error: {problem}", file=sys.stderr)
             return 2
         records = build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
-                        points=args.points, views=args.views, size=args.size, resolution=args.resolution)
+                        stretch_copies=args.stretch_copies, points=args.points, views=args.views, size=args.size,
+                        resolution=args.resolution)
         if args.no_pack or not records:
             return 0 if records else 1
     path = pack(args.root, scorer_dir=args.scorer)

@@ -31,7 +31,6 @@ import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
 from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread
-from .shape_builds import progress as _progress  # noqa: F401 - pointe_data imports it from here
 from ..core.shape_packs import SOURCES_NOTE, credits_markdown
 
 DEFAULT_ROOT = Path(".data/priors")

@@ -26,6 +26,9 @@ def add_build_arguments(parser, default_root: Path) -> None:
     parser.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR, help="where the .sh3f libraries are")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
     parser.add_argument("--limit", type=int, default=0, help="build only N shapes, spread over the catalog (0: all)")
+    parser.add_argument("--stretch-copies", type=int, default=0, metavar="K",
+                        help="also K stretched copies of every training shape (scales per axis in "
+                             "mesh_library.STRETCH_RANGE; held-out shapes are never copied)")
 
 
 def sources_problem(args) -> str:
@@ -33,6 +36,13 @@ def sources_problem(args) -> str:
     if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
         return f"no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture"
     return ""
+
+
+def with_copies(shapes: list, copies: int) -> list:
+    """``shapes`` and ``copies`` stretched copies of each training shape among them (``--stretch-copies``)."""
+    from .mesh_library import stretched_copies
+
+    return shapes + stretched_copies(shapes, copies) if copies > 0 else shapes
 
 
 def spread(shapes: list, limit: int) -> list:

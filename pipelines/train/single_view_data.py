@@ -55,7 +55,7 @@ import numpy as np
 
 from .mesh_library import FURNITURE_DIR, ShapeSource, catalog, load_parts, render_parts
 from .render_variation import MODES
-from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread
+from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread, with_copies
 from ..core.shape_packs import credits_markdown, crop_to_object, from_view, to_view
 
 DEFAULT_ROOT = Path(".data/single_view")
@@ -199,15 +199,17 @@ def varied_views(parts, shape_id: str, azimuths, mode: str, render_seed: int, ss
 # ---------------------------------------------------------------------------------------------------- CLI
 def build(root: Path, sources: str = "sh3d,pybullet", workers: int = 1, limit: int = 0, furniture_dir=FURNITURE_DIR,
           mesh_dir: str = "", random_limit: int = 1000, pack: bool = True, split: str = "all", log=print,
-          **opts) -> list[dict]:
-    """Builds every shape not built yet under ``root/shapes`` (restartable), then the packs."""
+          stretch_copies: int = 0, **opts) -> list[dict]:
+    """Builds every shape not built yet under ``root/shapes`` (restartable), then the packs; with
+    ``stretch_copies`` also that many stretched copies of each training shape selected."""
     shapes = [s for s in catalog(sources, furniture_dir, mesh_dir, random_limit) if split in ("all", s.split)]
     render = opts.get("render", "default")
     if mixed := sorted({r.get("render", "default") for r in built_records(root)} - {render}):
         raise ValueError(f"{root} holds shapes rendered with --render {', '.join(mixed)}: build --render {render} "
                          "into another --root")
-    records = build_shapes(root, spread(shapes, limit), build_shape, opts, workers, log,
-                           f" selected ({sources}, split {split})")
+    copies = f", {stretch_copies} stretched copies of each training shape" if stretch_copies > 0 else ""
+    records = build_shapes(root, with_copies(spread(shapes, limit), stretch_copies), build_shape, opts, workers, log,
+                           f" selected ({sources}, split {split}{copies})")
     (Path(root) / "index.json").write_text(json.dumps(records, indent=0))
     if pack:
         for source in sorted({r["source"] for r in records}):
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             build(args.root, args.sources, args.workers, args.limit, args.furniture_dir, args.mesh_dir,
                   args.random_limit, pack=not args.no_pack, split=args.split, views=args.views, size=args.size,
                   resolution=args.resolution, n_points=args.points, ssaa=args.ssaa, render=args.render,
-                  render_seed=args.render_seed, targets_from=args.targets_from)
+                  render_seed=args.render_seed, targets_from=args.targets_from, stretch_copies=args.stretch_copies)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
