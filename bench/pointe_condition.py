@@ -13,13 +13,14 @@
 the condition (it sees the whole noisy cloud), never 'oracle'.
 
 ``tiny``: the decisive test of the conditioning path: a tiny base (width 64, 2 layers, 256 points) trained on a
-handful of training shapes with the trainer's own batches and loss (``pointe_train.make_batch``, ``loss_of``),
-then its x0 error with the true, shuffled and null condition at t = 400 .. 1000 against the Bayes oracle on the
-same clouds, and clouds sampled (16 Heun steps, guidance 3) from each shape's condition: F1@5 % to their own
-shape and to the others, and how many are nearest their own shape. A model that memorises 8 shapes and reads its
-condition identifies them all. ``--cond fmap|patches``: the grid base (``EmbeddedGridPointDiffusionTransformer``,
-the view's grid as tokens plus the embedding; needs a pack with renders, ``pointe data renders``) instead of the
-vec base; ``--heldout N``: also clouds from N held-out shapes' renders, F1@5 % to their truth.
+handful of training shapes with the trainer's own batches and loss (``pointe_batches.make_batch``,
+``pointe_train.loss_of``), then its x0 error with the true, shuffled and null condition at t = 400 .. 1000 against
+the Bayes oracle on the same clouds, and clouds sampled (16 Heun steps, guidance 3) from each shape's condition:
+F1@5 % to their own shape and to the others, and how many are nearest their own shape. A model that memorises 8
+shapes and reads its condition identifies them all. ``--cond fmap|patches``: the grid base
+(``EmbeddedGridPointDiffusionTransformer``, the view's grid as tokens plus the embedding; needs a pack with
+renders, ``pointe data renders``) instead of the vec base; ``--heldout N``: also clouds from N held-out shapes'
+renders, F1@5 % to their truth.
 
 ``retrieval``: how much shape each candidate condition carries: F1@5 % on the held-out shapes of the training
 shape nearest by the scorer's pooled embedding (what the base reads now), by its 4x4 feature map before pooling
@@ -39,7 +40,9 @@ from pipelines.core.point_diffusion import build_model
 from pipelines.core.point_sampler import BASE_STAGE, alphas_cumprod, sample
 from pipelines.core.shape_losses import f_score
 from pipelines.train import pointe_train as pt
+from pipelines.train.pointe_batches import attach_grid, make_batch
 from pipelines.train.pointe_data import load_pack
+from pipelines.train.pointe_model import LOSS_WEIGHTS, TrainOptions, model_config
 
 
 def posterior_mean(xt: torch.Tensor, support: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -65,7 +68,7 @@ def bayes(args) -> None:
     test = test[:args.shapes or None]
     ab = torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32)
     gen = torch.Generator().manual_seed(20_000)
-    x0 = pt.make_batch(data, test, dict(n_ctx=args.points), pt.TrainOptions(), gen)["x0"][:, :3].transpose(1, 2)
+    x0 = make_batch(data, test, dict(n_ctx=args.points), TrainOptions(), gen)["x0"][:, :3].transpose(1, 2)
     pts = data.xyz * 2
     sim = data.image_emb[test, 0] @ data.image_emb[train].reshape(-1, data.image_emb.shape[-1]).T
     nn_shape = train[sim.argmax(1) // data.image_emb.shape[1]]
@@ -85,16 +88,16 @@ def tiny(args) -> None:
     shapes = torch.as_tensor(data.train[::len(data.train) // args.shapes][:args.shapes])
     grid = None
     if args.cond != "vec":
-        g = pt.attach_grid(data, args.cond, "cpu")
+        g = attach_grid(data, args.cond, "cpu")
         grid = (g.shape[2], g.shape[3])
-    cfg = dict(pt.model_config("base", False, args.cond_token, args.prediction, "grid" if grid else "vec", grid),
+    cfg = dict(model_config("base", False, args.cond_token, args.prediction, "grid" if grid else "vec", grid),
                width=args.width, layers=args.layers, heads=2, n_ctx=args.points)
     if grid and args.grid_only:  # the grid alone: does the model read it without the pooled embedding?
         cfg["vec_dim"] = 0
     if grid and args.grid_add:
         cfg["grid_add"] = True
-    opts = pt.TrainOptions(model="base", loss_weight=args.loss_weight, cond_drop=args.cond_drop,
-                           image_prob=args.image_prob)
+    opts = TrainOptions(model="base", loss_weight=args.loss_weight, cond_drop=args.cond_drop,
+                        image_prob=args.image_prob)
     model = build_model(cfg).train()
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr)
     ab = torch.tensor(alphas_cumprod("cosine"), dtype=torch.float32)
@@ -103,8 +106,7 @@ def tiny(args) -> None:
     for step in range(args.steps):
         for group in optim.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 50)
-        batch = pt.make_batch(data, shapes[torch.randint(0, len(shapes), (args.batch,), generator=gen)], cfg, opts,
-                              gen)
+        batch = make_batch(data, shapes[torch.randint(0, len(shapes), (args.batch,), generator=gen)], cfg, opts, gen)
         loss = pt.loss_of(model, batch, opts, ab, gen)
         optim.zero_grad()
         loss.backward()
@@ -117,7 +119,7 @@ def tiny(args) -> None:
           f"{args.steps} steps "
           f"({time.perf_counter() - t0:.0f} s), final loss {float(loss.detach()):.4f}")
     g = torch.Generator().manual_seed(1)
-    x0 = pt.make_batch(data, shapes, cfg, opts, g)["x0"]
+    x0 = make_batch(data, shapes, cfg, opts, g)["x0"]
     conds = pt.true_conditions(data, shapes, cfg)
     ts = (400, 700, 900, 1000)
     print("| t | true | shuffled | null | Bayes, own shape | Bayes, shuffled |\n|---|---:|---:|---:|---:|---:|")
@@ -209,7 +211,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--prediction", choices=("eps", "v"), default="v")
-    p.add_argument("--loss-weight", choices=pt.LOSS_WEIGHTS, default="v20")
+    p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="v20")
     p.add_argument("--samples", type=int, default=4, help="tiny: clouds sampled per shape (seeds)")
     p.add_argument("--cond-token", action="store_true")
     p.add_argument("--cond", choices=("vec", "fmap", "patches"), default="vec",

@@ -28,7 +28,7 @@ import torch
 
 from pipelines.core.shape_losses import f_score, nearest
 from pipelines.train.pointe_data import load_pack
-from pipelines.train.pointe_train import random_points, to_diffusion
+from pipelines.train.pointe_batches import random_points, to_diffusion
 
 TAUS = (0.01, 0.02, 0.05)
 

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("pybullet_data")
 pytest.importorskip("trimesh")
 
-from pipelines.train import pointe_data, pointe_train  # noqa: E402
+from pipelines.train import pointe_batches, pointe_data, pointe_model, pointe_train  # noqa: E402
 from pipelines.train.priors_data import priors_catalog  # noqa: E402
 
 SHAPES = ("pybullet-bunny", "pybullet-domino-domino")  # one held out, one textured training shape
@@ -79,7 +79,7 @@ def test_sdf_targets_sign_follows_the_occupancy():
     occ[0, :4] = True  # indexed [x, y, z]
     cloud = torch.rand(1, 64, 3) - 0.5
     data = type("D", (), {"occupancy": occ})()
-    query, sdf = pointe_train.sdf_targets(data, torch.zeros(1, dtype=torch.long), cloud, 256, torch.Generator())
+    query, sdf = pointe_batches.sdf_targets(data, torch.zeros(1, dtype=torch.long), cloud, 256, torch.Generator())
     far = (query[0, :, 0].abs() > 0.1) & (query[0].abs().amax(-1) < 0.45)
     assert bool(far.any())
     assert bool(((sdf[0] > 0) == (query[0, :, 0] < 0))[far].all())
@@ -87,7 +87,7 @@ def test_sdf_targets_sign_follows_the_occupancy():
 
 
 def _train(model: str, pack: Path, tmp: Path, steps: int, log=None, **kw) -> dict:
-    opts = pointe_train.TrainOptions(model=model, data=str(pack), out=str(tmp / "runs" / model), steps=steps,
+    opts = pointe_model.TrainOptions(model=model, data=str(pack), out=str(tmp / "runs" / model), steps=steps,
                                      tiny=True, device="cpu", warmup=2, lr=2e-3, log_every=1, ckpt_every=1000,
                                      export=str(tmp / "pointe" / model), queries=64, batch=2, **kw)
     return pointe_train.train(opts, log=log or (lambda *_: None))
@@ -118,14 +118,14 @@ def test_exported_folder_loads_and_samples_through_the_core_loader(pack, tmp_pat
     from pipelines.core.point_sampler import Stage, sample
     from pipelines.core.priors.point_e import load_models
 
-    for model in pointe_train.MODELS:
+    for model in pointe_model.MODELS:
         _train(model, pack, tmp_path, 2)
     models = load_models(str(tmp_path / "pointe"), "base40M", "cpu")
     assert models.tier == "embedded" and models.upsampler is not None and models.sdf is not None
     emb = models.encoder.text_vec(["a bunny"])
     x = sample(models.base, {"embeddings": emb}, 1, models.upsampler, {}, Stage(steps=2),
                Stage(steps=2, sigma_max=160.0, s_churn=0.0, guidance_scale=0.0), device="cpu")
-    tiny = pointe_train.TINY
+    tiny = pointe_model.TINY
     assert x.shape == (1, 6, tiny["base"]["n_ctx"] + tiny["upsample"]["n_ctx"])
     assert float(x.abs().max()) <= 1.0
     sdf = models.sdf(torch.zeros(1, 3, 5), x[:, :3] / 2)

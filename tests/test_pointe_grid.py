@@ -15,7 +15,7 @@ import torch
 
 from pipelines.core import point_diffusion as pd
 from pipelines.core.priors import point_e_embedded as pee
-from pipelines.train import pointe_data, pointe_train
+from pipelines.train import pointe_batches, pointe_data, pointe_model, pointe_train
 
 from test_pointe_recipe import fake_pack
 
@@ -83,7 +83,7 @@ def test_grid_model_layout_shapes_and_conditions():
 
 def test_released_grid_configs_keep_their_state_dicts():
     """The new class subclasses the released grid model and adds only its own keys (the released configs against
-    the official key table: test_pointe.py)."""
+    the official key table: test_pointe_models.py)."""
     m = tiny_grid_model(pos_embed=False, vec_dim=0, prediction="eps")
     assert set(m.state_dict()) == set(pd.CLIPImageGridPointDiffusionTransformer(
         grid_dim=12, grid_tokens=5, width=32, layers=1, heads=2, n_ctx=16).state_dict())
@@ -103,7 +103,7 @@ def test_features_of_an_image_equal_the_packs_features_of_the_same_render(tmp_pa
     rgba = np.load(pack.with_suffix(".rgba.npy"))
     data = pointe_data.load_pack(pack)
     assert data.renders.shape == (4, 2, 64, 64, 3) and data.renders.dtype == np.uint8
-    grid = pointe_train.attach_grid(data, "fmap", "cpu")
+    grid = pointe_batches.attach_grid(data, "fmap", "cpu")
     assert grid.shape == (4, 2, 256, 16)  # the shipped tower: 4 x 4 cells of 256 channels
     enc = pee.ScorerGridEncoder(None, "fmap", tower[1], tower[0])
     # the render as an app or the bench holds it (RGBA array), and as a PIL image of the view on white: the same
@@ -114,7 +114,7 @@ def test_features_of_an_image_equal_the_packs_features_of_the_same_render(tmp_pa
     assert torch.allclose(enc.grid([Image.fromarray(data.renders[3, 0])]), grid[3, :1], atol=1e-5)
     # the grids differ between views, and the pooled end of the same tower is the scorer's embedding path
     assert float((grid[0, 0] - grid[1, 0]).abs().mean()) > 1e-2
-    patches = pointe_train.attach_grid(data, "patches", "cpu")
+    patches = pointe_batches.attach_grid(data, "patches", "cpu")
     assert patches.shape == (4, 2, 192, 64) and float(patches.min()) >= -1 and float(patches.max()) <= 1
     assert torch.allclose(pee.grid_features(tower[0], pee.view_pixels([rgba[1, 0]]), "patches")[0], patches[1, 0])
     assert pee.grid_shape("fmap", 64, tower[0]) == (256, 16) and pee.grid_shape("patches", 64) == (192, 64)
@@ -124,7 +124,7 @@ def test_tiny_grid_training_exports_loads_and_samples(tmp_path, capsys):
     from pipelines.core.point_sampler import BASE_STAGE, sample
 
     pack = grid_pack(tmp_path / "p.npz")
-    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
+    opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
                                      tiny=True, device="cpu", warmup=1, log_every=1, batch=4, cond="grid",
                                      export=str(tmp_path / "pointe" / "base"))
     result = pointe_train.train(opts, log=lambda *_: None)
@@ -139,7 +139,7 @@ def test_tiny_grid_training_exports_loads_and_samples(tmp_path, capsys):
     # one sampling step, from an image (grid + embedding) and from a caption (embedding alone)
     stage = BASE_STAGE.__class__(**{**BASE_STAGE.__dict__, "steps": 1})
     data = pointe_data.load_pack(pack)
-    pointe_train.attach_grid(data, "fmap", "cpu")
+    pointe_batches.attach_grid(data, "fmap", "cpu")
     for cond in ({"embeddings": data.grid[:1, 0], "vec": data.image_emb[:1, 0]}, {"vec": data.text_emb[:1]}):
         x = sample(model, cond, 1, None, None, stage, seed=0)
         assert x.shape == (1, 6, model.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
@@ -192,7 +192,7 @@ def test_app_runs_text_and_image_through_an_embedded_grid_base(tmp_path, monkeyp
                {"model": cfg, "condition": "scorer-grid", "grid": {"features": "fmap", "image_size": 64}},
                {"data": "test"}, dtype="int8")
 
-    class Scorer:  # as the stand-in of test_pointe's embedded-tier test
+    class Scorer:  # as the stand-in of test_pointe_pipeline's embedded-tier test
         device, image_size, name = torch.device("cpu"), 64, "stand-in scorer"
 
         def encode_images(self, x):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipelines.core.point_diffusion import CLIPImagePointDiffusionTransformer, build_model, timestep_embedding
-from pipelines.train import pointe_data, pointe_train
+from pipelines.train import pointe_data, pointe_model, pointe_train
 
 
 def fake_pack(path: Path, shapes: int = 4, points: int = 512, emb: int = 256, views: int = 2) -> Path:
@@ -75,7 +75,7 @@ def test_shrink_keeps_a_subset_of_each_shapes_points_with_their_colours(tmp_path
 
 def test_tiny_training_exports_the_added_condition_and_refuses_a_pack_too_small(tmp_path, capsys):
     pack = fake_pack(tmp_path / "p.npz", points=512)
-    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
+    opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=3,
                                      tiny=True, device="cpu", warmup=1, log_every=1, batch=2, loss_weight="v",
                                      export=str(tmp_path / "pointe" / "base"))
     result = pointe_train.train(opts, log=lambda *_: None)
@@ -89,7 +89,7 @@ def test_tiny_training_exports_the_added_condition_and_refuses_a_pack_too_small(
     model, _ = load_model_folder(tmp_path / "pointe" / "base", "cpu")
     assert model.token_cond is False
     # resuming with the other layout is refused, not silently mixed
-    again = pointe_train.TrainOptions(**{**opts.__dict__, "cond_token": True, "steps": 4, "export": ""})
+    again = pointe_model.TrainOptions(**{**opts.__dict__, "cond_token": True, "steps": 4, "export": ""})
     try:
         pointe_train.train(again, log=lambda *_: None)
         raise AssertionError("resumed a checkpoint of another config")
@@ -108,7 +108,7 @@ def test_released_vec_configs_keep_the_token():
 
 @torch.no_grad()
 def test_v_weighting_counts_high_noise_more_and_bad_names_are_refused():
-    cfg = pointe_train.model_config("base", tiny=True)
+    cfg = pointe_model.model_config("base", tiny=True)
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.nn.init.normal_(model.output_proj.weight, std=0.1)
@@ -117,13 +117,13 @@ def test_v_weighting_counts_high_noise_more_and_bad_names_are_refused():
     ab = torch.tensor(pointe_train.alphas_cumprod("cosine"), dtype=torch.float32)
     losses = {}
     for w in ("eps", "v"):
-        opts = pointe_train.TrainOptions(loss_weight=w)
+        opts = pointe_model.TrainOptions(loss_weight=w)
         losses[w] = float(pointe_train.loss_of(model, batch, opts, ab, torch.Generator().manual_seed(3)))
-    plain = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v"), ab,
+    plain = float(pointe_train.loss_of(model, batch, pointe_model.TrainOptions(loss_weight="v"), ab,
                                        torch.Generator().manual_seed(3), weighted=False))
     assert abs(plain - losses["eps"]) < 1e-6 and abs(losses["v"] - losses["eps"]) > 1e-4
     try:
-        pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="x"), ab, torch.Generator())
+        pointe_train.loss_of(model, batch, pointe_model.TrainOptions(loss_weight="x"), ab, torch.Generator())
         raise AssertionError("accepted loss_weight 'x'")
     except ValueError as e:
         assert "v20" in str(e)
@@ -165,7 +165,7 @@ def test_tiny_v_training_exports_a_v_model_that_samples(tmp_path):
     from pipelines.core.priors.point_e_embedded import load_model_folder
 
     pack = fake_pack(tmp_path / "p.npz", points=512)
-    opts = pointe_train.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
+    opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
                                      tiny=True, device="cpu", warmup=1, log_every=1, batch=2,
                                      export=str(tmp_path / "pointe" / "base"))
     assert opts.prediction == "v"  # the default now
@@ -180,7 +180,7 @@ def test_tiny_v_training_exports_a_v_model_that_samples(tmp_path):
                stage, seed=0)
     assert x.shape == (1, 6, model.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
     # the eps recipe still writes the config the bases shipped before have (no 'prediction' key)
-    assert "prediction" not in pointe_train.model_config("base", tiny=True, prediction="eps")
+    assert "prediction" not in pointe_model.model_config("base", tiny=True, prediction="eps")
     assert pointe_train.main(["base", "--data", str(pack), "--tiny", "--prediction", "x", "--device", "cpu",
                               "--out", str(tmp_path / "runs" / "x")]) == 2
 
@@ -206,14 +206,14 @@ def test_bayes_yardstick_recovers_points_at_low_noise_and_the_mean_at_high(monke
 
 @torch.no_grad()
 def test_v_loss_of_a_v_model_is_its_plain_v_mse():
-    cfg = dict(pointe_train.model_config("base", tiny=True, prediction="v"), n_ctx=16)
+    cfg = dict(pointe_model.model_config("base", tiny=True, prediction="v"), n_ctx=16)
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.nn.init.normal_(model.output_proj.weight, std=0.1)
     x0 = torch.rand(3, 6, 16) * 2 - 1
     batch = dict(x0=x0, cond=dict(embeddings=torch.zeros(3, 256)))
     ab = torch.tensor(pointe_train.alphas_cumprod("cosine"), dtype=torch.float32)
-    got = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v"), ab,
+    got = float(pointe_train.loss_of(model, batch, pointe_model.TrainOptions(loss_weight="v"), ab,
                                      torch.Generator().manual_seed(5)))
     gen = torch.Generator().manual_seed(5)  # the same draws as loss_of: t, then the noise
     t = torch.randint(0, pointe_train.TIMESTEPS, (3,), generator=gen)
@@ -223,6 +223,6 @@ def test_v_loss_of_a_v_model_is_its_plain_v_mse():
     eps_hat = model(xt, t, embeddings=batch["cond"]["embeddings"])[:, :6]
     want = float(((eps_hat - eps) ** 2 / a).mean())  # v error = eps error / sqrt(alpha_bar)
     assert abs(got - want) < 1e-3 * want
-    capped = float(pointe_train.loss_of(model, batch, pointe_train.TrainOptions(loss_weight="v20"), ab,
+    capped = float(pointe_train.loss_of(model, batch, pointe_model.TrainOptions(loss_weight="v20"), ab,
                                         torch.Generator().manual_seed(5)))
     assert abs(capped - got) > 1e-4

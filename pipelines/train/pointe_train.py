@@ -31,6 +31,8 @@ of the released architectures (``core.point_diffusion``, smaller widths and dept
 The learned-range variance channels of the diffusion models are not trained (zero-initialised, they stay near 0):
 the Heun sampler never reads them. Each run keeps an EMA of the weights, saves ``out/checkpoint.pt`` every
 ``ckpt_every`` steps and at the end, and resumes from it. Training needs torch, numpy and safetensors only.
+The model sizes and options are ``pointe_model``'s, the inputs of a step ``pointe_batches``'; this file holds the
+loss, the loop, the held-out evaluation, the export and the CLI.
 """
 from __future__ import annotations
 
@@ -39,214 +41,19 @@ import copy
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..core.point_diffusion import build_model
-from ..core.priors.point_e_embedded import GRID_FEATURES
-from ..core.point_sampler import CHANNEL_BIASES, CHANNEL_SCALES, TIMESTEPS, alphas_cumprod
-from .pointe_data import DEFAULT_ROOT, PointEData, load_pack
-
-MODELS = {
-    "base": dict(name="CLIPImagePointDiffusionTransformer", input_channels=6, output_channels=12, n_ctx=1024,
-                 width=192, layers=6, heads=4, init_scale=0.25, time_token_cond=True, cond_drop_prob=0.1,
-                 token_cond=True, clip_dim=256),
-    "upsample": dict(name="UpsamplePointDiffusionTransformer", input_channels=6, output_channels=12, n_ctx=3072,
-                     cond_ctx=1024, width=128, layers=4, heads=4, init_scale=0.25, time_token_cond=True,
-                     cond_drop_prob=0.0, channel_scales=list(CHANNEL_SCALES), channel_biases=list(CHANNEL_BIASES)),
-    "sdf": dict(name="CrossAttentionPointCloudSDFModel", n_ctx=4096, width=128, encoder_layers=4, encoder_heads=4,
-                decoder_layers=2, decoder_heads=4, init_scale=0.25),
-}
-"""The shipped sizes: 3.0M, 0.8M and 1.2M parameters (about 5 MB in int8), against 40M for base40M; small enough
-for ~800 shapes and a few minutes of one GPU."""
-TINY = {"base": dict(width=32, layers=1, heads=2, n_ctx=256), "upsample": dict(width=32, layers=1, heads=2, n_ctx=768,
-                                                                              cond_ctx=256),
-        "sdf": dict(width=32, encoder_layers=1, decoder_layers=1, encoder_heads=2, decoder_heads=2, n_ctx=1024)}
-"""For CPU tests: the same classes, milliseconds per step."""
-SCHEDULES = {"base": "cosine", "upsample": "linear"}
-LOSS_WEIGHTS = ("v", "v20", "eps")
-"""As the released models (``point_sampler.schedule_of``)."""
+from ..core.point_sampler import TIMESTEPS, alphas_cumprod
+from .pointe_batches import attach_grid, make_batch
+from .pointe_data import PointEData, load_pack
+from .pointe_model import LOSS_WEIGHTS, MODELS, SCHEDULES, TrainOptions, model_config, points_needed
 
 
-@dataclass
-class TrainOptions:
-    model: str = "base"
-    """base | upsample | sdf."""
-    data: str = str(DEFAULT_ROOT / "pointe.npz")
-    out: str = ""
-    """Checkpoint folder (default runs/pointe/MODEL)."""
-    steps: int = 200_000
-    minutes: float = 5.0
-    """Wall-clock budget of the loop; training stops at whichever of steps or minutes comes first."""
-    batch: int = 0
-    """Clouds per step (0: 128 base, 32 upsample, 32 sdf; 4 with ``tiny``)."""
-    lr: float = 3e-4
-    warmup: int = 200
-    ema: float = 0.999
-    cond_drop: float = 0.1
-    image_prob: float = 0.5
-    """Of the conditioned samples, the share with an image embedding (the rest: a caption's)."""
-    queries: int = 2048
-    """SDF query points per cloud."""
-    log_every: int = 200
-    ckpt_every: int = 2000
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    """bfloat16 autocast on CUDA."""
-    loss_weight: str = "v20"
-    """Diffusion models: 'v20' (each sample's noise MSE times min(1 / alpha_bar_t, 20), batch-normalised:
-    v-prediction's weighting capped, which trains the x0 the sampler reads at high noise, where the global shape
-    and the condition matter and plain eps MSE hardly looks; the second shipped base), 'v' (a v-prediction base:
-    its plain v MSE, the cap lifted; an eps model: as 'v20') or 'eps' (each timestep alike: the released models,
-    and the first shipped base). On the CPU test of ``bench/pointe_condition.py tiny`` (8 shapes, 2 seeds x 4
-    clouds) a v base sampled clouds of F1@5 % 0.357 to their own shape with 'v20', 0.321 with 'v' (43 and 38 of
-    64 nearest their own shape), though 'v' had the lower x0 error at t >= 900."""
-    prediction: str = "v"
-    """base: what the network predicts, 'v' (the default: ``CLIPImagePointDiffusionTransformer``'s v-prediction,
-    still eps to the sampler) or 'eps' (the released models, and the bases shipped before). On a CPU test (8
-    training shapes, width 64, 1000 steps, the same v-weighted loss) the eps network's x0 error at t = 1000 was
-    0.95 against 0.33 for v (0.25 the best possible): eps nets cannot denoise precisely enough at high noise,
-    where the condition is the only thing that says what the shape is."""
-    cond_token: bool = False
-    """base: the condition as one token in front of the points (the released vec models' layout). Off (the
-    default): added to every point's features (the official code's other layout, ``token_cond=False``): the
-    first shipped base, a token model trained 8 minutes, had learned to ignore its token (the same denoising
-    error with the true, another shape's or no condition: ``bench/pointe_diagnose.py loss``)."""
-    cond: str = "vec"
-    """base: 'vec' (one scorer embedding: the shipped v3 layout) or 'grid' (the embedded grid base: the view's grid
-    of ``grid`` features as tokens plus the embedding; see the module docstring)."""
-    grid: str = "fmap"
-    """--cond grid: the image grid, 'fmap' (the scorer's feature map before pooling) or 'patches' (8 x 8 pixel
-    patches of the 64 px view)."""
-    grid_add: bool = True
-    """--cond grid: also the whole grid, flattened and projected, added to every point beside its tokens
-    (``EmbeddedGridPointDiffusionTransformer.grid_add``; 'fmap': 4096 values, 0.8M parameters at width 192): on
-    the CPU a tiny base read grid tokens alone only slowly."""
-    tiny: bool = False
-    export: str = ""
-    """Also write the EMA weights, int8, to this folder when done."""
-    command: str = ""
-
-
-def model_config(name: str, tiny: bool = False, cond_token: bool = True, prediction: str = "eps",
-                 cond: str = "vec", grid: tuple[int, int] | None = None, grid_add: bool = False) -> dict:
-    """``grid``: (grid_dim, grid_tokens) of the image grid, for ``cond='grid'``."""
-    cfg = dict(MODELS[name], **(TINY[name] if tiny else {}))
-    if name == "base" and cond == "grid":
-        vec_dim = cfg.pop("clip_dim")
-        cfg.pop("token_cond")
-        cfg.update(name="EmbeddedGridPointDiffusionTransformer", grid_dim=grid[0], grid_tokens=grid[1],
-                   pos_embed=True, vec_dim=vec_dim, grid_add=grid_add, prediction=prediction)
-    elif name == "base":
-        cfg["token_cond"] = cond_token
-        if prediction != "eps":  # left out for eps: the configs of the bases shipped before stay as they were
-            cfg["prediction"] = prediction
-    return cfg
-
-
-def points_needed(name: str, cfg: dict) -> int:
-    """Samples a shape the pack must hold to train this model."""
-    return {"base": cfg["n_ctx"], "upsample": cfg.get("cond_ctx", 0) + cfg["n_ctx"], "sdf": cfg["n_ctx"]}[name]
-
-
-# ------------------------------------------------------------------------------------------------- batches
-def random_points(data: PointEData, shapes: torch.Tensor, k: int, gen: torch.Generator):
-    """k of each shape's points, a fresh random subset per cloud: (B, k, 3) xyz (dithered within its uint8 cell)
-    and (B, k, 3) uint8 colours."""
-    b, n = len(shapes), data.xyz.shape[1]
-    idx = torch.rand(b, n, generator=gen, device=shapes.device).argsort(1)[:, :k]
-    xyz = torch.gather(data.xyz[shapes], 1, idx[..., None].expand(-1, -1, 3))
-    rgb = torch.gather(data.rgb[shapes], 1, idx[..., None].expand(-1, -1, 3))
-    return xyz + (torch.rand(xyz.shape, generator=gen, device=xyz.device) - 0.5) / 255, rgb
-
-
-def to_diffusion(xyz: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
-    """(B, K, 3) xyz in [-0.5, 0.5] and uint8 RGB -> (B, 6, K) in [-1, 1] (``point_sampler.CHANNEL_SCALES``)."""
-    return torch.cat([xyz * 2, rgb.float() / 127.5 - 1], -1).transpose(1, 2)
-
-
-def conditioning(data: PointEData, shapes: torch.Tensor, opts: TrainOptions, gen: torch.Generator,
-                 grid: torch.Tensor | None = None) -> dict:
-    """Per cloud a render's image embedding, a caption's text embedding, or zeros (dropped): {'embeddings': (B, E)};
-    with ``grid`` (S, V, D, L), the views' grids of ``attach_grid``: {'embeddings': the render's grid (B, D, L),
-    zeros for a caption or a dropped sample, 'vec': the embedding (B, E)}."""
-    dev = shapes.device
-    u = torch.rand(len(shapes), 3, generator=gen, device=dev)
-    views = data.image_emb.shape[1]
-    view = (u[:, 1] * views).long().clamp_max(views - 1)
-    image = data.image_emb[shapes, view]
-    n_caps = (data.shape_caps[shapes] >= 0).sum(1)
-    cap = data.shape_caps[shapes, (u[:, 2] * n_caps).long().clamp_max(n_caps - 1)]
-    text = data.text_emb[cap]
-    dropped = u[:, 0] < opts.cond_drop
-    use_image = u[:, 0] < opts.cond_drop + (1 - opts.cond_drop) * opts.image_prob
-    emb = torch.where(use_image[:, None], image, text)
-    emb = torch.where(dropped[:, None], torch.zeros_like(emb), emb)
-    if grid is None:
-        return dict(embeddings=emb)
-    keep = (use_image & ~dropped).to(grid.dtype)[:, None, None]
-    return dict(embeddings=grid[shapes, view].float() * keep, vec=emb)
-
-
-def attach_grid(data: PointEData, features: str, device, scorer_dir: str | None = None) -> torch.Tensor:
-    """(S, V, D, L) float32 grids of every render of the pack (``point_e_embedded.grid_features`` of the scorer's
-    image tower), kept as ``data.grid``; the pack must hold the renders (``pointe_data`` writes them)."""
-    from ..core.priors.point_e_embedded import grid_features, load_image_tower
-
-    if data.renders is None:
-        raise ValueError("this pack has no renders of the training shapes, which the grid base reads: add them with "
-                         "`python -m pipelines pointe data renders --data PACK` (then shrink again)")
-    if features not in GRID_FEATURES:
-        raise ValueError(f"--grid must be one of {', '.join(GRID_FEATURES)}, not {features!r}")
-    tower, size = load_image_tower(scorer_dir, device)
-    s, v = data.renders.shape[:2]
-    if data.renders.shape[2] != size:
-        raise ValueError(f"the pack's renders are {data.renders.shape[2]} px; the scorer reads {size} px")
-    g = grid_features(tower, data.renders.reshape(s * v, *data.renders.shape[2:]), features)
-    data.grid = g.reshape(s, v, *g.shape[1:])
-    data.grid_info = dict(features=features, image_size=size)
-    return data.grid
-
-
-def make_batch(data: PointEData, shapes: torch.Tensor, cfg: dict, opts: TrainOptions, gen: torch.Generator) -> dict:
-    """The inputs of one step: ``x0`` (diffusion models) and the model's conditioning, or the SDF's query points,
-    targets and cloud."""
-    if opts.model == "base":
-        xyz, rgb = random_points(data, shapes, cfg["n_ctx"], gen)
-        grid = data.grid if cfg.get("name") == "EmbeddedGridPointDiffusionTransformer" else None
-        return dict(x0=to_diffusion(xyz, rgb), cond=conditioning(data, shapes, opts, gen, grid))
-    if opts.model == "upsample":
-        k = cfg["cond_ctx"]
-        xyz, rgb = random_points(data, shapes, k + cfg["n_ctx"], gen)
-        x = to_diffusion(xyz, rgb)
-        scale = torch.tensor(CHANNEL_SCALES, device=x.device)[None, :, None]
-        bias = torch.tensor(CHANNEL_BIASES, device=x.device)[None, :, None]
-        return dict(x0=x[..., k:], cond=dict(low_res=(x[..., :k] - bias) / scale))  # low_res in official units
-    cloud, _ = random_points(data, shapes, cfg["n_ctx"], gen)
-    query, sdf = sdf_targets(data, shapes, cloud, opts.queries, gen)
-    return dict(query=query, cloud=cloud, sdf=sdf)
-
-
-def sdf_targets(data: PointEData, shapes: torch.Tensor, cloud: torch.Tensor, q: int, gen: torch.Generator):
-    """Query points (B, q, 3) and their signed distances (B, q), positive inside: half near the cloud (offsets of
-    0.01 and 0.05 std), half uniform over the cube of side 1.02 (``point_clouds.SIDE``)."""
-    b, dev = len(shapes), cloud.device
-    near = q // 2
-    pick = torch.randint(0, cloud.shape[1], (b, near), generator=gen, device=dev)
-    std = torch.where(torch.rand(b, near, 1, generator=gen, device=dev) < 0.5, 0.01, 0.05)
-    query = torch.cat([torch.gather(cloud, 1, pick[..., None].expand(-1, -1, 3))
-                       + std * torch.randn(b, near, 3, generator=gen, device=dev),
-                       (torch.rand(b, q - near, 3, generator=gen, device=dev) - 0.5) * 1.02], 1)
-    dist = torch.cdist(query, cloud).amin(-1)
-    occ = data.occupancy[shapes].float()[:, None]  # (B, 1, R, R, R) indexed [x, y, z]: grid_sample wants (z, y, x)
-    inside = F.grid_sample(occ, (2 * query).flip(-1)[:, :, None, None], align_corners=False)[:, 0, :, 0, 0] > 0.5
-    return query, torch.where(inside, dist, -dist)
-
-
+# ---------------------------------------------------------------------------------------------------- loss
 def loss_of(model, batch: dict, opts: TrainOptions, ab: torch.Tensor | None, gen: torch.Generator,
             weighted: bool = True) -> torch.Tensor:
     """Epsilon MSE at a uniform timestep (diffusion models; ``opts.loss_weight`` when ``weighted``) or the SDF's
