@@ -95,7 +95,8 @@ def mesh_renders(run_dir: Path, n_views: int, size: int, device, framing: str = 
 
     from pipelines.core.cameras import Camera, orbit_cameras
     from pipelines.core.dmtet import DMTet, render_surface
-    from pipelines.magic3d import Magic3DConfig, build_student, colour_fn, fine_view
+    from pipelines.core.magic3d_mesh import colour_fn, fine_view
+    from pipelines.magic3d import Magic3DConfig, build_student
 
     state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     cfg = Magic3DConfig(**state["config"])

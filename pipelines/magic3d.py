@@ -4,16 +4,16 @@ Coarse: DreamFusion's student (core.text3d) as a multiresolution hash grid (16 l
 entries, resolutions 16..4096) with one-hidden-layer density and albedo heads and Magic3D's density blob, volume-
 rendered at 64 x 64 with an occupancy grid skipping empty space and distilled from the prior (guidance 100,
 t ~ U[0.02, 0.98]) with DreamFusion's orientation and sparsity terms; ambient-only shading first, random diffuse
-later. Conversion: a deformable tet grid (core.dmtet) over the coarse surface's box, SDF = clamp(-(density - tau),
--1, 1). Fine: the DMTet surface, rasterized (core.raster) at the prior's resolution (512 for Stable Diffusion)
-with edge antialiasing, coloured by the coarse albedo field as a volumetric texture, distilled at t ~ U[0.02, 0.5]
-with a normal-consistency term. Exports a textured mesh (.glb; .obj + .mtl + .png), the coarse stage's
-marching-cubes mesh, a turntable of both stages and a coarse checkpoint that ``--from-coarse`` refines later.
+later. Conversion (core.magic3d_mesh, with the exports): a deformable tet grid (core.dmtet) over the coarse
+surface's box, SDF = clamp(-(density - tau), -1, 1). Fine: the DMTet surface, rasterized (core.raster) at the
+prior's resolution (512 for Stable Diffusion) with edge antialiasing, coloured by the coarse albedo field as a
+volumetric texture, distilled at t ~ U[0.02, 0.5] with a normal-consistency term. Exports a textured mesh (.glb;
+.obj + .mtl + .png), the coarse stage's marching-cubes mesh, a turntable of both stages and a coarse checkpoint
+that ``--from-coarse`` refines later.
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -148,29 +148,8 @@ def load_coarse(path: str, dev):
                              f"({type(e).__name__}: {str(e)[:200]})") from e
 
 
-def fine_view(cfg: Magic3DConfig) -> tuple[float, float]:
-    """(distance, field of view in degrees) of the fine cameras' middle: previews, turntables and the benchmark's
-    renders of the mesh frame it as the fine stage's training views did."""
-    return (0.5 * (cfg.fine_camera_distance_min + cfg.fine_camera_distance_max),
-            0.5 * (cfg.fine_fov_min + cfg.fine_fov_max))
-
-
-def texture_radius(cfg: Magic3DConfig, res: int) -> float:
-    """World-space standard deviation of the colour field's filter: ``texture_blur`` pixels of a res x res fine
-    render at the fine cameras' middle distance and field of view."""
-    dist, fov = fine_view(cfg)
-    return max(0.0, cfg.texture_blur) * 2 * dist * math.tan(math.radians(fov) / 2) / res
-
-
-def colour_fn(student, cfg: Magic3DConfig, radius: float):
-    """The volumetric texture of the fine stage (renders, previews, the baked texture): the coarse field's albedo,
-    filtered over ``radius`` (``core.texture.filtered``)."""
-    from .core.texture import filtered
-
-    return filtered(student.albedo, radius, cfg.texture_samples, cfg.seed)
-
-
 def _check(cfg: Magic3DConfig) -> None:
+    from .core.magic3d_mesh import threshold
     from .core.priors.prompts import check_prompt
 
     check_prompt(cfg.prompt, "prompt")
@@ -189,20 +168,6 @@ def _check(cfg: Magic3DConfig) -> None:
     threshold(cfg)
 
 
-def threshold(cfg: Magic3DConfig) -> float | None:
-    """The surface threshold override, or None for 'auto'."""
-    text = str(cfg.surface_threshold).strip().lower()
-    if text in ("", "auto"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserInputError(f"--surface-threshold must be 'auto' or a number, not {cfg.surface_threshold!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UserInputError("--surface-threshold must be a positive density (or 'auto')")
-    return value
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -211,6 +176,7 @@ def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
     from .core.cameras import look_at, spherical_to_cartesian
+    from .core.magic3d_mesh import coarse_to_dmtet, export_run
     from .core.priors.prompts import view_direction
     from .core.text3d import BackgroundField, PixelRays, load_prior
 
@@ -240,13 +206,13 @@ def _train(cfg: Magic3DConfig, ctx: RunContext) -> Iterator[Event]:
     # the turntable's coarse half: the colour field keeps training in the fine stage, so keep the coarse one
     coarse = copy.deepcopy(student) if cfg.export and cfg.turntable_frames else None
 
-    dmtet, coarse_mesh = yield from _convert(cfg, student, dev, metrics)
+    dmtet, coarse_mesh = yield from coarse_to_dmtet(cfg, student, dev, metrics)
     yield from _fine(cfg, metrics, student, background, dmtet, **run)
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     if cfg.export:
-        yield from _export(cfg, ctx, student, background, dmtet, coarse_mesh, (coarse, grid, run["rays"]), metrics,
-                           guidance.name)
+        yield from export_run(cfg, ctx, student, background, dmtet, coarse_mesh, (coarse, grid, run["rays"]), metrics,
+                              guidance.name)
     yield Log(f"done: {cfg.prompt!r} distilled from {guidance.name}")
     first = [k for k in ("mesh_faces", "surface_threshold", "coarse_seconds", "fine_seconds") if k in metrics]
     yield Done(list(ctx.artifacts), {**{k: metrics[k] for k in first}, **metrics}, time.perf_counter() - started)
@@ -338,43 +304,6 @@ def _coarse(cfg: Magic3DConfig, metrics: dict, ctx: RunContext, guidance, text, 
     return student, background, grid
 
 
-def _convert(cfg: Magic3DConfig, student, dev, metrics: dict) -> Iterator[Event]:
-    """Coarse field -> DMTet grid over its surface's box; returns (DMTet, the coarse marching-cubes mesh)."""
-    import torch
-
-    from .core.dmtet import DMTet, surface_box, surface_threshold
-    from .core.geometry import grid_points, marching_cubes
-
-    r, bound = cfg.mesh_resolution, student.radius  # a refined checkpoint keeps its own sphere
-    with torch.no_grad():
-        points = grid_points(r, -bound, bound, dev).reshape(-1, 3)
-        density = torch.cat([student.density(points[i:i + (1 << 18)]) for i in range(0, len(points), 1 << 18)])
-    override = threshold(cfg)
-    tau = override if override is not None else surface_threshold(density)
-    box = surface_box(points, density, tau)
-    if box is None:
-        densest = float(density.max())
-        raise UserInputError(f"no coarse surface at density {tau:.4g} (the densest point is {densest:.4g}): "
-                             f"{'lower --surface-threshold' if override is not None else 'set --surface-threshold'} "
-                             f"to a density below {densest:.4g}, or train the coarse stage longer")
-    dmtet = DMTet.from_density(student.density, box[0], box[1], cfg.tet_resolution, tau).to(dev)
-    if not ((dmtet.sdf < 0).any() and (dmtet.sdf > 0).any()):
-        raise UserInputError(f"the tet grid finds no surface at density {tau:.4g}: change --surface-threshold "
-                             "(or raise --tet-resolution)")
-    coarse_mesh = marching_cubes(density.reshape(r, r, r).cpu(), tau, -bound, bound)
-    with torch.no_grad():
-        verts, faces = dmtet()
-        if len(coarse_mesh.verts):
-            coarse_mesh.vert_colors = student.albedo(coarse_mesh.verts.to(dev)).cpu()
-    size = (box[1] - box[0]).tolist()
-    metrics.update(surface_threshold=tau, tets=float(len(dmtet.tets)), dmtet_faces_start=float(len(faces)),
-                   coarse_mesh_faces=float(coarse_mesh.num_faces))
-    yield Log(f"conversion: surface at density {tau:.4g} ({'set' if override is not None else 'auto'}), tet grid "
-              f"{cfg.tet_resolution}^3 ({len(dmtet.tets):,} tets) over a {size[0]:.2f} x {size[1]:.2f} x "
-              f"{size[2]:.2f} box; first mesh {len(faces):,} faces")
-    return dmtet, coarse_mesh
-
-
 def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: RunContext, guidance, text, prompt_for,
           rays, direction, preview_c2w, mid_dist) -> Iterator[Event]:
     """The fine stage: SDS on rasterized renders of the DMTet surface, the SDF, offsets and colour field trained."""
@@ -383,6 +312,7 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     from .core.cameras import Camera, look_at, spherical_to_cartesian
     from .core.dmtet import face_pairs, mesh_edges, render_surface, surface_view
     from .core.images import to_uint8
+    from .core.magic3d_mesh import colour_fn, fine_view, texture_radius
     from .core.priors.guidance import TextEmbeddings, residual_image
     from .core.shape_losses import laplacian_smoothing, normal_consistency
     from .core.text3d import Views, pick_shading, random_lights, view_backgrounds
@@ -447,63 +377,3 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     metrics.update(fine_seconds=seconds, fine_steps=float(steps), fine_seconds_per_step=seconds / steps,
                    fine_resolution=float(res), texture_radius=radius)
     student.eval()
-
-
-def _export(cfg: Magic3DConfig, ctx: RunContext, student, background, dmtet, coarse_mesh, coarse: tuple,
-            metrics: dict, prior_name: str) -> Iterator[Event]:
-    """The textured mesh (.glb; .obj + .mtl + .png), the turntable of both stages (``coarse``: the coarse field,
-    its occupancy grid and the ray maker), the coarse mesh, the fine checkpoint and the run's settings."""
-    import numpy as np
-    import torch
-
-    from .core.budget import export_seconds, turntable
-    from .core.cameras import orbit_cameras
-    from .core.export import save_mesh, save_textured_obj, save_video
-    from .core.dmtet import surface_view
-    from .core.images import normals_to_uint8, to_uint8
-    from .core.text3d import render_view
-    from .core.texture import bake_texture
-
-    yield Log(f"baking the texture ({cfg.texture_size}^2)")
-    texture = colour_fn(student, cfg, metrics["texture_radius"])
-    with torch.no_grad():
-        verts, faces = dmtet()
-        mesh, coverage, unwrapper = bake_texture(verts, faces, texture, cfg.texture_size)
-    metrics.update(mesh_faces=float(mesh.num_faces), texture_coverage=coverage)
-    if unwrapper != "xatlas":
-        yield Log("xatlas is not installed (pip install xatlas): the texture has one small chart per face, which "
-                  "wastes texels and puts a seam on every edge", "warning")
-    yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb")), f"textured mesh (.glb) ({prior_name})")
-    labels = {".obj": ("mesh", "textured mesh (.obj)"), ".mtl": ("file", "its material (.mtl)"),
-              ".png": ("image", f"its texture ({cfg.texture_size}^2 .png)")}
-    for path in save_textured_obj(mesh, ctx.path("mesh.obj")):
-        kind, label = labels.get(path.suffix, ("file", path.name))
-        yield ctx.artifact(kind, path, label)
-
-    coarse_field, grid, rays = coarse
-    dist, fov = fine_view(cfg)  # both stages framed as the fine stage saw the object
-
-    @torch.no_grad()
-    def frame(k: int, n: int):
-        cam = orbit_cameras(n, dist, 15.0, fov, cfg.preview_size)[k]
-        view = render_view(coarse_field, None, rays, cam.c2w, fov, cfg.preview_size, cfg.n_samples,
-                           cfg.n_importance, grid)
-        fine = surface_view(*dmtet(), texture, cam.c2w.to(ctx.device), fov, cfg.preview_size)
-        return np.concatenate([to_uint8(view["rgb"]), normals_to_uint8(view["normal"], view["opacity"][..., None]),
-                               fine["rgb"], fine["normal"]], axis=1)
-
-    if coarse_field is not None:  # exports cost in proportion to the run
-        budget = export_seconds(metrics.get("coarse_seconds", 0.0) + metrics.get("fine_seconds", 0.0))
-        frames = yield from turntable(frame, cfg.turntable_frames, budget)
-        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")),
-                           f"turntable: coarse rgb | normals, fine rgb | normals ({prior_name})")
-    if coarse_mesh.num_faces:
-        yield ctx.artifact("mesh", save_mesh(coarse_mesh, ctx.path("coarse_mesh.glb")), "coarse mesh (.glb)")
-    torch.save({"method": "magic3d", "config": asdict(cfg), "student": student.state_dict(),
-                "background": background.state_dict(), "dmtet": dmtet.state_dict(),
-                "texture_radius": metrics["texture_radius"]}, ctx.path("model.pt"))
-    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "fine checkpoint (DMTet and colour field)")
-    settings = {"prompt": cfg.prompt, "negative_prompt": cfg.negative_prompt, "prior": prior_name,
-                "config": asdict(cfg), "metrics": metrics}
-    ctx.path("run.json").write_text(json.dumps(settings, indent=1))
-    yield ctx.artifact("json", ctx.path("run.json"), f"run settings: prompt, prior {prior_name}")

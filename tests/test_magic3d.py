@@ -139,7 +139,7 @@ def test_baked_texture_holds_the_colour_field(unwrapper, monkeypatch):
 
 def test_filtered_texture_averages_out_fine_noise_and_keeps_smooth_fields():
     from pipelines.core.texture import filtered
-    from pipelines.magic3d import texture_radius
+    from pipelines.core.magic3d_mesh import texture_radius
 
     x = torch.rand(4000, 3) - 0.5
     linear = lambda p: p * 2 + 0.5  # noqa: E731
@@ -199,7 +199,7 @@ def test_both_stages_and_the_textured_export(smoke, prior):
     settings = json.loads((out / "run.json").read_text())
     assert settings["prior"] == str(Path(prior).resolve()) and settings["config"]["fine_steps"] == cfg.fine_steps
     # the fine stage's filtered colour field travels with the fine checkpoint (the bake and benchmark read it)
-    from pipelines.magic3d import texture_radius
+    from pipelines.core.magic3d_mesh import texture_radius
 
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["texture_radius"] > 0 and state["texture_radius"] == pytest.approx(texture_radius(cfg, 32))
