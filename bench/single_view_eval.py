@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from common import device_name
+from single_view_finetune import HEAD_COLUMNS, MESH_COLUMNS, head_finetune, mesh_finetune
 
 from pipelines.events import Log, run_to_completion
 from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run
@@ -64,8 +65,6 @@ VARIANTS = {
                            w_voxel_iou=0.0, w_dcd=0.0, w_repulsion=0.0),
 }
 """Every variant is scored on the same held-out shapes: the Sweet Home 3D test split."""
-MESH_COLUMNS = ["mesh_f1@0.01", "mesh_f1@0.02", "mesh_f1@0.05", "mesh_cd", "mesh_normal_consistency",
-                "mesh_self_intersection", "mesh_edge_spread"]
 COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.05", "voxels_cd", "points_f1@0.01", "points_f1@0.05",
            "points_cd", "mesh_f1@0.01", "mesh_f1@0.05", "mesh_cd"]
 VOXEL_POINT_COLUMNS = ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.02", "voxels_f1@0.05", "voxels_stray",
@@ -178,143 +177,6 @@ def pictures(args) -> None:
     Image.fromarray(np.concatenate(rows, 0)).save(args.out)
     print(f"wrote {args.out}: rows {', '.join(p.stem for p in examples)}; columns input, voxels, points, mesh, "
           "mesh turned 90 degrees")
-
-
-def _frozen_encoder_data(args):
-    """What the decoder fine-tune checks share: the shipped model, its frozen encoder's features of every training
-    image and of its mirror (as training's flip), their targets (occupancy, points) mirrored alike, the held-out
-    shapes. Returns (base, info, feats, occ, pts, train shape count, evaluation packs, held-out indices)."""
-    import torch
-
-    from pipelines.core.resnet import normalize
-    from pipelines.core.shape_packs import load_packs
-    from pipelines.core.single_view_net import load_checkpoint
-
-    torch.manual_seed(0)
-    base, info = load_checkpoint(args.checkpoint, "cpu")
-    train = load_packs(resolve_packs(args.data), "cpu", base.image_size)
-    train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
-    S, V = len(train), train.images.shape[1]
-    si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
-    images = train.images[si, vi].float() / 255
-    occ, pts = train.targets(si, vi)
-    with torch.no_grad():
-        feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
-    pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
-    occ = torch.cat([occ, occ.flip(1)])
-    evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
-    test = [i for i, s in enumerate(evaluation.splits) if s == "test"][:args.max_shapes or None]
-    return base, info, feats, occ, pts, S, evaluation.select(test), test
-
-
-def mesh_finetune(args) -> None:
-    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
-    weights with the training loss of ``single_view._losses`` under each weight setting, then scored."""
-    import copy
-
-    import torch
-
-    from pipelines.single_view import _losses
-
-    base, info, feats, _, pts, S, evaluation, test = _frozen_encoder_data(args)
-    results = []
-    for spec in args.arms:
-        weights = dict(kv.split("=") for kv in spec.split(",")) if spec != "none" else {}
-        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
-                               **{k: float(v) for k, v in weights.items()})
-        model = copy.deepcopy(base)
-        steps = 0 if spec == "none" else args.steps
-        opt = torch.optim.Adam(model.mesh_head.parameters(), lr=args.lr)
-        gen = torch.Generator().manual_seed(0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
-            verts = model.template_verts + model.mesh_head(feats[b]).view(len(b), -1, 3)
-            loss = _losses({"mesh": verts}, pts[b], pts[b], model, cfg, gen)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        train_s = time.perf_counter() - t0
-        model.eval()
-        metrics = evaluate(model, evaluation, ("mesh",), cfg, torch.device("cpu"))
-        results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
-        print(json.dumps(results[-1]), flush=True)
-    out = dict(checkpoint=info, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
-               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, results=results,
-               device=device_name(), date=time.strftime("%Y-%m-%d"))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    _print_arms(results, MESH_COLUMNS)
-
-
-def _print_arms(results: list[dict], columns: list[str]) -> None:
-    """The fine-tune arms as a Markdown table (Chamfer columns to 4 decimals, the rest to 3; '-' where absent)."""
-    print("| arm | steps | " + " | ".join(columns) + " |")
-    print("|---|---:|" + "---:|" * len(columns))
-    for r in results:
-        m = r["metrics"]
-        print(f"| {r['arm']} | {r['steps']} | " + " | ".join(
-            "-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns) + " |")
-
-
-HEAD_COLUMNS = {
-    "voxels": ["voxels_iou", "voxels_f1@0.01", "voxels_f1@0.02", "voxels_f1@0.05", "voxels_cd", "voxels_stray"],
-    "points": ["points_f1@0.01", "points_f1@0.02", "points_f1@0.05", "points_cd", "points_stray"],
-}
-
-
-def head_finetune(args) -> None:
-    """The voxel and point losses' CPU check (issue 21): the shipped encoder frozen (features computed once),
-    only one decoder (``--head``) fine-tuned from the shipped weights with the training loss of
-    ``single_view._losses`` under each arm's settings, then scored on held-out shapes."""
-    import copy
-
-    import torch
-
-    from pipelines.single_view import _losses
-
-    base, info, feats, occ, pts, S, evaluation, test = _frozen_encoder_data(args)
-    decoder = {"voxels": "voxel_head", "points": "point_head"}[args.head]
-    # Arms that set nothing still train with the shipped model's recipe (plain BCE, plain Chamfer), not the
-    # new defaults: every arm's settings are explicit on top of this base.
-    shipped = dict(voxel_pos_power=0.0, w_voxel_iou=0.0, w_dcd=0.0, w_repulsion=0.0)
-    results = []
-    for spec in args.arms:
-        settings = dict(kv.split("=") for kv in spec.split(",")) if spec not in ("none", "shipped") else {}
-        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
-                               **{**shipped, **{k: float(v) for k, v in settings.items()}})
-        model = copy.deepcopy(base)
-        steps = 0 if spec == "none" else args.steps
-        head = getattr(model, decoder)
-        head.train()
-        opt = torch.optim.Adam(head.parameters(), lr=args.lr)
-        gen = torch.Generator().manual_seed(0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
-            p = pts[b][:, torch.randperm(pts.shape[1], generator=gen)[:cfg.gt_points]]
-            out = {"voxels": head(feats[b])} if args.head == "voxels" else {"points": head(feats[b]).view(len(b), -1, 3)}
-            loss = _losses(out, occ[b], p, model, cfg, gen)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        train_s = time.perf_counter() - t0
-        model.eval()
-        metrics = evaluate(model, evaluation, (args.head,), cfg, torch.device("cpu"))
-        results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
-        print(json.dumps(results[-1]), flush=True)
-        if args.save_dir:  # for `pictures --checkpoint` (never into the shipped model's folder)
-            from pipelines.core.single_view_net import save_checkpoint
-
-            folder = Path(args.save_dir) / "".join(c if c.isalnum() or c in "._-" else "_" for c in spec)
-            save_checkpoint(model, folder, "float16")
-            print(f"saved {folder}", flush=True)
-    out = dict(checkpoint=info, head=args.head, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
-               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, steps=args.steps,
-               results=results, device=device_name(), date=time.strftime("%Y-%m-%d"))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    _print_arms(results, HEAD_COLUMNS[args.head])
 
 
 ROBUSTNESS_COLUMNS = ["voxels_iou", "voxels_f1@0.05", "points_f1@0.01", "points_f1@0.05", "points_cd",
