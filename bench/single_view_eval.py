@@ -91,7 +91,8 @@ def train_variants(args) -> None:
         t0 = time.perf_counter()
         show = lambda e: print(e.message, flush=True) if isinstance(e, Log) else None  # noqa: E731
         done = run_to_completion(run(cfg), on_event=show)
-        result = dict(variant=name, overrides={k: v for k, v in overrides.items() if k != "data"},
+        result = dict(variant=name, tag=args.tag, data=args.data,
+                      overrides={k: v for k, v in overrides.items() if k != "data"},
                       metrics=done.metrics, seconds=time.perf_counter() - t0, device=device_name(),
                       torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
         path = out / f"single_view_{name}{'_' + args.tag if args.tag else ''}.json"
@@ -133,6 +134,9 @@ def table(args) -> None:
     rows = []
     for p in args.files:
         r = json.loads(Path(p).read_text())
+        if "metrics" not in r:  # a glob also picks up the robustness and fine-tune JSONs: other tables
+            print(f"(skipped {p}: no held-out metrics; robustness and fine-tune files print their own tables)")
+            continue
         if "variant" not in r:  # a checkpoint's manifest.json (the shipped model's own held-out scores)
             r = dict(variant=f"checkpoint {Path(p).parent.name} (float32, before int8)", metrics=r["metrics"])
         rows.append(r)
@@ -142,7 +146,8 @@ def table(args) -> None:
         m = r["metrics"]
         cells = ["-" if c not in m else f"{m[c]:.4f}" if c.endswith("_cd") else f"{m[c]:.3f}" for c in columns]
         head = [f"{m[k]:.0f}" if k in m else "-" for k in ("train_shapes", "steps", "train_seconds")]
-        print(f"| {r['variant']} | " + " | ".join(head + cells) + " |")
+        name = f"{r['variant']} ({r['tag']})" if r.get("tag") else r["variant"]  # a variant on other data
+        print(f"| {name} | " + " | ".join(head + cells) + " |")
 
 
 def pictures(args) -> None:
