@@ -9,11 +9,13 @@ samples, then ``n_fine`` importance samples near the surface that tighten as bet
 (``core.sdf.upsample_near_surface``). Loss: MSE on colour + an eikonal term on the render samples and on
 uniform points in the scene box. Exports: the marching-cubes mesh of the SDF with vertex colours, a
 turntable, held-out PSNR/SSIM, and for primitives the fitted parameters as JSON.
+This file holds the config and the training loop; what the loop starts from (the field, its optimiser, the
+scene with the SDF's box) is in ``core/sdf_setup.py``, the previews, mesh metrics and exports in
+``core/sdf_outputs.py``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -166,44 +168,6 @@ def run(cfg: VolSDFConfig) -> Iterator[Event]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Fields
-
-
-def build_field(cfg: VolSDFConfig, device):
-    from .core.primitive_fit import parse_primitives
-    from .core.sdf import NeuralSDF, PrimitiveSDF
-
-    if cfg.field == "primitives":
-        return PrimitiveSDF(parse_primitives(cfg.primitives, cfg.bound, cfg.seed), cfg.smooth).to(device)
-    return NeuralSDF(cfg.bound, cfg.encoding, cfg.width, cfg.depth, cfg.feature_dim, cfg.n_freqs, cfg.hash_levels,
-                     cfg.hash_log2_size, int(2048 * cfg.bound / 1.5), init_radius=cfg.init_radius).to(device)
-
-
-def make_optimizer(cfg: VolSDFConfig, field, density, background: bool = False):
-    """Adam. primitives: lr on pose, size and beta, 5 lr on the colours (so they settle before the shapes
-    chase colour errors); neural hash: lr on the grid, lr * mlp_lr_factor on the MLPs and beta; harmonic: lr on
-    all."""
-    import torch
-
-    if cfg.field == "primitives":
-        lr = cfg.lr or 1e-2
-        colors = [field.color_logits]
-        rest = [p for p in field.parameters() if p is not field.color_logits]
-        groups = [{"params": rest + [density.b], "lr": lr}, {"params": colors, "lr": 5 * lr}]
-    elif cfg.encoding == "hash":
-        lr = cfg.lr or 1e-2
-        grid = list(field.encoding.parameters())
-        rest = [p for n, p in field.named_parameters() if not n.startswith("encoding.")]
-        factor = cfg.mlp_lr_factor or (1.0 if background else 0.1)
-        groups = [{"params": grid, "lr": lr}, {"params": rest + [density.b], "lr": lr * factor}]
-    else:
-        groups = [{"params": list(field.parameters()) + [density.b], "lr": cfg.lr or 5e-4}]
-    if not cfg.tie_alpha:
-        groups[-1]["params"].append(density.log_alpha)
-    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -211,13 +175,14 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
     import torch.nn.functional as F
 
-    from .core.images import colormap, normals_to_uint8, to_uint8
     from .core.metrics import mse_to_psnr, psnr
     from .core.primitive_fit import describe_primitives, recovery_errors
     from .core.rays import ray_aabb
     from .core.scene_space import render_background
     from .core.sdf import LaplaceDensity, eikonal_loss, render_sdf, sdf_gradient_by
     from .core.sdf_marching import SDFRadiance, occupancy_density, render_sdf_marched
+    from .core.sdf_outputs import export_run, mesh_metrics, preview_images
+    from .core.sdf_setup import BoxedSDF, build_field, load_sdf_scene, make_optimizer
     from .core.training import (RayBatches, TrainClock, at_seconds, final_scores, heldout_scores, peak_memory,
                                  preview_target, write_cameras)
     from .core.volume import render_image
@@ -233,7 +198,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     dev = ctx.device
     started = time.perf_counter()
     yield Log("loading the scene")
-    scene, half = yield from _load_scene(cfg, ctx)
+    scene, half = yield from load_sdf_scene(cfg, ctx, EXAMPLE_SCENES[cfg.field])
     root, train, val, bg_level = scene.root, scene.train, scene.val, scene.background
     real = scene.format != "blender" and train.alphas is None  # a photographed scene, not an object on nothing
     use_bg = cfg.background_model == "nerf" or (cfg.background_model == "auto" and real)
@@ -374,7 +339,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
                     modules.eval()
                     view = render_view(preview_cam)
                     losses["psnr_val"] = psnr(view["rgb"], preview_gt)
-                    yield Preview(step, _preview_images(view, to_uint8, colormap, normals_to_uint8),
+                    yield Preview(step, preview_images(view),
                                   caption=f"held-out view, step {step}, PSNR {losses['psnr_val']:.2f} dB, "
                                           f"beta {losses['beta']:.4g}, alpha {losses['alpha']:.4g}")
                     if cfg.field == "primitives":
@@ -387,7 +352,7 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
                 scores = heldout_scores(render_view, val)
                 timeline.update(at_seconds(t_at, psnr=scores["psnr"], steps=step, **peak_memory(dev)))
                 if cfg.mesh_resolution > 0:
-                    timeline.update(at_seconds(t_at, **_mesh_metrics(cfg, mesh_field, val, dev)))
+                    timeline.update(at_seconds(t_at, **mesh_metrics(cfg, mesh_field, val, dev)))
                 yield Log(f"{t_at:g}s of training ({step} steps): held-out PSNR {scores['psnr']:.2f} dB")
         if clock.out_of_time():
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
@@ -404,149 +369,8 @@ def _train(cfg: VolSDFConfig, ctx: RunContext) -> Iterator[Event]:
     yield Log(f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} {scored}; beta "
               f"{metrics['beta']:.4g}")
     if cfg.export:
-        yield from _export(cfg, ctx, modules, mesh_field, render_view, train, val, metrics, first_view, scene.space,
-                           half)
+        yield from export_run(cfg, ctx, modules, mesh_field, render_view, train, val, metrics, first_view,
+                              scene.space, half)
     elif cfg.mesh_resolution > 0:
-        metrics.update(_mesh_metrics(cfg, mesh_field, val, dev))
+        metrics.update(mesh_metrics(cfg, mesh_field, val, dev))
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
-
-
-def _load_scene(cfg: VolSDFConfig, ctx: RunContext):
-    """Generator of load_scene's events returning (LoadedScene, half (3,)): the scene with its cameras (and points,
-    bounds) moved so that the SDF's box is [-half, half], centred in the field's [-bound, bound]^3.
-
-    Objects (Blender scenes, images with alpha, ``space='object'``) fill the cube as before. A real capture in the
-    'forward' or 'unbounded' space gets the box ``scene_space.foreground_box`` chooses from its cameras, bounds and
-    sparse points, shifted and uniformly scaled (an SDF stays a distance) so its longest side spans the cube; what
-    lies outside is the background model's (``scene_space.fit_to_foreground``). The choice is logged: the space, why,
-    and the box."""
-    import numpy as np
-
-    from .core.scene_space import camera_layout, fit_to_foreground
-    from .core.training import load_scene
-
-    scene, space_line = None, ""
-    gen = load_scene(cfg, EXAMPLE_SCENES[cfg.field], ctx.out_dir, cfg.space, ("object", "forward", "unbounded"))
-    try:
-        while True:
-            ev = next(gen)
-            if isinstance(ev, Log) and ev.message.startswith("scene space:"):
-                space_line = ev.message  # NeRF's wording (NDC, contraction): said below in VolSDF's
-                continue
-            yield ev
-    except StopIteration as stop:
-        scene = stop.value
-    cube = np.full(3, float(cfg.bound))
-    if scene.space == "object":
-        if space_line:
-            yield Log(space_line.replace("; this method renders", "; VolSDF renders")
-                      + f"; the SDF's box is [-{cfg.bound:g}, {cfg.bound:g}]^3")
-        return scene, cube
-    c2w = scene.train.c2w.double().numpy()  # (before the move: the layout is the capture's)
-    box = fit_to_foreground(scene, cfg.bound)
-    half = box.half_in(cfg.bound)
-    layout = "chosen from the cameras: " + camera_layout(c2w)[1] if cfg.space == "auto" else "as asked"
-    yield Log(f"scene space: {scene.space}, {layout}. The SDF's box: {box.why}, "
-              f"{' x '.join(f'{2 * h:.2f}' for h in half)} in the field's [-{cfg.bound:g}, {cfg.bound:g}]^3; beyond it "
-              + ("the background model" if cfg.background_model != "none" else "nothing (--background-model none)"))
-    return scene, half
-
-
-def _preview_images(view, to_uint8, colormap, normals_to_uint8) -> dict:
-    import torch
-
-    opacity = view["opacity"]
-    normal = torch.nn.functional.normalize(view["normal"], dim=-1)
-    return {"rgb": to_uint8(view["rgb"]), "normal": normals_to_uint8(normal, opacity[..., None]),
-            "depth": colormap(view["depth"], mask=opacity > 0.5)}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Outputs
-
-
-class BoxedSDF:
-    """An SDF field clipped to the box [-half, half] (the intersection: max of the two distances), for meshing a
-    capture's foreground: outside the box the field was never trained. Colours and features are the field's."""
-
-    def __init__(self, field, half):
-        self.field, self.half = field, half
-
-    def sdf(self, x):
-        from .core.scene_space import box_sdf
-
-        return self.field.sdf(x).maximum(box_sdf(x, self.half.to(x.device)))
-
-    def geometry(self, x):
-        return self.field.geometry(x)
-
-    def color(self, x, normals, dirs, features):
-        return self.field.color(x, normals, dirs, features)
-
-
-def _mesh_metrics(cfg: VolSDFConfig, field, val, dev) -> dict[str, float]:
-    """The marching-cubes mesh's face count and watertightness, and with ``mesh_psnr_views`` its PSNR."""
-    from .core.metrics import mesh_psnr, mesh_stats
-    from .core.sdf import sdf_to_mesh
-
-    mesh = sdf_to_mesh(field, cfg.bound, cfg.mesh_resolution, dev, colors=cfg.mesh_psnr_views > 0)
-    stats = mesh_stats(mesh)
-    if cfg.mesh_psnr_views > 0:
-        stats["mesh_psnr"] = mesh_psnr(mesh, val, cfg.mesh_psnr_views, 1.0 if cfg.white_background else 0.0, dev)
-    return stats
-
-
-def _export(cfg: VolSDFConfig, ctx: RunContext, modules, mesh_field, render_view, train, val, metrics,
-            heldout: dict, space: str = "object", half=None) -> Iterator[Event]:
-    """Turntable (forward-facing captures: a small circle in the cameras' plane), held-out comparison (``heldout``:
-    view 0's render and truth as scoring made them), coloured mesh of ``mesh_field`` (a capture's: the SDF clipped
-    to its box), fitted primitives and checkpoint."""
-    import numpy as np
-    import torch
-
-    from .core.budget import export_seconds, grid_resolution, turntable
-    from .core.export import save_image, save_mesh, save_video
-    from .core.images import to_uint8
-    from .core.metrics import mesh_stats
-    from .core.sdf import primitives_to_json, sdf_to_mesh
-    from .core.training import turntable_camera
-
-    dev, field = ctx.device, modules["field"]
-    budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
-    side = min(cfg.preview_size, max(train.width, train.height))
-
-    def frame(k: int, n: int):
-        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
-
-    frames = yield from turntable(frame, cfg.turntable_frames, budget)
-    if frames:
-        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
-    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
-    yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
-
-    with torch.no_grad():
-        res = grid_resolution(lambda r: field.sdf(torch.zeros(r ** 3, 3, device=dev)), cfg.mesh_resolution, budget)
-    yield Log(f"extracting the mesh ({res}^3 grid)" + ("" if space == "object" else ": the foreground surface, the "
-                                                       "SDF inside its box (the background model is not meshed)"))
-    mesh = sdf_to_mesh(mesh_field, cfg.bound, res, dev)
-    metrics.update(mesh_stats(mesh))
-    if mesh.num_faces == 0:
-        yield Log("the SDF has no zero crossing inside the scene box: no mesh written", "warning")
-    else:
-        up = "y" if space == "forward" else "z"  # forward: the average camera's frame, y up (the viewer: its side)
-        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.glb"), up), "mesh (.glb)")
-        yield ctx.artifact("mesh", save_mesh(mesh, ctx.path("mesh.obj"), up), "mesh (.obj)")
-    if cfg.field == "primitives":
-        path = ctx.path("fitted_primitives.json")
-        path.write_text(json.dumps(primitives_to_json(field.primitives(), cfg.smooth), indent=1))
-        yield ctx.artifact("json", path, "fitted primitives (.json)")
-    yield Log("writing the checkpoint")
-    torch.save({"config": dataclasses.asdict(cfg), "state": modules.state_dict(), "space": space,
-                "box_half": None if half is None else [float(h) for h in half],
-                "cameras": {"train": train.c2w, "val": val.c2w}}, ctx.path("model.pt"))
-    yield ctx.artifact("checkpoint", ctx.path("model.pt"), "checkpoint")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The primitives example scene: known shapes, rendered by the project's rasterizer
-

@@ -141,13 +141,14 @@ def test_blender_scene_is_unchanged(tmp_path):
     """An object on a background (a Blender scene) trains as before: the cube [-bound, bound]^3 as its box, the
     cameras as the Blender loader gives them, no background model, no scene-space line."""
     from pipelines.core.datasets import load_blender
-    from pipelines.volsdf import EXAMPLE_SCENES, _load_scene
+    from pipelines.core.sdf_setup import load_sdf_scene
+    from pipelines.volsdf import EXAMPLE_SCENES
 
     class Ctx:
         out_dir = tmp_path
 
     cfg = _cfg("", tmp_path, steps=3, eval_views=1)
-    gen = _load_scene(cfg, Ctx())
+    gen = load_sdf_scene(cfg, Ctx(), EXAMPLE_SCENES[cfg.field])
     logs = []
     try:
         while True:
