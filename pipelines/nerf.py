@@ -302,27 +302,14 @@ def _export(cfg: NerfConfig, ctx: RunContext, modules, grid, render_view, train,
     """Turntable (forward-facing: a small circle before the scene), side-by-side held-out image (``heldout``:
     view 0's render and truth as scoring made them), coloured mesh (unbounded: of the unit ball around the
     centre; none for forward-facing) and checkpoint."""
-    import numpy as np
     import torch
 
-    from .core.budget import export_seconds, turntable
-    from .core.export import save_image, save_video
-    from .core.images import to_uint8
-    from .core.training import turntable_camera
+    from .core.budget import export_seconds
+    from .core.training import turntable_and_heldout
 
     budget = export_seconds(metrics.get("train_seconds", 0.0))
     field = modules["field"] if grid is not None else modules["fine"]
-    side = min(cfg.preview_size, max(train.width, train.height))
-
-    def frame(k: int, n: int):
-        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
-
-    frames = yield from turntable(frame, cfg.turntable_frames, budget)
-    if frames:
-        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
-
-    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
-    yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
+    yield from turntable_and_heldout(ctx, cfg, render_view, train, space, heldout, budget)
 
     bound = 1.0 if space == "unbounded" else cfg.bound  # contraction leaves the unit ball as it is
     if space == "forward":

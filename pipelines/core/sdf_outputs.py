@@ -41,28 +41,17 @@ def export_run(cfg, ctx: RunContext, modules, mesh_field, render_view, train, va
     """Turntable (forward-facing captures: a small circle in the cameras' plane), held-out comparison (``heldout``:
     view 0's render and truth as scoring made them), coloured mesh of ``mesh_field`` (a capture's: the SDF clipped
     to its box), fitted primitives and checkpoint."""
-    import numpy as np
     import torch
 
-    from .budget import export_seconds, grid_resolution, turntable
-    from .export import save_image, save_mesh, save_video
-    from .images import to_uint8
+    from .budget import export_seconds, grid_resolution
+    from .export import save_mesh
     from .metrics import mesh_stats
     from .sdf import primitives_to_json, sdf_to_mesh
-    from .training import turntable_camera
+    from .training import turntable_and_heldout
 
     dev, field = ctx.device, modules["field"]
     budget = export_seconds(metrics.get("train_seconds", 0.0))  # exports cost in proportion to the run
-    side = min(cfg.preview_size, max(train.width, train.height))
-
-    def frame(k: int, n: int):
-        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
-
-    frames = yield from turntable(frame, cfg.turntable_frames, budget)
-    if frames:
-        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
-    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
-    yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
+    yield from turntable_and_heldout(ctx, cfg, render_view, train, space, heldout, budget)
 
     with torch.no_grad():
         res = grid_resolution(lambda r: field.sdf(torch.zeros(r ** 3, 3, device=dev)), cfg.mesh_resolution, budget)

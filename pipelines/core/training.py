@@ -369,6 +369,27 @@ def turntable_camera(train, space: str, side: int, k: int, n: int):
     return orbit_cameras(n, dist, elev, fov, side)[k]
 
 
+def turntable_and_heldout(ctx, cfg, render_view: Callable, train, space: str, heldout: dict, budget: float) -> Iterator:
+    """The exports NeRF and VolSDF share, a generator: the turntable video (``turntable_camera``'s frames, as
+    many as ``budget`` seconds allow) and the held-out view beside its truth (``heldout``: final_scores' view 0)."""
+    import numpy as np
+
+    from .budget import turntable
+    from .export import save_image, save_video
+    from .images import to_uint8
+
+    side = min(cfg.preview_size, max(train.width, train.height))
+
+    def frame(k: int, n: int):
+        return to_uint8(render_view(turntable_camera(train, space, side, k, n))["rgb"])
+
+    frames = yield from turntable(frame, cfg.turntable_frames, budget)
+    if frames:
+        yield ctx.artifact("video", save_video(frames, ctx.path("turntable.mp4")), "turntable")
+    side_by_side = np.concatenate([to_uint8(heldout["rgb"]), to_uint8(heldout["gt"])], axis=1)
+    yield ctx.artifact("image", save_image(side_by_side, ctx.path("heldout_view.png")), "held-out view: render | truth")
+
+
 def heldout_scores(render_view: Callable, views, max_pixels: int = 0) -> dict[str, float]:
     """Mean PSNR and SSIM over every view of ``views`` (``camera(i)``, ``images`` (N, H, W, 3) on any device), each
     scored by ``score_view`` with ``max_pixels``.
