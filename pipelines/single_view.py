@@ -80,6 +80,10 @@ class SingleViewConfig(PipelineConfig):
     """Weight of the mesh's squared edge length (PyTorch3D's mesh-fitting tutorial: 1.0; shipped model: 0)."""
     w_normal: float = 0.01
     """Weight of the normal consistency of adjacent faces (the tutorial: 0.01; shipped model: 0)."""
+    mesh_reg_end: float = 1.0
+    """The three mesh regularisers' weights at the end of training as a share of the above, reached linearly
+    (1: constant). Below 1 the sphere is held smooth while it takes the object's shape and is then let onto thin
+    parts: at constant weights 1 / 1 / 0.01 folds fell from 0.33 to 0.02 of the faces but F1@5 % from 0.669 to 0.608."""
     voxel_pos_power: float = 0.5
     """Voxel loss: weight of each grid's solid cells in its cross-entropy, ((1 - f) / f) ** power with f the
     occupied fraction (0: plain BCE, the shipped model; 1: solid and empty cells weigh the same in total)."""
@@ -219,7 +223,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         images, occ, pts = _batch(train, cfg, gen)
         with torch.autocast(**amp):
             out = model(images, heads)
-        losses = _losses(out, occ, pts, model, cfg, gen)
+        losses = _losses(out, occ, pts, model, cfg, gen, progress)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
@@ -305,10 +309,11 @@ def _batch(train, cfg: SingleViewConfig, gen):
     return images, occ, pts
 
 
-def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen) -> dict:
+def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: float = 0.0) -> dict:
     """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
     plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
-    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers."""
+    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers, their weights
+    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1."""
     import torch
     import torch.nn.functional as F
 
@@ -343,13 +348,14 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen) -> dict:
         samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
         losses["mesh_cd"] = chamfer_distance(samples, pts).mean()
         losses["laplacian"] = laplacian_smoothing(verts, edges)
-        loss = loss + losses["mesh_cd"] + cfg.w_laplacian * losses["laplacian"]
+        reg = 1.0 + (cfg.mesh_reg_end - 1.0) * progress
+        loss = loss + losses["mesh_cd"] + reg * cfg.w_laplacian * losses["laplacian"]
         if cfg.w_edge:
             losses["edge"] = edge_loss(verts, edges)
-            loss = loss + cfg.w_edge * losses["edge"]
+            loss = loss + reg * cfg.w_edge * losses["edge"]
         if cfg.w_normal:
             losses["normal"] = normal_consistency(verts, faces, model.template_pairs)
-            loss = loss + cfg.w_normal * losses["normal"]
+            loss = loss + reg * cfg.w_normal * losses["normal"]
     losses["loss"] = loss
     return losses
 

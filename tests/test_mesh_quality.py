@@ -148,3 +148,8 @@ def test_training_loss_adds_each_mesh_regulariser_with_its_weight():
     off = SingleViewConfig(gt_points=64, w_laplacian=0.0, w_edge=0.0, w_normal=0.0)
     bare = _losses({"mesh": verts}, pts, pts, model, off, torch.Generator().manual_seed(2))
     assert float(bare["loss"]) == pytest.approx(float(parts["mesh_cd"]), rel=1e-6)
+    # mesh_reg_end: the regularisers' weights go linearly from 1x at the start to that share at the end.
+    decay = SingleViewConfig(gt_points=64, mesh_reg_end=0.1)
+    for progress, share in ((0.0, 1.0), (0.5, 0.55), (1.0, 0.1)):
+        at = _losses({"mesh": verts}, pts, pts, model, decay, torch.Generator().manual_seed(2), progress)
+        assert float(at["loss"] - at["mesh_cd"]) == pytest.approx(share * float(total - parts["mesh_cd"]), rel=1e-5)
