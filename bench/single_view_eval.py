@@ -33,7 +33,8 @@ from common import device_name
 from single_view_finetune import HEAD_COLUMNS, MESH_COLUMNS, head_finetune, mesh_finetune
 
 from pipelines.events import Log, run_to_completion
-from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs, run
+from pipelines.core.single_view_outputs import evaluate
+from pipelines.single_view import SingleViewConfig, resolve_packs, run
 
 VARIANTS = {
     # Training set: how much furniture, and whether other objects help.

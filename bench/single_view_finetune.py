@@ -9,7 +9,8 @@ from pathlib import Path
 
 from common import device_name
 
-from pipelines.single_view import SingleViewConfig, evaluate, resolve_packs
+from pipelines.core.single_view_outputs import evaluate
+from pipelines.single_view import SingleViewConfig, resolve_packs
 
 MESH_COLUMNS = ["mesh_f1@0.01", "mesh_f1@0.02", "mesh_f1@0.05", "mesh_cd", "mesh_normal_consistency",
                 "mesh_self_intersection", "mesh_edge_spread"]

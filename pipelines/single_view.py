@@ -9,7 +9,8 @@ optional edge-length and normal-consistency terms). Targets live in the input vi
 
 ``mode="train"`` trains on packed data (``python -m pipelines single_view data build``) and evaluates on
 held-out shapes; ``mode="predict"`` reconstructs one image with a checkpoint (default: the shipped one).
-Model, checkpoint files and rendering helpers are in ``core/single_view_net.py``.
+Model, checkpoint files and rendering helpers are in ``core/single_view_net.py``; the held-out scores, the
+prediction's files and the checkpoint's manifest in ``core/single_view_outputs.py``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .core.single_view_outputs import (HEADS, checkpoint_manifest as _manifest, evaluate,
+                                       export_prediction as _export_prediction)
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,13 +30,6 @@ ASSETS = REPO / "assets" / "single_view"
 SHIPPED_MODEL = ASSETS / "model"
 MINI_PACK = ASSETS / "mini.npz"
 BUILT_PACKS = Path(".data/single_view/pack")
-HEADS = ("voxels", "points", "mesh")
-THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05)
-MESH_QUALITY = {
-    "mesh_normal_consistency": "mean |cos| between each mesh sample's normal and its nearest true sample's (1 best)",
-    "mesh_self_intersection": "share of faces crossing a non-adjacent face (0 best)",
-    "mesh_edge_spread": "std / mean of the edge lengths (the level-4 template icosphere: 0.065)",
-}
 
 
 @dataclass
@@ -164,19 +160,6 @@ def resolve_packs(data: str) -> list[Path]:
     if missing or not paths:
         raise UserInputError(f"no pack files at {data!r}" + (f" (missing: {', '.join(missing)})" if missing else ""))
     return paths
-
-
-def command_line(cfg: SingleViewConfig) -> str:
-    """The CLI command that reproduces this config (flags that differ from the defaults)."""
-    import dataclasses
-
-    flags = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name not in ("out_dir", "device") and v != f.default:
-            flag = "--" + f.name.replace("_", "-")
-            flags.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f"{flag} {v}")
-    return " ".join(["python -m pipelines single_view", *flags])
 
 
 def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
@@ -359,92 +342,6 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
     losses["loss"] = loss
     return losses
 
-
-def _manifest(cfg: SingleViewConfig, dev, data_info: dict, metrics: dict, n_scored: int, scored: str) -> dict:
-    """What a trained checkpoint's manifest.json records: data, command, device, scores and what they were on."""
-    import torch
-
-    return dict(data={**data_info, "built_by": "python -m pipelines single_view data build"},
-                command=command_line(cfg), device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
-                metrics=metrics, scored_on=f"{n_scored} {scored}",
-                metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
-                             "bench/single_view_eval.py score re-scores the files")
-
-
-def evaluate(model, data, heads, cfg: SingleViewConfig, device, batch: int = 32, on_batch=None) -> dict[str, float]:
-    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size over held-out views, the
-    share of stray predicted points (``*_stray``: farther than 5 % of the object's size from the truth), and
-    the mesh's quality (``MESH_QUALITY``; normal consistency only where the data has true normals)."""
-    import torch
-
-    from .core.shape_losses import (chamfer_distance, edge_length_spread, f_score, self_intersection_fraction,
-                                    stray_fraction, surface_normal_consistency, voxel_iou)
-    from .core.shapes import cubify, sample_surface
-
-    V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
-    pairs = [(s, v) for s in range(len(data)) for v in range(V)]
-    scores: dict[str, list] = {}
-
-    def add(name, values):
-        scores.setdefault(name, []).append(values.float().cpu())
-
-    gen = torch.Generator(device).manual_seed(0)
-    for i in range(0, len(pairs), batch):
-        si = torch.tensor([p[0] for p in pairs[i:i + batch]], device=device)
-        vi = torch.tensor([p[1] for p in pairs[i:i + batch]], device=device)
-        occ, gt = data.targets(si, vi)
-        with torch.no_grad():
-            out = model(data.images[si, vi].float() / 255.0, heads)
-            clouds = {}
-            if "voxels" in out:
-                solid = torch.sigmoid(out["voxels"].float()) > cfg.voxel_threshold
-                add("voxels_iou", voxel_iou(solid, occ))
-                samples = []
-                for g in solid:
-                    m = cubify(g)
-                    samples.append(sample_surface(m.verts, m.faces, gt.shape[1], gen) if m.num_faces
-                                   else torch.zeros(gt.shape[1], 3, device=device))
-                clouds["voxels"] = torch.stack(samples)
-            if "points" in out:
-                clouds["points"] = out["points"].float()
-            if "mesh" in out:
-                verts = out["mesh"].float()
-                clouds["mesh"], normals = sample_surface(verts, model.template_faces, gt.shape[1], gen,
-                                                         return_normals=True)
-                gt_normals = data.target_normals(si, vi)
-                if gt_normals is not None:
-                    add("mesh_normal_consistency", surface_normal_consistency(clouds["mesh"], normals, gt, gt_normals))
-                add("mesh_self_intersection", self_intersection_fraction(verts, model.template_faces))
-                add("mesh_edge_spread", edge_length_spread(verts, model.template_edges))
-            for name, pc in clouds.items():
-                add(f"{name}_cd", chamfer_distance(pc, gt))
-                add(f"{name}_stray", stray_fraction(pc, gt, 0.05))
-                for t, f in f_score(pc, gt, THRESHOLDS).items():
-                    add(f"{name}_f1@{t:g}", f)
-        if on_batch is not None:
-            on_batch(min(i + batch, len(pairs)), len(pairs))
-    order = (["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
-             + [f"{h}_stray" for h in HEADS] + list(MESH_QUALITY))
-    return {k: float(torch.cat(scores[k]).mean()) for k in order if k in scores}
-
-
-def _export_prediction(ctx: RunContext, model, image, pred, threshold: float) -> Iterator[Event]:
-    """input.png, voxels.glb (cubes), points.ply, mesh.glb of one prediction."""
-    from .core.export import save_image, save_mesh, save_point_cloud
-    from .core.images import to_uint8
-    from .core.single_view_net import prediction_geometry
-
-    yield ctx.artifact("image", save_image(to_uint8(image.permute(1, 2, 0)), ctx.path("input.png")), "input (cropped)")
-    geo = prediction_geometry(pred, model, threshold)
-    if "voxels" in geo:
-        if geo["voxels"].num_faces:
-            yield ctx.artifact("voxels", save_mesh(geo["voxels"], ctx.path("voxels.glb")), "voxels (.glb)")
-        else:
-            yield Log(f"no voxel above probability {threshold}: no voxel mesh written", "warning")
-    if "points" in geo:
-        yield ctx.artifact("points", save_point_cloud(geo["points"], ctx.path("points.ply")), "point cloud (.ply)")
-    if "mesh" in geo:
-        yield ctx.artifact("mesh", save_mesh(geo["mesh"], ctx.path("mesh.glb")), "mesh (.glb)")
 
 
 def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
