@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.single_view_outputs import (HEADS, checkpoint_manifest as _manifest, evaluate,
-                                       export_prediction as _export_prediction)
+from .core.single_view_outputs import HEADS, checkpoint_manifest, evaluate, export_prediction
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,13 +242,13 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         folder = ctx.out_dir / "model"
         data_info = dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
                          train_shapes=len(train), heldout_shapes=0 if note else len(test), views=V)
-        save_checkpoint(model, folder, cfg.weights_format, _manifest(cfg, dev, data_info, metrics, len(test), scored),
-                        credits_meta=train.meta)
+        manifest = checkpoint_manifest(cfg, dev, data_info, metrics, len(test), scored)
+        save_checkpoint(model, folder, cfg.weights_format, manifest, credits_meta=train.meta)
         yield ctx.artifact("checkpoint", folder / "config.json", "checkpoint (folder)")
         with torch.no_grad():
             pred = model(preview_in, heads)
         try:
-            yield from _export_prediction(ctx, model, preview_in[0], pred, cfg.voxel_threshold)
+            yield from export_prediction(ctx, model, preview_in[0], pred, cfg.voxel_threshold)
         except ImportError as e:  # a bare GPU machine without trimesh: the checkpoint is what matters there
             yield Log(f"prediction files not written ({e})", "warning")
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
@@ -365,7 +364,7 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     with torch.no_grad():
         pred = model(x, heads)
     yield Preview(1, preview_images(x[0], pred, model, cfg.voxel_threshold), caption="prediction")
-    yield from _export_prediction(ctx, model, x[0], pred, cfg.voxel_threshold)
+    yield from export_prediction(ctx, model, x[0], pred, cfg.voxel_threshold)
     metrics = {}
     if "voxels" in pred:
         metrics["voxels_solid"] = float((torch.sigmoid(pred["voxels"].float()) > cfg.voxel_threshold).sum())
