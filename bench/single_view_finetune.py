@@ -64,10 +64,10 @@ def mesh_finetune(args) -> None:
         opt = torch.optim.Adam(model.mesh_head.parameters(), lr=args.lr)
         gen = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for i in range(steps):
             b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
             verts = model.template_verts + model.mesh_head(feats[b]).view(len(b), -1, 3)
-            loss = _losses({"mesh": verts}, pts[b], pts[b], model, cfg, gen)["loss"]
+            loss = _losses({"mesh": verts}, pts[b], pts[b], model, cfg, gen, i / steps)["loss"]  # (mesh_reg_end)
             opt.zero_grad()
             loss.backward()
             opt.step()
