@@ -84,6 +84,10 @@ class Magic3DConfig(Text3DConfig):
     noise that volume rendering averaged away along each ray; read at one surface point a pixel it speckles."""
     texture_samples: int = 8
     """Points the colour field is averaged over at each surface point (texture_blur)."""
+    texture_checkpoint: bool = False
+    """Recompute the filtered colour lookups in the backward instead of keeping them: the fine stage's peak at 512 px
+    was 13 GB on an H200 with them kept (4.3 GB before the filter); on for GPUs of 16 GB or less, at the price of
+    a second forward of the lookups (not measured on a GPU yet)."""
     fine_t_max: float = 0.5
     """Largest diffusion time of the fine stage (small t refines details; Magic3D: 0.5)."""
     fine_camera_distance_min: float = 2.0

@@ -153,6 +153,25 @@ def test_filtered_texture_averages_out_fine_noise_and_keeps_smooth_fields():
     w = torch.zeros(3, requires_grad=True)
     filtered(lambda p: p + w, 0.02, 8)(x).sum().backward()
     assert torch.allclose(w.grad, torch.full((3,), float(len(x))))
+    # checkpointed: the same values and gradients, and only the points kept for the backward
+    field = torch.nn.Linear(3, 3)
+    saved: dict = {}
+
+    def read(f, key):
+        saved[key] = 0
+
+        def pack(t):
+            saved[key] += t.numel()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = f(x)
+        field.zero_grad()
+        out.square().sum().backward()
+        return out.detach(), field.weight.grad.clone()
+
+    plain, recomputed = read(filtered(field, 0.02, 8), "plain"), read(filtered(field, 0.02, 8, checkpoint=True), "ckpt")
+    assert torch.equal(plain[0], recomputed[0]) and torch.allclose(plain[1], recomputed[1])
+    assert saved["ckpt"] <= x.numel() < saved["plain"]
     # the radius: texture_blur pixels of a fine render at the fine cameras' middle distance and field of view
     cfg = Magic3DConfig(texture_blur=2.0)
     dist, fov = 0.5 * (cfg.fine_camera_distance_min + cfg.fine_camera_distance_max), 0.5 * (30 + 45)

@@ -39,7 +39,7 @@ def colour_fn(student, cfg, radius: float):
     filtered over ``radius`` (``core.texture.filtered``)."""
     from .texture import filtered
 
-    return filtered(student.albedo, radius, cfg.texture_samples, cfg.seed)
+    return filtered(student.albedo, radius, cfg.texture_samples, cfg.seed, cfg.texture_checkpoint)
 
 
 

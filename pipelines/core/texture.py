@@ -36,8 +36,8 @@ def face_atlas(faces: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tens
     return faces.reshape(-1).long(), torch.arange(3 * n_faces, device=dev).view(n_faces, 3), uv
 
 
-def filtered(color_fn: Callable[[torch.Tensor], torch.Tensor], radius: float,
-             samples: int = 8, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+def filtered(color_fn: Callable[[torch.Tensor], torch.Tensor], radius: float, samples: int = 8, seed: int = 0,
+             checkpoint: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """``color_fn`` averaged over ``samples`` fixed offsets (a seeded Gaussian draw of standard deviation
     ``radius``, centred so that a linear field is unchanged): a low-pass filter of a volumetric texture.
 
@@ -45,7 +45,8 @@ def filtered(color_fn: Callable[[torch.Tensor], torch.Tensor], radius: float,
     each ray; its finest levels keep noise that a surface read at one point per pixel shows as speckles
     (Magic3D's fine stage). Averaging over about a pixel's footprint reads what the volume render saw. The
     offsets are fixed, so training, previews and the baked texture read the same function. ``radius`` <= 0 or
-    ``samples`` <= 1: ``color_fn`` itself."""
+    ``samples`` <= 1: ``color_fn`` itself. ``checkpoint``: keep only the points for the backward and read the field
+    again there (``torch.utils.checkpoint``): a hash grid's eight lookups keep about 19 KB a point otherwise."""
     if radius <= 0 or samples <= 1:
         return color_fn
     offsets = torch.randn(samples, 3, generator=torch.Generator().manual_seed(seed))
@@ -59,6 +60,10 @@ def filtered(color_fn: Callable[[torch.Tensor], torch.Tensor], radius: float,
         off = cache[key]
         return color_fn((x[:, None, :] + off).reshape(-1, 3)).view(len(x), samples, -1).mean(1)
 
+    if checkpoint:
+        from torch.utils.checkpoint import checkpoint as recompute
+
+        return lambda x: recompute(fn, x, use_reentrant=False) if torch.is_grad_enabled() else fn(x)
     return fn
 
 
