@@ -106,14 +106,15 @@ class VolSDFConfig(PosedImagesConfig):
     """Weight of the eikonal loss mean (|grad d| - 1)^2."""
     eikonal_points: int = 1024
     """Uniform points in the scene box per step for the eikonal loss (besides the render samples)."""
-    gradient: Literal["analytic", "finite_difference"] = "finite_difference"
+    gradient: Literal["analytic", "finite_difference", "tetrahedral"] = "finite_difference"
     """SDF gradients (normals and the eikonal term): 'finite_difference' by central differences (instant-nsr-pl,
     NeuS2): 6 more SDF evaluations per point, trained with first-order backward passes only, so the fused hash-grid
-    kernels serve it on CUDA (lego, H200, 120 s: 27.1 dB against 26.3 analytic); 'analytic' by autograd, a double
+    kernels serve it on CUDA (lego, H200, 120 s: 27.1 dB against 26.3 analytic); 'tetrahedral': 4 more, at a
+    tetrahedron's corners (first-order accurate; not yet measured on a GPU); 'analytic' by autograd, a double
     backward through the field when training."""
     fd_eps: float = 0.0
-    """finite_difference: the step in scene units; 0 follows the hash grid coarse to fine (one cell of the finest
-    active level, as instant-nsr-pl's 'progressive' step), or 1e-3 * bound for other fields."""
+    """finite_difference, tetrahedral: the step in scene units; 0 follows the hash grid coarse to fine (one cell of
+    the finest active level, as instant-nsr-pl's 'progressive' step), or 1e-3 * bound for other fields."""
     width: int = 64
     """neural: SDF MLP width (VolSDF: 256)."""
     depth: int = 2

@@ -211,9 +211,10 @@ def test_volsdf_tab_matches_the_config(monkeypatch):
     assert tiny.steps == tab.TINY["steps"] and tiny.downscale == tab.TINY["downscale"]
 
 
-def test_finite_difference_run_on_lego_trains(lego, tmp_path):
+@pytest.mark.parametrize("gradient", ["finite_difference", "tetrahedral"])
+def test_finite_difference_run_on_lego_trains(lego, tmp_path, gradient):
     cfg = VolSDFConfig(scene=str(lego), out_dir=str(tmp_path), **{
-        **TINY, **TINY_NEURAL, "export": False, "gradient": "finite_difference", "steps": 40, "batch_rays": 128,
+        **TINY, **TINY_NEURAL, "export": False, "gradient": gradient, "steps": 40, "batch_rays": 128,
         "n_coarse": 16, "n_fine": 8, "eikonal_points": 64, "eval_views": 1, "mesh_resolution": 16,
         "preview_every": 10, "hash_warmup": 20})
     events = list(run(cfg))

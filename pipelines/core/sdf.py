@@ -322,29 +322,45 @@ def sdf_gradient(sdf_fn, x: torch.Tensor, create_graph: bool = False) -> torch.T
     return grad
 
 
-def fd_gradient(sdf_fn, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(N, 3) d sdf / dx by central differences with step ``eps`` (instant-nsr-pl's and NeuS2's alternative to the
-    double backward): 6 more SDF evaluations, differentiable to first order only, so an eikonal loss on it
-    trains the field with plain backward passes (and the fused hash encoding, which has no double backward)."""
-    offsets = torch.eye(3, device=x.device, dtype=x.dtype) * eps
-    pts = torch.cat([x[None] + offsets[:, None], x[None] - offsets[:, None]]).reshape(-1, 3)  # (6 N, 3)
-    d = sdf_fn(pts).reshape(6, -1).to(x.dtype)
-    return ((d[:3] - d[3:]) / (2 * eps)).T
+FD_METHODS = ("finite_difference", "tetrahedral")
+TETRAHEDRON = ((1.0, -1.0, -1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, -1.0), (1.0, 1.0, 1.0))
+
+
+def fd_stencil(method: str, eps: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets (K, 3), weights (3, K)) of a finite-difference gradient: grad = weights @ sdf(x + offsets).
+    'finite_difference': central differences along the axes (K = 6, error O(eps^2)); 'tetrahedral': the four
+    corners of a regular tetrahedron at distance ``eps`` (K = 4, error O(eps) from the mixed second derivatives),
+    a third fewer SDF evaluations a point."""
+    if method == "tetrahedral":
+        v = torch.tensor(TETRAHEDRON, device=device, dtype=dtype) / math.sqrt(3)  # unit; sum v v^T = 4/3 I
+        return v * eps, v.T * (3 / (4 * eps))
+    eye = torch.eye(3, device=device, dtype=dtype)
+    return torch.cat([eye, -eye]) * eps, torch.cat([eye, -eye], 1) / (2 * eps)
+
+
+def fd_gradient(sdf_fn, x: torch.Tensor, eps: float, method: str = "finite_difference") -> torch.Tensor:
+    """(N, 3) d sdf / dx by finite differences with step ``eps`` (``fd_stencil``; instant-nsr-pl's and NeuS2's
+    alternative to the double backward): 6 (or 4) more SDF evaluations, differentiable to first order only, so an
+    eikonal loss on it trains the field with plain backward passes (and the fused hash encoding, which has no double
+    backward)."""
+    offsets, weights = fd_stencil(method, eps, x.device, x.dtype)
+    d = sdf_fn((x[None] + offsets[:, None]).reshape(-1, 3)).reshape(len(offsets), -1).to(x.dtype)
+    return (weights @ d).T
 
 
 def geometry_and_gradient(field, x: torch.Tensor, method: str = "analytic", eps: float = 1e-3):
     """(sdf (N,), features (N, F), d sdf / dx (N, 3)) at ``x``, the gradient by ``method``: 'analytic' (autograd;
-    its graph kept for a double backward when autograd is on) or 'finite_difference' (central differences,
-    evaluated in the same ``field.geometry`` call as the points themselves: one pass of 7 N points, fewer kernel
-    launches than two). Under ``torch.no_grad`` everything comes back detached."""
+    its graph kept for a double backward when autograd is on) or one of ``FD_METHODS`` (``fd_stencil``, evaluated
+    in the same ``field.geometry`` call as the points themselves: one pass of 7 N (tetrahedral: 5 N) points, fewer
+    kernel launches than two). Under ``torch.no_grad`` everything comes back detached."""
     n = x.shape[0]
-    if method == "finite_difference":
-        offsets = torch.eye(3, device=x.device, dtype=x.dtype) * eps
+    if method in FD_METHODS:
+        offsets, weights = fd_stencil(method, eps, x.device, x.dtype)
         x = x.detach()
-        pts = torch.cat([x[None], x[None] + offsets[:, None], x[None] - offsets[:, None]]).reshape(-1, 3)
+        pts = torch.cat([x[None], x[None] + offsets[:, None]]).reshape(-1, 3)
         sdf_all, feat_all = field.geometry(pts)
-        d = sdf_all[n:].reshape(6, n).to(x.dtype)
-        return sdf_all[:n], feat_all[:n], ((d[:3] - d[3:]) / (2 * eps)).T
+        d = sdf_all[n:].reshape(len(offsets), n).to(x.dtype)
+        return sdf_all[:n], feat_all[:n], (weights @ d).T
     training = torch.is_grad_enabled()
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -356,11 +372,11 @@ def geometry_and_gradient(field, x: torch.Tensor, method: str = "analytic", eps:
 
 
 def sdf_gradient_by(method: str, sdf_fn, x: torch.Tensor, eps: float = 1e-3, create_graph: bool = False):
-    """``sdf_gradient`` ('analytic') or ``fd_gradient`` ('finite_difference'); the latter keeps its graph when
-    autograd is on and ``create_graph``."""
-    if method == "finite_difference":
+    """``sdf_gradient`` ('analytic') or ``fd_gradient`` (``FD_METHODS``); the latter keeps its graph when autograd
+    is on and ``create_graph``."""
+    if method in FD_METHODS:
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            return fd_gradient(sdf_fn, x.detach(), eps)
+            return fd_gradient(sdf_fn, x.detach(), eps, method)
     return sdf_gradient(sdf_fn, x, create_graph)
 
 
