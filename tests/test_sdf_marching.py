@@ -7,7 +7,8 @@ import torch
 from pipelines.core.cameras import orbit_cameras
 from pipelines.core.occupancy import OccupancyGrid
 from pipelines.core.rays import camera_rays, ray_aabb
-from pipelines.core.sdf import LaplaceDensity, Primitive, PrimitiveSDF, render_sdf
+from pipelines.core.sdf import LaplaceDensity, render_sdf
+from pipelines.core.sdf_primitives import Primitive, PrimitiveSDF
 from pipelines.core.sdf_marching import SDFRadiance, interval_density, occupancy_density, render_sdf_marched
 
 

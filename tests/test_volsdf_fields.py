@@ -1,5 +1,5 @@
-"""VolSDF's field and renderer on CPU (core/sdf.py): the Laplace density, analytic SDFs and the primitives field,
-the eikonal loss, the neural SDF's starting sphere, a rendered sphere against a rasterized one, sampling near the
+"""VolSDF's field and renderer on CPU (core/sdf.py, core/sdf_primitives.py): the Laplace density, analytic SDFs and
+the primitives field, the eikonal loss, the neural SDF's starting sphere, a rendered sphere against a rasterized one, sampling near the
 surface, the mesh's PSNR against the volume render, finite-difference gradients. The pipeline (runs, CLI, tab):
 test_volsdf_pipeline.py."""
 import math
@@ -9,9 +9,10 @@ import torch
 
 from pipelines.core.cameras import orbit_cameras
 from pipelines.core.rays import camera_rays, ray_aabb
-from pipelines.core.sdf import (LaplaceDensity, NeuralSDF, Primitive, PrimitiveSDF, eikonal_loss, laplace_cdf,
-                                render_sdf, sdf_box, sdf_capsule, sdf_gradient, sdf_sphere, sdf_to_density, sdf_to_mesh,
-                                sdf_torus, smooth_min)
+from pipelines.core.sdf import (LaplaceDensity, NeuralSDF, eikonal_loss, laplace_cdf, render_sdf, sdf_gradient,
+                                sdf_to_density, sdf_to_mesh)
+from pipelines.core.sdf_primitives import (Primitive, PrimitiveSDF, sdf_box, sdf_capsule, sdf_sphere, sdf_torus,
+                                           smooth_min)
 
 
 # ------------------------------------------------------------------------------------------------ density

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import PIPELINES, UserInputError
-from pipelines.core.sdf import PrimitiveSDF, sdf_to_mesh
+from pipelines.core.sdf import sdf_to_mesh
+from pipelines.core.sdf_primitives import PrimitiveSDF
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
 from pipelines.train.example_scenes import make_primitive_scene, scene_primitives
 from pipelines.volsdf import VolSDFConfig, run

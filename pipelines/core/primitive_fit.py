@@ -1,6 +1,6 @@
 """VolSDF's primitives field, fitted: the primitives a run starts from (``parse_primitives``: a .json file or kinds
 at seeded places), a one-line description for the log, and the recovery errors against a scene's ground truth.
-The field itself (``PrimitiveSDF``, ``Primitive``) is in core/sdf.py."""
+The field itself (``PrimitiveSDF``, ``Primitive``) is in core/sdf_primitives.py."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ from ..config import UserInputError
 
 
 def parse_primitives(spec: str, bound: float, seed: int):
-    """``cfg.primitives`` -> list of core.sdf.Primitive: a .json file, or kinds at seeded random places."""
+    """``cfg.primitives`` -> list of core.sdf_primitives.Primitive: a .json file, or kinds at seeded random places."""
     import torch
 
-    from .sdf import PRIMITIVE_SIZES, Primitive, primitives_from_json
+    from .sdf_primitives import PRIMITIVE_SIZES, Primitive, primitives_from_json
 
     spec = spec.strip()
     if spec.lower().endswith(".json"):

@@ -46,7 +46,8 @@ def export_run(cfg, ctx: RunContext, modules, mesh_field, render_view, train, va
     from .budget import export_seconds, grid_resolution
     from .export import save_mesh
     from .metrics import mesh_stats
-    from .sdf import primitives_to_json, sdf_to_mesh
+    from .sdf import sdf_to_mesh
+    from .sdf_primitives import primitives_to_json
     from .training import turntable_and_heldout
 
     dev, field = ctx.device, modules["field"]

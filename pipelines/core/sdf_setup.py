@@ -12,7 +12,8 @@ from ..events import Log
 
 def build_field(cfg, device):
     from .primitive_fit import parse_primitives
-    from .sdf import NeuralSDF, PrimitiveSDF
+    from .sdf import NeuralSDF
+    from .sdf_primitives import PrimitiveSDF
 
     if cfg.field == "primitives":
         return PrimitiveSDF(parse_primitives(cfg.primitives, cfg.bound, cfg.seed), cfg.smooth).to(device)

@@ -134,7 +134,7 @@ def make_nerf_scene(mesh_path: Path = COW_OBJ, out: Path = Path("assets/scenes/c
 
 def scene_primitives():
     """Ground truth of the primitives example: two boxes (one turned 25 degrees about z) and a sphere."""
-    from ..core.sdf import Primitive
+    from ..core.sdf_primitives import Primitive
 
     turn = math.radians(25) / 2
     return [Primitive("box", [-0.45, -0.3, -0.2], [0.35, 0.25, 0.3], color=(0.85, 0.3, 0.25)),
@@ -151,7 +151,8 @@ def make_primitive_scene(out: Path, size: int = 64, n_train: int = 24, n_val: in
     samples each pixel at its centre, as the renderer's rays do, so a fit can match the images exactly
     (anti-aliased edges are matched by a wider beta, which shrinks the fitted shapes by about 2 beta)."""
     from ..core.raster import render_mesh
-    from ..core.sdf import PrimitiveSDF, primitives_to_json, sdf_to_mesh
+    from ..core.sdf import sdf_to_mesh
+    from ..core.sdf_primitives import PrimitiveSDF, primitives_to_json
 
     truth = scene_primitives()
     with torch.no_grad():
