@@ -17,6 +17,7 @@ from pipelines.core import point_diffusion as pd
 from pipelines.core.priors import point_e_embedded as pee
 from pipelines.train import pointe_batches, pointe_data, pointe_model, pointe_train
 
+from test_pointe_pipeline import StandInScorer
 from test_pointe_recipe import fake_pack
 
 
@@ -192,16 +193,7 @@ def test_app_runs_text_and_image_through_an_embedded_grid_base(tmp_path, monkeyp
                {"model": cfg, "condition": "scorer-grid", "grid": {"features": "fmap", "image_size": 64}},
                {"data": "test"}, dtype="int8")
 
-    class Scorer:  # as the stand-in of test_pointe_pipeline's embedded-tier test
-        device, image_size, name = torch.device("cpu"), 64, "stand-in scorer"
-
-        def encode_images(self, x):
-            return torch.nn.functional.normalize(x.mean((1, 2)).repeat(1, 3)[:, :8] + 0.1, dim=-1)
-
-        def encode_text(self, texts):
-            return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
-
-    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": Scorer())
+    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": StandInScorer(64))
     clear_cache()
     models = load_models(str(folder), "base40M", "cpu", upsample=False, sdf=False)
     assert models.kind == "gridvec" and models.tier == "embedded"

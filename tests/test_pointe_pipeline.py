@@ -20,6 +20,18 @@ def tiny_point_e(tmp_path_factory):
     return save_tiny_point_e(tmp_path_factory.mktemp("point_e"))
 
 
+class StandInScorer:
+    """encode_images (B, S, S, 3) in [0, 1] and encode_text, unit rows, as EmbeddedScorer (S = image_size)."""
+
+    def __init__(self, image_size: int):
+        self.device, self.image_size, self.name = torch.device("cpu"), image_size, "stand-in scorer"
+
+    def encode_images(self, x):
+        return torch.nn.functional.normalize(x.mean((1, 2)).repeat(1, 3)[:, :8] + 0.1, dim=-1)
+
+    def encode_text(self, texts):
+        return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
+
 def test_tiny_checkpoints_load_strictly(tiny_point_e):
     from pipelines.core.priors.point_e import load_models, load_point_e, tier_of
 
@@ -244,16 +256,7 @@ def test_embedded_tier_folder_format_loads_and_runs(tmp_path, tiny_sd, monkeypat
         save_prior(folder / name, f"pointe-{name}", pd.build_model(cfg), {"model": cfg, "condition": "scorer"},
                    {"data": "test"}, dtype="int8")
 
-    class Scorer:  # encode_images (B, S, S, 3) in [0, 1] and encode_text, unit rows, as EmbeddedScorer
-        device, image_size, name = torch.device("cpu"), 16, "stand-in scorer"
-
-        def encode_images(self, x):
-            return torch.nn.functional.normalize(x.mean((1, 2)).repeat(1, 3)[:, :8] + 0.1, dim=-1)
-
-        def encode_text(self, texts):
-            return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
-
-    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": Scorer())
+    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": StandInScorer(16))
     assert tier_of(str(folder)) == "embedded"
     cfg = PointEConfig(prompt="a chair", checkpoints=str(folder), text_to_image=str(tiny_sd), view_steps=2, steps=2,
                        grid_size=12, preview_size=16, device="cpu", out_dir=str(tmp_path / "out"))
