@@ -11,6 +11,8 @@
     python bench/single_view_eval.py pictures --checkpoint assets/single_view/model --out bench/results/x.png
     # CPU sanity check of the mesh regularisers: the shipped encoder frozen, only the mesh decoder fine-tuned
     python bench/single_view_eval.py mesh-finetune --data assets/single_view/mini.npz --eval-data PACK
+    # ... or new mesh decoders from scratch, today's against coarse to fine (issue 21)
+    python bench/single_view_eval.py mesh-finetune --scratch --lr 1e-3 --eval-data PACK --arms w_edge=1 mesh_coarse_level=2
     # the same for the voxel or point losses (issue 21): only that decoder fine-tuned, one arm per loss setting
     python bench/single_view_eval.py head-finetune --head voxels --eval-data PACK --arms none shipped w_voxel_iou=1
     # robustness (issue 21): the same held-out shapes rendered as in training, in the augmented ranges, outside them
@@ -286,6 +288,8 @@ def main() -> None:
     f.add_argument("--eval-views", type=int, default=2)
     f.add_argument("--max-shapes", type=int, default=0)
     f.add_argument("--json", default="")
+    f.add_argument("--scratch", action="store_true",
+                   help="train new mesh decoders (every arm alike) instead of fine-tuning the shipped one")
     h = sub.add_parser("head-finetune", help="CPU check of the voxel or point losses: fine-tune that decoder only")
     h.add_argument("--head", choices=sorted(HEAD_COLUMNS), required=True)
     h.add_argument("--checkpoint", default="assets/single_view/model")

@@ -44,11 +44,37 @@ def _frozen_encoder_data(args):
     return base, info, feats, occ, pts, S, evaluation.select(test), test
 
 
-def mesh_finetune(args) -> None:
-    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
-    weights with the training loss of ``single_view._losses`` under each weight setting, then scored."""
+def _arm_config(spec: str, **base) -> SingleViewConfig:
+    """A SingleViewConfig from an arm's "key=value,..." (each value of its field's type; 'none': no change)."""
+    defaults = SingleViewConfig()
+    settings = dict(kv.split("=", 1) for kv in spec.split(",")) if spec != "none" else {}
+    return SingleViewConfig(**base, **{k: type(getattr(defaults, k))(v) for k, v in settings.items()})
+
+
+def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
+    """The model an arm trains: a copy of ``base``, or with ``scratch`` (or a coarse-to-fine arm, which has other
+    mesh decoders) ``base``'s encoder, voxel and point decoders and new mesh decoders (seeded alike in every arm)."""
     import copy
 
+    import torch
+
+    from pipelines.core.single_view_net import SingleViewModel
+
+    if not scratch and not cfg.mesh_coarse_level:
+        return copy.deepcopy(base)
+    torch.manual_seed(0)
+    model = SingleViewModel(**dict(base.hparams, mesh_coarse_level=cfg.mesh_coarse_level))
+    missing = model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("mesh_")},
+                                    strict=False).missing_keys
+    assert all(k.startswith("mesh_") for k in missing), missing
+    model.trained_heads = base.trained_heads
+    return model
+
+
+def mesh_finetune(args) -> None:
+    """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
+    weights (``--scratch``: trained from new ones) with the training loss of ``single_view._losses`` under each
+    arm's settings (``mesh_coarse_level=L``: the coarse-to-fine decoders, always new), then scored."""
     import torch
 
     from pipelines.single_view import _losses
@@ -56,18 +82,16 @@ def mesh_finetune(args) -> None:
     base, info, feats, _, pts, S, evaluation, test = _frozen_encoder_data(args)
     results = []
     for spec in args.arms:
-        weights = dict(kv.split("=") for kv in spec.split(",")) if spec != "none" else {}
-        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
-                               **{k: float(v) for k, v in weights.items()})
-        model = copy.deepcopy(base)
+        cfg = _arm_config(spec, gt_points=2048, eval_views=args.eval_views)
+        model = _mesh_model(base, cfg, args.scratch)
         steps = 0 if spec == "none" else args.steps
-        opt = torch.optim.Adam(model.mesh_head.parameters(), lr=args.lr)
+        opt = torch.optim.Adam([p for h in model.mesh_decoder_heads() for p in h.parameters()], lr=args.lr)
         gen = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
         for i in range(steps):
             b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
-            verts = model.template_verts + model.mesh_head(feats[b]).view(len(b), -1, 3)
-            loss = _losses({"mesh": verts}, pts[b], pts[b], model, cfg, gen, i / steps)["loss"]  # (mesh_reg_end)
+            out = model.mesh_from_features(feats[b])
+            loss = _losses(out, pts[b], pts[b], model, cfg, gen, i / steps)["loss"]  # (mesh_reg_end)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -77,8 +101,8 @@ def mesh_finetune(args) -> None:
         results.append(dict(arm=spec, steps=steps, train_seconds=train_s, metrics=metrics))
         print(json.dumps(results[-1]), flush=True)
     out = dict(checkpoint=info, train_images=len(feats), train_shapes=S, heldout_shapes=len(test),
-               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, results=results,
-               device=device_name(), date=time.strftime("%Y-%m-%d"))
+               views_per_shape=args.eval_views, lr=args.lr, batch_size=args.batch_size, scratch=args.scratch,
+               results=results, device=device_name(), date=time.strftime("%Y-%m-%d"))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     _print_arms(results, MESH_COLUMNS)

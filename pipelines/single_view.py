@@ -66,6 +66,12 @@ class SingleViewConfig(PipelineConfig):
     """Points the point decoder predicts."""
     ico_level: int = 4
     """Subdivisions of the mesh decoder's icosphere template (4: 2562 vertices)."""
+    mesh_coarse_level: int = 0
+    """Coarse to fine mesh decoder (Pixel2Mesh), 0: off. Else one head offsets an icosphere of this level (below
+    ``ico_level``) under the full mesh regularisers, graph unpooling (midpoint subdivision) takes it to ``ico_level``
+    and a second head adds residual offsets there, regularised ``mesh_fine_reg`` times as much."""
+    mesh_fine_reg: float = 0.1
+    """Coarse to fine: the mesh regularisers' weights on the fine mesh as a share of those on the coarse one."""
     gt_points: int = 2048
     """Target surface points per image (and samples on the predicted mesh) for the Chamfer losses."""
     w_laplacian: float = 1.0
@@ -170,6 +176,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
         raise UserInputError("steps and batch_size must be positive, train_fraction in (0, 1]")
+    if cfg.mesh_coarse_level and not 0 < cfg.mesh_coarse_level < cfg.ico_level:
+        raise UserInputError(f"mesh_coarse_level must be 0 (off) or between 1 and ico_level - 1 = {cfg.ico_level - 1}")
     dev = ctx.device
     started = time.perf_counter()
     packs = resolve_packs(cfg.data)
@@ -260,7 +268,8 @@ def _start_model(cfg: SingleViewConfig, dev):
 
     if cfg.checkpoint:
         return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
-    model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size)
+    model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
+                            mesh_coarse_level=cfg.mesh_coarse_level)
     if not cfg.pretrained:
         return model.to(dev), ""
     from .core.resnet import load_torchvision_weights
@@ -295,7 +304,8 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
     """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
     plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
     Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers, their weights
-    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1."""
+    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1; coarse to fine, both meshes'
+    Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of them on the fine one."""
     import torch
     import torch.nn.functional as F
 
@@ -326,18 +336,23 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
             losses["repulsion"] = repulsion_loss(points, cfg.repulsion_radius).mean()
             loss = loss + cfg.w_repulsion * losses["repulsion"]
     if "mesh" in out:
-        verts, faces, edges = out["mesh"].float(), model.template_faces, model.template_edges
-        samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
-        losses["mesh_cd"] = chamfer_distance(samples, pts).mean()
-        losses["laplacian"] = laplacian_smoothing(verts, edges)
         reg = 1.0 + (cfg.mesh_reg_end - 1.0) * progress
-        loss = loss + losses["mesh_cd"] + reg * cfg.w_laplacian * losses["laplacian"]
-        if cfg.w_edge:
-            losses["edge"] = edge_loss(verts, edges)
-            loss = loss + reg * cfg.w_edge * losses["edge"]
-        if cfg.w_normal:
-            losses["normal"] = normal_consistency(verts, faces, model.template_pairs)
-            loss = loss + reg * cfg.w_normal * losses["normal"]
+        meshes = [("", out["mesh"], model.template_faces, model.template_edges, model.template_pairs, reg)]
+        if "mesh_coarse" in out:  # coarse to fine: the full regularisers on the coarse mesh, a share on the fine
+            meshes = [("coarse_", out["mesh_coarse"], model.coarse_faces, model.coarse_edges, model.coarse_pairs,
+                       reg)] + [meshes[0][:5] + (reg * cfg.mesh_fine_reg,)]
+        for prefix, verts, faces, edges, pairs, w in meshes:
+            verts = verts.float()
+            samples = sample_surface(verts, faces, cfg.gt_points, generator=gen)
+            losses[f"{prefix}mesh_cd"] = chamfer_distance(samples, pts).mean()
+            losses[f"{prefix}laplacian"] = laplacian_smoothing(verts, edges)
+            loss = loss + losses[f"{prefix}mesh_cd"] + w * cfg.w_laplacian * losses[f"{prefix}laplacian"]
+            if cfg.w_edge:
+                losses[f"{prefix}edge"] = edge_loss(verts, edges)
+                loss = loss + w * cfg.w_edge * losses[f"{prefix}edge"]
+            if cfg.w_normal:
+                losses[f"{prefix}normal"] = normal_consistency(verts, faces, pairs)
+                loss = loss + w * cfg.w_normal * losses[f"{prefix}normal"]
     losses["loss"] = loss
     return losses
 

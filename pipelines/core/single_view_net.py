@@ -56,13 +56,28 @@ class VoxelDecoder(nn.Module):
         return self.net(x)[:, 0]
 
 
+def graph_unpool(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Pixel2Mesh's graph unpooling: (..., V, 3) -> (..., V + E, 3), one new vertex at the midpoint of each of the
+    (E, 2) ``edges``, appended in their order. On an icosphere level with ``mesh_edges(faces)`` this gives the next
+    level's vertices in ``icosphere``'s order (before its projection onto the sphere)."""
+    return torch.cat([verts, verts[..., edges, :].mean(-2)], -2)
+
+
 class SingleViewModel(nn.Module):
     def __init__(self, width: int = 64, hidden: int = 512, n_points: int = 1024, ico_level: int = 4,
-                 resolution: int = 32, image_size: int = 128):
+                 resolution: int = 32, image_size: int = 128, mesh_coarse_level: int = 0):
+        """``mesh_coarse_level`` 0: one mesh head, offsets of the level-``ico_level`` icosphere. Otherwise coarse to
+        fine (Pixel2Mesh): ``mesh_head`` offsets a level-``mesh_coarse_level`` icosphere, which is graph-unpooled
+        (midpoint subdivision) to ``ico_level``, and ``mesh_fine_head`` adds residual offsets there."""
         super().__init__()
+        if mesh_coarse_level and not 0 < mesh_coarse_level < ico_level:
+            raise ValueError(f"mesh_coarse_level must be 0 (off) or in 1..{ico_level - 1} (got {mesh_coarse_level})")
         self.hparams = dict(width=width, hidden=hidden, n_points=n_points, ico_level=ico_level,
                             resolution=resolution, image_size=image_size)
+        if mesh_coarse_level:  # only when on, so default checkpoints' config.json stays as before
+            self.hparams["mesh_coarse_level"] = mesh_coarse_level
         self.image_size = image_size
+        self.mesh_coarse_level = mesh_coarse_level
         self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
         self.encoder = ResNet18(width)
         f = self.encoder.out_features
@@ -70,19 +85,45 @@ class SingleViewModel(nn.Module):
         self.point_head = _mlp(f, hidden, n_points * 3)
         nn.init.uniform_(self.point_head[-1].bias, -0.3, 0.3)  # start as a cloud, not a point
         sphere = icosphere(ico_level, TEMPLATE_RADIUS)
-        self.mesh_head = _mlp(f, hidden, sphere.verts.shape[0] * 3)
-        nn.init.zeros_(self.mesh_head[-1].weight)  # start as the sphere
-        nn.init.zeros_(self.mesh_head[-1].bias)
-        self.register_buffer("template_verts", sphere.verts, persistent=False)
-        self.register_buffer("template_faces", sphere.faces, persistent=False)
-        self.register_buffer("template_edges", mesh_edges(sphere.faces), persistent=False)
-        self.register_buffer("template_pairs", edge_face_pairs(sphere.faces), persistent=False)
+        self._register_template("template", sphere)
+        coarse = icosphere(mesh_coarse_level, TEMPLATE_RADIUS) if mesh_coarse_level else sphere
+        self.mesh_head = _mlp(f, hidden, coarse.verts.shape[0] * 3)
+        heads = [self.mesh_head]
+        if mesh_coarse_level:
+            self._register_template("coarse", coarse)
+            self.mesh_fine_head = _mlp(f, hidden, sphere.verts.shape[0] * 3)
+            heads.append(self.mesh_fine_head)
+            for k in range(mesh_coarse_level, ico_level):  # the edges of each level, in icosphere's order
+                self.register_buffer(f"unpool_edges_{k}", mesh_edges(icosphere(k).faces), persistent=False)
+        for head in heads:  # start as the sphere
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+
+    def _register_template(self, name: str, mesh) -> None:
+        self.register_buffer(f"{name}_verts", mesh.verts, persistent=False)
+        self.register_buffer(f"{name}_faces", mesh.faces, persistent=False)
+        self.register_buffer(f"{name}_edges", mesh_edges(mesh.faces), persistent=False)
+        self.register_buffer(f"{name}_pairs", edge_face_pairs(mesh.faces), persistent=False)
+
+    def mesh_decoder_heads(self) -> list[nn.Module]:
+        return [self.mesh_head] + ([self.mesh_fine_head] if self.mesh_coarse_level else [])
+
+    def mesh_from_features(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, F) features -> {mesh: (B, V, 3)}, with coarse to fine also {mesh_coarse: (B, Vc, 3)}."""
+        if not self.mesh_coarse_level:
+            return {"mesh": self.template_verts + self.mesh_head(f).view(len(f), -1, 3)}
+        coarse = self.coarse_verts + self.mesh_head(f).view(len(f), -1, 3)
+        verts = coarse
+        for k in range(self.mesh_coarse_level, self.hparams["ico_level"]):
+            verts = graph_unpool(verts, getattr(self, f"unpool_edges_{k}"))
+        return {"mesh": verts + self.mesh_fine_head(f).view(len(f), -1, 3), "mesh_coarse": coarse}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, images: torch.Tensor, heads=("voxels", "points", "mesh")) -> dict[str, torch.Tensor]:
-        """images (B, 3, H, W) in [0, 1] -> {voxels: (B, R, R, R) logits, points: (B, N, 3), mesh: (B, V, 3)}."""
+        """images (B, 3, H, W) in [0, 1] -> {voxels: (B, R, R, R) logits, points: (B, N, 3), mesh: (B, V, 3)}
+        (coarse to fine: also mesh_coarse, (B, Vc, 3), for the losses)."""
         f = self.encoder(normalize(images))
         out = {}
         if "voxels" in heads:
@@ -90,7 +131,7 @@ class SingleViewModel(nn.Module):
         if "points" in heads:
             out["points"] = self.point_head(f).view(len(f), -1, 3)
         if "mesh" in heads:
-            out["mesh"] = self.template_verts + self.mesh_head(f).view(len(f), -1, 3)
+            out.update(self.mesh_from_features(f))
         return out
 
 
