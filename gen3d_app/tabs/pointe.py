@@ -45,8 +45,8 @@ def models_note() -> str:
     if source == point_e.EMBEDDED:
         return ("**Models:** the project's own embedded Point-E models (`assets/pointe/`), offline: 5 M parameters "
                 "trained for minutes on one GPU on 715 furniture shapes. Expect coarse clouds of about the right "
-                "size and colours, not detailed shapes (held-out F1@5 % 0.34 from an image, 0.30 from a caption; "
-                "the nearest training shape scores 0.50; bench/RESULTS.md). A prompt goes straight to their base "
+                "size and colours, not detailed shapes (held-out F1@5 % 0.50 from an image, 0.42 from a caption, "
+                "level with the nearest training shape's 0.50; bench/RESULTS.md). A prompt goes straight to their base "
                 "model (no synthetic view). Give a folder of the official checkpoints to use the released ones.")
     found = [f for f in ("base_40m.pt", "upsample_40m.pt", "sdf.pt") if (Path(source) / f).is_file()]
     if len(found) == 3:
