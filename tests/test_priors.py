@@ -292,3 +292,19 @@ def test_compiling_the_guidance_swaps_the_vae_encoders_group_norm(tiny_folder, m
     assert calls == [{"mode": "reduce-overhead"}] * 2  # the UNet and the VAE encoder
     assert norms() == {sd.ChannelsLastGroupNorm}
     assert g.compile("off") and norms() == {torch.nn.GroupNorm}
+
+
+@pytest.mark.parametrize("load", ["clip", "point_e_clip"])
+def test_clip_loaders_word_an_offline_hub_id(monkeypatch, load):
+    """Both CLIP loaders fetch through hub.hub_snapshot: offline, a Hub id gets the download message, not a traceback."""
+    import huggingface_hub
+
+    from pipelines.core.priors import clip, point_e_clip
+
+    def offline(**kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    loader = clip.load_scorer if load == "clip" else point_e_clip.load_point_e_clip
+    with pytest.raises(UserInputError, match=r"could not get 'someone/some-clip' from the Hugging Face Hub \(OSError"):
+        loader("someone/some-clip", "cpu")

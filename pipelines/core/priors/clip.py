@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...config import UserInputError
-from .hub import Compilable, ModelCache, hub_cached, hub_error
+from .hub import Compilable, ModelCache, hub_cached, hub_snapshot
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 KNOWN_CLIP = {
@@ -180,15 +180,7 @@ def clear_cache() -> None:
 
 
 def download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        try:
-            return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_FILES, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached: fetch it
-            return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_FILES))
-    except Exception as e:  # noqa: BLE001 - offline, no such repository, ...
-        raise hub_error(repo_id, e, where_to_get_scorers()) from e
+    return hub_snapshot(repo_id, HUB_FILES, where_to_get_scorers())
 
 
 def missing_files(folder: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Where a pretrained model comes from, and the one-model-per-kind cache: shared by every real-tier loader.
 
 Contract: ``local_path(source, what, help)`` returns the folder a source names, None for a Hub id (owner/name),
-and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download;
+and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download; ``hub_snapshot`` fetches a repository's files;
 ``ModelCache.get(key, load)`` returns the cached model for ``key`` or drops the previous one and loads anew;
 ``ModelCache.load(source, ...)`` does so for a Hub id or local folder, keyed by (folder or id, dtype, device);
 ``Compilable`` gives a loaded model ``compile(mode)`` over the submodules it names.
@@ -45,6 +45,19 @@ def hub_error(repo_id: str, exc: Exception, help_text: str) -> UserInputError:
     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return UserInputError(f"could not get {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}). "
                           + help_text)
+
+
+def hub_snapshot(repo_id: str, patterns: list[str], help_text: str) -> Path:
+    """A local snapshot of a Hub repository's ``patterns``: the local cache first, then the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        try:
+            return Path(snapshot_download(repo_id=repo_id, allow_patterns=patterns, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached: fetch it
+            return Path(snapshot_download(repo_id=repo_id, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - offline, no such repository, ...
+        raise hub_error(repo_id, e, help_text) from e
 
 
 class ModelCache:

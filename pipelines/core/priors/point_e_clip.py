@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...config import UserInputError
 from .clip import CLIP_MEAN, CLIP_STD, HUB_FILES, missing_files
-from .hub import ModelCache, hub_error
+from .hub import ModelCache, hub_snapshot
 
 DEFAULT_CLIP_L = "openai/clip-vit-large-patch14"
 
@@ -134,15 +134,7 @@ def clear_cache() -> None:
 
 
 def download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        try:
-            return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_FILES, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached: fetch it
-            return Path(snapshot_download(repo_id=repo_id, allow_patterns=HUB_FILES))
-    except Exception as e:  # noqa: BLE001 - offline, no such repository, ...
-        raise hub_error(repo_id, e, where_to_get_clip()) from e
+    return hub_snapshot(repo_id, HUB_FILES, where_to_get_clip())
 
 
 def load_folder(folder: Path, device, dtype, name: str = "") -> PointECLIP:
