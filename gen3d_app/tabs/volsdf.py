@@ -16,10 +16,11 @@ TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, pr
             n_fine=16, eikonal_points=128, width=32, hash_levels=4, hash_log2_size=12, mesh_resolution=32,
             turntable_frames=4, preview_size=64)
 """GEN3D_TINY=1 caps (steps is a maximum): seconds on a CPU, for the browser test."""
-STEP_SECONDS = {"cpu": {"cpu": 0.36}, "cuda": {"custom": 0.035, "fast": 0.035, "zerogpu": 0.035}}
+STEP_SECONDS = {"cpu": {"cpu": 0.36}, "cuda": {"custom": 0.032, "fast": 0.032, "zerogpu": 0.032}}
 """Seconds per step on the cow example: the cpu preset measured on this project's 2-core CPU machine with
 OMP_NUM_THREADS=1 (2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview; 1 s
-at a load of 8, and the default config over 6 s); on an H200, 29 steps/s with the occupancy sampler (bench/RESULTS.md)."""
+at a load of 8, and the default config over 6 s); on an H200, 31 steps/s with the occupancy sampler at 300 march steps (lego,
+3774 steps in 120 s; bench/RESULTS.md)."""
 FIXED_SECONDS = {"cpu": 90.0, "cuda": 20.0}
 """Loading the scene, the first preview and the exports (held-out scores, turntable, mesh)."""
 
