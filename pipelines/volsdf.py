@@ -158,7 +158,8 @@ class VolSDFConfig(PosedImagesConfig):
                       sampler="surface"),
         "primitives": dict(field="primitives", sampler="surface", steps=600, batch_rays=1024, n_coarse=48,
                            n_fine=32),
-        # One ZeroGPU call (120 s at most): 2500 steps at the measured 32 ms (H200, 300 march steps) plus loading and exports.
+        # One ZeroGPU call (120 s at most): 2500 steps at the measured 32 ms (H200, 300 march steps) plus loading
+        # and exports.
         "zerogpu": dict(field="neural", encoding="hash", steps=2500, mesh_resolution=192, turntable_frames=48),
     }
 

@@ -296,7 +296,7 @@ def test_compiling_the_guidance_swaps_the_vae_encoders_group_norm(tiny_folder, m
 
 @pytest.mark.parametrize("load", ["clip", "point_e_clip"])
 def test_clip_loaders_word_an_offline_hub_id(monkeypatch, load):
-    """Both CLIP loaders fetch through hub.hub_snapshot: offline, a Hub id gets the download message, not a traceback."""
+    """Both CLIP loaders fetch through hub.hub_snapshot: offline, a Hub id gets the download message, no traceback."""
     import huggingface_hub
 
     from pipelines.core.priors import clip, point_e_clip

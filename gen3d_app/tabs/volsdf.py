@@ -19,8 +19,8 @@ TINY = dict(steps=30, downscale=4, batch_rays=256, max_views=8, eval_views=1, pr
 STEP_SECONDS = {"cpu": {"cpu": 0.36}, "cuda": {"custom": 0.032, "fast": 0.032, "zerogpu": 0.032}}
 """Seconds per step on the cow example: the cpu preset measured on this project's 2-core CPU machine with
 OMP_NUM_THREADS=1 (2026-12-01 16:30 UTC, load average about 3.5 from other jobs; steps after the first preview; 1 s
-at a load of 8, and the default config over 6 s); on an H200, 31 steps/s with the occupancy sampler at 300 march steps (lego,
-3774 steps in 120 s; bench/RESULTS.md)."""
+at a load of 8, and the default config over 6 s); on an H200, 31 steps/s with the occupancy sampler at 300
+march steps (lego, 3774 steps in 120 s; bench/RESULTS.md)."""
 FIXED_SECONDS = {"cpu": 90.0, "cuda": 20.0}
 """Loading the scene, the first preview and the exports (held-out scores, turntable, mesh)."""
 

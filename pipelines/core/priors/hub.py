@@ -1,7 +1,8 @@
 """Where a pretrained model comes from, and the one-model-per-kind cache: shared by every real-tier loader.
 
 Contract: ``local_path(source, what, help)`` returns the folder a source names, None for a Hub id (owner/name),
-and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download; ``hub_snapshot`` fetches a repository's files;
+and raises UserInputError otherwise; ``hub_error(repo_id, exc, help)`` words a failed download;
+``hub_snapshot(repo_id, patterns, help)`` fetches a repository's files, cache first;
 ``ModelCache.get(key, load)`` returns the cached model for ``key`` or drops the previous one and loads anew;
 ``ModelCache.load(source, ...)`` does so for a Hub id or local folder, keyed by (folder or id, dtype, device);
 ``Compilable`` gives a loaded model ``compile(mode)`` over the submodules it names.
