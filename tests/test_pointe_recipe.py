@@ -226,3 +226,27 @@ def test_v_loss_of_a_v_model_is_its_plain_v_mse():
     capped = float(pointe_train.loss_of(model, batch, pointe_model.TrainOptions(loss_weight="v20"), ab,
                                         torch.Generator().manual_seed(5)))
     assert abs(capped - got) > 1e-4
+
+
+def test_prompt_bench_renders_a_saved_cloud_from_every_azimuth(tmp_path, monkeypatch):
+    """bench/pointe_prompts.py judges the tab's saved .ply: its colours come back, on white, 8 views of 64 px."""
+    import importlib.util
+
+    from pipelines.core.export import save_point_cloud
+    from pipelines.core.geometry import PointCloud
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_pointe_prompts", repo / "bench" / "pointe_prompts.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    xyz = torch.nn.functional.normalize(torch.randn(4096, 3, generator=torch.Generator().manual_seed(0)), dim=1) * 0.3
+    xyz[:, 0] *= 0.3  # a flat disc across y-z: wide from x, thin from y
+    ply = save_point_cloud(PointCloud(xyz, torch.tensor([0.8, 0.1, 0.1]).expand(4096, 3)), tmp_path / "c.ply")
+    views = bench.cloud_renders(ply)
+    assert views.shape == (8, 64, 64, 3) and views.dtype == torch.uint8
+    red = (views[..., 0] > 150) & (views[..., 1] < 80)
+    white = (views > 250).all(-1)
+    assert (red | white).all() and (white[:, 0, 0]).all()  # only the cloud's colour on a white ground
+    covered = red.flatten(1).float().mean(1)
+    assert covered[0] > 2 * covered[2]  # azimuth 0 looks along x at the disc's face; 90 degrees sees its edge
