@@ -115,14 +115,17 @@ def score(args) -> None:
     model, info = load_checkpoint(args.checkpoint, dev)
     cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views)
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
-    _, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
+    train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
+    if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
+        test_idx = [train_idx[i] for i in torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))]
     if args.max_shapes:
         test_idx = test_idx[:args.max_shapes]
     t0 = time.perf_counter()
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev,
                        on_batch=lambda k, n: print(f"scored {k}/{n} views, {time.perf_counter() - t0:.0f} s",
                                                    flush=True))
-    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, heldout_shapes=0 if note else len(test_idx),
+    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split,
+                  heldout_shapes=0 if note or args.split == "train" else len(test_idx),
                   views_per_shape=args.eval_views or data.images.shape[1],
                   scored_on=scored_on(note),
                   seconds=time.perf_counter() - t0, device=device_name(), torch=torch.__version__,
@@ -264,6 +267,8 @@ def main() -> None:
     s.add_argument("--device", default="auto")
     s.add_argument("--eval-views", type=int, default=0)
     s.add_argument("--max-shapes", type=int, default=0, help="score only the first N held-out shapes (0: all)")
+    s.add_argument("--split", choices=("test", "train"), default="test",
+                   help="train: score N training shapes (drawn at random) instead, for the generalisation gap")
     s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")
     b = sub.add_parser("table", help="markdown table from result JSON files")
