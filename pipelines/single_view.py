@@ -56,6 +56,9 @@ class SingleViewConfig(PipelineConfig):
     """Images per step."""
     lr: float = 1e-3
     """Adam learning rate (cosine decay to 5% after 100 warm-up steps)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) when above 0: the model fits its training renders far better than new
+    shapes (bench/RESULTS.md, issue 21), so a regulariser to try; 0 keeps plain Adam."""
     image_size: int = 128
     """Input side in pixels (packs are resized to it)."""
     width: int = 64
@@ -197,7 +200,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if note:
         yield Log(note, "warning")
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = (torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay > 0
+           else torch.optim.Adam(model.parameters(), lr=cfg.lr))
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
