@@ -143,7 +143,7 @@ def test_weight_decay_shrinks_the_weights(tmp_path):
                                                weight_decay=wd, preview_every=100, device="cpu", out_dir=str(out),
                                                eval_views=1, **TINY_NET)))
         model = load_checkpoint(out / "model")[0]
-        norms.append(sum(float(p.float().norm()) for n, p in model.named_parameters() if n.endswith("weight")))
+        norms.append(sum(float(p.detach().float().norm()) for n, p in model.named_parameters() if n.endswith("weight")))
     assert norms[1] < 0.9 * norms[0], norms  # Adam alone moves them by far less at this warm-up rate
 
 
