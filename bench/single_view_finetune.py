@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from common import device_name
+from common import apply_overrides, device_name
 
 from pipelines.core.single_view_outputs import evaluate
 from pipelines.single_view import SingleViewConfig, resolve_packs
@@ -46,9 +46,7 @@ def _frozen_encoder_data(args):
 
 def _arm_config(spec: str, **base) -> SingleViewConfig:
     """A SingleViewConfig from an arm's "key=value,..." (each value of its field's type; 'none': no change)."""
-    defaults = SingleViewConfig()
-    settings = dict(kv.split("=", 1) for kv in spec.split(",")) if spec != "none" else {}
-    return SingleViewConfig(**base, **{k: type(getattr(defaults, k))(v) for k, v in settings.items()})
+    return apply_overrides(SingleViewConfig(**base), spec.split(",") if spec != "none" else [])
 
 
 def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
