@@ -122,6 +122,7 @@ def test_exported_folder_loads_and_samples_through_the_core_loader(pack, tmp_pat
         _train(model, pack, tmp_path, 2)
     models = load_models(str(tmp_path / "pointe"), "base40M", "cpu")
     assert models.tier == "embedded" and models.upsampler is not None and models.sdf is not None
+    assert str(tmp_path / "pointe") in models.describe()  # a retrained folder is named, not the shipped one
     emb = models.encoder.text_vec(["a bunny"])
     x = sample(models.base, {"embeddings": emb}, 1, models.upsampler, {}, Stage(steps=2),
                Stage(steps=2, sigma_max=160.0, s_churn=0.0, guidance_scale=0.0), device="cpu")

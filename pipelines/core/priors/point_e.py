@@ -9,7 +9,7 @@ a ``UserInputError`` naming the file and the fix. ``load_models(source, base, de
 (``tier_of``): a folder with a ``configs.json`` whose "tier" is "test" holds test doubles (``save_tiny_point_e``
 writes one); "embedded" (or '' when it ships) is ``EMBEDDED_DIR``; anything else is the released models.
 
-The embedded tier's folder (made by the project's training; not shipped yet) is ``assets/pointe/`` with one
+The embedded tier's folder (made by the project's training, shipped) is ``assets/pointe/`` with one
 prior folder (``prior_folder.save_prior`` format: config.json, int8 safetensors shards, CREDITS.md,
 manifest.json with sha256s) per model: ``base/``, ``upsample/`` (optional) and ``sdf/`` (optional). Each
 config.json holds ``"model"``: a ``point_diffusion`` config dict (``name`` = class, e.g. a small
@@ -179,7 +179,9 @@ class PointEModels:
 
     def describe(self) -> str:
         parts = [f"{k} {v}" for k, v in self.names.items() if k != "kind"]
-        where = "assets/pointe" if self.tier == "embedded" else self.source  # no server path for shipped models
+        shipped = self.tier == "embedded" and (self.source in ("", EMBEDDED)
+                                               or Path(self.source).resolve() == EMBEDDED_DIR)
+        where = "assets/pointe" if shipped else self.source  # no server path for shipped models
         return f"{self.tier} tier ({where}): " + ", ".join(parts)
 
 
