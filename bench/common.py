@@ -114,6 +114,20 @@ def event_printer(every: int = 1000) -> Callable:
     return show
 
 
+def timed_run(run: Callable, cfg, gpu: bool) -> dict:
+    """Drain one pipeline run (peak GPU memory counted from its start) and print its speed; returns its metrics."""
+    from pipelines.events import run_to_completion
+
+    if gpu:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    m = run_to_completion(run(cfg), on_event=event_printer()).metrics
+    print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
+          f"{m['seconds_per_step'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
+    return m
+
+
 def image_side(scene: str | Path, downscale: int = 1) -> int:
     """The width in pixels the pipelines train a Blender scene at: its first training image's, over ``downscale``."""
     import json

@@ -20,10 +20,9 @@ import json
 import time
 from pathlib import Path
 
-from common import apply_overrides, device_name, event_printer, profile_to_file
+from common import apply_overrides, device_name, profile_to_file, timed_run
 
 from pipelines.dreamfields import DreamFieldsConfig, run
-from pipelines.events import run_to_completion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,13 +147,8 @@ def main() -> None:
         if args.tiny:
             cfg = dataclasses.replace(cfg, width=16, depth=1, n_samples=16, preview_size=32)
         cfg = apply_overrides(cfg, args.set)
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        done = run_to_completion(run(cfg), on_event=event_printer())
-        m = done.metrics
+        m = timed_run(run, cfg, gpu)
         res.update({f"run_{k}": v for k, v in m.items()})
-        print(f"run: {int(m['steps'])} steps in {m['train_seconds']:.1f}s ({1e3 * m['seconds_per_step']:.2f} ms/step; "
-              f"{m['seconds_per_step'] * 10000 / 60:.2f} min per 10k steps)", flush=True)
 
     if args.profile and run_steps:
         res["profile"] = profile_to_file(run, cfg, args.profile, f"DreamFields run, {args.profile} steps", args.json)
