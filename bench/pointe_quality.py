@@ -15,6 +15,8 @@ error is the front facing the wrong way: the single-view net predicts in the vie
 shape's), and the mean colour error (L1 on RGB in [0, 1], each point against its nearest true point). Two
 references: *retrieval* (the training shape whose image embedding is nearest the render's, its true cloud) and
 *truth, other half* (2048 true points against the other 2048: the floor the metrics allow at this density).
+Beside them, the single-view tab's model on the same renders (``--single-view``, default the shipped one; '' skips):
+its point head (in the view's frame: read its best-turn column) and retrieval by its encoder's pooled feature.
 Writes bench/results/pointe_quality[_TAG].json and prints a table.
 """
 from __future__ import annotations
@@ -82,15 +84,51 @@ def load_models(folder: str, base: str, device):
 def load_precomputed(folder: str, device) -> SimpleNamespace:
     """The embedded base and upsampler without the scorer (``point_e_embedded.load_model_folder``); for a grid base
     also the scorer's image tower (no text encoder) that makes the renders' grids."""
-    from pipelines.core.priors.point_e_embedded import load_image_tower, load_model_folder
+    from pipelines.core.priors.point_e_embedded import load_grid_tower, load_model_folder
 
     base, cfg = load_model_folder(Path(folder) / "base", device)
     up = load_model_folder(Path(folder) / "upsample", device)[0]
     extra = {}
     if cfg.get("condition") == "scorer-grid":
-        extra = dict(tower=load_image_tower(None, device)[0], grid={"features": "fmap", "image_size": 64,
-                                                                         **cfg.get("grid", {})})
+        grid = {"features": "fmap", "image_size": 64, **cfg.get("grid", {})}
+        extra = dict(tower=load_grid_tower(grid, device), grid=grid)
     return SimpleNamespace(base=base, upsampler=up, describe=lambda: f"embedded ({folder}), pack embeddings", **extra)
+
+
+def single_view_rows(folder: str, data, train: torch.Tensor, renders, gt_xyz, gt_rgb, device, p_metrics) -> list:
+    """The single-view model on the same held-out renders, put through that tab's preprocessing
+    (``point_e_embedded.single_view_crops``): its point head (no colours: scored grey), and retrieval of the training
+    render nearest by its encoder's pooled feature (cosine), that shape's true cloud."""
+    from pipelines.core.priors.point_e_embedded import single_view_crops, view_pixels
+    from pipelines.core.resnet import normalize
+    from pipelines.core.single_view_net import load_checkpoint
+
+    model, _ = load_checkpoint(folder, device)
+
+    def pooled(pixels) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(pixels), 256):
+                x = normalize(single_view_crops(pixels[i:i + 256], model.image_size).to(device))
+                out.append(torch.nn.functional.normalize(model.encoder(x), dim=-1))
+        return torch.cat(out)
+
+    views = view_pixels(list(renders))
+    with torch.no_grad():
+        x = normalize(single_view_crops(views, model.image_size).to(device))
+        points = model(x, ("points",))["points"].float()
+    s = scores(points, torch.full_like(points, 0.5), gt_xyz, gt_rgb)
+    rows = [dict(method="single-view point head (view frame: read best z-turn)", points=points.shape[1], seconds=0.0,
+                 **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(points))]
+    if data.renders is None:  # an older pack: no training renders to retrieve from
+        return rows
+    train_views = np.asarray(data.renders)[train.cpu().numpy()]
+    sim = pooled(views) @ pooled(train_views.reshape(-1, *train_views.shape[2:])).T
+    nn_shape = train[sim.argmax(1).to(train.device) // train_views.shape[1]]
+    s = scores(data.xyz[nn_shape], data.rgb[nn_shape].float() / 255, gt_xyz, gt_rgb)
+    rows.append(dict(method="retrieval by the single-view encoder's feature", points=gt_xyz.shape[1], seconds=0.0,
+                     **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(data.xyz[nn_shape])))
+    return rows
 
 
 def main() -> None:
@@ -109,6 +147,8 @@ def main() -> None:
                         "at pack time) instead of running the scorer: no text encoder (transformers) needed")
     p.add_argument("--pointnet-steps", type=int, default=1500,
                    help="training steps of the P-FID/P-IS classifier (bench/pointe_pointnet.py; 0: skip)")
+    p.add_argument("--single-view", default=str(REPO / "assets" / "single_view" / "model"),
+                   help="the single-view model scored beside (its point head, retrieval by its encoder); '' skips")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -175,6 +215,8 @@ def main() -> None:
     s = scores(data.xyz[nn_shape], data.rgb[nn_shape].float() / 255, gt_xyz, gt_rgb)
     rows.append(dict(method="retrieval (nearest training render)", points=gt_xyz.shape[1], seconds=0.0,
                      **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(data.xyz[nn_shape])))
+    if args.single_view:
+        rows += single_view_rows(args.single_view, data, train, renders, gt_xyz, gt_rgb, device, p_metrics)
     half = gt_xyz.shape[1] // 2
     perm = torch.randperm(gt_xyz.shape[1], generator=torch.Generator().manual_seed(0)).to(device)
     a, b = perm[:half], perm[half:2 * half]  # random halves (the pack's order is a Z-curve: neighbours pair up)

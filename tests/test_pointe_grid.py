@@ -211,3 +211,49 @@ def test_app_runs_text_and_image_through_an_embedded_grid_base(tmp_path, monkeyp
         assert done.metrics["points"] == 32
         assert json.loads((out / "run.json").read_text())["tier"] == "embedded"
     clear_cache()
+
+
+def test_single_view_grid_reads_the_views_as_the_single_view_tab_and_records_its_model(tmp_path, monkeypatch):
+    """'sv': the single-view model's ResNet-18 feature map (4 x 4 x 512) of each view, prepared as that tab prepares
+    an upload; the pack's grid of a render equals an app image's grid of it, the trained base records which model
+    made its tokens, and a base of another single-view model is refused with the fix."""
+    from pipelines.config import UserInputError
+    from pipelines.core.priors import embedded
+    from pipelines.core.priors.point_e import clear_cache, load_models
+    from pipelines.core.resnet import normalize
+    from pipelines.core.single_view_net import load_checkpoint, prepare_array
+
+    pack = grid_pack(tmp_path / "p.npz")
+    rgba = np.load(pack.with_suffix(".rgba.npy"))
+    data = pointe_data.load_pack(pack)
+    grid = pointe_batches.attach_grid(data, "sv", "cpu")
+    assert grid.shape == (4, 2, 512, 16) and data.grid_info["features"] == "sv"
+    tower = pee.load_single_view_tower(None, "cpu")
+    assert data.grid_info["single_view"] == tower.sha256 and pee.grid_shape("sv", 64, tower) == (512, 16)
+    # by hand: the view on white, the single-view tab's crop at 128 px, the encoder's last block
+    view = data.renders[2, 1].astype(np.float32) / 255
+    crop = torch.as_tensor(prepare_array(np.concatenate([view, np.ones((64, 64, 1), np.float32)], -1), 128))
+    model, _ = load_checkpoint(pee.SINGLE_VIEW_DIR, "cpu")
+    with torch.no_grad():
+        hand = model.encoder.feature_map(normalize(crop.permute(2, 0, 1)[None].float())).flatten(2)[0]
+    assert torch.allclose(grid[2, 1], hand, atol=1e-4)
+    enc = pee.ScorerGridEncoder(None, "sv", 64, tower)
+    assert torch.allclose(enc.grid([rgba[2, 1]])[0], grid[2, 1], atol=1e-4)
+    assert float((grid[0, 0] - grid[1, 0]).abs().mean()) > 1e-3  # different views, different tokens
+
+    opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
+                                     tiny=True, device="cpu", warmup=1, log_every=1, batch=4, cond="grid",
+                                     grid="sv", export=str(tmp_path / "pointe" / "base"))
+    pointe_train.train(opts, log=lambda *_: None)
+    config_path = tmp_path / "pointe" / "base" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["grid"] == {"features": "sv", "image_size": 64, "single_view": tower.sha256}
+    assert (config["model"]["grid_dim"], config["model"]["grid_tokens"]) == (512, 16)
+    monkeypatch.setattr(embedded, "load_embedded_scorer", lambda device, dtype="auto": StandInScorer(256))
+    clear_cache()
+    models = load_models(str(tmp_path / "pointe"), "base40M", "cpu", upsample=False, sdf=False)
+    assert models.encoder.grid([rgba[0, 0]]).shape == (1, 512, 16)
+    assert "single-view model's encoder" in models.describe()
+    with pytest.raises(UserInputError, match="retrain the base"):
+        pee.load_grid_tower({**config["grid"], "single_view": "0" * 64}, "cpu")
+    clear_cache()

@@ -63,10 +63,13 @@ class ResNet18(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 8 width, H / 32, W / 32): the last block's output, before the pool."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.feature_map(x)), 1)
 
 
 def load_torchvision_weights(model: ResNet18, path: str | Path) -> list[str]:

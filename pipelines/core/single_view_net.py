@@ -244,8 +244,6 @@ def prepare_image(path: str | Path, size: int, margin: float = 0.08) -> torch.Te
     """
     from PIL import Image, UnidentifiedImageError
 
-    from .shape_packs import crop_to_object
-
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -261,6 +259,14 @@ def prepare_image(path: str | Path, size: int, margin: float = 0.08) -> torch.Te
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         # the error's text names the server's temporary path: not shown
         raise UserInputError(f"{Path(path).name} is not an image this app can read (PNG, JPEG, WebP, ...)") from e
+    return prepare_array(rgba, size, margin)
+
+
+def prepare_array(rgba: np.ndarray, size: int, margin: float = 0.08) -> torch.Tensor:
+    """``prepare_image`` of an (H, W, 4) float RGBA array in [0, 1] (opaque: the object is found against its plain
+    background). Raises ``UserInputError`` for images too small, with no object or with nothing else."""
+    from .shape_packs import crop_to_object
+
     if min(rgba.shape[:2]) < 8:
         raise UserInputError(f"the image is too small ({rgba.shape[1]}x{rgba.shape[0]})")
     alpha = rgba[..., 3]
@@ -271,8 +277,7 @@ def prepare_image(path: str | Path, size: int, margin: float = 0.08) -> torch.Te
         raise UserInputError("no object found in the image (it looks empty or uniform)")
     if coverage > 0.97:
         raise UserInputError("the object fills the whole image: leave some plain background around it")
-    crop = crop_to_object(np.concatenate([rgba[..., :3], alpha[..., None]], -1), size, margin)
-    return crop
+    return crop_to_object(np.concatenate([rgba[..., :3], alpha[..., None]], -1), size, margin)
 
 
 # ---------------------------------------------------------------------------------------------- rendering

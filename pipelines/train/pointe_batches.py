@@ -54,21 +54,27 @@ def conditioning(data: PointEData, shapes: torch.Tensor, opts: TrainOptions, gen
 
 def attach_grid(data: PointEData, features: str, device, scorer_dir: str | None = None) -> torch.Tensor:
     """(S, V, D, L) float32 grids of every render of the pack (``point_e_embedded.grid_features`` of the scorer's
-    image tower), kept as ``data.grid``; the pack must hold the renders (``pointe_data`` writes them)."""
-    from ..core.priors.point_e_embedded import grid_features, load_image_tower
+    image tower, or of the single-view model's encoder for 'sv'), kept as ``data.grid`` with ``data.grid_info`` (what
+    the exported base's config records); the pack must hold the renders (``pointe_data`` writes them)."""
+    from ..core.priors.point_e_embedded import grid_features, load_image_tower, load_single_view_tower
 
     if data.renders is None:
         raise ValueError("this pack has no renders of the training shapes, which the grid base reads: add them with "
                          "`python -m pipelines pointe data renders --data PACK` (then shrink again)")
     if features not in GRID_FEATURES:
         raise ValueError(f"--grid must be one of {', '.join(GRID_FEATURES)}, not {features!r}")
-    tower, size = load_image_tower(scorer_dir, device)
     s, v = data.renders.shape[:2]
+    if features == "sv":  # it reads the pack's views as an app's image is read: view_pixels at the pack's size
+        tower, size = load_single_view_tower(None, device), data.renders.shape[2]
+    else:
+        tower, size = load_image_tower(scorer_dir, device)
     if data.renders.shape[2] != size:
         raise ValueError(f"the pack's renders are {data.renders.shape[2]} px; the scorer reads {size} px")
     g = grid_features(tower, data.renders.reshape(s * v, *data.renders.shape[2:]), features)
     data.grid = g.reshape(s, v, *g.shape[1:])
     data.grid_info = dict(features=features, image_size=size)
+    if features == "sv":
+        data.grid_info["single_view"] = tower.sha256
     return data.grid
 
 

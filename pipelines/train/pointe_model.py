@@ -80,8 +80,8 @@ class TrainOptions:
     """base: 'vec' (one scorer embedding: the shipped v3 layout) or 'grid' (the embedded grid base: the view's grid
     of ``grid`` features as tokens plus the embedding; see the module docstring)."""
     grid: str = "fmap"
-    """--cond grid: the image grid, 'fmap' (the scorer's feature map before pooling) or 'patches' (8 x 8 pixel
-    patches of the 64 px view)."""
+    """--cond grid: the image grid, 'fmap' (the scorer's feature map before pooling), 'patches' (8 x 8 pixel
+    patches of the 64 px view) or 'sv' (the single-view model's encoder's feature map: ``GRID_FEATURES``)."""
     grid_add: bool = True
     """--cond grid: also the whole grid, flattened and projected, added to every point beside its tokens
     (``EmbeddedGridPointDiffusionTransformer.grid_add``; 'fmap': 4096 values, 0.8M parameters at width 192): on

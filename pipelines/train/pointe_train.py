@@ -16,12 +16,13 @@ of the released architectures (``core.point_diffusion``, smaller widths and dept
   more points a shape (``pointe_data shrink``: a smaller pack to carry); the upsampler and SDF need the full pack.
 * base with ``--cond grid``: an ``EmbeddedGridPointDiffusionTransformer``, the released base40M layout (image-grid
   tokens after the time token) on this tier's own grid (``--grid fmap``: the scorer's 4 x 4 feature map before
-  pooling, 16 tokens; ``patches``: 8 x 8 pixel patches of the 64 px view, 64 tokens), with learned token
+  pooling, 16 tokens; ``patches``: 8 x 8 pixel patches of the 64 px view, 64 tokens; ``sv``: the single-view
+  model's ResNet-18 feature map of the view as that tab prepares it, 16 tokens of 512), with learned token
   positions and the scorer embedding added to every point: an image sample gets its render's grid and embedding, a
   caption sample its text embedding and no grid (zeros), a dropped one neither, so the model serves text -> 3D
   too. The grids are computed at the start of training from the pack's renders (``pointe_data`` stores them on
   white; ``point_e_embedded.grid_features``, the function the app runs on an uploaded image) with the scorer's
-  image tower (no text encoder needed).
+  image tower (no text encoder needed), or the single-view model, whose config's sha256 the base then records.
 * upsample: the other 3072 points given 1024 (random subsets of the shape's 4096), an
   ``UpsamplePointDiffusionTransformer`` with the released channel scales; linear schedule.
 * sdf: a ``CrossAttentionPointCloudSDFModel`` regressing the signed distance (positive inside) of query points

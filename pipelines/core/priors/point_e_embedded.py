@@ -64,11 +64,16 @@ class ScorerEncoder:
         return self.scorer.encode_text(list(texts)).float()
 
 
-GRID_FEATURES = ("fmap", "patches")
+GRID_FEATURES = ("fmap", "patches", "sv")
 """Image grids of the embedded grid base: 'fmap', the embedded scorer's image-tower feature map before its average
 pool (4 x 4 cells of 256 channels for the shipped 64 px tower: 16 tokens); 'patches', the 64 px view on white cut
-into 8 x 8 pixel patches (64 tokens of 192 values in [-1, 1])."""
+into 8 x 8 pixel patches (64 tokens of 192 values in [-1, 1]); 'sv', the single-view tab's model's ResNet-18 feature
+map (4 x 4 cells of 512 channels) of the view put through that tab's preprocessing (the object cropped with its
+margin, 128 px): an encoder trained to predict shapes, whose pooled feature retrieves better training shapes than
+the scorer embedding does (bench/RESULTS.md)."""
+GRID_NAMES = {"fmap": "the scorer's feature map", "patches": "pixel patches", "sv": "the single-view model's encoder"}
 PATCH = 8
+SINGLE_VIEW_DIR = Path(__file__).resolve().parents[3] / "assets" / "single_view" / "model"
 
 
 def on_white(rgba):
@@ -125,35 +130,93 @@ def load_image_tower(folder=None, device="cpu"):
     return tower, int(config["scorer"]["image_size"])
 
 
-def grid_features(tower, pixels, features: str = "fmap", batch: int = 256):
-    """(B, S, S, 3) uint8 views on white (``view_pixels``; S the tower's image size) -> (B, grid_dim, grid_tokens)
-    float32 tokens, on the tower's device: ``GRID_FEATURES``."""
+def load_single_view_tower(folder=None, device="cpu"):
+    """The 'sv' grid's encoder: the single-view model's ResNet-18 (default the shipped one), with ``image_size`` and
+    ``sha256`` (of its config.json, which holds its shards' sha256s: a base records the encoder it was trained on)."""
+    import hashlib
+
+    from ..single_view_net import load_checkpoint
+
+    folder = Path(folder or SINGLE_VIEW_DIR)
+    model, _ = load_checkpoint(folder, device)
+    tower = model.encoder.eval().requires_grad_(False)
+    tower.image_size = model.image_size
+    tower.sha256 = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
+    return tower
+
+
+def load_grid_tower(grid: dict, device, where: str = "this Point-E base"):
+    """The encoder of a grid base's tokens (``grid``: its config's {'features', 'image_size'[, 'single_view']}): the
+    scorer's image tower, or for 'sv' the single-view model, which must be the one the base was trained on."""
+    if grid.get("features") != "sv":
+        return load_image_tower(None, device)[0]
+    tower = load_single_view_tower(None, device)
+    want = grid.get("single_view")
+    if want and want != tower.sha256:
+        raise UserInputError(f"{where} reads the features of another single-view model than the one in "
+                             f"assets/single_view/model (its config.json sha256 {want[:12]}, found {tower.sha256[:12]}): "
+                             "restore that model, or retrain the base on this one (`python -m pipelines pointe train "
+                             "base --cond grid --grid sv`)")
+    return tower
+
+
+def single_view_crops(pixels, size: int):
+    """(B, S, S, 3) uint8 views on white -> (B, 3, size, size) float in [0, 1]: the single-view tab's preprocessing
+    (``prepare_array``); a view where it finds no object is resized whole."""
+    import numpy as np
     import torch
+    import torch.nn.functional as F
+
+    from ..single_view_net import prepare_array
+
+    out = []
+    for v in np.asarray(pixels):
+        rgba = np.concatenate([v.astype(np.float32) / 255, np.ones((*v.shape[:2], 1), np.float32)], -1)
+        try:
+            out.append(torch.as_tensor(prepare_array(rgba, size)).permute(2, 0, 1).float())
+        except UserInputError:
+            out.append(F.interpolate(torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None], size=(size, size),
+                                     mode="bilinear", align_corners=False)[0])
+    return torch.stack(out)
+
+
+def grid_features(tower, pixels, features: str = "fmap", batch: int = 256):
+    """(B, S, S, 3) uint8 views on white (``view_pixels``; S the tower's image size, or any for 'sv') -> (B, grid_dim,
+    grid_tokens) float32 tokens, on the tower's device: ``GRID_FEATURES``."""
+    import torch
+
+    from ..resnet import normalize
 
     if features not in GRID_FEATURES:
         raise UserInputError(f"unknown grid features {features!r}; choose one of {', '.join(GRID_FEATURES)}")
     dev = next(tower.parameters()).device
-    x = torch.as_tensor(pixels).to(dev)
     out = []
     with torch.no_grad():
-        for i in range(0, len(x), batch):
-            v = x[i:i + batch].permute(0, 3, 1, 2).float() / 255 * 2 - 1  # the scorer's preprocess at its size
+        for i in range(0, len(pixels), batch):
+            if features == "sv":
+                x = single_view_crops(pixels[i:i + batch], tower.image_size).to(dev)
+                out.append(tower.feature_map(normalize(x)).flatten(2).float())
+                continue
+            v = torch.as_tensor(pixels[i:i + batch]).to(dev).permute(0, 3, 1, 2).float() / 255 * 2 - 1  # the scorer's
             if features == "fmap":
                 out.append(tower[:-3](v).flatten(2).float())
             else:
                 out.append(torch.nn.functional.unfold(v, PATCH, stride=PATCH))
-    return torch.cat(out) if out else x.new_zeros(0)
+    return torch.cat(out) if out else torch.zeros(0, device=dev)
 
 
 def grid_shape(features: str, image_size: int, tower=None) -> tuple[int, int]:
-    """(grid_dim, grid_tokens) of ``features`` for views of ``image_size`` (the tower's output for 'fmap')."""
+    """(grid_dim, grid_tokens) of ``features`` for views of ``image_size`` (the tower's output for 'fmap' and 'sv')."""
     import torch
 
     if features == "patches":
         return 3 * PATCH * PATCH, (image_size // PATCH) ** 2
     dev = next(tower.parameters()).device
     with torch.no_grad():
-        f = tower[:-3](torch.zeros(1, 3, image_size, image_size, device=dev))
+        if features == "sv":
+            f = tower.feature_map(torch.zeros(1, 3, tower.image_size, tower.image_size, device=dev))
+        else:
+            f = tower[:-3](torch.zeros(1, 3, image_size, image_size, device=dev))
     return int(f.shape[1]), int(f.shape[2] * f.shape[3])
 
 
@@ -186,12 +249,15 @@ def load_embedded_models(folder: Path, device, upsample: bool = True, sdf: bool 
                              "and 'scorer-grid')")
     scorer = load_embedded_scorer(device)
     if condition == "scorer-grid":
-        grid = cfg.get("grid", {})
-        tower = load_image_tower(None, device)[0]  # float32, as at training time (the scorer may be float16)
-        encoder = ScorerGridEncoder(scorer, grid.get("features", "fmap"), int(grid.get("image_size", 64)), tower)
+        grid = {"features": "fmap", **cfg.get("grid", {})}
+        tower = load_grid_tower(grid, device, str(folder / "base"))  # float32, as at training time
+        encoder = ScorerGridEncoder(scorer, grid["features"], int(grid.get("image_size", 64)), tower)
     else:
         encoder = ScorerEncoder(scorer)
-    names = dict(kind="gridvec" if condition == "scorer-grid" else "vec", base=cfg["model"].get("name", "base"), upsampler="upsample" if up is not None else "off",
-                 sdf="sdf" if sdf_model is not None else "off", clip="embedded scorer")
+    names = dict(kind="gridvec" if condition == "scorer-grid" else "vec", base=cfg["model"].get("name", "base"),
+                 upsampler="upsample" if up is not None else "off", sdf="sdf" if sdf_model is not None else "off",
+                 clip="embedded scorer")
+    if condition == "scorer-grid":
+        names["grid"] = GRID_NAMES.get(grid["features"], grid["features"])
     return dict(tier="embedded", source=str(folder), base_name="embedded", base=base, upsampler=up, sdf=sdf_model,
                 encoder=encoder, names=names)
