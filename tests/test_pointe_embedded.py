@@ -131,3 +131,21 @@ def test_exported_folder_loads_and_samples_through_the_core_loader(pack, tmp_pat
     assert float(x.abs().max()) <= 1.0
     sdf = models.sdf(torch.zeros(1, 3, 5), x[:, :3] / 2)
     assert sdf.shape == (1, 5) and bool(torch.isfinite(sdf).all())
+
+
+def test_shipped_models_verify_and_sample_one_step():
+    """The shipped embedded tier (assets/pointe): each folder's shards match their sha256 (``load_model_folder``
+    verifies), the base reads the scorer's 256-d space, and one step of the sampler gives a cloud in range."""
+    from pipelines.core.point_sampler import Stage, sample
+    from pipelines.core.priors.point_e import EMBEDDED_DIR
+    from pipelines.core.priors.point_e_embedded import load_model_folder
+
+    base, cfg = load_model_folder(EMBEDDED_DIR / "base", "cpu")
+    up, _ = load_model_folder(EMBEDDED_DIR / "upsample", "cpu")
+    sdf, _ = load_model_folder(EMBEDDED_DIR / "sdf", "cpu")
+    assert cfg["condition"] == "scorer" and cfg["weights_dtype"] == "int8" and cfg["model"]["clip_dim"] == 256
+    emb = torch.nn.functional.normalize(torch.randn(1, 256, generator=torch.Generator().manual_seed(0)), dim=-1)
+    x = sample(base, {"embeddings": emb}, 1, up, {}, Stage(steps=1), Stage(steps=1, sigma_max=160.0, s_churn=0.0,
+                                                                              guidance_scale=0.0), device="cpu")
+    assert x.shape == (1, 6, base.n_ctx + up.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
+    assert bool(torch.isfinite(sdf(torch.zeros(1, 3, 4), x[:, :3] / 2)).all())

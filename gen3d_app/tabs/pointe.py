@@ -44,10 +44,11 @@ def models_note() -> str:
     source = point_e.default_source()
     if source == point_e.EMBEDDED:
         return ("**Models:** the project's own embedded Point-E models (`assets/pointe/`), offline: 5 M parameters "
-                "trained for minutes on one GPU on 715 furniture shapes. Expect coarse clouds of about the right "
-                "size and colours, not detailed shapes (held-out F1@5 % 0.50 from an image, 0.42 from a caption, "
-                "level with the nearest training shape's 0.50; bench/RESULTS.md). A prompt goes straight to their base "
-                "model (no synthetic view). Give a folder of the official checkpoints to use the released ones.")
+                "trained for minutes on one GPU on 715 furniture shapes and a stretched copy of each. Expect coarse "
+                "clouds of about the right size and colours, not detailed shapes (held-out F1@5 % 0.52 from an "
+                "image, 0.42 from a caption, against the nearest training shape's 0.50; bench/RESULTS.md). A "
+                "prompt goes straight to their base model (no synthetic view). Give a folder of the official "
+                "checkpoints to use the released ones.")
     found = [f for f in ("base_40m.pt", "upsample_40m.pt", "sdf.pt") if (Path(source) / f).is_file()]
     if len(found) == 3:
         return f"**Models:** the official Point-E checkpoints in `{Path(source).resolve()}` (real tier)."
