@@ -115,8 +115,7 @@ def single_view_rows(folder: str, data, train: torch.Tensor, renders, gt_xyz, gt
 
     views = view_pixels(list(renders))
     with torch.no_grad():
-        x = normalize(single_view_crops(views, model.image_size).to(device))
-        points = model(x, ("points",))["points"].float()
+        points = model(single_view_crops(views, model.image_size).to(device), ("points",))["points"].float()
     s = scores(points, torch.full_like(points, 0.5), gt_xyz, gt_rgb)
     rows = [dict(method="single-view point head (view frame: read best z-turn)", points=points.shape[1], seconds=0.0,
                  **{k: float(v.mean()) for k, v in s.items()}, **p_metrics(points))]

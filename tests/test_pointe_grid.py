@@ -257,3 +257,35 @@ def test_single_view_grid_reads_the_views_as_the_single_view_tab_and_records_its
     with pytest.raises(UserInputError, match="retrain the base"):
         pee.load_grid_tower({**config["grid"], "single_view": "0" * 64}, "cpu")
     clear_cache()
+
+
+def test_bench_scores_the_single_view_point_head_as_the_tab_predicts(tmp_path):
+    """``bench/pointe_quality.single_view_rows``: the point head's cloud of a render is the single-view tab's
+    prediction for that image (so scored against that prediction it is perfect), and retrieval by the encoder finds
+    a training render's own shape when that render is the query."""
+    import sys
+
+    from PIL import Image
+
+    from pipelines.core.single_view_net import load_checkpoint, prepare_image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import pointe_quality
+
+    pack = grid_pack(tmp_path / "p.npz")
+    rgba = np.load(pack.with_suffix(".rgba.npy"))
+    data = pointe_data.load_pack(pack)
+    model, _ = load_checkpoint(pee.SINGLE_VIEW_DIR, "cpu")
+    Image.fromarray(pee.on_white(rgba[1, 0])).save(tmp_path / "view.png")
+    with torch.no_grad():
+        tab = model(prepare_image(tmp_path / "view.png", 128).permute(2, 0, 1)[None].float(), ("points",))["points"]
+    train = torch.as_tensor(data.train)
+    grey = torch.full_like(tab, 0.5)
+    rows = pointe_quality.single_view_rows(str(pee.SINGLE_VIEW_DIR), data, train, rgba[1, :1], tab, grey,
+                                           torch.device("cpu"), lambda x: {})
+    assert rows[0]["method"].startswith("single-view point head") and rows[1]["method"].startswith("retrieval")
+    assert rows[0]["f1@1%"] > 0.99 and rows[0]["cd"] < 1e-8  # the tab's own cloud
+    k = int(train[0])  # a training render as the query: retrieval returns its own shape
+    rows = pointe_quality.single_view_rows(str(pee.SINGLE_VIEW_DIR), data, train, rgba[k, :1], data.xyz[[k]],
+                                           data.rgb[[k]].float() / 255, torch.device("cpu"), lambda x: {})
+    assert rows[1]["cd"] == 0.0 and rows[0]["cd"] > 0
