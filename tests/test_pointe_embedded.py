@@ -143,9 +143,18 @@ def test_shipped_models_verify_and_sample_one_step():
     base, cfg = load_model_folder(EMBEDDED_DIR / "base", "cpu")
     up, _ = load_model_folder(EMBEDDED_DIR / "upsample", "cpu")
     sdf, _ = load_model_folder(EMBEDDED_DIR / "sdf", "cpu")
-    assert cfg["condition"] == "scorer" and cfg["weights_dtype"] == "int8" and cfg["model"]["clip_dim"] == 256
+    assert cfg["condition"] in ("scorer", "scorer-grid") and cfg["weights_dtype"] == "int8"
     emb = torch.nn.functional.normalize(torch.randn(1, 256, generator=torch.Generator().manual_seed(0)), dim=-1)
-    x = sample(base, {"embeddings": emb}, 1, up, {}, Stage(steps=1), Stage(steps=1, sigma_max=160.0, s_churn=0.0,
-                                                                              guidance_scale=0.0), device="cpu")
+    cond = {"embeddings": emb}
+    if cfg["condition"] == "scorer-grid":  # a grid base: its tower must be the one it was trained on (sha256)
+        from pipelines.core.priors.point_e_embedded import grid_features, load_grid_tower
+
+        grid = {"features": "fmap", "image_size": 64, **cfg["grid"]}
+        tower = load_grid_tower(grid, "cpu")
+        view = np.full((1, grid["image_size"], grid["image_size"], 3), 255, np.uint8)
+        view[:, 16:48, 20:44] = (180, 40, 40)
+        cond = {"embeddings": grid_features(tower, view, grid["features"]), "vec": emb}
+    x = sample(base, cond, 1, up, {}, Stage(steps=1), Stage(steps=1, sigma_max=160.0, s_churn=0.0,
+                                                            guidance_scale=0.0), device="cpu")
     assert x.shape == (1, 6, base.n_ctx + up.n_ctx) and bool(torch.isfinite(x).all()) and float(x.abs().max()) <= 1
     assert bool(torch.isfinite(sdf(torch.zeros(1, 3, 4), x[:, :3] / 2)).all())
