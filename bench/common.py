@@ -128,6 +128,30 @@ def timed_run(run: Callable, cfg, gpu: bool) -> dict:
     return m
 
 
+def clock_runs(args, make_cfg: Callable, run: Callable, label: str, warmup_steps: int, **short):
+    """The runs of a time-budget benchmark (``args``: checkpoints, separate, profile): one run stopping at the last
+    checkpoint and scored at the others (the LR schedule follows the clock), or one run per checkpoint with
+    ``--separate``. Yields (config, metrics, [(seconds, metrics tag)]): the tag is '' for the run's end and '@Ns'
+    for a checkpoint on the way. With ``--profile`` N, prints a profile of N steps (``short``: more overrides of
+    that short run) and yields nothing."""
+    import torch
+
+    from pipelines.events import Log, run_to_completion
+
+    for budget in [[c] for c in args.checkpoints] if args.separate else [args.checkpoints]:
+        cfg = make_cfg(eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1])
+        if args.profile:
+            quick = dataclasses.replace(cfg, steps=args.profile, eval_views=1, eval_at_seconds="", max_seconds=0,
+                                        **short)
+            print(profile(run, quick, dataclasses.replace(quick, steps=warmup_steps),
+                          f"{label}: {args.profile} steps + 1 eval view"), flush=True)
+            return
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message, flush=True))
+        yield cfg, done.metrics, [(c, "" if c == budget[-1] else f"@{c:g}s") for c in budget]
+
+
 def image_side(scene: str | Path, downscale: int = 1) -> int:
     """The width in pixels the pipelines train a Blender scene at: its first training image's, over ``downscale``."""
     import json

@@ -15,11 +15,9 @@ folder's test split (see ``common.scene_for_split``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from common import LEGO, apply_overrides, image_side, print_table, profile, scene_for_split, write_json
+from common import LEGO, apply_overrides, clock_runs, image_side, print_table, scene_for_split, write_json
 
-from pipelines.events import Log, run_to_completion
 from pipelines.nerf import NerfConfig, run
 
 # --smoke: the fast model of tests/test_nerf.py (and a small vanilla one), for a CPU run in seconds.
@@ -53,33 +51,20 @@ def main() -> None:
     args.eval_views = args.eval_views or 0
     scene = scene_for_split(args.data, args.eval_split)
 
-    import torch
-
     rows = []
     for model in args.models:
-        budgets = [[c] for c in args.checkpoints] if args.separate else [args.checkpoints]
-        for budget in budgets:
-            # Training stops at the last time in ``budget``; the LR schedule follows the clock (max_seconds).
-            cfg = apply_overrides(NerfConfig(
+        def make_cfg(**clock):
+            return apply_overrides(NerfConfig(
                 scene=str(scene), model=model, downscale=args.downscale, eval_views=args.eval_views,
-                device=args.device, export=False, preview_every=10**9, steps=10**7,
-                eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1]), args.set)
-            if args.profile:
-                short = dataclasses.replace(cfg, steps=args.profile, eval_views=1, eval_at_seconds="", max_seconds=0)
-                print(profile(run, short, dataclasses.replace(short, steps=20),
-                              f"{model}: {args.profile} steps + 1 eval view"), flush=True)
-                break
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message, flush=True))
-            m = done.metrics
-            for c in budget:
-                tag = "" if c == budget[-1] else f"@{c:g}s"
+                device=args.device, export=False, preview_every=10**9, steps=10**7, **clock), args.set)
+
+        for cfg, m, checkpoints in clock_runs(args, make_cfg, run, model, 20):
+            for c, tag in checkpoints:
                 rows.append({
                     "method": f"nerf-{model}", "size": f"lego {image_side(scene, args.downscale)}px, "
                     f"{args.eval_views or 'all'} {args.eval_split} views", "eval_split": args.eval_split,
                     "train_s": c if tag else round(m["train_seconds"], 1),
-                    "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
+                    "schedule": "per budget" if args.separate else f"{args.checkpoints[-1]:g}s run",
                     "steps": int(m.get(f"steps{tag}", 0)), "psnr": round(m.get(f"psnr{tag}", float("nan")), 2),
                     "ssim": None if tag else round(m["ssim"], 4),
                     "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),

@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from common import LEGO, apply_overrides, image_side, print_table, profile, scene_for_split, write_json
+from common import LEGO, apply_overrides, clock_runs, image_side, print_table, scene_for_split, write_json
 
-from pipelines.events import Log, run_to_completion
 from pipelines.volsdf import VolSDFConfig, run
 
 SMOKE = ["batch_rays=256", "n_coarse=16", "n_fine=16", "hash_levels=4", "hash_log2_size=12", "width=32",
@@ -58,39 +57,25 @@ def main() -> None:
     args.eval_views = args.eval_views or 0
     scene = scene_for_split(args.data, args.eval_split)
 
-    import torch
-
     rows = []
     for encoding in args.encodings:
         preset = "paper" if encoding == "harmonic" else "fast"
-        budgets = [[c] for c in args.checkpoints] if args.separate else [args.checkpoints]
-        for budget in budgets:
-            # Training stops at the last time in ``budget``; the LR schedule follows the clock (max_seconds).
-            cfg = dataclasses.replace(
+
+        def make_cfg(**clock):
+            return apply_overrides(dataclasses.replace(
                 VolSDFConfig().with_preset(preset), scene=str(scene), field="neural", encoding=encoding,
                 downscale=args.downscale, eval_views=args.eval_views, device=args.device, export=False,
                 preview_every=10**9, mesh_resolution=args.mesh_resolution, steps=10**7,
-                mesh_psnr_views=args.mesh_psnr_views,
-                eval_at_seconds=",".join(f"{c:g}" for c in budget[:-1]), max_seconds=budget[-1])
-            cfg = apply_overrides(cfg, args.set)
-            if args.profile:
-                short = dataclasses.replace(cfg, steps=args.profile, eval_views=1, eval_at_seconds="", max_seconds=0,
-                                            mesh_resolution=0)
-                print(profile(run, short, dataclasses.replace(short, steps=10),
-                              f"{encoding}: {args.profile} steps + 1 eval view"), flush=True)
-                break
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            done = run_to_completion(run(cfg), on_event=lambda e: isinstance(e, Log) and print(e.message, flush=True))
-            m = done.metrics
-            for c in budget:
-                tag = "" if c == budget[-1] else f"@{c:g}s"
+                mesh_psnr_views=args.mesh_psnr_views, **clock), args.set)
+
+        for cfg, m, checkpoints in clock_runs(args, make_cfg, run, encoding, 10, mesh_resolution=0):
+            for c, tag in checkpoints:
                 rows.append({
                     "method": f"volsdf-{encoding}", "preset": preset,
                     "size": f"lego {image_side(scene, args.downscale)}px, {args.eval_views or 'all'} {args.eval_split} views",
                     "eval_split": args.eval_split,
                     "train_s": round(m["train_seconds"], 1) if not tag else c,
-                    "schedule": "per budget" if args.separate else f"{budget[-1]:g}s run",
+                    "schedule": "per budget" if args.separate else f"{args.checkpoints[-1]:g}s run",
                     "steps": int(m["steps"] if not tag else m.get(f"steps{tag}", 0)),
                     "psnr": round(m.get(f"psnr{tag}", float("nan")), 2),
                     "mesh_psnr": round(m[f"mesh_psnr{tag}"], 2) if f"mesh_psnr{tag}" in m else None,
