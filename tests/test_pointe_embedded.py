@@ -144,6 +144,7 @@ def test_shipped_models_verify_and_sample_one_step():
     up, _ = load_model_folder(EMBEDDED_DIR / "upsample", "cpu")
     sdf, _ = load_model_folder(EMBEDDED_DIR / "sdf", "cpu")
     assert cfg["condition"] in ("scorer", "scorer-grid") and cfg["weights_dtype"] == "int8"
+    assert cfg["model"].get("clip_dim", cfg["model"].get("vec_dim")) == 256  # the embedded scorer's space
     emb = torch.nn.functional.normalize(torch.randn(1, 256, generator=torch.Generator().manual_seed(0)), dim=-1)
     cond = {"embeddings": emb}
     if cfg["condition"] == "scorer-grid":  # a grid base: its tower must be the one it was trained on (sha256)

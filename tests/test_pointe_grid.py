@@ -240,6 +240,20 @@ def test_single_view_grid_reads_the_views_as_the_single_view_tab_and_records_its
     enc = pee.ScorerGridEncoder(None, "sv", 64, tower)
     assert torch.allclose(enc.grid([rgba[2, 1]])[0], grid[2, 1], atol=1e-4)
     assert float((grid[0, 0] - grid[1, 0]).abs().mean()) > 1e-3  # different views, different tokens
+    # the app's image path (pointe.py: an upload cropped to a 256 px view with the embedded margin, then a PIL image
+    # resized to 64 px) gives tokens nearest the pack's grid of the same render, up to resampling
+    from PIL import Image
+
+    from pipelines.core.images import to_uint8
+    from pipelines.core.single_view_net import prepare_image
+    from pipelines.pointe import EMBEDDED_VIEW_MARGIN
+
+    for s, v in ((2, 1), (0, 0)):
+        Image.fromarray(rgba[s, v]).save(tmp_path / "upload.png")
+        view = to_uint8(prepare_image(tmp_path / "upload.png", 256, EMBEDDED_VIEW_MARGIN))
+        g = enc.grid([Image.fromarray(view)])[0]
+        cos = torch.nn.functional.cosine_similarity(g.flatten()[None], grid.reshape(8, -1)).view(4, 2)
+        assert float(cos[s, v]) > 0.95 and int(cos.flatten().argmax()) == 2 * s + v
 
     opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
                                      tiny=True, device="cpu", warmup=1, log_every=1, batch=4, cond="grid",
@@ -256,7 +270,18 @@ def test_single_view_grid_reads_the_views_as_the_single_view_tab_and_records_its
     assert "single-view model's encoder" in models.describe()
     with pytest.raises(UserInputError, match="retrain the base"):
         pee.load_grid_tower({**config["grid"], "single_view": "0" * 64}, "cpu")
+    with pytest.raises(UserInputError, match="does not record which single-view model"):
+        pee.load_grid_tower({"features": "sv", "image_size": 64}, "cpu")
     clear_cache()
+    # resuming or exporting the run against grids of another single-view model is refused, not laundered
+    state = torch.load(tmp_path / "runs" / "base" / "checkpoint.pt", weights_only=False)
+    assert state["grid_info"] == config["grid"]
+    state["grid_info"] = {**state["grid_info"], "single_view": "0" * 64}
+    torch.save(state, tmp_path / "runs" / "base" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="another single-view model"):
+        pointe_train.train(opts, log=lambda *_: None)
+    with pytest.raises(ValueError, match="another single-view model"):
+        pointe_train.export_runs(tmp_path / "runs", tmp_path / "again", device="cpu")
 
 
 def test_bench_scores_the_single_view_point_head_as_the_tab_predicts(tmp_path):

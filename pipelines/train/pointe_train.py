@@ -120,6 +120,7 @@ def train(opts: TrainOptions, log=print) -> dict:
         if state.get("config", cfg) != cfg:
             raise ValueError(f"{out / 'checkpoint.pt'} is of another model config ({state['config']}); resume with "
                              "its options or train into a fresh --out")
+        same_grid(state, data, out / "checkpoint.pt")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optim.load_state_dict(state["optim"])
@@ -136,7 +137,8 @@ def train(opts: TrainOptions, log=print) -> dict:
 
     def save(step: int) -> None:
         torch.save(dict(model=model.state_dict(), ema=ema.state_dict(), optim=optim.state_dict(), step=step,
-                        opts=dataclasses.asdict(opts), config=cfg), out / ".checkpoint.tmp")
+                        opts=dataclasses.asdict(opts), config=cfg, grid_info=getattr(data, "grid_info", None)),
+                   out / ".checkpoint.tmp")
         (out / ".checkpoint.tmp").replace(out / "checkpoint.pt")
 
     t0, done, running = time.perf_counter(), start, None
@@ -266,8 +268,20 @@ def export(opts: TrainOptions, ema, cfg: dict, metrics: dict, step: int, data: P
     return save_prior(dest, f"pointe-{opts.model}", ema, config, manifest, credits, dtype="int8")
 
 
-def export_runs(runs: str | Path = "runs/pointe", dest: str | Path = "assets/pointe", data: str = "") -> list[Path]:
-    """Exports each ``runs/MODEL/checkpoint.pt`` there is (base, upsample, sdf) to ``dest/MODEL``, without training."""
+def same_grid(state: dict, data: PointEData, where: Path) -> None:
+    """A grid base resumed or exported must see the grids it was trained on: the same features, and for 'sv' the
+    same single-view model (a checkpoint from before grids were recorded passes)."""
+    was, now = state.get("grid_info"), getattr(data, "grid_info", None)
+    if was and now and was != now:
+        raise ValueError(f"{where} was trained on grids {was}, but the pack now gives {now} (another single-view "
+                         "model?): restore what it was trained with, or train into a fresh --out")
+
+
+def export_runs(runs: str | Path = "runs/pointe", dest: str | Path = "assets/pointe", data: str = "",
+                device: str = "auto") -> list[Path]:
+    """Exports each ``runs/MODEL/checkpoint.pt`` there is (base, upsample, sdf) to ``dest/MODEL``, without training
+    (scored on ``device``)."""
+    dev = resolve_device(device)
     out = []
     for name in MODELS:
         ckpt = Path(runs) / name / "checkpoint.pt"
@@ -275,13 +289,15 @@ def export_runs(runs: str | Path = "runs/pointe", dest: str | Path = "assets/poi
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         opts = TrainOptions(**dict(state["opts"], data=data or state["opts"]["data"]))
-        pack = load_pack(opts.data)
+        pack = load_pack(opts.data, dev)
         if state["config"].get("name") == "EmbeddedGridPointDiffusionTransformer":
-            attach_grid(pack, opts.grid, "cpu")
-        ema = build_model(state["config"])
+            attach_grid(pack, opts.grid, dev)
+            same_grid(state, pack, ckpt)
+        ema = build_model(state["config"]).to(dev)
         ema.load_state_dict(state["ema"])
-        ab = torch.tensor(alphas_cumprod(SCHEDULES[name]), dtype=torch.float32) if name in SCHEDULES else None
-        metrics = evaluate(ema, pack, state["config"], opts, ab, torch.device("cpu"))
+        ab = (torch.tensor(alphas_cumprod(SCHEDULES[name]), dtype=torch.float32, device=dev)
+              if name in SCHEDULES else None)
+        metrics = evaluate(ema, pack, state["config"], opts, ab, dev)
         out.append(export(opts, ema, state["config"], metrics, state["step"], pack, Path(dest) / name))
     return out
 
@@ -315,8 +331,9 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/pointe", help="folder with base/, upsample/, sdf/ checkpoints")
     p.add_argument("--dest", default="assets/pointe")
     p.add_argument("--data", default="", help="the pack (default: the one each run trained on)")
+    p.add_argument("--device", default="auto", help="where the exported models are scored")
     args = p.parse_args(argv)
-    for path in export_runs(args.runs, args.dest, args.data):
+    for path in export_runs(args.runs, args.dest, args.data, args.device):
         print(f"wrote {path}")
     return 0
 

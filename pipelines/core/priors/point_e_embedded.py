@@ -17,6 +17,7 @@ time, so an image and the pack's render of it give the same tokens.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from ...config import UserInputError
@@ -152,7 +153,11 @@ def load_grid_tower(grid: dict, device, where: str = "this Point-E base"):
         return load_image_tower(None, device)[0]
     tower = load_single_view_tower(None, device)
     want = grid.get("single_view")
-    if want and want != tower.sha256:
+    if not want:
+        raise UserInputError(f"{where} reads single-view features but does not record which single-view model made "
+                             "them (its config.json has no grid 'single_view' sha256): re-export it with "
+                             "`python -m pipelines pointe export`")
+    if want != tower.sha256:
         raise UserInputError(f"{where} reads the features of another single-view model than the one in "
                              f"assets/single_view/model (its config.json sha256 {want[:12]}, found {tower.sha256[:12]}): "
                              "restore that model, or retrain the base on this one (`python -m pipelines pointe train "
@@ -169,14 +174,17 @@ def single_view_crops(pixels, size: int):
 
     from ..single_view_net import prepare_array
 
-    out = []
+    out, whole = [], 0
     for v in np.asarray(pixels):
         rgba = np.concatenate([v.astype(np.float32) / 255, np.ones((*v.shape[:2], 1), np.float32)], -1)
         try:
             out.append(torch.as_tensor(prepare_array(rgba, size)).permute(2, 0, 1).float())
         except UserInputError:
+            whole += 1
             out.append(F.interpolate(torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None], size=(size, size),
                                      mode="bilinear", align_corners=False)[0])
+    if whole:  # framed unlike the rest: worth knowing when it happens to training renders
+        warnings.warn(f"single-view crop: no object found in {whole} of {len(out)} views; those were resized whole")
     return torch.stack(out)
 
 
