@@ -2,7 +2,7 @@
 
     python bench/pointe_condition.py bayes [--data .data/pointe/pointe_2048.npz] [--shapes 0] [--points 1024]
     python bench/pointe_condition.py tiny  [--shapes 8] [--steps 1000] [--prediction v|eps] [--cond-token]
-                                           [--cond vec|fmap|patches] [--heldout N]
+                                           [--cond vec|fmap|patches|sv] [--heldout N]
     python bench/pointe_condition.py retrieval [--data ...]    # needs the built shapes (.data/pointe/shapes)
 
 ``bayes``: the best x0 error any model could reach on the held-out shapes (the yardstick of ``pointe_train``'s
@@ -17,7 +17,7 @@ handful of training shapes with the trainer's own batches and loss (``pointe_bat
 ``pointe_train.loss_of``), then its x0 error with the true, shuffled and null condition at t = 400 .. 1000 against
 the Bayes oracle on the same clouds, and clouds sampled (16 Heun steps, guidance 3) from each shape's condition:
 F1@5 % to their own shape and to the others, and how many are nearest their own shape. A model that memorises 8
-shapes and reads its condition identifies them all. ``--cond fmap|patches``: the grid base
+shapes and reads its condition identifies them all. ``--cond fmap|patches|sv``: the grid base
 (``EmbeddedGridPointDiffusionTransformer``, the view's grid as tokens plus the embedding; needs a pack with
 renders, ``pointe data renders``) instead of the vec base; ``--heldout N``: also clouds from N held-out shapes'
 renders, F1@5 % to their truth.
@@ -214,7 +214,7 @@ def main() -> None:
     p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="v20")
     p.add_argument("--samples", type=int, default=4, help="tiny: clouds sampled per shape (seeds)")
     p.add_argument("--cond-token", action="store_true")
-    p.add_argument("--cond", choices=("vec", "fmap", "patches"), default="vec",
+    p.add_argument("--cond", choices=("vec", "fmap", "patches", "sv"), default="vec",
                    help="tiny: the vec base, or the grid base on this grid (a pack with renders)")
     p.add_argument("--heldout", type=int, default=0, help="tiny: also sample from this many held-out renders")
     p.add_argument("--grid-only", action="store_true", help="tiny, grid base: without the pooled embedding")
