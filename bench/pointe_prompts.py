@@ -22,18 +22,26 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 VIEWS, SIZE = 8, 64
 
 
-def cloud_renders(ply: Path, views: int = VIEWS, size: int = SIZE):
-    """(views, size, size, 3) uint8 splats of a saved cloud around z, at 20 degrees elevation."""
+def load_cloud(ply: Path):
+    """A saved coloured .ply as a PointCloud (colours in [0, 1])."""
     import numpy as np
     import torch
     import trimesh
 
     from pipelines.core.geometry import PointCloud
-    from pipelines.core.point_clouds import render_points
 
     pc = trimesh.load(ply)
-    cloud = PointCloud(torch.as_tensor(np.asarray(pc.vertices), dtype=torch.float32),
-                       torch.as_tensor(np.asarray(pc.colors)[:, :3], dtype=torch.float32) / 255)
+    return PointCloud(torch.as_tensor(np.asarray(pc.vertices), dtype=torch.float32),
+                      torch.as_tensor(np.asarray(pc.colors)[:, :3], dtype=torch.float32) / 255)
+
+
+def cloud_renders(ply: Path, views: int = VIEWS, size: int = SIZE):
+    """(views, size, size, 3) uint8 splats of a saved cloud around z, at 20 degrees elevation."""
+    import torch
+
+    from pipelines.core.point_clouds import render_points
+
+    cloud = load_cloud(ply)
     return torch.stack([torch.from_numpy(render_points(cloud, size, 20.0, 360.0 * k / views, radius=1))
                         for k in range(views)])
 

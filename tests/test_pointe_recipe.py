@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pipelines.core.point_diffusion import CLIPImagePointDiffusionTransformer, build_model, timestep_embedding
@@ -250,3 +251,38 @@ def test_prompt_bench_renders_a_saved_cloud_from_every_azimuth(tmp_path, monkeyp
     assert (red | white).all() and (white[:, 0, 0]).all()  # only the cloud's colour on a white ground
     covered = red.flatten(1).float().mean(1)
     assert covered[0] > 2 * covered[2]  # azimuth 0 looks along x at the disc's face; 90 degrees sees its edge
+
+
+def test_reference_bench_puts_the_official_cloud_beside_ours(tmp_path, monkeypatch):
+    """bench/pointe_reference.py: a reference folder in the official examples' format (coords and R, G, B) gives a
+    picture of image | 4 views of the official cloud | 4 of ours, and JSON rows for both; a folder missing a
+    file is refused by name."""
+    import importlib.util
+
+    from PIL import Image
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_pointe_reference", repo / "bench" / "pointe_reference.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    with pytest.raises(SystemExit, match="pc_corgi.npz"):
+        bench.main(["--tiny", "--reference", str(ref), "--out", str(tmp_path / "r.json")])
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-0.5, 0.5, (4096, 3)).astype(np.float32)
+    np.savez(ref / "pc_corgi.npz", coords=xyz, R=np.full(4096, 0.9, np.float32), G=np.full(4096, 0.1, np.float32),
+             B=np.full(4096, 0.1, np.float32))
+    picture = np.full((64, 64, 3), 255, np.uint8)
+    picture[16:48, 16:48] = (200, 120, 40)
+    Image.fromarray(picture).save(ref / "corgi.jpg")
+    bench.main(["--tiny", "--reference", str(ref), "--device", "cpu", "--out", str(tmp_path / "r.json")])
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["source"].split()[0] for r in rows] == ["official", "gen3d"] and all(r["points"] == 4096 for r in rows)
+    out = np.asarray(Image.open(tmp_path / "r.jpg"))
+    size = bench.SIZE
+    assert out.shape == (size, size * (1 + 2 * bench.VIEWS), 3)
+    official = out[:, size:size * (1 + bench.VIEWS)].astype(int)
+    red = (official[..., 0] > 150) & (official[..., 1] < 90)
+    assert red.mean() > 0.1  # the official cloud's own colours, splatted
