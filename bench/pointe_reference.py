@@ -35,6 +35,9 @@ def load_reference(npz: Path):
     from pipelines.core.geometry import PointCloud
 
     d = np.load(npz)
+    missing = [k for k in ("coords", "R", "G", "B") if k not in d.files]
+    if missing:
+        raise SystemExit(f"{npz} lacks {', '.join(missing)}: a reference cloud holds coords (N, 3) and R, G, B (N,)")
     rgb = np.stack([d["R"], d["G"], d["B"]], 1)
     return PointCloud(torch.as_tensor(d["coords"], dtype=torch.float32), torch.as_tensor(rgb, dtype=torch.float32))
 
@@ -47,7 +50,7 @@ def views(cloud, n: int = VIEWS, size: int = SIZE):
     from pipelines.core.point_clouds import render_points
 
     xyz = cloud.xyz - (cloud.xyz.amax(0) + cloud.xyz.amin(0)) / 2
-    xyz = xyz / (xyz.abs().amax() / 0.5)
+    xyz = xyz / (xyz.abs().amax().clamp_min(1e-9) / 0.5)
     fitted = PointCloud(xyz, cloud.rgb)
     return np.concatenate([render_points(fitted, size, 20.0, 360.0 * k / n - 60.0, radius=1) for k in range(n)], 1)
 
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     names = EXAMPLES[:1] if args.tiny else EXAMPLES
     missing = [f for n in names for f in (ref / f"pc_{n}.npz", ref / f"{n}.jpg") if not f.is_file()]
     if missing:
-        raise SystemExit(f"missing reference files: {', '.join(map(str, missing))} (see ../shared/data/README.md)")
+        raise SystemExit(f"missing reference files: {', '.join(map(str, missing))} (--reference: a folder of "
+                         "pc_<name>.npz and <name>.jpg for corgi and cube_stack, as Point-E's examples)")
     steps = 2 if args.tiny else args.steps
     rows, picture, used = [], [], ""
     with tempfile.TemporaryDirectory() as tmp:

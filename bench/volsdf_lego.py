@@ -84,7 +84,8 @@ def main() -> None:
                     "watertight": bool(m.get(f"mesh_watertight{tag}", 0.0)),
                     "beta": round(m["beta"], 5) if not tag else None,
                     "peak_gpu_gb": round(m.get(f"peak_gpu_gb{tag}", 0.0), 2),
-                    "gradient": cfg.gradient, "sampler": cfg.sampler, "overrides": " ".join(args.set),
+                    "gradient": cfg.gradient, "sampler": cfg.sampler, "eikonal_weight": cfg.eikonal_weight,
+                    "overrides": " ".join(args.set),
                     "rays_per_step": round(m.get("rays_per_step", 0.0)) if not tag else None,
                 })
     if rows:

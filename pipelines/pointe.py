@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
@@ -159,9 +160,17 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
     # 2. Conditioning.
     from PIL import Image
 
+    from .core.priors.point_e_embedded import CropWarning
+
     pil = [Image.fromarray(view)] if view is not None else None
     enc = models.encoder
-    grid = enc.grid(pil) if pil and hasattr(enc, "grid") else None
+    with warnings.catch_warnings(record=True) as caught:  # the embedded sv grid's crop, said in the run's log
+        warnings.simplefilter("always", CropWarning)
+        grid = enc.grid(pil) if pil and hasattr(enc, "grid") else None
+    if any(issubclass(w.category, CropWarning) for w in caught):
+        yield Log("the view shows no single object on a plain background, so it was not cropped as the base's "
+                  "training views were; the cloud may miss the object: try another seed or prompt, or an image",
+                  "warning")
     if kind == "gridvec":  # the embedded grid base: the view's grid and embedding, or the prompt's embedding alone
         base_cond = ({"embeddings": grid, "vec": enc.image_vec(pil)} if pil else
                      {"vec": enc.text_vec([cfg.prompt.strip()])})

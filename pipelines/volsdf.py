@@ -104,8 +104,11 @@ class VolSDFConfig(PosedImagesConfig):
     """Lower bound of beta."""
     tie_alpha: bool = True
     """alpha = 1 / beta as in the paper; off: alpha is a separate learnable parameter."""
-    eikonal_weight: float = 0.1
-    """Weight of the eikonal loss mean (|grad d| - 1)^2."""
+    eikonal_weight: float = 0.03
+    """Weight of the eikonal loss mean (|grad d| - 1)^2 (VolSDF: 0.1, which the cpu, paper and primitives presets
+    keep). 0.03 for the hash grid: lego, H200, 120 s, 20 val views, 30.41 / 30.69 / 30.43 dB over seeds 0-2 against
+    29.09 / 27.63 at 0.1, meshes watertight, mesh PSNR about 0.5 dB lower; 0.01 scored 31.3 / 31.8, not taken
+    unmeasured on captures, where the eikonal term is more of the shape prior (bench/RESULTS.md)."""
     eikonal_points: int = 1024
     """Uniform points in the scene box per step for the eikonal loss (besides the render samples)."""
     gradient: Literal["analytic", "finite_difference", "tetrahedral"] = "finite_difference"
@@ -151,22 +154,16 @@ class VolSDFConfig(PosedImagesConfig):
         "cpu": dict(field="neural", encoding="hash", sampler="surface", gradient="analytic", steps=300,
                     batch_rays=256, n_coarse=32, n_fine=16, mlp_lr_factor=1.0,
                     upsample_levels=1, eikonal_points=256, downscale=2, hash_levels=8, hash_log2_size=15,
-                    preview_every=50, preview_size=64, mesh_resolution=64, turntable_frames=24),
-        # The hash presets weigh the eikonal term 0.03, not the paper's 0.1: lego, H200, 120 s, 20 val views,
-        # 30.41 / 30.69 / 30.43 dB over seeds 0-2 against 29.09 / 27.63 at 0.1, meshes watertight, mesh PSNR
-        # about 0.4 dB lower. 0.01 scored 31.3 / 31.8; not taken unmeasured on captures, where the eikonal term
-        # is more of the shape prior (bench/RESULTS.md).
-        "fast": dict(field="neural", encoding="hash", steps=2000, eikonal_weight=0.03),
-        "quality": dict(field="neural", encoding="hash", steps=20000, mesh_resolution=256, turntable_frames=96,
-                        eikonal_weight=0.03),
+                    preview_every=50, preview_size=64, mesh_resolution=64, turntable_frames=24, eikonal_weight=0.1),
+        "fast": dict(field="neural", encoding="hash", steps=2000),
+        "quality": dict(field="neural", encoding="hash", steps=20000, mesh_resolution=256, turntable_frames=96),
         "paper": dict(field="neural", encoding="harmonic", width=256, depth=8, feature_dim=256, steps=20000,
-                      sampler="surface"),
+                      sampler="surface", eikonal_weight=0.1),
         "primitives": dict(field="primitives", sampler="surface", steps=600, batch_rays=1024, n_coarse=48,
-                           n_fine=32),
+                           n_fine=32, eikonal_weight=0.1),
         # One ZeroGPU call (120 s at most): 2500 steps at the measured 32 ms (H200, 300 march steps) plus loading
         # and exports.
-        "zerogpu": dict(field="neural", encoding="hash", steps=2500, mesh_resolution=192, turntable_frames=48,
-                        eikonal_weight=0.03),
+        "zerogpu": dict(field="neural", encoding="hash", steps=2500, mesh_resolution=192, turntable_frames=48),
     }
 
 

@@ -314,3 +314,25 @@ def test_bench_scores_the_single_view_point_head_as_the_tab_predicts(tmp_path):
     rows = pointe_quality.single_view_rows(str(pee.SINGLE_VIEW_DIR), data, train, rgba[k, :1], data.xyz[[k]],
                                            data.rgb[[k]].float() / 255, torch.device("cpu"), lambda x: {})
     assert rows[1]["cd"] == 0.0 and rows[0]["cd"] > 0
+
+
+def test_a_synthetic_view_with_no_object_is_said_in_the_log(tmp_path, monkeypatch):
+    """The shipped sv grid base reads a view through the single-view tab's object crop; a synthetic view in which
+    that crop finds no object is conditioned on whole, and the run's log says so as a warning."""
+    from pipelines import run_to_completion
+    from pipelines.core.priors import text_to_image
+    from pipelines.events import Log
+    from pipelines.pointe import PointEConfig, run
+
+    config = json.loads((Path(__file__).resolve().parents[1] / "assets" / "pointe" / "base" / "config.json").read_text())
+    if config.get("grid", {}).get("features") != "sv":
+        pytest.skip("the shipped base does not read the single-view encoder")
+    blank = lambda *a, **k: torch.ones(64, 64, 3)  # noqa: E731 - a view of nothing: plain white
+    monkeypatch.setattr(text_to_image, "text_to_image", blank)
+    logs = []
+    cfg = PointEConfig(prompt="a chair", text_to_image="embedded", steps=2, mesh=False, upsample=False,
+                       device="cpu", preview_every=10 ** 9, out_dir=str(tmp_path / "run"))
+    done = run_to_completion(run(cfg), on_event=lambda e: logs.append(e) if isinstance(e, Log) else None)
+    assert done.metrics["points"] == 1024
+    warned = [e.message for e in logs if e.level == "warning" and "not cropped" in e.message]
+    assert len(warned) == 1, [e.message for e in logs]

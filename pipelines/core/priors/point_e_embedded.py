@@ -165,6 +165,10 @@ def load_grid_tower(grid: dict, device, where: str = "this Point-E base"):
     return tower
 
 
+class CropWarning(UserWarning):
+    """A view in which the single-view crop found no object (resized whole, framed unlike the training renders)."""
+
+
 def single_view_crops(pixels, size: int):
     """(B, S, S, 3) uint8 views on white -> (B, 3, size, size) float in [0, 1]: the single-view tab's preprocessing
     (``prepare_array``); a view where it finds no object is resized whole."""
@@ -184,7 +188,8 @@ def single_view_crops(pixels, size: int):
             out.append(F.interpolate(torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None], size=(size, size),
                                      mode="bilinear", align_corners=False)[0])
     if whole:  # framed unlike the rest: worth knowing when it happens to training renders
-        warnings.warn(f"single-view crop: no object found in {whole} of {len(out)} views; those were resized whole")
+        warnings.warn(f"single-view crop: no object found in {whole} of {len(out)} views; those were resized whole",
+                      CropWarning)
     return torch.stack(out)
 
 
