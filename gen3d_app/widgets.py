@@ -50,6 +50,17 @@ def preset_config(cls, preset: str | None):
     return cls() if preset in (None, "custom") else cls().with_preset(preset)
 
 
+def preset_fields(pipeline: str, preset: str | None, *names: str):
+    """The values a preset gives these config fields (one value for one name), shown in a tab's inputs so a
+    person sees what the preset does."""
+    from pipelines import PIPELINES
+
+    cls, _ = PIPELINES[pipeline].load()
+    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
+    values = tuple(getattr(cfg, n) for n in names)
+    return values[0] if len(values) == 1 else values
+
+
 def tiny_capped(cfg, tiny: dict):
     """Under GEN3D_TINY, the tab's tiny settings override the config, and its steps become a maximum."""
     if not tiny_mode():

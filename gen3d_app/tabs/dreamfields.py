@@ -43,11 +43,7 @@ def make_config(cls, caption, steps, seed, scorer, preset):
 
 
 def preset_values(preset):
-    """Preset -> steps shown in the inputs."""
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    return widgets.preset_config(cls, preset).steps
+    return widgets.preset_fields(PIPELINE, preset, "steps")
 
 
 def scorer_note() -> str:

@@ -46,11 +46,7 @@ def make_config(cls, prompt, negative_prompt, guidance_scale, steps, seed, prior
 
 
 def preset_values(preset):
-    """Preset -> steps shown in the inputs, so a person sees what a preset does."""
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    return widgets.preset_config(cls, preset).steps
+    return widgets.preset_fields(PIPELINE, preset, "steps")
 
 
 def prior_note() -> str:

@@ -52,12 +52,7 @@ def default_preset() -> str:
 
 
 def preset_values(preset):
-    """Preset -> (coarse steps, fine steps, tet resolution) shown in the inputs."""
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    cfg = widgets.preset_config(cls, preset)
-    return cfg.coarse_steps, cfg.fine_steps, cfg.tet_resolution
+    return widgets.preset_fields(PIPELINE, preset, "coarse_steps", "fine_steps", "tet_resolution")
 
 
 def prior_note() -> str:

@@ -38,12 +38,7 @@ def make_config(cls, scene, upload, model, preset, steps, seed, downscale, mesh_
 
 
 def preset_values(preset):
-    """Preset -> (model, steps, downscale) shown in the inputs, so a person sees what a preset does."""
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
-    return cfg.model, cfg.steps, cfg.downscale
+    return widgets.preset_fields(PIPELINE, preset, "model", "steps", "downscale")
 
 
 def default_preset() -> str:

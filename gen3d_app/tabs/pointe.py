@@ -81,11 +81,7 @@ def wrap_handler(inner, files, cloud):
 
 
 def preset_values(preset):
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    cfg = widgets.preset_config(cls, preset)
-    return cfg.steps, cfg.base_model, cfg.grid_size
+    return widgets.preset_fields(PIPELINE, preset, "steps", "base_model", "grid_size")
 
 
 def build() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipelines import PIPELINES, UserInputError
+from pipelines import UserInputError
 
 from .. import runner, widgets
 
@@ -68,9 +68,7 @@ def three_views(paths: list[str] | None) -> tuple:
 
 
 def preset_values(preset):
-    cls, _ = PIPELINES[PIPELINE].load()
-    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
-    return cfg.steps
+    return widgets.preset_fields(PIPELINE, preset, "steps")
 
 
 def build() -> None:

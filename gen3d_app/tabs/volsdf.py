@@ -45,12 +45,7 @@ def make_config(cls, scene, upload, field, primitives, preset, steps, seed, down
 
 
 def preset_values(preset):
-    """Preset -> (field, steps, downscale) shown in the inputs, so a person sees what a preset does."""
-    from pipelines import PIPELINES
-
-    cls, _ = PIPELINES[PIPELINE].load()
-    cfg = widgets.preset_config(cls, preset)
-    return cfg.field, cfg.steps, cfg.downscale
+    return widgets.preset_fields(PIPELINE, preset, "field", "steps", "downscale")
 
 
 def build() -> None:
