@@ -56,7 +56,7 @@ def preset_fields(pipeline: str, preset: str | None, *names: str):
     from pipelines import PIPELINES
 
     cls, _ = PIPELINES[pipeline].load()
-    cfg = cls().with_preset(preset) if preset in cls.PRESETS else cls()
+    cfg = preset_config(cls, preset if preset in cls.PRESETS else None)
     values = tuple(getattr(cfg, n) for n in names)
     return values[0] if len(values) == 1 else values
 
