@@ -1,0 +1,92 @@
+"""Make the git-ignored data the GPU benchmarks carry (under .data/), on a fresh checkout.
+
+A checkout holds no .data/; every GPU call in bench/RESULTS.md carries some of it. This script makes each set the
+way RESULTS says it was made (its commands, in one place), and skips a set that is already there:
+
+    python bench/prepare_data.py lego20        # seconds: lego's train split and 20 evenly spaced val views (15 MB)
+    python bench/prepare_data.py pointe        # about 4 min on 2 cores: the 1514-shape Point-E pack with renders
+    python bench/prepare_data.py single-view   # 35-45 min on 2 cores: the augmented training pack and the test split
+
+Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
+shape sets. Prints each set's folder, size and seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LEGO = REPO.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+DATA = REPO / ".data"
+
+
+def lego20(src: Path = LEGO, dst: Path = DATA / "lego20", views: int = 20) -> Path:
+    """lego's train split and ``views`` val views evenly spaced as ``load_blender(max_views=views)`` picks them, so
+    ``--eval-views 20`` scores the same views on the copy as on the whole scene."""
+    import numpy as np
+
+    meta = json.loads((src / "transforms_val.json").read_text())
+    keep = np.linspace(0, len(meta["frames"]) - 1, views).round().astype(int)
+    meta["frames"] = [meta["frames"][i] for i in keep]
+    shutil.copytree(src / "train", dst / "train", dirs_exist_ok=True)
+    shutil.copy(src / "transforms_train.json", dst)
+    (dst / "val").mkdir(parents=True, exist_ok=True)
+    for f in meta["frames"]:
+        name = Path(f["file_path"]).name + ".png"
+        shutil.copy(src / "val" / name, dst / "val" / name)
+    (dst / "transforms_val.json").write_text(json.dumps(meta))
+    return dst
+
+
+def run(*args: str) -> None:
+    print("$", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=REPO, check=True)
+
+
+def pointe() -> Path:
+    run("pointe", "data", "build", "--workers", "2", "--stretch-copies", "1")
+    run("pointe", "data", "shrink", "--points", "2048")
+    run("pointe", "data", "renders", "--data", ".data/pointe/pointe_2048.npz",
+        "--out", ".data/pointe/pointe_2048_renders.npz")
+    return DATA / "pointe" / "pointe_2048_renders.npz"
+
+
+def single_view() -> Path:
+    run("single_view", "data", "build", "--sources", "sh3d", "--workers", "2", "--render", "augment",
+        "--render-seed", "0", "--root", ".data/single_view_augment")
+    run("single_view", "data", "build", "--sources", "sh3d", "--split", "test", "--workers", "2",
+        "--root", ".data/single_view_test")
+    run("single_view", "data", "pack", "--root", ".data/single_view_test")
+    return DATA / "single_view_augment"
+
+
+SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
+        "single-view": (single_view, DATA / "single_view_test" / "pack")}
+
+
+def size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2 ** 20
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sets", nargs="+", choices=sorted(SETS))
+    args = p.parse_args(argv)
+    for name in args.sets:
+        make, done = SETS[name]
+        t0 = time.perf_counter()
+        if done.exists():
+            print(f"{name}: {done} is there already; skipped")
+            continue
+        out = make()
+        print(f"{name}: {out.relative_to(REPO)}, {size_mb(out):.1f} MiB, {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
