@@ -249,10 +249,10 @@ def _run(cfg: PointEConfig, ctx: RunContext) -> Iterator[Event]:
 
 def _view_prior(cfg: PointEConfig, models) -> str:
     """The text-to-image prior a prompt run goes through, or '' when the base model reads the text itself:
-    base40M-textvec, or the embedded tier unless a view prior is named (its base reads the embedded scorer's space,
-    where captions and pictures meet: held-out captions score F1@5 % 0.227 against 0.240 from true renders, while
-    a 64 px view of the embedded diffusion prior, on its random backgrounds, is unlike the renders it learned
-    from; bench/RESULTS.md)."""
+    base40M-textvec, or the embedded tier unless a view prior is named (its base also reads the scorer's caption
+    embedding, while a 64 px view of the embedded diffusion prior, on its random backgrounds, is unlike the renders
+    it learned from: v5, 40 held-out captions, F1@5 % 0.340 straight against 0.274 through that view;
+    bench/RESULTS.md)."""
     if cfg.image or models.base_name == "base40M-textvec" or models.kind == "uncond":
         return ""
     if models.tier == "embedded" and cfg.text_to_image == DEFAULT_DIFFUSION:
