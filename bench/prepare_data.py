@@ -60,9 +60,8 @@ def single_view() -> Path:
     run("single_view", "data", "build", "--sources", "sh3d", "--workers", "2", "--render", "augment",
         "--render-seed", "0", "--root", ".data/single_view_augment")
     run("single_view", "data", "build", "--sources", "sh3d", "--split", "test", "--workers", "2",
-        "--root", ".data/single_view_test")
-    run("single_view", "data", "pack", "--root", ".data/single_view_test")
-    return DATA / "single_view_augment"
+        "--root", ".data/single_view_test")  # a build writes its pack/ too
+    return DATA / "single_view_test" / "pack"
 
 
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
