@@ -308,3 +308,28 @@ def test_clip_loaders_word_an_offline_hub_id(monkeypatch, load):
     loader = clip.load_scorer if load == "clip" else point_e_clip.load_point_e_clip
     with pytest.raises(UserInputError, match=r"could not get 'someone/some-clip' from the Hugging Face Hub \(OSError"):
         loader("someone/some-clip", "cpu")
+
+
+@pytest.mark.parametrize("load", ["clip", "point_e_clip"])
+def test_clip_loaders_refuse_a_folder_that_is_not_clip(tmp_path, load):
+    """Both CLIP loaders open folders through clip.open_folder: a missing file, a non-CLIP config and broken weights
+    each get a message naming the problem, not a traceback."""
+    import json
+
+    from pipelines.core.priors import clip, point_e_clip
+
+    clip.clear_cache()
+    point_e_clip.clear_cache()
+    loader = clip.load_scorer if load == "clip" else point_e_clip.load_point_e_clip
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with pytest.raises(UserInputError, match=r"not a CLIP folder: missing config\.json, model\.safetensors"):
+        loader(str(folder), "cpu")
+    for f in ("vocab.json", "merges.txt", "model.safetensors"):
+        (folder / f).write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UserInputError, match="holds a 'bert' model, not CLIP"):
+        loader(str(folder), "cpu")
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(UserInputError, match="could not load the CLIP model in"):
+        loader(str(folder), "cpu")

@@ -193,21 +193,37 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
-def load_folder(folder: Path, device, dtype, name: str = "") -> CLIPScorer:
-    """CLIPModel, tokenizer and preprocessing constants from a folder: the one path every scorer takes."""
-    import torch
-
+def open_folder(folder: Path, dtype, where: str):
+    """CLIPModel and tokenizer from a folder (the scorers' and Point-E's one path), with a message that names what
+    is missing or wrong and ``where`` to get a CLIP."""
     folder = Path(folder)
     missing = missing_files(folder)
     if missing:
-        raise UserInputError(f"{folder} is not a CLIP folder: missing {', '.join(missing)}. " + where_to_get_scorers())
+        raise UserInputError(f"{folder} is not a CLIP folder: missing {', '.join(missing)}. " + where)
     try:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
     except (ValueError, OSError) as e:
         raise UserInputError(f"{folder / 'config.json'} is not valid JSON ({e})") from e
     if model_type != "clip":
         raise UserInputError(f"{folder} holds a {model_type or 'unknown'!r} model, not CLIP (model_type 'clip'). "
-                             + where_to_get_scorers())
+                             + where)
+    from transformers import CLIPModel, CLIPTokenizer, CLIPTokenizerFast
+
+    try:
+        model = CLIPModel.from_pretrained(folder, dtype=dtype)
+        tok_cls = CLIPTokenizerFast if (folder / "tokenizer.json").is_file() else CLIPTokenizer
+        return model, tok_cls.from_pretrained(folder)
+    except Exception as e:  # noqa: BLE001 - malformed config, weights or tokenizer files
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise UserInputError(f"could not load the CLIP model in {folder}: {type(e).__name__}: {msg}") from e
+
+
+def load_folder(folder: Path, device, dtype, name: str = "") -> CLIPScorer:
+    """CLIPModel, tokenizer and preprocessing constants from a folder: the one path every scorer takes."""
+    import torch
+
+    folder = Path(folder)
+    model, tokenizer = open_folder(folder, dtype, where_to_get_scorers())
     mean, std, size = CLIP_MEAN, CLIP_STD, None
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
@@ -218,16 +234,6 @@ def load_folder(folder: Path, device, dtype, name: str = "") -> CLIPScorer:
         mean, std = tuple(p.get("image_mean", mean)), tuple(p.get("image_std", std))
         crop = p.get("crop_size")
         size = crop.get("height") if isinstance(crop, dict) else crop
-
-    from transformers import CLIPModel, CLIPTokenizer, CLIPTokenizerFast
-
-    try:
-        model = CLIPModel.from_pretrained(folder, dtype=dtype)
-        tok_cls = CLIPTokenizerFast if (folder / "tokenizer.json").is_file() else CLIPTokenizer
-        tokenizer = tok_cls.from_pretrained(folder)
-    except Exception as e:  # noqa: BLE001 - malformed config, weights or tokenizer files
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise UserInputError(f"could not load the CLIP model in {folder}: {type(e).__name__}: {msg}") from e
     model.to(torch.device(device))
     return CLIPScorer(model, tokenizer, mean, std, size, name=name or str(folder))
 

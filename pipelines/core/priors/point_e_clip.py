@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...config import UserInputError
-from .clip import CLIP_MEAN, CLIP_STD, HUB_FILES, missing_files
+from .clip import CLIP_MEAN, CLIP_STD, HUB_FILES, open_folder
 from .hub import ModelCache, hub_snapshot
 
 DEFAULT_CLIP_L = "openai/clip-vit-large-patch14"
@@ -139,17 +139,6 @@ def download(repo_id: str) -> Path:
 
 def load_folder(folder: Path, device, dtype, name: str = "") -> PointECLIP:
     import torch
-    from transformers import CLIPModel, CLIPTokenizer, CLIPTokenizerFast
 
-    folder = Path(folder)
-    missing = missing_files(folder)
-    if missing:
-        raise UserInputError(f"{folder} is not a CLIP folder: missing {', '.join(missing)}. " + where_to_get_clip())
-    try:
-        model = CLIPModel.from_pretrained(folder, dtype=dtype)
-        tok_cls = CLIPTokenizerFast if (folder / "tokenizer.json").is_file() else CLIPTokenizer
-        tokenizer = tok_cls.from_pretrained(folder)
-    except Exception as e:  # noqa: BLE001 - malformed config, weights or tokenizer files
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise UserInputError(f"could not load the CLIP model in {folder}: {type(e).__name__}: {msg}") from e
+    model, tokenizer = open_folder(folder, dtype, where_to_get_clip())
     return PointECLIP(model.to(torch.device(device)), tokenizer, name=name or str(folder))
