@@ -110,6 +110,10 @@ class SingleViewConfig(PipelineConfig):
     """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
     flip: bool = True
     """train: mirror half the images (and their targets) left-right."""
+    photometric: float = 0.0
+    """train: share of the images whose colours are jittered each step (channel order, saturation 0-1.3x, gamma
+    0.7-1.4; white stays white, the shape targets are untouched): the model fits its training renders far better
+    than new pictures of the same shapes (bench/RESULTS.md, issue 21), and colour is what it can over-read."""
     mixed_precision: bool = True
     """On CUDA, run the networks in bfloat16 autocast (losses in float32)."""
     eval_views: int = 0
@@ -301,7 +305,28 @@ def _batch(train, cfg: SingleViewConfig, gen):
         images = torch.where(f[:, None, None, None], images.flip(-1), images)
         occ = torch.where(f[:, None, None, None], occ.flip(1), occ)
         pts = torch.where(f[:, None, None], pts * pts.new_tensor([-1.0, 1.0, 1.0]), pts)
+    if cfg.photometric:
+        images = photometric_jitter(images, cfg.photometric, gen)
     return images, occ, pts
+
+
+def photometric_jitter(images, share: float, gen):
+    """Recolour ``share`` of the images (B, 3, H, W) in [0, 1]: a random channel order, saturation scaled by
+    0-1.3 about each pixel's grey, and a gamma of 0.7-1.4 (log-uniform). Each maps white to white, so the plain
+    backgrounds stay as rendered."""
+    import itertools
+
+    import torch
+
+    B, dev = images.shape[0], images.device
+    rand = lambda *shape: torch.rand(*shape, device=dev, generator=gen)  # noqa: E731
+    perms = torch.tensor(list(itertools.permutations(range(3))), device=dev)
+    order = perms[torch.randint(0, len(perms), (B,), device=dev, generator=gen)]
+    x = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
+    grey = x.mean(1, keepdim=True)
+    x = (grey + 1.3 * rand(B, 1, 1, 1) * (x - grey)).clamp(0.0, 1.0)
+    x = x ** (0.7 * 2.0 ** rand(B, 1, 1, 1))
+    return torch.where((rand(B) < share)[:, None, None, None], x, images)
 
 
 def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: float = 0.0) -> dict:

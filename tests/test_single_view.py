@@ -111,8 +111,8 @@ def test_resnet18_matches_torchvision_layout_and_loads_its_weights(tmp_path):
 
 
 def test_training_steps_lower_the_loss(tmp_path):
-    cfg = SingleViewConfig(data=str(MINI), sources="all", steps=40, batch_size=8, lr=2e-3, preview_every=20,
-                           device="cpu", out_dir=str(tmp_path), eval_views=1, **TINY_NET)
+    cfg = SingleViewConfig(data=str(MINI), sources="all", steps=40, batch_size=8, lr=2e-3, photometric=0.5,
+                           preview_every=20, device="cpu", out_dir=str(tmp_path), eval_views=1, **TINY_NET)
     events = list(run(cfg))
     done = events[-1]
     assert isinstance(done, Done)
@@ -358,3 +358,22 @@ def test_sweet_home_3d_catalog_and_one_model():
     ext = parts.verts.max(0) - parts.verts.min(0)
     assert ext.max() == pytest.approx(1.0) and np.argmax(ext) == 2  # upright: a chair is taller than wide
     assert any(t is not None for t in parts.textures) or len(parts.colors) > 1
+
+
+def test_photometric_jitter_recolours_a_share_and_keeps_white_and_shape():
+    import torch
+
+    from pipelines.single_view import photometric_jitter
+
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    images = torch.ones(64, 3, 8, 8)
+    images[:, :, 2:6, 2:6] = torch.tensor([0.8, 0.3, 0.1])[:, None, None]  # an orange square on white
+    out = photometric_jitter(images, 0.5, g())
+    assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out[:, :, 0, 0], images[:, :, 0, 0])  # the white background stays white
+    changed = (out - images).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 16 < int(changed.sum()) < 48  # about half the images recoloured
+    assert torch.equal(out, photometric_jitter(images, 0.5, g()))  # seeded
+    assert torch.equal(photometric_jitter(images, 0.0, g()), images)
+    square = out[changed][:, :, 2:6, 2:6]
+    assert (square.std(dim=(2, 3)) < 1e-6).all()  # one colour per image: recoloured, not reshaped
