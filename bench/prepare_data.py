@@ -5,7 +5,9 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
 
     python bench/prepare_data.py lego20        # seconds: lego's train split and 20 evenly spaced val views (15 MB)
     python bench/prepare_data.py pointe        # about 4 min on 2 cores: the 1514-shape Point-E pack with renders
-    python bench/prepare_data.py single-view   # 35-45 min on 2 cores: the augmented training pack and the test split
+    python bench/prepare_data.py single-view   # 9-45 min on 2 cores: the augmented training pack and the test split
+    python bench/prepare_data.py single-view-default   # about 8 min: the default renders of all shapes (27.9 MiB)
+    python bench/prepare_data.py single-view-robust    # under a minute: the held-out shapes out of the render ranges
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
 shape sets. Prints each set's folder, size and seconds.
@@ -64,8 +66,21 @@ def single_view() -> Path:
     return DATA / "single_view_test" / "pack"
 
 
+def single_view_default() -> Path:
+    run("single_view", "data", "build", "--sources", "sh3d", "--workers", "2", "--root", ".data/single_view")
+    return DATA / "single_view" / "pack"
+
+
+def single_view_robust() -> Path:
+    run("single_view", "data", "build", "--sources", "sh3d", "--split", "test", "--views", "2", "--render",
+        "out-of-range", "--workers", "2", "--root", ".data/single_view_robust_out-of-range")
+    return DATA / "single_view_robust_out-of-range" / "pack"
+
+
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
-        "single-view": (single_view, DATA / "single_view_test" / "pack")}
+        "single-view": (single_view, DATA / "single_view_test" / "pack"),
+        "single-view-default": (single_view_default, DATA / "single_view" / "pack"),
+        "single-view-robust": (single_view_robust, DATA / "single_view_robust_out-of-range" / "pack")}
 
 
 def size_mb(path: Path) -> float:
