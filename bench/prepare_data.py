@@ -5,7 +5,7 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
 
     python bench/prepare_data.py lego20        # seconds: lego's train split and 20 evenly spaced val views (15 MB)
     python bench/prepare_data.py pointe        # about 4 min on 2 cores: the 1514-shape Point-E pack with renders
-    python bench/prepare_data.py single-view   # 9-45 min on 2 cores: the augmented training pack and the test split
+    python bench/prepare_data.py single-view   # the augmented training pack and the test split: 8.5-45 min on 2 cores
     python bench/prepare_data.py single-view-default   # about 8 min: the default renders of all shapes (27.9 MiB)
     python bench/prepare_data.py single-view-robust    # under a minute: the held-out shapes out of the render ranges
 

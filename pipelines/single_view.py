@@ -185,6 +185,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("steps and batch_size must be positive, train_fraction in (0, 1]")
     if cfg.mesh_coarse_level and not 0 < cfg.mesh_coarse_level < cfg.ico_level:
         raise UserInputError(f"mesh_coarse_level must be 0 (off) or between 1 and ico_level - 1 = {cfg.ico_level - 1}")
+    if not 0 <= cfg.photometric <= 1:
+        raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
     dev = ctx.device
     started = time.perf_counter()
     packs = resolve_packs(cfg.data)
@@ -320,7 +322,7 @@ def photometric_jitter(images, share: float, gen):
 
     B, dev = images.shape[0], images.device
     rand = lambda *shape: torch.rand(*shape, device=dev, generator=gen)  # noqa: E731
-    perms = torch.tensor(list(itertools.permutations(range(3))), device=dev)
+    perms = torch.tensor(list(itertools.permutations(range(3))), device=dev)  # 6 x 3: a tiny copy a step
     order = perms[torch.randint(0, len(perms), (B,), device=dev, generator=gen)]
     x = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
     grey = x.mean(1, keepdim=True)

@@ -330,6 +330,9 @@ def test_clip_loaders_refuse_a_folder_that_is_not_clip(tmp_path, load):
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(UserInputError, match="holds a 'bert' model, not CLIP"):
         loader(str(folder), "cpu")
+    (folder / "config.json").write_text("[]")  # valid JSON, not a config
+    with pytest.raises(UserInputError, match="holds a 'unknown' model, not CLIP"):
+        loader(str(folder), "cpu")
     (folder / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(UserInputError, match="could not load the CLIP model in"):
         loader(str(folder), "cpu")

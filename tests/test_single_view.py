@@ -273,6 +273,9 @@ def test_bad_inputs_are_user_errors(tmp_path):
     with pytest.raises(UserInputError, match="no pack files"):
         run_to_completion(run(SingleViewConfig(data=str(tmp_path / "missing.npz"), device="cpu",
                                                out_dir=str(tmp_path / "o3"))))
+    with pytest.raises(UserInputError, match="photometric is the share"):
+        run_to_completion(run(SingleViewConfig(photometric=1.5, data=str(MINI), device="cpu",
+                                               out_dir=str(tmp_path / "o4"))))
 
 
 def _cli(*args, timeout=300):

@@ -193,20 +193,24 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
-def open_folder(folder: Path, dtype, where: str):
-    """CLIPModel and tokenizer from a folder (the scorers' and Point-E's one path), with a message that names what
-    is missing or wrong and ``where`` to get a CLIP."""
-    folder = Path(folder)
+def check_folder(folder: Path, where: str) -> None:
+    """A message that names what is missing or wrong in a CLIP folder, and ``where`` to get one, before any
+    weights are read (the scorers' and Point-E's one check)."""
     missing = missing_files(folder)
     if missing:
         raise UserInputError(f"{folder} is not a CLIP folder: missing {', '.join(missing)}. " + where)
     try:
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+        config = json.loads((folder / "config.json").read_text())
     except (ValueError, OSError) as e:
         raise UserInputError(f"{folder / 'config.json'} is not valid JSON ({e})") from e
+    model_type = config.get("model_type", "") if isinstance(config, dict) else ""
     if model_type != "clip":
         raise UserInputError(f"{folder} holds a {model_type or 'unknown'!r} model, not CLIP (model_type 'clip'). "
                              + where)
+
+
+def open_folder(folder: Path, dtype):
+    """CLIPModel and tokenizer from a checked folder (``check_folder``)."""
     from transformers import CLIPModel, CLIPTokenizer, CLIPTokenizerFast
 
     try:
@@ -223,7 +227,7 @@ def load_folder(folder: Path, device, dtype, name: str = "") -> CLIPScorer:
     import torch
 
     folder = Path(folder)
-    model, tokenizer = open_folder(folder, dtype, where_to_get_scorers())
+    check_folder(folder, where_to_get_scorers())
     mean, std, size = CLIP_MEAN, CLIP_STD, None
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
@@ -234,6 +238,7 @@ def load_folder(folder: Path, device, dtype, name: str = "") -> CLIPScorer:
         mean, std = tuple(p.get("image_mean", mean)), tuple(p.get("image_std", std))
         crop = p.get("crop_size")
         size = crop.get("height") if isinstance(crop, dict) else crop
+    model, tokenizer = open_folder(folder, dtype)
     model.to(torch.device(device))
     return CLIPScorer(model, tokenizer, mean, std, size, name=name or str(folder))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...config import UserInputError
-from .clip import CLIP_MEAN, CLIP_STD, HUB_FILES, open_folder
+from .clip import CLIP_MEAN, CLIP_STD, HUB_FILES, check_folder, open_folder
 from .hub import ModelCache, hub_snapshot
 
 DEFAULT_CLIP_L = "openai/clip-vit-large-patch14"
@@ -140,5 +140,7 @@ def download(repo_id: str) -> Path:
 def load_folder(folder: Path, device, dtype, name: str = "") -> PointECLIP:
     import torch
 
-    model, tokenizer = open_folder(folder, dtype, where_to_get_clip())
+    folder = Path(folder)
+    check_folder(folder, where_to_get_clip())
+    model, tokenizer = open_folder(folder, dtype)
     return PointECLIP(model.to(torch.device(device)), tokenizer, name=name or str(folder))
