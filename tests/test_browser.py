@@ -269,6 +269,7 @@ def test_pointe_image_to_cloud_in_the_browser(server, browser, tmp_path):
     stop_then_run(find, "pointe", no_error, server_alive, server_log)
     wait_for(lambda: "Done" in find("#pointe-status").text, RUN_DEADLINE_S, "the run to finish", check=no_error)
     wait_for(lambda: find("#pointe-cloud .js-plotly-plot"), 30, "the final cloud's plot", check=no_error)
+    wait_for(lambda: find("#pointe-model3d canvas"), 30, "the mesh viewer", check=no_error)
     assert "test tier" in find("#pointe-metrics").text
     shots = Path(os.environ.get("GEN3D_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
