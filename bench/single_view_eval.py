@@ -113,7 +113,8 @@ def score(args) -> None:
 
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views)
+    cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views,
+                           voxel_threshold=args.voxel_threshold)
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
@@ -269,6 +270,8 @@ def main() -> None:
     s.add_argument("--max-shapes", type=int, default=0, help="score only the first N held-out shapes (0: all)")
     s.add_argument("--split", choices=("test", "train"), default="test",
                    help="train: score N training shapes (drawn at random) instead, for the generalisation gap")
+    s.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
+                   help="occupancy probability above which a voxel is solid")
     s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")
     b = sub.add_parser("table", help="markdown table from result JSON files")
