@@ -33,10 +33,14 @@ def _frozen_encoder_data(args):
     train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
     S, V = len(train), train.images.shape[1]
     si, vi = torch.arange(S).repeat_interleave(V), torch.arange(V).repeat(S)
-    images = train.images[si, vi].float() / 255
     occ, pts = train.targets(si, vi)
-    with torch.no_grad():
-        feats = torch.cat([base.encoder(normalize(images)), base.encoder(normalize(images.flip(-1)))])
+    plain, mirrored = [], []
+    with torch.no_grad():  # in chunks: a whole pack's activations at once do not fit in memory
+        for i in range(0, len(si), 256):
+            x = train.images[si[i:i + 256], vi[i:i + 256]].float() / 255
+            plain.append(base.encoder(normalize(x)))
+            mirrored.append(base.encoder(normalize(x.flip(-1))))
+    feats = torch.cat(plain + mirrored)
     pts = torch.cat([pts, pts * pts.new_tensor([-1.0, 1.0, 1.0])])
     occ = torch.cat([occ, occ.flip(1)])
     evaluation = load_packs(resolve_packs(args.eval_data), "cpu", base.image_size)
