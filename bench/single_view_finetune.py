@@ -54,18 +54,20 @@ def _arm_config(spec: str, **base) -> SingleViewConfig:
 
 
 def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
-    """The model an arm trains: a copy of ``base``, or with ``scratch`` (or a coarse-to-fine arm, which has other
-    mesh decoders) ``base``'s encoder, voxel and point decoders and new mesh decoders (seeded alike in every arm)."""
+    """The model an arm trains: a copy of ``base``, or with ``scratch`` (or an arm with other mesh decoders:
+    coarse to fine, or another ``mesh_decoder``) ``base``'s encoder, voxel and point decoders and new mesh decoders
+    (seeded alike in every arm)."""
     import copy
 
     import torch
 
     from pipelines.core.single_view_net import SingleViewModel
 
-    if not scratch and not cfg.mesh_coarse_level:
+    if not scratch and not cfg.mesh_coarse_level and cfg.mesh_decoder == base.hparams.get("mesh_decoder", "mlp"):
         return copy.deepcopy(base)
     torch.manual_seed(0)
-    model = SingleViewModel(**dict(base.hparams, mesh_coarse_level=cfg.mesh_coarse_level))
+    model = SingleViewModel(**dict(base.hparams, mesh_coarse_level=cfg.mesh_coarse_level,
+                                   mesh_decoder=cfg.mesh_decoder))
     missing = model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("mesh_")},
                                     strict=False).missing_keys
     assert all(k.startswith("mesh_") for k in missing), missing

@@ -73,6 +73,10 @@ class SingleViewConfig(PipelineConfig):
     """Coarse to fine mesh decoder (Pixel2Mesh), 0: off. Else one head offsets an icosphere of this level (below
     ``ico_level``) under the full mesh regularisers, graph unpooling (midpoint subdivision) takes it to ``ico_level``
     and a second head adds residual offsets there, regularised ``mesh_fine_reg`` times as much."""
+    mesh_decoder: Literal["mlp", "folding"] = "mlp"
+    """The mesh head: 'mlp', one MLP from the image feature to every vertex's offset (its last layer grows with
+    the template: 3.9 M parameters at level 4, 15.7 M at 5); 'folding', one MLP shared across vertices from each
+    vertex's position (Fourier features) and the feature to its offset (FoldingNet / AtlasNet; 0.2 M at any level)."""
     mesh_fine_reg: float = 0.1
     """Coarse to fine: the mesh regularisers' weights on the fine mesh as a share of those on the coarse one."""
     gt_points: int = 2048
@@ -112,8 +116,8 @@ class SingleViewConfig(PipelineConfig):
     """train: mirror half the images (and their targets) left-right."""
     photometric: float = 0.0
     """train: share of the images whose colours are jittered each step (channel order, saturation 0-1.3x, gamma
-    0.7-1.4; white stays white, the shape targets are untouched): the model fits its training renders far better
-    than new pictures of the same shapes (bench/RESULTS.md, issue 21), and colour is what it can over-read."""
+    0.7-1.4; white stays white, the shape targets are untouched), against the model's fit to its own renders. At
+    0.5 it changed nothing beyond run-to-run noise (bench/RESULTS.md, issue 21), so it is off."""
     mixed_precision: bool = True
     """On CUDA, run the networks in bfloat16 autocast (losses in float32)."""
     eval_views: int = 0
@@ -185,6 +189,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("steps and batch_size must be positive, train_fraction in (0, 1]")
     if cfg.mesh_coarse_level and not 0 < cfg.mesh_coarse_level < cfg.ico_level:
         raise UserInputError(f"mesh_coarse_level must be 0 (off) or between 1 and ico_level - 1 = {cfg.ico_level - 1}")
+    if cfg.mesh_decoder == "folding" and cfg.mesh_coarse_level:
+        raise UserInputError("mesh_decoder 'folding' works on one template: set mesh_coarse_level to 0")
     if not 0 <= cfg.photometric <= 1:
         raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
     dev = ctx.device
@@ -279,7 +285,7 @@ def _start_model(cfg: SingleViewConfig, dev):
     if cfg.checkpoint:
         return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
     model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
-                            mesh_coarse_level=cfg.mesh_coarse_level)
+                            mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder)
     if not cfg.pretrained:
         return model.to(dev), ""
     from .core.resnet import load_torchvision_weights

@@ -63,9 +63,34 @@ def graph_unpool(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return torch.cat([verts, verts[..., edges, :].mean(-2)], -2)
 
 
+class FoldingDecoder(nn.Module):
+    """A mesh decoder shared across vertices (FoldingNet / AtlasNet): each template vertex's position, in Fourier
+    features, and the image feature go through one MLP to that vertex's offset. Its size does not grow with the
+    template's level, and one smooth function of position for every vertex is itself a smoothness prior."""
+
+    def __init__(self, cin: int, hidden: int, template: torch.Tensor, frequencies: int = 6):
+        super().__init__()
+        bands = 2.0 ** torch.arange(frequencies) * math.pi
+        x = template[:, :, None] * bands  # (V, 3, L)
+        self.register_buffer("position", torch.cat([template, x.sin().flatten(1), x.cos().flatten(1)], 1),
+                             persistent=False)
+        self.from_feature = nn.Linear(cin, hidden)  # the first layer split in two: per image, and per vertex
+        self.from_position = nn.Linear(self.position.shape[1], hidden, bias=False)
+        self.mlp = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, 3))
+
+    def __getitem__(self, i: int) -> nn.Module:  # head[-1]: the output layer, as for the per-vertex MLP heads
+        return self.mlp[i]
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, V, 3) offsets."""
+        return self.mlp(self.from_feature(f)[:, None] + self.from_position(self.position)[None])
+
+
 class SingleViewModel(nn.Module):
     def __init__(self, width: int = 64, hidden: int = 512, n_points: int = 1024, ico_level: int = 4,
-                 resolution: int = 32, image_size: int = 128, mesh_coarse_level: int = 0):
+                 resolution: int = 32, image_size: int = 128, mesh_coarse_level: int = 0,
+                 mesh_decoder: str = "mlp"):
         """``mesh_coarse_level`` 0: one mesh head, offsets of the level-``ico_level`` icosphere. Otherwise coarse to
         fine (Pixel2Mesh): ``mesh_head`` offsets a level-``mesh_coarse_level`` icosphere, which is graph-unpooled
         (midpoint subdivision) to ``ico_level``, and ``mesh_fine_head`` adds residual offsets there."""
@@ -74,8 +99,13 @@ class SingleViewModel(nn.Module):
             raise ValueError(f"mesh_coarse_level must be 0 (off) or in 1..{ico_level - 1} (got {mesh_coarse_level})")
         self.hparams = dict(width=width, hidden=hidden, n_points=n_points, ico_level=ico_level,
                             resolution=resolution, image_size=image_size)
+        if mesh_decoder not in ("mlp", "folding") or (mesh_decoder == "folding" and mesh_coarse_level):
+            raise ValueError(f"mesh_decoder is 'mlp' or 'folding' (the latter without coarse to fine), "
+                             f"got {mesh_decoder!r}")
         if mesh_coarse_level:  # only when on, so default checkpoints' config.json stays as before
             self.hparams["mesh_coarse_level"] = mesh_coarse_level
+        if mesh_decoder != "mlp":
+            self.hparams["mesh_decoder"] = mesh_decoder
         self.image_size = image_size
         self.mesh_coarse_level = mesh_coarse_level
         self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
@@ -87,7 +117,8 @@ class SingleViewModel(nn.Module):
         sphere = icosphere(ico_level, TEMPLATE_RADIUS)
         self._register_template("template", sphere)
         coarse = icosphere(mesh_coarse_level, TEMPLATE_RADIUS) if mesh_coarse_level else sphere
-        self.mesh_head = _mlp(f, hidden, coarse.verts.shape[0] * 3)
+        self.mesh_head = (FoldingDecoder(f, hidden // 2, sphere.verts) if mesh_decoder == "folding"
+                          else _mlp(f, hidden, coarse.verts.shape[0] * 3))
         heads = [self.mesh_head]
         if mesh_coarse_level:
             self._register_template("coarse", coarse)
