@@ -78,7 +78,7 @@ def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
 def mesh_finetune(args) -> None:
     """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
     weights (``--scratch``: trained from new ones) with the training loss of ``single_view._losses`` under each
-    arm's settings (``mesh_coarse_level=L``: the coarse-to-fine decoders, always new), then scored."""
+    arm's settings (``mesh_coarse_level=L`` or another ``mesh_decoder``: new decoders, always), then scored."""
     import torch
 
     from pipelines.single_view import _losses
