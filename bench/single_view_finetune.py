@@ -67,7 +67,7 @@ def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
         return copy.deepcopy(base)
     torch.manual_seed(0)
     model = SingleViewModel(**dict(base.hparams, mesh_coarse_level=cfg.mesh_coarse_level,
-                                   mesh_decoder=cfg.mesh_decoder))
+                                   mesh_decoder=cfg.mesh_decoder, mesh_folding_octaves=cfg.mesh_folding_octaves))
     missing = model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("mesh_")},
                                     strict=False).missing_keys
     assert all(k.startswith("mesh_") for k in missing), missing

@@ -77,6 +77,8 @@ class SingleViewConfig(PipelineConfig):
     """The mesh head: 'mlp', one MLP from the image feature to every vertex's offset (its last layer grows with
     the template: 3.9 M parameters at level 4, 15.7 M at 5); 'folding', one MLP shared across vertices from each
     vertex's position (Fourier features) and the feature to its offset (FoldingNet / AtlasNet; 0.2 M at any level)."""
+    mesh_folding_octaves: int = 6
+    """'folding' decoder: octaves of the vertex position's Fourier features (pi to 2^(n-1) pi)."""
     mesh_fine_reg: float = 0.1
     """Coarse to fine: the mesh regularisers' weights on the fine mesh as a share of those on the coarse one."""
     gt_points: int = 2048
@@ -285,7 +287,8 @@ def _start_model(cfg: SingleViewConfig, dev):
     if cfg.checkpoint:
         return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
     model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
-                            mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder)
+                            mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder,
+                            mesh_folding_octaves=cfg.mesh_folding_octaves)
     if not cfg.pretrained:
         return model.to(dev), ""
     from .core.resnet import load_torchvision_weights

@@ -25,6 +25,8 @@ def test_folding_decoder_starts_as_the_sphere_and_keeps_its_size_at_any_level():
     size = lambda m: sum(p.numel() for p in m.mesh_head.parameters())  # noqa: E731
     assert size(model) == size(SingleViewModel(**dict(NET, ico_level=4), mesh_decoder="folding"))
     assert size(model) < size(SingleViewModel(**NET))  # the per-vertex MLP's last layer alone is 32 x 642 x 3
+    fewer = SingleViewModel(**NET, mesh_decoder="folding", mesh_folding_octaves=4)
+    assert fewer.mesh_head.position.shape[1] == 3 + 2 * 3 * 4 and fewer.hparams["mesh_folding_octaves"] == 4
     with pytest.raises(ValueError, match="mesh_decoder"):
         SingleViewModel(**NET, mesh_decoder="folding", mesh_coarse_level=1)
     assert "mesh_decoder" not in json.loads((SHIPPED_MODEL / "config.json").read_text())["model"]

@@ -95,7 +95,7 @@ class FoldingDecoder(nn.Module):
 class SingleViewModel(nn.Module):
     def __init__(self, width: int = 64, hidden: int = 512, n_points: int = 1024, ico_level: int = 4,
                  resolution: int = 32, image_size: int = 128, mesh_coarse_level: int = 0,
-                 mesh_decoder: str = "mlp"):
+                 mesh_decoder: str = "mlp", mesh_folding_octaves: int = 6):
         """``mesh_coarse_level`` 0: one mesh head, offsets of the level-``ico_level`` icosphere. Otherwise coarse to
         fine (Pixel2Mesh): ``mesh_head`` offsets a level-``mesh_coarse_level`` icosphere, which is graph-unpooled
         (midpoint subdivision) to ``ico_level``, and ``mesh_fine_head`` adds residual offsets there."""
@@ -110,7 +110,7 @@ class SingleViewModel(nn.Module):
         if mesh_coarse_level:  # only when on, so default checkpoints' config.json stays as before
             self.hparams["mesh_coarse_level"] = mesh_coarse_level
         if mesh_decoder != "mlp":
-            self.hparams["mesh_decoder"] = mesh_decoder
+            self.hparams.update(mesh_decoder=mesh_decoder, mesh_folding_octaves=mesh_folding_octaves)
         self.image_size = image_size
         self.mesh_coarse_level = mesh_coarse_level
         self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
@@ -122,7 +122,7 @@ class SingleViewModel(nn.Module):
         sphere = icosphere(ico_level, TEMPLATE_RADIUS)
         self._register_template("template", sphere)
         coarse = icosphere(mesh_coarse_level, TEMPLATE_RADIUS) if mesh_coarse_level else sphere
-        self.mesh_head = (FoldingDecoder(f, hidden // 2, sphere.verts) if mesh_decoder == "folding"
+        self.mesh_head = (FoldingDecoder(f, hidden // 2, sphere.verts, mesh_folding_octaves) if mesh_decoder == "folding"
                           else _mlp(f, hidden, coarse.verts.shape[0] * 3))
         heads = [self.mesh_head]
         if mesh_coarse_level:
