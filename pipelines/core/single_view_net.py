@@ -122,8 +122,10 @@ class SingleViewModel(nn.Module):
         sphere = icosphere(ico_level, TEMPLATE_RADIUS)
         self._register_template("template", sphere)
         coarse = icosphere(mesh_coarse_level, TEMPLATE_RADIUS) if mesh_coarse_level else sphere
-        self.mesh_head = (FoldingDecoder(f, hidden // 2, sphere.verts, mesh_folding_octaves) if mesh_decoder == "folding"
-                          else _mlp(f, hidden, coarse.verts.shape[0] * 3))
+        if mesh_decoder == "folding":
+            self.mesh_head = FoldingDecoder(f, hidden // 2, sphere.verts, mesh_folding_octaves)
+        else:
+            self.mesh_head = _mlp(f, hidden, coarse.verts.shape[0] * 3)
         heads = [self.mesh_head]
         if mesh_coarse_level:
             self._register_template("coarse", coarse)
