@@ -125,7 +125,8 @@ class SingleViewConfig(PipelineConfig):
     eval_views: int = 0
     """Views per held-out shape to score (0: all)."""
     max_seconds: float = 0.0
-    """Stop training after this many seconds (0: no limit)."""
+    """Stop training after this many seconds (0: no limit); the learning-rate and regulariser schedules end at
+    whichever of ``steps`` and this runs out first."""
     export: bool = True
     """Write the checkpoint and the preview sample's predictions at the end."""
     weights_format: Literal["int8", "float16", "float32"] = "int8"
@@ -225,7 +226,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     tick, step = time.perf_counter(), 0
     for step in range(1, cfg.steps + 1):
         model.train()
-        progress = min(1.0, (time.perf_counter() - tick) / cfg.max_seconds if cfg.max_seconds else step / cfg.steps)
+        progress = schedule_progress(step, cfg.steps, time.perf_counter() - tick, cfg.max_seconds)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         images, occ, pts = _batch(train, cfg, gen)
@@ -278,6 +279,12 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         except ImportError as e:  # a bare GPU machine without trimesh: the checkpoint is what matters there
             yield Log(f"prediction files not written ({e})", "warning")
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
+
+
+def schedule_progress(step: int, steps: int, seconds: float, max_seconds: float) -> float:
+    """Training progress in [0, 1] for the learning-rate and regulariser schedules: the share of whichever budget,
+    steps or seconds (0: none), is nearer its end, so a generous time cap still ends the schedules at the last step."""
+    return min(1.0, max(step / steps, seconds / max_seconds if max_seconds else 0.0))
 
 
 def _start_model(cfg: SingleViewConfig, dev):

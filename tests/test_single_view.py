@@ -12,7 +12,7 @@ import torch
 
 from pipelines import PIPELINES, UserInputError
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
-from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
+from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run, schedule_progress
 from pipelines.train.single_view_data import build, built_records
 from pipelines.core.shape_packs import from_view, load_packs, to_view
 from pipelines.core.single_view_net import SingleViewModel, load_checkpoint, prepare_image, save_checkpoint
@@ -380,3 +380,10 @@ def test_photometric_jitter_recolours_a_share_and_keeps_white_and_shape():
     assert torch.equal(photometric_jitter(images, 0.0, g()), images)
     square = out[changed][:, :, 2:6, 2:6]
     assert (square.std(dim=(2, 3)) < 1e-6).all()  # one colour per image: recoloured, not reshaped
+
+
+def test_schedules_end_with_whichever_budget_runs_out_first():
+    assert schedule_progress(3000, 6000, 10.0, 0.0) == 0.5            # no time cap: steps alone
+    assert schedule_progress(6000, 6000, 100.0, 450.0) == 1.0         # a generous cap: the last step ends it
+    assert schedule_progress(1000, 6000, 225.0, 450.0) == 0.5         # a tight cap: time ends it
+    assert schedule_progress(1000, 6000, 900.0, 450.0) == 1.0
