@@ -104,6 +104,18 @@ def train_variants(args) -> None:
               flush=True)
 
 
+def mesh_fit(args) -> dict:
+    """The test-time mesh fitting's settings (``SingleViewConfig.mesh_fit_*``) from the command line."""
+    return dict(mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg)
+
+
+def add_mesh_fit_args(parser) -> None:
+    parser.add_argument("--mesh-fit-steps", type=int, default=0,
+                        help="test-time fitting of the mesh to the point head's cloud, Adam steps (0: off)")
+    parser.add_argument("--mesh-fit-reg", type=float, default=SingleViewConfig.mesh_fit_reg,
+                        help="its mesh regularisers' weights as a share of the training defaults")
+
+
 def score(args) -> None:
     import torch
 
@@ -114,7 +126,7 @@ def score(args) -> None:
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
     cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views,
-                           voxel_threshold=args.voxel_threshold)
+                           voxel_threshold=args.voxel_threshold, **mesh_fit(args))
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
@@ -125,7 +137,7 @@ def score(args) -> None:
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev,
                        on_batch=lambda k, n: print(f"scored {k}/{n} views, {time.perf_counter() - t0:.0f} s",
                                                    flush=True))
-    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split,
+    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split, **mesh_fit(args),
                   heldout_shapes=0 if note or args.split == "train" else len(test_idx),
                   views_per_shape=args.eval_views or data.images.shape[1],
                   scored_on=scored_on(note),
@@ -211,7 +223,7 @@ def robustness(args) -> None:
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(eval_views=args.eval_views)
+    cfg = SingleViewConfig(eval_views=args.eval_views, **mesh_fit(args))
     named = []
     for spec in args.packs:
         name, _, path = spec.rpartition("=")
@@ -227,7 +239,7 @@ def robustness(args) -> None:
         metrics = evaluate(model, sub, model.trained_heads, cfg, dev)
         rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
-    out = dict(checkpoint=info, heldout_shapes=len(common), shape_ids=common,
+    out = dict(checkpoint=info, **mesh_fit(args), heldout_shapes=len(common), shape_ids=common,
                views_per_shape=min(args.eval_views or 10 ** 9, *(d.images.shape[1] for _, d in named)),
                packs=dict(zip([n for n, _ in named], args.packs)), rows=rows, device=device_name(),
                threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
@@ -272,6 +284,7 @@ def main() -> None:
                    help="train: score N training shapes (drawn at random) instead, for the generalisation gap")
     s.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
                    help="occupancy probability above which a voxel is solid")
+    add_mesh_fit_args(s)
     s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")
     b = sub.add_parser("table", help="markdown table from result JSON files")
@@ -321,6 +334,7 @@ def main() -> None:
     r.add_argument("--max-shapes", type=int, default=0, help="the first N shared held-out shapes (0: all)")
     r.add_argument("--threads", type=int, default=1, help="CPU threads")
     r.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_mesh_fit_args(r)
     r.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,

@@ -55,6 +55,7 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
     from .shape_losses import (chamfer_distance, edge_length_spread, f_score, self_intersection_fraction,
                                stray_fraction, surface_normal_consistency, voxel_iou)
     from .shapes import cubify, sample_surface
+    from .single_view_net import fit_mesh_to_points
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
     pairs = [(s, v) for s in range(len(data)) for v in range(V)]
@@ -69,7 +70,7 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
         vi = torch.tensor([p[1] for p in pairs[i:i + batch]], device=device)
         occ, gt = data.targets(si, vi)
         with torch.no_grad():
-            out = model(data.images[si, vi].float() / 255.0, heads)
+            out = fit_mesh_to_points(model, model(data.images[si, vi].float() / 255.0, heads), cfg)
             clouds = {}
             if "voxels" in out:
                 solid = torch.sigmoid(out["voxels"].float()) > cfg.voxel_threshold
