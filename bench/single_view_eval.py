@@ -178,8 +178,8 @@ def pictures(args) -> None:
 
     from pipelines.core.images import to_uint8
     from pipelines.core.raster import render_mesh
-    from pipelines.core.single_view_net import (load_checkpoint, prediction_geometry, prepare_image, preview_images,
-                                                view_camera)
+    from pipelines.core.single_view_net import (fit_mesh_to_points, load_checkpoint, prediction_geometry,
+                                                prepare_image, preview_images, view_camera)
     from pipelines.single_view import ASSETS
 
     model, _ = load_checkpoint(args.checkpoint, "cpu")
@@ -188,7 +188,7 @@ def pictures(args) -> None:
     for path in examples:
         x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
         with torch.no_grad():
-            pred = model(x, model.trained_heads)
+            pred = fit_mesh_to_points(model, model(x, model.trained_heads), SingleViewConfig(**mesh_fit(args)))
         views = preview_images(x[0], pred, model, size=args.size)
         mesh = prediction_geometry(pred, model)["mesh"]
         c, s_ = 0.0, 1.0  # 90 degrees about z: the object's right side faces the camera
@@ -296,6 +296,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default="assets/single_view/model")
     p.add_argument("--size", type=int, default=192)
     p.add_argument("--out", default="bench/results/single_view_examples.png")
+    add_mesh_fit_args(p)
     f = sub.add_parser("mesh-finetune", help="CPU check of the mesh regularisers: fine-tune the mesh decoder only")
     f.add_argument("--checkpoint", default="assets/single_view/model")
     f.add_argument("--data", default="assets/single_view/mini.npz", help="training shapes (its train split)")
