@@ -3,8 +3,10 @@ sphere fitted to a larger sphere's points grows onto them and stays smooth, off 
 and predict runs it and says so."""
 import math
 
+import pytest
 import torch
 
+from pipelines import UserInputError
 from pipelines.core.shape_losses import chamfer_distance
 from pipelines.core.shapes import icosphere
 from pipelines.core.single_view_net import SingleViewModel, fit_mesh_to_points, mesh_loss
@@ -47,6 +49,10 @@ def test_fitting_moves_the_sphere_onto_the_points_and_keeps_it_smooth():
     no_points = {"mesh": pred["mesh"]}
     assert fit_mesh_to_points(model, no_points, cfg) is no_points
     assert math.isclose(float(fitted["mesh"].mean(1).norm()), 0.0, abs_tol=0.02)  # the centre stays
+    bad_settings = dict(mesh_fit_steps=-1), dict(mesh_fit_reg=-0.5), dict(mesh_fit_lr=0.0), dict(mesh_fit_lr=math.nan)
+    for bad in bad_settings:
+        with pytest.raises(UserInputError, match="mesh_fit"):
+            fit_mesh_to_points(model, pred, SingleViewConfig(**bad))
 
 
 def test_predict_fits_the_mesh_when_asked(tmp_path):

@@ -196,6 +196,9 @@ def fit_mesh_to_points(model: SingleViewModel, pred: dict, cfg) -> dict:
     training weights. The point head reaches thin parts that the regularised sphere does not, and the
     regularisers keep the fitted surface smooth (bench/RESULTS.md, issue 21). Returns ``pred`` with the fitted
     mesh; the network is not touched."""
+    if cfg.mesh_fit_steps < 0 or cfg.mesh_fit_reg < 0 or not cfg.mesh_fit_lr > 0:
+        raise UserInputError("mesh_fit_steps and mesh_fit_reg must be 0 or more and mesh_fit_lr above 0 "
+                             f"(got {cfg.mesh_fit_steps}, {cfg.mesh_fit_reg}, {cfg.mesh_fit_lr})")
     if not cfg.mesh_fit_steps or "mesh" not in pred or "points" not in pred:
         return pred
     weights = {k: cfg.mesh_fit_reg * w for k, w in cfg.mesh_reg_weights().items()}
