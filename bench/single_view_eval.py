@@ -106,7 +106,8 @@ def train_variants(args) -> None:
 
 def mesh_fit(args) -> dict:
     """The test-time mesh fitting's settings (``SingleViewConfig.mesh_fit_*``) from the command line."""
-    return dict(mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg)
+    return dict(mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg,
+                mesh_fit_recall=args.mesh_fit_recall, mesh_fit_lr=args.mesh_fit_lr)
 
 
 def add_mesh_fit_args(parser) -> None:
@@ -114,6 +115,9 @@ def add_mesh_fit_args(parser) -> None:
                         help="test-time fitting of the mesh to the point head's cloud, Adam steps (0: off)")
     parser.add_argument("--mesh-fit-reg", type=float, default=SingleViewConfig.mesh_fit_reg,
                         help="its mesh regularisers' weights as a share of the training defaults")
+    parser.add_argument("--mesh-fit-recall", type=float, default=SingleViewConfig.mesh_fit_recall,
+                        help="its weight on the Chamfer's cloud-to-mesh half")
+    parser.add_argument("--mesh-fit-lr", type=float, default=SingleViewConfig.mesh_fit_lr, help="its Adam step size")
 
 
 def score(args) -> None:

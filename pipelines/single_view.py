@@ -102,6 +102,8 @@ class SingleViewConfig(PipelineConfig):
     one F1@5 % (0.668 -> 0.646), and takes about 1-2 s an image on a 2-core CPU (bench/RESULTS.md, issue 21)."""
     mesh_fit_reg: float = 0.3
     """Test-time fitting: the mesh regularisers' weights as a share of w_laplacian, w_edge and w_normal."""
+    mesh_fit_recall: float = 1.0
+    """Test-time fitting: weight of the Chamfer's point-cloud-to-mesh half (recall) against its mesh-to-cloud half."""
     mesh_fit_lr: float = 0.002
     """Test-time fitting: Adam's step size on the vertices (the mesh spans about 1)."""
     voxel_pos_power: float = 0.5
@@ -199,7 +201,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
     from .core.shape_packs import load_packs, scored_on, split_shapes
-    from .core.single_view_net import preview_images, save_checkpoint
+    from .core.single_view_net import check_mesh_fit, preview_images, save_checkpoint
 
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
@@ -210,6 +212,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("mesh_decoder 'folding' works on one template: set mesh_coarse_level to 0")
     if not 0 <= cfg.photometric <= 1:
         raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
+    check_mesh_fit(cfg)
     dev = ctx.device
     started = time.perf_counter()
     packs = resolve_packs(cfg.data)
@@ -274,7 +277,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     model.eval()
     yield Log(f"scoring {len(test)} {scored}")
     metrics = evaluate(model, test, heads, cfg, dev)
-    metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(train)))
+    metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(train)),
+                   schedule_end=progress)  # 1: the lr and regularisers reached their ends
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     yield Log(" · ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "@0.02" not in k and "@0.04" not in k))
@@ -404,7 +408,8 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
                        reg)] + [meshes[0][:5] + (reg * cfg.mesh_fine_reg,)]
         for prefix, verts, faces, edges, pairs, w in meshes:
             weights = {k: w * v for k, v in cfg.mesh_reg_weights().items()}
-            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen)
+            include = {k for k, v in cfg.mesh_reg_weights().items() if v}  # the same terms logged all run
+            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen, include)
             loss = loss + terms.pop("loss")
             losses.update({prefix + k: v for k, v in terms.items()})
     losses["loss"] = loss
@@ -432,9 +437,12 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     x = image.permute(2, 0, 1)[None].to(ctx.device)
     with torch.no_grad():
         pred = model(x, heads)
-    if cfg.mesh_fit_steps and {"mesh", "points"} <= set(pred):
-        pred = fit_mesh_to_points(model, pred, cfg)
+    fitted = fit_mesh_to_points(model, pred, cfg)
+    if fitted is not pred:
         yield Log(f"mesh fitted to the point cloud: {cfg.mesh_fit_steps} steps, regularisers at {cfg.mesh_fit_reg:g}x")
+    elif cfg.mesh_fit_steps:
+        yield Log("this checkpoint has no point head (or no mesh head): the mesh is not fitted", "warning")
+    pred = fitted
     yield Preview(1, preview_images(x[0], pred, model, cfg.voxel_threshold), caption="prediction")
     yield from export_prediction(ctx, model, x[0], pred, cfg.voxel_threshold)
     metrics = {}

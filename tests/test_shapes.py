@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipelines.core.shape_losses import (chamfer_distance, edge_face_pairs, f_score, laplacian_smoothing, nearest,
-                                         normal_consistency, uniform_laplacian, voxel_iou)
+                                         normal_consistency, precision_recall, uniform_laplacian, voxel_iou)
 from pipelines.core.shapes import (CarvedVolume, carving_cameras, cell_centers, cubify, face_areas, icosphere,
                                    mesh_edges, occupancy_grid, sample_surface, voxelize_points)
 
@@ -75,6 +75,8 @@ def test_chamfer_and_f_score_closed_forms():
     # Half of the prediction far away: precision 1/2, recall 1 -> F = 2/3.
     pred = torch.cat([grid, grid + 10.0], 1)
     assert float(f_score(pred, grid, (0.01,))[0.01]) == pytest.approx(2 / 3, rel=1e-6)
+    (precision, recall), = precision_recall(pred, grid, (0.01,)).values()
+    assert float(precision) == 0.5 and float(recall) == 1.0
     # Gradient of the squared distance pulls each point towards its neighbour: d/dx mean (x - y)^2 = 2 (x - y) / N.
     x = shifted.clone().requires_grad_(True)
     chamfer_distance(x, grid).sum().backward()

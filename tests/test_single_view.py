@@ -125,6 +125,8 @@ def test_training_steps_lower_the_loss(tmp_path):
     assert {"voxels_iou", "points_f1@0.01", "mesh_f1@0.05", "voxels_cd", "mesh_self_intersection",
             "mesh_edge_spread"} <= set(done.metrics)
     assert "mesh_normal_consistency" not in done.metrics  # the shipped mini pack has no true normals
+    assert {"mesh_precision@0.05", "mesh_recall@0.02", "points_recall@0.05"} <= set(done.metrics)
+    assert done.metrics["schedule_end"] == 1.0  # no time cap: the schedules ended at the last step
     assert all(0 <= done.metrics[k] <= 1 for k in done.metrics if "f1" in k or "iou" in k)
     kinds = {a.kind for a in done.artifacts}
     assert {"checkpoint", "voxels", "points", "mesh", "image"} <= kinds

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from pipelines import UserInputError
-from pipelines.core.shape_losses import chamfer_distance
-from pipelines.core.shapes import icosphere
+from pipelines.core.shape_losses import chamfer_distance, nn_sq_dists
+from pipelines.core.shapes import sample_surface
 from pipelines.core.single_view_net import SingleViewModel, fit_mesh_to_points, mesh_loss
 from pipelines.events import Done, Log
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 
 NET = dict(image_size=32, width=8, hidden=32, n_points=64, ico_level=3)
+MINI = SHIPPED_MODEL.parent / "mini.npz"
 
 
 def sphere_points(n: int, radius: float) -> torch.Tensor:
@@ -32,6 +33,13 @@ def test_mesh_loss_is_the_chamfer_plus_the_weighted_regularisers():
                    torch.Generator().manual_seed(1))
     expected = on["mesh_cd"] + 2 * on["laplacian"] + 3 * on["edge"] + 5 * on["normal"]
     assert torch.allclose(on["loss"], expected) and torch.equal(on["mesh_cd"], off["mesh_cd"])
+    # The recall half weighted: a target twice as big as the sphere is half covered by it, so recall dominates.
+    big = sphere_points(256, 0.8)
+    terms = [mesh_loss(verts, big, *args, dict(laplacian=0.0, edge=0.0, normal=0.0), 256,
+                       torch.Generator().manual_seed(1), recall_weight=w)["mesh_cd"] for w in (1.0, 3.0)]
+    to_big, to_sphere = nn_sq_dists(sample_surface(verts, model.template_faces, 256, torch.Generator().manual_seed(1)),
+                                    big)
+    assert torch.allclose(terms[1] - terms[0], 2 * to_sphere.mean())
 
 
 def test_fitting_moves_the_sphere_onto_the_points_and_keeps_it_smooth():
@@ -39,26 +47,38 @@ def test_fitting_moves_the_sphere_onto_the_points_and_keeps_it_smooth():
     target = sphere_points(1024, 0.5)  # the template's radius is 0.4
     pred = {"mesh": model.template_verts[None].clone(), "points": target}
     cfg = SingleViewConfig(mesh_fit_steps=60, mesh_fit_lr=0.005, gt_points=1024)
-    fitted = fit_mesh_to_points(model, pred, cfg)
+    with torch.no_grad():  # as scoring calls it: the fit turns gradients on for itself
+        fitted = fit_mesh_to_points(model, pred, cfg)
     radius = fitted["mesh"].norm(dim=-1)
     assert abs(float(radius.mean()) - 0.5) < 0.02 and float(radius.std()) < 0.02  # a sphere still, grown
-    before, after = (chamfer_distance(icosphere(3, 1.0).verts[None] * r, target) for r in (0.4, float(radius.mean())))
-    assert after < before / 10
+    gen = torch.Generator().manual_seed(3)
+    samples = lambda verts: sample_surface(verts, model.template_faces, 1024, gen)  # noqa: E731
+    assert chamfer_distance(samples(fitted["mesh"]), target) < chamfer_distance(samples(pred["mesh"]), target) / 10
     assert torch.equal(fitted["points"], target) and torch.equal(pred["mesh"], model.template_verts[None])
     assert fit_mesh_to_points(model, pred, SingleViewConfig()) is pred  # 0 steps: untouched
     no_points = {"mesh": pred["mesh"]}
     assert fit_mesh_to_points(model, no_points, cfg) is no_points
     assert math.isclose(float(fitted["mesh"].mean(1).norm()), 0.0, abs_tol=0.02)  # the centre stays
-    bad_settings = dict(mesh_fit_steps=-1), dict(mesh_fit_reg=-0.5), dict(mesh_fit_lr=0.0), dict(mesh_fit_lr=math.nan)
+    bad_settings = (dict(mesh_fit_steps=-1), dict(mesh_fit_reg=-0.5), dict(mesh_fit_reg=math.nan),
+                    dict(mesh_fit_lr=0.0), dict(mesh_fit_lr=math.nan), dict(mesh_fit_recall=0.0))
     for bad in bad_settings:
         with pytest.raises(UserInputError, match="mesh_fit"):
             fit_mesh_to_points(model, pred, SingleViewConfig(**bad))
 
 
-def test_predict_fits_the_mesh_when_asked(tmp_path):
-    image = SHIPPED_MODEL.parent / "examples"
-    example = sorted(p for p in image.iterdir() if p.suffix == ".png")[0]
-    events = list(run(SingleViewConfig(mode="predict", image=str(example), mesh_fit_steps=3, device="cpu",
-                                       out_dir=str(tmp_path))))
-    assert isinstance(events[-1], Done) and (tmp_path / "mesh.glb").is_file()
-    assert any(isinstance(e, Log) and "mesh fitted to the point cloud: 3 steps" in e.message for e in events)
+def test_predict_fits_the_mesh_when_asked_and_training_checks_the_settings_first(tmp_path):
+    example = sorted((SHIPPED_MODEL.parent / "examples").glob("*.png"))[0]
+    meshes = {}
+    for steps in (0, 3):
+        out = tmp_path / str(steps)
+        events = list(run(SingleViewConfig(mode="predict", image=str(example), mesh_fit_steps=steps, device="cpu",
+                                           out_dir=str(out))))
+        assert isinstance(events[-1], Done)
+        said = any(isinstance(e, Log) and "mesh fitted to the point cloud: 3 steps" in e.message for e in events)
+        assert said == (steps == 3)
+        meshes[steps] = (out / "mesh.glb").read_bytes()
+    assert meshes[0] != meshes[3]  # the fit moved the vertices
+    with pytest.raises(UserInputError, match="mesh_fit_reg"):
+        list(run(SingleViewConfig(data=str(MINI), steps=1, mesh_fit_reg=-1.0, device="cpu",
+                                  out_dir=str(tmp_path / "train"))))
+    assert not (tmp_path / "train" / "model").exists()  # refused before any training

@@ -59,20 +59,28 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return dx.mean(-1) + dy.mean(-1)
 
 
+def precision_recall(pred: torch.Tensor, gt: torch.Tensor, thresholds=(0.01, 0.02, 0.03, 0.04, 0.05)
+                     ) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """{tau: ((B,) precision, (B,) recall)}: the share of predicted points within tau of the truth, and of true
+    points within tau of the prediction."""
+    with torch.no_grad():
+        dp, dg = nn_sq_dists(pred.float(), gt.float())
+        dp, dg = dp.sqrt(), dg.sqrt()
+        return {t: ((dp < t).float().mean(-1), (dg < t).float().mean(-1)) for t in thresholds}
+
+
 def f_score(pred: torch.Tensor, gt: torch.Tensor,
             thresholds=(0.01, 0.02, 0.03, 0.04, 0.05)) -> dict[float, torch.Tensor]:
     """F-score at each distance threshold (Tatarchenko et al. 2019): the harmonic mean of precision (share
     of predicted points within tau of the truth) and recall (share of true points within tau of the
     prediction). Returns {tau: (B,) tensor in [0, 1]}."""
-    with torch.no_grad():
-        dp, dg = nn_sq_dists(pred.float(), gt.float())
-        dp, dg = dp.sqrt(), dg.sqrt()
-        out = {}
-        for t in thresholds:
-            p = (dp < t).float().mean(-1)
-            r = (dg < t).float().mean(-1)
-            out[t] = torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-12), torch.zeros_like(p))
-        return out
+    return {t: f1(p, r) for t, (p, r) in precision_recall(pred, gt, thresholds).items()}
+
+
+def f1(precision: torch.Tensor, recall: torch.Tensor) -> torch.Tensor:
+    """Harmonic mean of precision and recall (0 where both are 0)."""
+    p, r = precision, recall
+    return torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-12), torch.zeros_like(p))
 
 
 def voxel_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

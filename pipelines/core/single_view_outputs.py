@@ -15,6 +15,7 @@ from ..events import Event, Log
 
 HEADS = ("voxels", "points", "mesh")
 THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05)
+PR_THRESHOLDS = (0.02, 0.05)  # precision and recall reported apart at these (issue 21: what an F1 is made of)
 MESH_QUALITY = {
     "mesh_normal_consistency": "mean |cos| between each mesh sample's normal and its nearest true sample's (1 best)",
     "mesh_self_intersection": "share of faces crossing a non-adjacent face (0 best)",
@@ -47,13 +48,14 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 
 
 def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) -> dict[str, float]:
-    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size over held-out views, the
-    share of stray predicted points (``*_stray``: farther than 5 % of the object's size from the truth), and
-    the mesh's quality (``MESH_QUALITY``; normal consistency only where the data has true normals)."""
+    """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size (its precision and recall apart
+    at ``PR_THRESHOLDS``) over held-out views, the share of stray predicted points (``*_stray``: farther than 5 %
+    of the object's size from the truth), and the mesh's quality (``MESH_QUALITY``; normal consistency only where
+    the data has true normals)."""
     import torch
 
-    from .shape_losses import (chamfer_distance, edge_length_spread, f_score, self_intersection_fraction,
-                               stray_fraction, surface_normal_consistency, voxel_iou)
+    from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
+                               self_intersection_fraction, stray_fraction, surface_normal_consistency, voxel_iou)
     from .shapes import cubify, sample_surface
     from .single_view_net import fit_mesh_to_points
 
@@ -95,12 +97,16 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
             for name, pc in clouds.items():
                 add(f"{name}_cd", chamfer_distance(pc, gt))
                 add(f"{name}_stray", stray_fraction(pc, gt, 0.05))
-                for t, f in f_score(pc, gt, THRESHOLDS).items():
-                    add(f"{name}_f1@{t:g}", f)
+                for t, (p, r) in precision_recall(pc, gt, THRESHOLDS).items():
+                    add(f"{name}_f1@{t:g}", f1(p, r))
+                    if t in PR_THRESHOLDS:
+                        add(f"{name}_precision@{t:g}", p)
+                        add(f"{name}_recall@{t:g}", r)
         if on_batch is not None:
             on_batch(min(i + batch, len(pairs)), len(pairs))
     order = (["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
-             + [f"{h}_stray" for h in HEADS] + list(MESH_QUALITY))
+             + [f"{h}_stray" for h in HEADS] + list(MESH_QUALITY)
+             + [f"{h}_{m}@{t:g}" for h in HEADS for m in ("precision", "recall") for t in PR_THRESHOLDS])
     return {k: float(torch.cat(scores[k]).mean()) for k in order if k in scores}
 
 
