@@ -204,7 +204,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
     from .core.shape_packs import load_packs, scored_on, split_shapes
-    from .core.single_view_net import check_mesh_fit, preview_images, save_checkpoint
+    from .core.mesh_objective import check_mesh_fit
+    from .core.single_view_net import preview_images, save_checkpoint
 
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
@@ -379,7 +380,7 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
 
     from .core.shape_losses import (balanced_bce, chamfer_distance, density_aware_chamfer, repulsion_loss,
                                     soft_iou_loss)
-    from .core.single_view_net import mesh_loss
+    from .core.mesh_objective import mesh_loss
 
     losses = {}
     loss = torch.zeros((), device=occ.device)
@@ -423,7 +424,8 @@ def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: fl
 def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
-    from .core.single_view_net import fit_mesh_to_points, load_checkpoint, prepare_image, preview_images
+    from .core.mesh_objective import fit_mesh_to_points
+    from .core.single_view_net import load_checkpoint, prepare_image, preview_images
 
     started = time.perf_counter()
     folder = Path(cfg.checkpoint) if cfg.checkpoint else SHIPPED_MODEL

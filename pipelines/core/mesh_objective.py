@@ -1,0 +1,73 @@
+"""The single-view mesh branch's objective (``mesh_loss``: Chamfer plus the Laplacian, edge and normal
+regularisers), shared by training (``pipelines.single_view``) and by the test-time fitting of a predicted mesh to
+the point head's cloud (``fit_mesh_to_points``, issue 21).
+
+Contract: ``cfg`` is a ``pipelines.single_view.SingleViewConfig`` (not imported: methods import core, never the
+reverse); ``model`` a ``SingleViewModel`` (its template's faces, edges and face pairs).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import UserInputError
+from .shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, nn_sq_dists, normal_consistency
+from .shapes import sample_surface
+
+
+def mesh_loss(verts: torch.Tensor, target: torch.Tensor, faces, edges, pairs, weights: dict, n_samples: int,
+              generator: torch.Generator | None = None, include=None, recall_weight: float = 1.0
+              ) -> dict[str, torch.Tensor]:
+    """The mesh branch's objective (Pixel2Mesh, PyTorch3D's mesh fitting): the Chamfer distance between
+    ``n_samples`` points on the (B, V, 3) mesh and the (B, N, 3) ``target`` points (its target-to-mesh half, the
+    recall, times ``recall_weight``), plus the Laplacian smoothing (always computed) and the edge length and
+    adjacent faces' normal consistency (computed when named in ``include``; default: when their weight is not 0),
+    at ``weights`` (laplacian, edge, normal). Returns the terms (mesh_cd, laplacian, edge, normal) and their
+    weighted sum as "loss"."""
+    samples = sample_surface(verts, faces, n_samples, generator=generator)
+    if recall_weight == 1.0:
+        cd = chamfer_distance(samples, target).mean()
+    else:
+        to_target, to_mesh = nn_sq_dists(samples, target)
+        cd = to_target.mean() + recall_weight * to_mesh.mean()
+    terms = {"mesh_cd": cd, "laplacian": laplacian_smoothing(verts, edges)}
+    include = {k for k in ("edge", "normal") if weights[k]} if include is None else include
+    if "edge" in include:
+        terms["edge"] = edge_loss(verts, edges)
+    if "normal" in include:
+        terms["normal"] = normal_consistency(verts, faces, pairs)
+    terms["loss"] = terms["mesh_cd"] + sum(weights[k] * v for k, v in terms.items() if k != "mesh_cd")
+    return terms
+
+
+def check_mesh_fit(cfg) -> None:
+    """The test-time fitting's settings, checked before any work (NaN fails too)."""
+    if not (cfg.mesh_fit_steps >= 0 and cfg.mesh_fit_reg >= 0 and cfg.mesh_fit_lr > 0 and cfg.mesh_fit_recall > 0):
+        raise UserInputError("mesh_fit_steps and mesh_fit_reg must be 0 or more, mesh_fit_lr and mesh_fit_recall "
+                             f"above 0 (got {cfg.mesh_fit_steps}, {cfg.mesh_fit_reg}, {cfg.mesh_fit_lr}, "
+                             f"{cfg.mesh_fit_recall})")
+
+
+def fit_mesh_to_points(model, pred: dict, cfg) -> dict:
+    """Test-time fitting (``cfg.mesh_fit_steps`` Adam steps, none when 0): the predicted mesh's vertices move
+    toward the point head's cloud under the mesh objective, its regularisers at ``cfg.mesh_fit_reg`` of the
+    training weights and its recall half at ``cfg.mesh_fit_recall``. The point head reaches thin parts that the
+    regularised sphere does not, and the regularisers keep the fitted surface smooth (bench/RESULTS.md, issue 21).
+    Returns ``pred`` with the fitted mesh (``pred`` itself when there is nothing to fit); the network is not
+    touched. Each mesh's step does not depend on the batch (the loss is summed over it), but the surface samples
+    are drawn for the whole batch, so a mesh fitted alone and in a batch differ by sampling noise."""
+    check_mesh_fit(cfg)
+    if not cfg.mesh_fit_steps or "mesh" not in pred or "points" not in pred:
+        return pred
+    weights = {k: cfg.mesh_fit_reg * w for k, w in cfg.mesh_reg_weights().items()}
+    target = pred["points"].detach().float()
+    gen = torch.Generator(target.device).manual_seed(0)
+    with torch.enable_grad():
+        verts = pred["mesh"].detach().float().clone().requires_grad_(True)
+        opt = torch.optim.Adam([verts], lr=cfg.mesh_fit_lr)
+        for _ in range(cfg.mesh_fit_steps):
+            loss = mesh_loss(verts, target, model.template_faces, model.template_edges, model.template_pairs,
+                             weights, cfg.gt_points, gen, recall_weight=cfg.mesh_fit_recall)["loss"]
+            opt.zero_grad(set_to_none=True)
+            (loss * len(verts)).backward()
+            opt.step()
+    return {**pred, "mesh": verts.detach()}
