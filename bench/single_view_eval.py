@@ -182,7 +182,7 @@ def pictures(args) -> None:
 
     from pipelines.core.images import to_uint8
     from pipelines.core.raster import render_mesh
-    from pipelines.core.mesh_objective import fit_mesh_to_points
+    from pipelines.core.single_view_losses import fit_mesh_to_points
     from pipelines.core.single_view_net import (load_checkpoint, prediction_geometry, prepare_image, preview_images,
                                                 view_camera)
     from pipelines.single_view import ASSETS

@@ -204,7 +204,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
     from .core.shape_packs import load_packs, scored_on, split_shapes
-    from .core.mesh_objective import check_mesh_fit
+    from .core.single_view_losses import check_mesh_fit, training_losses
     from .core.single_view_net import preview_images, save_checkpoint
 
     heads = parse_heads(cfg.heads)
@@ -253,7 +253,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         images, occ, pts = _batch(train, cfg, gen)
         with torch.autocast(**amp):
             out = model(images, heads)
-        losses = _losses(out, occ, pts, model, cfg, gen, progress)
+        losses = training_losses(out, occ, pts, model, cfg, gen, progress)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
@@ -369,62 +369,10 @@ def photometric_jitter(images, share: float, gen):
     return torch.where((rand(B) < share)[:, None, None, None], x, images)
 
 
-def _losses(out: dict, occ, pts, model, cfg: SingleViewConfig, gen, progress: float = 0.0) -> dict:
-    """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
-    plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
-    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers, their weights
-    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1; coarse to fine, both meshes'
-    Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of them on the fine one."""
-    import torch
-    import torch.nn.functional as F
-
-    from .core.shape_losses import (balanced_bce, chamfer_distance, density_aware_chamfer, repulsion_loss,
-                                    soft_iou_loss)
-    from .core.mesh_objective import mesh_loss
-
-    losses = {}
-    loss = torch.zeros((), device=occ.device)
-    if "voxels" in out:
-        logits = out["voxels"].float()
-        if cfg.voxel_pos_power:
-            losses["voxels_bce"] = balanced_bce(logits, occ, cfg.voxel_pos_power)
-        else:
-            losses["voxels_bce"] = F.binary_cross_entropy_with_logits(logits, occ.float())
-        loss = loss + losses["voxels_bce"]
-        if cfg.w_voxel_iou:
-            losses["voxels_iou_loss"] = soft_iou_loss(logits, occ)
-            loss = loss + cfg.w_voxel_iou * losses["voxels_iou_loss"]
-    if "points" in out:
-        points = out["points"].float()
-        losses["points_cd"] = chamfer_distance(points, pts).mean()
-        loss = loss + losses["points_cd"]
-        if cfg.w_dcd:
-            losses["points_dcd"] = density_aware_chamfer(points, pts, cfg.dcd_alpha).mean()
-            loss = loss + cfg.w_dcd * losses["points_dcd"]
-        if cfg.w_repulsion:
-            losses["repulsion"] = repulsion_loss(points, cfg.repulsion_radius).mean()
-            loss = loss + cfg.w_repulsion * losses["repulsion"]
-    if "mesh" in out:
-        reg = 1.0 + (cfg.mesh_reg_end - 1.0) * progress
-        meshes = [("", out["mesh"], model.template_faces, model.template_edges, model.template_pairs, reg)]
-        if "mesh_coarse" in out:  # coarse to fine: the full regularisers on the coarse mesh, a share on the fine
-            meshes = [("coarse_", out["mesh_coarse"], model.coarse_faces, model.coarse_edges, model.coarse_pairs,
-                       reg)] + [meshes[0][:5] + (reg * cfg.mesh_fine_reg,)]
-        for prefix, verts, faces, edges, pairs, w in meshes:
-            weights = {k: w * v for k, v in cfg.mesh_reg_weights().items()}
-            include = {k for k, v in cfg.mesh_reg_weights().items() if v}  # the same terms logged all run
-            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen, include)
-            loss = loss + terms.pop("loss")
-            losses.update({prefix + k: v for k, v in terms.items()})
-    losses["loss"] = loss
-    return losses
-
-
-
 def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     import torch
 
-    from .core.mesh_objective import fit_mesh_to_points
+    from .core.single_view_losses import fit_mesh_to_points
     from .core.single_view_net import load_checkpoint, prepare_image, preview_images
 
     started = time.perf_counter()

@@ -132,7 +132,8 @@ def test_regularisers_on_the_template_sphere_are_small_against_a_crumpled_one():
 
 def test_training_loss_adds_each_mesh_regulariser_with_its_weight():
     from pipelines.core.single_view_net import SingleViewModel
-    from pipelines.single_view import SingleViewConfig, _losses
+    from pipelines.core.single_view_losses import training_losses as _losses
+    from pipelines.single_view import SingleViewConfig
 
     model = SingleViewModel(width=8, hidden=16, n_points=32, ico_level=2, image_size=32)
     verts = model.template_verts + 0.02 * torch.randn(2, len(model.template_verts), 3,

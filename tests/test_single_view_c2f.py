@@ -14,7 +14,8 @@ from pipelines.core.shapes import icosphere, mesh_edges
 from pipelines.core.single_view_net import (TEMPLATE_RADIUS, SingleViewModel, graph_unpool, load_checkpoint,
                                             save_checkpoint)
 from pipelines.events import Progress
-from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, _losses, run
+from pipelines.core.single_view_losses import training_losses as _losses
+from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "assets" / "single_view" / "mini.npz"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines import UserInputError
-from pipelines.core.mesh_objective import fit_mesh_to_points, mesh_loss
+from pipelines.core.single_view_losses import fit_mesh_to_points, mesh_loss
 from pipelines.core.shape_losses import chamfer_distance, nn_sq_dists
 from pipelines.core.shapes import sample_surface
 from pipelines.core.single_view_net import SingleViewModel

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from pipelines.core.shape_losses import (balanced_bce, chamfer_distance, density_aware_chamfer, knn_dists,
                                          occupancy_pos_weight, repulsion_loss, soft_iou_loss, stray_fraction)
-from pipelines.single_view import SingleViewConfig, _losses
+from pipelines.core.single_view_losses import training_losses as _losses
+from pipelines.single_view import SingleViewConfig
 
 
 def thin_grid(R=16):

@@ -57,7 +57,7 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
     from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
                                self_intersection_fraction, stray_fraction, surface_normal_consistency, voxel_iou)
     from .shapes import cubify, sample_surface
-    from .mesh_objective import fit_mesh_to_points
+    from .single_view_losses import fit_mesh_to_points
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
     pairs = [(s, v) for s in range(len(data)) for v in range(V)]

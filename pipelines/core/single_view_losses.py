@@ -1,6 +1,6 @@
-"""The single-view mesh branch's objective (``mesh_loss``: Chamfer plus the Laplacian, edge and normal
-regularisers), shared by training (``pipelines.single_view``) and by the test-time fitting of a predicted mesh to
-the point head's cloud (``fit_mesh_to_points``, issue 21).
+"""The single-view model's training objective (``training_losses``: every head's loss) and the mesh branch's
+(``mesh_loss``: Chamfer plus the Laplacian, edge and normal regularisers), which the test-time fitting of a
+predicted mesh to the point head's cloud (``fit_mesh_to_points``, issue 21) shares.
 
 Contract: ``cfg`` is a ``pipelines.single_view.SingleViewConfig`` (not imported: methods import core, never the
 reverse); ``model`` a ``SingleViewModel`` (its template's faces, edges and face pairs).
@@ -8,10 +8,56 @@ reverse); ``model`` a ``SingleViewModel`` (its template's faces, edges and face 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..config import UserInputError
-from .shape_losses import chamfer_distance, edge_loss, laplacian_smoothing, nn_sq_dists, normal_consistency
+from .shape_losses import (balanced_bce, chamfer_distance, density_aware_chamfer, edge_loss, laplacian_smoothing,
+                           nn_sq_dists, normal_consistency, repulsion_loss, soft_iou_loss)
 from .shapes import sample_surface
+
+
+def training_losses(out: dict, occ, pts, model, cfg, gen, progress: float = 0.0) -> dict:
+    """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
+    plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
+    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers, their weights
+    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1; coarse to fine, both meshes'
+    Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of them on the fine one."""
+    losses = {}
+    loss = torch.zeros((), device=occ.device)
+    if "voxels" in out:
+        logits = out["voxels"].float()
+        if cfg.voxel_pos_power:
+            losses["voxels_bce"] = balanced_bce(logits, occ, cfg.voxel_pos_power)
+        else:
+            losses["voxels_bce"] = F.binary_cross_entropy_with_logits(logits, occ.float())
+        loss = loss + losses["voxels_bce"]
+        if cfg.w_voxel_iou:
+            losses["voxels_iou_loss"] = soft_iou_loss(logits, occ)
+            loss = loss + cfg.w_voxel_iou * losses["voxels_iou_loss"]
+    if "points" in out:
+        points = out["points"].float()
+        losses["points_cd"] = chamfer_distance(points, pts).mean()
+        loss = loss + losses["points_cd"]
+        if cfg.w_dcd:
+            losses["points_dcd"] = density_aware_chamfer(points, pts, cfg.dcd_alpha).mean()
+            loss = loss + cfg.w_dcd * losses["points_dcd"]
+        if cfg.w_repulsion:
+            losses["repulsion"] = repulsion_loss(points, cfg.repulsion_radius).mean()
+            loss = loss + cfg.w_repulsion * losses["repulsion"]
+    if "mesh" in out:
+        reg = 1.0 + (cfg.mesh_reg_end - 1.0) * progress
+        meshes = [("", out["mesh"], model.template_faces, model.template_edges, model.template_pairs, reg)]
+        if "mesh_coarse" in out:  # coarse to fine: the full regularisers on the coarse mesh, a share on the fine
+            meshes = [("coarse_", out["mesh_coarse"], model.coarse_faces, model.coarse_edges, model.coarse_pairs,
+                       reg)] + [meshes[0][:5] + (reg * cfg.mesh_fine_reg,)]
+        for prefix, verts, faces, edges, pairs, w in meshes:
+            weights = {k: w * v for k, v in cfg.mesh_reg_weights().items()}
+            include = {k for k, v in cfg.mesh_reg_weights().items() if v}  # the same terms logged all run
+            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen, include)
+            loss = loss + terms.pop("loss")
+            losses.update({prefix + k: v for k, v in terms.items()})
+    losses["loss"] = loss
+    return losses
 
 
 def mesh_loss(verts: torch.Tensor, target: torch.Tensor, faces, edges, pairs, weights: dict, n_samples: int,
@@ -23,13 +69,9 @@ def mesh_loss(verts: torch.Tensor, target: torch.Tensor, faces, edges, pairs, we
     adjacent faces' normal consistency (computed when named in ``include``; default: when their weight is not 0),
     at ``weights`` (laplacian, edge, normal). Returns the terms (mesh_cd, laplacian, edge, normal) and their
     weighted sum as "loss"."""
-    samples = sample_surface(verts, faces, n_samples, generator=generator)
-    if recall_weight == 1.0:
-        cd = chamfer_distance(samples, target).mean()
-    else:
-        to_target, to_mesh = nn_sq_dists(samples, target)
-        cd = to_target.mean() + recall_weight * to_mesh.mean()
-    terms = {"mesh_cd": cd, "laplacian": laplacian_smoothing(verts, edges)}
+    to_target, to_mesh = nn_sq_dists(sample_surface(verts, faces, n_samples, generator=generator), target)
+    terms = {"mesh_cd": to_target.mean() + recall_weight * to_mesh.mean(),  # Chamfer's two halves
+             "laplacian": laplacian_smoothing(verts, edges)}
     include = {k for k in ("edge", "normal") if weights[k]} if include is None else include
     if "edge" in include:
         terms["edge"] = edge_loss(verts, edges)
