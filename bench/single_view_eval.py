@@ -35,7 +35,7 @@ from common import device_name
 from single_view_finetune import HEAD_COLUMNS, MESH_COLUMNS, head_finetune, mesh_finetune
 
 from pipelines.events import Log, run_to_completion
-from pipelines.core.single_view_outputs import evaluate
+from pipelines.core.single_view_outputs import evaluate, predict
 from pipelines.single_view import SingleViewConfig, resolve_packs, run
 
 VARIANTS = {
@@ -104,13 +104,17 @@ def train_variants(args) -> None:
               flush=True)
 
 
-def mesh_fit(args) -> dict:
-    """The test-time mesh fitting's settings (``SingleViewConfig.mesh_fit_*``) from the command line."""
-    return dict(mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg,
+def inference(args) -> dict:
+    """The prediction's test-time settings (``SingleViewConfig.mirror_heads`` and ``mesh_fit_*``) from the
+    command line."""
+    return dict(mirror_heads=args.mirror_heads, mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg,
                 mesh_fit_recall=args.mesh_fit_recall, mesh_fit_lr=args.mesh_fit_lr)
 
 
-def add_mesh_fit_args(parser) -> None:
+def add_inference_args(parser) -> None:
+    parser.add_argument("--mirror-heads", default=SingleViewConfig.mirror_heads,
+                        help="heads combined with the mirrored image's prediction (comma list of voxels, points; "
+                             "'': the network's prediction alone)")
     parser.add_argument("--mesh-fit-steps", type=int, default=0,
                         help="test-time fitting of the mesh to the point head's cloud, Adam steps (0: off)")
     parser.add_argument("--mesh-fit-reg", type=float, default=SingleViewConfig.mesh_fit_reg,
@@ -130,7 +134,7 @@ def score(args) -> None:
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
     cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views,
-                           voxel_threshold=args.voxel_threshold, **mesh_fit(args))
+                           voxel_threshold=args.voxel_threshold, **inference(args))
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
@@ -141,7 +145,7 @@ def score(args) -> None:
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev,
                        on_batch=lambda k, n: print(f"scored {k}/{n} views, {time.perf_counter() - t0:.0f} s",
                                                    flush=True))
-    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split, **mesh_fit(args),
+    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split, **inference(args),
                   heldout_shapes=0 if note or args.split == "train" else len(test_idx),
                   views_per_shape=args.eval_views or data.images.shape[1],
                   scored_on=scored_on(note),
@@ -182,7 +186,6 @@ def pictures(args) -> None:
 
     from pipelines.core.images import to_uint8
     from pipelines.core.raster import render_mesh
-    from pipelines.core.single_view_losses import fit_mesh_to_points
     from pipelines.core.single_view_net import (load_checkpoint, prediction_geometry, prepare_image, preview_images,
                                                 view_camera)
     from pipelines.single_view import ASSETS
@@ -192,8 +195,7 @@ def pictures(args) -> None:
     rows = []
     for path in examples:
         x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
-        with torch.no_grad():
-            pred = fit_mesh_to_points(model, model(x, model.trained_heads), SingleViewConfig(**mesh_fit(args)))
+        pred = predict(model, x, model.trained_heads, SingleViewConfig(**inference(args)))
         views = preview_images(x[0], pred, model, size=args.size)
         mesh = prediction_geometry(pred, model)["mesh"]
         c, s_ = 0.0, 1.0  # 90 degrees about z: the object's right side faces the camera
@@ -228,7 +230,7 @@ def robustness(args) -> None:
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(eval_views=args.eval_views, **mesh_fit(args))
+    cfg = SingleViewConfig(eval_views=args.eval_views, **inference(args))
     named = []
     for spec in args.packs:
         name, _, path = spec.rpartition("=")
@@ -244,7 +246,7 @@ def robustness(args) -> None:
         metrics = evaluate(model, sub, model.trained_heads, cfg, dev)
         rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
-    out = dict(checkpoint=info, **mesh_fit(args), heldout_shapes=len(common), shape_ids=common,
+    out = dict(checkpoint=info, **inference(args), heldout_shapes=len(common), shape_ids=common,
                views_per_shape=min(args.eval_views or 10 ** 9, *(d.images.shape[1] for _, d in named)),
                packs=dict(zip([n for n, _ in named], args.packs)), rows=rows, device=device_name(),
                threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
@@ -289,7 +291,7 @@ def main() -> None:
                    help="train: score N training shapes (drawn at random) instead, for the generalisation gap")
     s.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
                    help="occupancy probability above which a voxel is solid")
-    add_mesh_fit_args(s)
+    add_inference_args(s)
     s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")
     b = sub.add_parser("table", help="markdown table from result JSON files")
@@ -301,7 +303,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default="assets/single_view/model")
     p.add_argument("--size", type=int, default=192)
     p.add_argument("--out", default="bench/results/single_view_examples.png")
-    add_mesh_fit_args(p)
+    add_inference_args(p)
     f = sub.add_parser("mesh-finetune", help="CPU check of the mesh regularisers: fine-tune the mesh decoder only")
     f.add_argument("--checkpoint", default="assets/single_view/model")
     f.add_argument("--data", default="assets/single_view/mini.npz", help="training shapes (its train split)")
@@ -340,7 +342,7 @@ def main() -> None:
     r.add_argument("--max-shapes", type=int, default=0, help="the first N shared held-out shapes (0: all)")
     r.add_argument("--threads", type=int, default=1, help="CPU threads")
     r.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    add_mesh_fit_args(r)
+    add_inference_args(r)
     r.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,

@@ -50,7 +50,8 @@ def _frozen_encoder_data(args):
 
 def _arm_config(spec: str, **base) -> SingleViewConfig:
     """A SingleViewConfig from an arm's "key=value,..." (each value of its field's type; 'none': no change)."""
-    return apply_overrides(SingleViewConfig(**base), spec.split(",") if spec != "none" else [])
+    # the network's prediction alone, as the rows these checks recorded before test-time mirroring
+    return apply_overrides(SingleViewConfig(mirror_heads="", **base), spec.split(",") if spec != "none" else [])
 
 
 def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
@@ -146,7 +147,7 @@ def head_finetune(args) -> None:
     results = []
     for spec in args.arms:
         settings = dict(kv.split("=") for kv in spec.split(",")) if spec not in ("none", "shipped") else {}
-        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views,
+        cfg = SingleViewConfig(gt_points=2048, eval_views=args.eval_views, mirror_heads="",
                                **{**shipped, **{k: float(v) for k, v in settings.items()}})
         model = copy.deepcopy(base)
         steps = 0 if spec == "none" else args.steps

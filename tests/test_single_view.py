@@ -210,7 +210,8 @@ def test_checkpoint_round_trip_and_inference_on_an_example(fmt, tmp_path):
 
     mesh = trimesh.load(tmp_path / "out" / "mesh.glb", force="mesh")
     assert len(mesh.faces) == 20 * 4 ** TINY_NET["ico_level"]
-    assert len(trimesh.load(tmp_path / "out" / "points.ply").vertices) == TINY_NET["n_points"]
+    # the cloud of the image and of its mirror (mirror_heads="points", the default)
+    assert len(trimesh.load(tmp_path / "out" / "points.ply").vertices) == 2 * TINY_NET["n_points"]
 
 
 @pytest.mark.skipif(not (SHIPPED_MODEL / "config.json").is_file(), reason="no trained checkpoint shipped yet")

@@ -11,7 +11,7 @@ from pipelines.core.single_view_losses import fit_mesh_to_points, mesh_loss
 from pipelines.core.shape_losses import chamfer_distance, nn_sq_dists
 from pipelines.core.shapes import sample_surface
 from pipelines.core.single_view_net import SingleViewModel
-from pipelines.events import Done, Log
+from pipelines.events import Done, Log, run_to_completion
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 
 NET = dict(image_size=32, width=8, hidden=32, n_points=64, ico_level=3)
@@ -83,3 +83,19 @@ def test_predict_fits_the_mesh_when_asked_and_training_checks_the_settings_first
         list(run(SingleViewConfig(data=str(MINI), steps=1, mesh_fit_reg=-1.0, device="cpu",
                                   out_dir=str(tmp_path / "train"))))
     assert not (tmp_path / "train" / "model").exists()  # refused before any training
+
+
+def test_training_weighs_the_mesh_chamfers_recall_half_by_mesh_recall_weight():
+    from pipelines.core.single_view_losses import training_losses
+
+    model = SingleViewModel(**NET)
+    out, big = {"mesh": model.template_verts[None].clone()}, sphere_points(256, 0.8)
+    occ = torch.zeros(1, 4, 4, 4)
+    terms = {w: training_losses(out, occ, big, model, SingleViewConfig(gt_points=256, mesh_recall_weight=w),
+                                torch.Generator().manual_seed(1))["mesh_cd"] for w in (1.0, 3.0)}
+    to_target, to_mesh = nn_sq_dists(sample_surface(out["mesh"], model.template_faces, 256,
+                                                    torch.Generator().manual_seed(1)), big)
+    assert torch.allclose(terms[1.0], to_target.mean() + to_mesh.mean())
+    assert torch.allclose(terms[3.0], to_target.mean() + 3 * to_mesh.mean())
+    with pytest.raises(UserInputError, match="mesh_recall_weight"):
+        run_to_completion(run(SingleViewConfig(mode="train", mesh_recall_weight=0.0, steps=1)))

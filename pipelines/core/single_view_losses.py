@@ -19,7 +19,8 @@ from .shapes import sample_surface
 def training_losses(out: dict, occ, pts, model, cfg, gen, progress: float = 0.0) -> dict:
     """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
     plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
-    Chamfer of its surface samples plus the Laplacian (and optional edge and normal) regularisers, their weights
+    Chamfer of its surface samples (its recall half at ``mesh_recall_weight``) plus the Laplacian (and optional
+    edge and normal) regularisers, their weights
     scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1; coarse to fine, both meshes'
     Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of them on the fine one."""
     losses = {}
@@ -53,7 +54,8 @@ def training_losses(out: dict, occ, pts, model, cfg, gen, progress: float = 0.0)
         for prefix, verts, faces, edges, pairs, w in meshes:
             weights = {k: w * v for k, v in cfg.mesh_reg_weights().items()}
             include = {k for k, v in cfg.mesh_reg_weights().items() if v}  # the same terms logged all run
-            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen, include)
+            terms = mesh_loss(verts.float(), pts, faces, edges, pairs, weights, cfg.gt_points, gen, include,
+                              recall_weight=cfg.mesh_recall_weight)
             loss = loss + terms.pop("loss")
             losses.update({prefix + k: v for k, v in terms.items()})
     losses["loss"] = loss

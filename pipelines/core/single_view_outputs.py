@@ -1,5 +1,6 @@
-"""What a single-view run (pipelines/single_view.py) scores and writes: the held-out scores of a trained model
-(``evaluate``: voxel IoU, Chamfer distance, F-score at ``THRESHOLDS``, stray points, ``MESH_QUALITY``), the
+"""What a single-view run (pipelines/single_view.py) predicts, scores and writes: the reconstruction the app,
+the CLI and the scores share (``predict``: the network, its mirrored pass, the mesh's fitting), the held-out
+scores of a trained model (``evaluate``: voxel IoU, Chamfer distance, F-score at ``THRESHOLDS``, stray points, ``MESH_QUALITY``), the
 files of one prediction (``export_prediction``) and a trained checkpoint's manifest (``checkpoint_manifest``,
 with the ``command_line`` that reproduces the run).
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..config import RunContext
+from ..config import RunContext, UserInputError
 from ..events import Event, Log
 
 HEADS = ("voxels", "points", "mesh")
@@ -47,6 +48,53 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
                              "bench/single_view_eval.py score re-scores the files")
 
 
+MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
+
+
+def parse_mirror_heads(text: str) -> tuple[str, ...]:
+    """``SingleViewConfig.mirror_heads`` as a tuple, checked."""
+    heads = tuple(h.strip() for h in text.split(",") if h.strip())
+    bad = [h for h in heads if h not in MIRRORED]
+    if bad:
+        raise UserInputError(f"mirror_heads is a comma list of {', '.join(MIRRORED)} or empty (got {text!r}; the "
+                             "mesh head's vertices do not follow the mirror)")
+    return heads
+
+
+def mirror_average(pred: dict, mirrored: dict) -> dict:
+    """Test-time mirroring: ``pred`` for an image combined with ``mirrored``, the prediction for the image flipped
+    left-right, mirrored back (targets live in the view's frame, so a flipped image is a shape mirrored in x:
+    the grid's first axis, the points' x), for the heads ``mirrored`` has. Voxels: the mean occupancy probability
+    (as logits); points: both clouds, twice the points. The mesh is never combined: the mesh head's vertex slots
+    do not follow the mirror (averaging them lowered mesh F1@5 % by 0.01-0.06; bench/RESULTS.md, issue 21)."""
+    import torch
+
+    out = dict(pred)
+    if "voxels" in mirrored:
+        p = (torch.sigmoid(pred["voxels"].float()) + torch.sigmoid(mirrored["voxels"].float().flip(1))) / 2
+        out["voxels"] = torch.logit(p, eps=1e-6)
+    if "points" in mirrored:
+        flipped = mirrored["points"].float() * mirrored["points"].new_tensor([-1.0, 1.0, 1.0])
+        out["points"] = torch.cat([pred["points"].float(), flipped], 1)
+    return out
+
+
+def predict(model, images, heads, cfg) -> dict:
+    """The reconstruction of images (B, 3, H, W) in [0, 1] that the app, the CLI and ``evaluate`` share: the
+    network's prediction, combined for ``cfg.mirror_heads`` with its prediction for the mirrored images
+    (``mirror_average``), and with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud."""
+    import torch
+
+    from .single_view_losses import fit_mesh_to_points
+
+    mirror = [h for h in parse_mirror_heads(cfg.mirror_heads) if h in heads]
+    with torch.no_grad():
+        pred = model(images, heads)
+        if mirror:
+            pred = mirror_average(pred, model(images.flip(-1), mirror))
+    return fit_mesh_to_points(model, pred, cfg)
+
+
 def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) -> dict[str, float]:
     """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size (its precision and recall apart
     at ``PR_THRESHOLDS``) over held-out views, the share of stray predicted points (``*_stray``: farther than 5 %
@@ -57,7 +105,6 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
     from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
                                self_intersection_fraction, stray_fraction, surface_normal_consistency, voxel_iou)
     from .shapes import cubify, sample_surface
-    from .single_view_losses import fit_mesh_to_points
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
     pairs = [(s, v) for s in range(len(data)) for v in range(V)]
@@ -71,8 +118,8 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
         si = torch.tensor([p[0] for p in pairs[i:i + batch]], device=device)
         vi = torch.tensor([p[1] for p in pairs[i:i + batch]], device=device)
         occ, gt = data.targets(si, vi)
+        out = predict(model, data.images[si, vi].float() / 255.0, heads, cfg)
         with torch.no_grad():
-            out = fit_mesh_to_points(model, model(data.images[si, vi].float() / 255.0, heads), cfg)
             clouds = {}
             if "voxels" in out:
                 solid = torch.sigmoid(out["voxels"].float()) > cfg.voxel_threshold
