@@ -1,8 +1,8 @@
 #!/bin/bash
 # Issue 21: the shipped model and the candidate (both render sets, decayed regularisers, 6000 steps) on the held-out
+# shapes rendered three ways, with and without test-time mirroring and mesh fitting.
 # Run on the GPU machine from the repository root with the packs carried (.data/single_view{,_augment,_robust_out-of-range}/pack;
 # score6.sh: .data/single_view_test/pack, .data/gpu_eval/augment (the augmented pack's held-out entries) and the candidate).
-# shapes rendered three ways, with and without test-time mirroring and mesh fitting.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader; python3 -c "import torch; print(torch.__version__)"
