@@ -20,9 +20,9 @@ def training_losses(out: dict, occ, pts, model, cfg, gen, progress: float = 0.0)
     """Each head's loss, and their weighted sum as "loss": voxel BCE (class-balanced with ``voxel_pos_power``)
     plus soft IoU, point Chamfer plus the optional density-aware Chamfer and repulsion, and for the mesh the
     Chamfer of its surface samples (its recall half at ``mesh_recall_weight``) plus the Laplacian (and optional
-    edge and normal) regularisers, their weights
-    scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes from 0 to 1; coarse to fine, both meshes'
-    Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of them on the fine one."""
+    edge and normal) regularisers, their weights scaled from 1 to ``mesh_reg_end`` as training ``progress`` goes
+    from 0 to 1; coarse to fine, both meshes' Chamfer, the regularisers on the coarse mesh and ``mesh_fine_reg`` of
+    them on the fine one."""
     losses = {}
     loss = torch.zeros((), device=occ.device)
     if "voxels" in out:

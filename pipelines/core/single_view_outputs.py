@@ -1,7 +1,7 @@
 """What a single-view run (pipelines/single_view.py) predicts, scores and writes: the reconstruction the app,
 the CLI and the scores share (``predict``: the network, its mirrored pass, the mesh's fitting), the held-out
-scores of a trained model (``evaluate``: voxel IoU, Chamfer distance, F-score at ``THRESHOLDS``, stray points, ``MESH_QUALITY``), the
-files of one prediction (``export_prediction``) and a trained checkpoint's manifest (``checkpoint_manifest``,
+scores of a trained model (``evaluate``: voxel IoU, Chamfer distance, F-score at ``THRESHOLDS``, stray points,
+``MESH_QUALITY``), the files of one prediction (``export_prediction``) and a trained checkpoint's manifest (``checkpoint_manifest``,
 with the ``command_line`` that reproduces the run).
 
 Contract: ``cfg`` is a ``pipelines.single_view.SingleViewConfig`` (not imported: methods import core, never the
