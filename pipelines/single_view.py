@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.single_view_outputs import (HEADS, checkpoint_manifest, evaluate, export_prediction, parse_mirror_heads,
-                                      predict)
+from .core.single_view_outputs import (HEADS, checkpoint_manifest, evaluate, export_prediction, parse_heads,
+                                      parse_mirror_heads, predict)
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,14 +183,6 @@ LOG_EVERY = 10  # steps between Progress events: each one costs a host sync
 def run(cfg: SingleViewConfig) -> Iterator[Event]:
     body = _predict if cfg.mode == "predict" else _train
     return run_guarded("single_view", cfg, body, "lower --batch-size or --image-size")
-
-
-def parse_heads(text: str) -> tuple[str, ...]:
-    heads = tuple(h.strip() for h in text.split(",") if h.strip())
-    bad = [h for h in heads if h not in HEADS]
-    if bad or not heads:
-        raise UserInputError(f"heads must be a comma list of {', '.join(HEADS)} (got {text!r})")
-    return heads
 
 
 def resolve_packs(data: str) -> list[Path]:

@@ -1,8 +1,8 @@
 """What a single-view run (pipelines/single_view.py) predicts, scores and writes: the reconstruction the app,
 the CLI and the scores share (``predict``: the network, its mirrored pass, the mesh's fitting), the held-out
 scores of a trained model (``evaluate``: voxel IoU, Chamfer distance, F-score at ``THRESHOLDS``, stray points,
-``MESH_QUALITY``), the files of one prediction (``export_prediction``) and a trained checkpoint's manifest (``checkpoint_manifest``,
-with the ``command_line`` that reproduces the run).
+``MESH_QUALITY``), the files of one prediction (``export_prediction``) and a trained checkpoint's manifest
+(``checkpoint_manifest``, with the ``command_line`` that reproduces the run).
 
 Contract: ``cfg`` is a ``pipelines.single_view.SingleViewConfig`` (not imported: methods import core, never the
 reverse). Nothing here imports torch at import time: the method imports ``HEADS`` from this module.
@@ -51,14 +51,18 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-def parse_mirror_heads(text: str) -> tuple[str, ...]:
-    """``SingleViewConfig.mirror_heads`` as a tuple, checked."""
+def parse_heads(text: str, allowed=HEADS, field: str = "heads", empty_ok: bool = False) -> tuple[str, ...]:
+    """A config's comma list of head names as a tuple, checked against ``allowed``."""
     heads = tuple(h.strip() for h in text.split(",") if h.strip())
-    bad = [h for h in heads if h not in MIRRORED]
-    if bad:
-        raise UserInputError(f"mirror_heads is a comma list of {', '.join(MIRRORED)} or empty (got {text!r}; the "
-                             "mesh head's vertices do not follow the mirror)")
+    if [h for h in heads if h not in allowed] or not (heads or empty_ok):
+        raise UserInputError(f"{field} must be a comma list of {', '.join(allowed)}" + (" or empty" if empty_ok else "")
+                             + f" (got {text!r})")
     return heads
+
+
+def parse_mirror_heads(text: str) -> tuple[str, ...]:
+    """``SingleViewConfig.mirror_heads`` as a tuple, checked (the mesh head's vertices do not follow the mirror)."""
+    return parse_heads(text, MIRRORED, "mirror_heads", empty_ok=True)
 
 
 def mirror_average(pred: dict, mirrored: dict) -> dict:
