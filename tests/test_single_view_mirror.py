@@ -1,6 +1,8 @@
 """Test-time mirroring of single-view predictions (issue 21): the combined prediction of an image and of its
 mirror are mirrors of each other, points come from both passes, the mesh is the image's own, and off changes
 nothing."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from pipelines.single_view import SingleViewConfig, run
 
 NET = dict(image_size=32, width=8, hidden=32, n_points=64, ico_level=2, resolution=8)
 MIRROR = torch.tensor([-1.0, 1.0, 1.0])
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "single_view" / "model"
 
 
 def _model() -> SingleViewModel:
@@ -55,3 +58,26 @@ def test_off_is_the_network_alone():
     with torch.no_grad():
         plain = model(x, heads)
     assert all(torch.equal(out[k], plain[k]) for k in heads)
+
+
+def test_the_tab_shows_the_scores_of_the_prediction_it_makes(tmp_path, monkeypatch):
+    """The status line reads scores measured with the tab's inference (mirroring) where the manifest has them."""
+    import json
+
+    from gen3d_app.tabs import single_view as tab
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    one_pass = {"voxels_iou": 0.4, "points_f1@0.05": 0.685, "mesh_f1@0.05": 0.684}
+    manifest = {"data": {"train_shapes": 704, "sources": "sh3d"}, "metrics": one_pass}
+    monkeypatch.setattr(tab, "ASSETS", tmp_path)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "points F1@5 % 0.685" in tab.model_status() and "mirrored" not in tab.model_status()
+    manifest["scores_as_predicted"] = {"metrics": dict(one_pass, **{"points_f1@0.05": 0.726}),
+                                       "inference": {"mirror_heads": "points"}, "scored_on": "83 shapes x 2 views"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    status = tab.model_status()
+    assert "points F1@5 % 0.726" in status and "83 shapes x 2 views" in status and "points with the mirrored" in status
+    shipped = json.loads((SHIPPED / "manifest.json").read_text())  # the shipped manifest says how it was scored
+    assert shipped["scores_as_predicted"]["inference"]["mirror_heads"] == SingleViewConfig.mirror_heads

@@ -30,10 +30,15 @@ def model_status() -> str:
                 "one is trained. Use *Train* below to watch a model learn from the shipped mini set, or train the "
                 "real model on a GPU: `python -m pipelines single_view --preset gpu` (see the README).")
     m = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    d, met = m.get("data", {}), m.get("metrics", {})
-    scores = ", ".join(f"{k} {met[k]:.3f}" for k in ("voxels_iou", "points_f1@0.05", "mesh_f1@0.05") if k in met)
+    # Scores of the prediction as this tab makes it (test-time mirroring): a manifest that predates an inference
+    # option carries them measured since under scores_as_predicted; a newer one was scored that way in training.
+    shown = m.get("scores_as_predicted") or m
+    d, met, mirror = m.get("data", {}), shown.get("metrics", {}), shown.get("inference", {}).get("mirror_heads")
+    scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in (("voxels_iou", "voxel IoU"), ("points_f1@0.05", "points "
+                       "F1@5 %"), ("mesh_f1@0.05", "mesh F1@5 %")) if k in met) or "see manifest.json"
+    on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's") if x)
     return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "
-            f"{m.get('created', '')}. Held-out scores: {scores or 'see manifest.json'}.")
+            f"{m.get('created', '')}. Held-out scores: {scores}" + (f" ({on})." if on else "."))
 
 
 def make_config(cls, mode, image, preset, steps, heads, seed):

@@ -44,6 +44,7 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
     return dict(data={**data_info, "built_by": "python -m pipelines single_view data build"},
                 command=command_line(cfg), device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
                 metrics=metrics, scored_on=f"{n_scored} {scored}",
+                inference=dict(mirror_heads=cfg.mirror_heads, mesh_fit_steps=cfg.mesh_fit_steps),
                 metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
                              "bench/single_view_eval.py score re-scores the files")
 
