@@ -8,6 +8,8 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
     python bench/prepare_data.py single-view   # the augmented training pack and the test split: 8.5-45 min on 2 cores
     python bench/prepare_data.py single-view-default   # about 8 min: the default renders of all shapes (27.9 MiB)
     python bench/prepare_data.py single-view-robust    # under a minute: the held-out shapes out of the render ranges
+    python bench/prepare_data.py single-view-pybullet  # about 5 min: pybullet_data's training shapes (30.1 MiB)
+    python bench/prepare_data.py single-view-procedural  # about 6 min: 900 procedural furniture shapes
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
 shape sets. Prints each set's folder, size and seconds.
@@ -77,10 +79,26 @@ def single_view_robust() -> Path:
     return DATA / "single_view_robust_out-of-range" / "pack"
 
 
+def single_view_pybullet() -> Path:
+    run("single_view", "data", "build", "--sources", "pybullet", "--random-limit", "1000", "--split", "train",
+        "--workers", "2", "--root", ".data/single_view_pybullet")
+    return DATA / "single_view_pybullet" / "pack"
+
+
+def single_view_procedural() -> Path:
+    # 900 of the catalog's 1776 training shapes, spread over the kinds: as many as pybullet's, and with the default
+    # pack under the 64 MiB a GPU call carries
+    run("single_view", "data", "build", "--sources", "procedural", "--split", "train", "--limit", "900",
+        "--workers", "2", "--root", ".data/single_view_procedural")
+    return DATA / "single_view_procedural" / "pack"
+
+
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
         "single-view": (single_view, DATA / "single_view_test" / "pack"),
         "single-view-default": (single_view_default, DATA / "single_view" / "pack"),
-        "single-view-robust": (single_view_robust, DATA / "single_view_robust_out-of-range" / "pack")}
+        "single-view-robust": (single_view_robust, DATA / "single_view_robust_out-of-range" / "pack"),
+        "single-view-pybullet": (single_view_pybullet, DATA / "single_view_pybullet" / "pack"),
+        "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack")}
 
 
 def size_mb(path: Path) -> float:

@@ -44,6 +44,8 @@ VARIANTS = {
     "half": dict(sources="sh3d", train_fraction=0.5),
     "quarter": dict(sources="sh3d", train_fraction=0.25),
     "plus-pybullet": dict(sources="sh3d,pybullet"),
+    "plus-procedural": dict(sources="sh3d,procedural"),  # procedural furniture (train/procedural_furniture.py)
+    "plus-both": dict(sources="sh3d,pybullet,procedural"),
     # One decoder at a time (each with its own encoder) against the joint model ("full").
     "voxels-only": dict(sources="sh3d", heads="voxels"),
     "points-only": dict(sources="sh3d", heads="points"),

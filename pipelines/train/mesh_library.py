@@ -1,6 +1,6 @@
 """Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0),
-pybullet_data's objects (zlib) or any folder of meshes, their loading into coloured/textured parts, and
-rendering with the project rasterizer. Shared by the single-view and the embedded-priors data builders.
+pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``) or any folder of meshes,
+their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view and the embedded-priors data builders.
 
 Contract: ``catalog(sources, ...) -> list[ShapeSource]`` (with license, creator and a train/test split by a
 hash of the id); ``stretched_copies(shapes, copies)``: more training shapes, each a training shape stretched
@@ -36,7 +36,7 @@ scaled back to 1): a wider table, a taller chair, still furniture."""
 class ShapeSource:
     id: str
     name: str
-    source: str  # sh3d | pybullet | folder
+    source: str  # sh3d | pybullet | procedural | folder
     license: str
     creator: str = ""
     category: str = ""
@@ -134,6 +134,10 @@ def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR,
             out += sh3d_catalog(f, include_doors)
     if "pybullet" in names:
         out += pybullet_catalog(random_limit)
+    if "procedural" in names:
+        from .procedural_furniture import procedural_catalog
+
+        out += procedural_catalog()
     if mesh_dir:
         out += folder_catalog(Path(mesh_dir))
     seen: set[str] = set()
@@ -211,7 +215,11 @@ def load_parts(src: ShapeSource) -> Parts:
     """The shape's triangles and materials, in the canonical frame (z-up, box centred, longest side 1)."""
     digest = int(hashlib.sha1(src.base_id.encode()).hexdigest()[:6], 16)  # a copy keeps its colours
     fallback = np.array([(digest >> 16) & 255, (digest >> 8) & 255, digest & 255], np.float32) / 255 * 0.6 + 0.3
-    if src.source == "sh3d":
+    if src.source == "procedural":
+        from .procedural_furniture import procedural_parts
+
+        parts, y_up = procedural_parts(src.base_id), False
+    elif src.source == "sh3d":
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(src.path) as zf:
             folder = src.member.rsplit("/", 1)[0] + "/"
             for name in zf.namelist():  # the model's folder: OBJ, MTL and textures

@@ -21,7 +21,7 @@ def add_build_arguments(parser, default_root: Path) -> None:
     """The options every builder's ``build`` command takes: the output folder, the shape sources, how many."""
     parser.add_argument("--root", type=Path, default=default_root, help="output folder (default: %(default)s)")
     parser.add_argument("--sources", default="sh3d,pybullet",
-                        help="comma list of sh3d, pybullet (default: %(default)s)")
+                        help="comma list of sh3d, pybullet, procedural (default: %(default)s)")
     parser.add_argument("--mesh-dir", default="", help="also every mesh file in this folder (.obj .glb .ply .off .stl)")
     parser.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR, help="where the .sh3f libraries are")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")

@@ -1,0 +1,53 @@
+"""Procedural furniture (issue 21: more training shapes than the machine's mesh sources hold): every kind builds a
+sound shape, the same id always the same one, and the builder's catalog reaches every kind."""
+import numpy as np
+import pytest
+
+from pipelines.train.mesh_library import catalog, load_parts
+from pipelines.train.procedural_furniture import COUNT, KINDS, _Builder, procedural_catalog, procedural_parts
+from pipelines.train.shape_builds import spread
+
+
+def _areas(v, f):
+    return 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+
+
+def test_primitives_are_closed_forms():
+    b = _Builder()
+    b.box((0, 0, 0), (1, 2, 3))
+    v, f = b.verts[0], b.faces[0]
+    assert len(f) == 12 and _areas(v, f).sum() == pytest.approx(2 * (1 * 2 + 2 * 3 + 1 * 3))
+    b.cylinder(0, 0, 0, 2, 1, segments=256)
+    v, f = b.verts[1], b.faces[1] - b.faces[1].min()
+    assert _areas(v, f).sum() == pytest.approx(2 * np.pi * 2 + 2 * np.pi, rel=1e-3)  # side + two caps
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
+    assert (np.unique(edges, axis=0, return_counts=True)[1] == 2).all()  # closed: every edge in two faces
+
+
+def test_catalog_reaches_every_kind_and_ids_are_unique():
+    shapes = procedural_catalog()
+    assert len(shapes) == COUNT and len({s.id for s in shapes}) == COUNT
+    assert {s.category for s in spread(shapes, 20)} == set(KINDS)  # a small --limit build still mixes kinds
+    assert all(s.license == "CC0" and s.source == "procedural" for s in shapes)
+    assert {s.id for s in catalog("procedural")} == {s.id for s in shapes}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_a_sound_shape_and_the_id_fixes_it(kind):
+    shapes = [s for s in procedural_catalog() if s.category == kind][:3]
+    a, again, other = procedural_parts(shapes[0].id), procedural_parts(shapes[0].id), procedural_parts(shapes[1].id)
+    assert np.array_equal(a.verts, again.verts) and np.array_equal(a.colors, again.colors)
+    assert a.verts.shape != other.verts.shape or not np.allclose(a.verts, other.verts)
+    assert a.verts[:, 2].min() == pytest.approx(0.0)  # stands on the floor, z up
+    assert a.faces.max() < len(a.verts) and len(a.face_part) == len(a.faces) and set(a.face_part) <= {0, 1}
+    assert (_areas(a.verts, a.faces) > 0).all()
+    ext = a.verts.max(0) - a.verts.min(0)
+    assert 0.2 < ext.max() < 3.0  # metres: furniture-sized
+    canon = load_parts(shapes[0])  # through the builders' loader: centred, longest side 1
+    lo, hi = canon.verts.min(0), canon.verts.max(0)
+    assert (hi - lo).max() == pytest.approx(1.0) and np.allclose((hi + lo) / 2, 0, atol=1e-9)
+
+
+def test_an_unknown_id_is_refused():
+    with pytest.raises(ValueError, match="not a procedural shape"):
+        procedural_parts("procedural-throne-0001")
