@@ -75,6 +75,9 @@ def test_single_view_viewers_stay_drawn(server, browser):  # noqa: F811
     d.get(url)
     find, no_error = page_helpers(d, server_log, server_alive)
     open_tab(d, "Single view")
+    # the scores shown are those of the prediction the tab makes (the image's points with its mirror's)
+    wait_for(lambda: "points with the mirrored image's" in find("#single_view-model-status").text, 20,
+             "the model status")
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#single_view-examples button.gallery-item"), 20,
              "the examples")[0].click()
     wait_for(lambda: find("#single_view-image img").get_attribute("src"), 20, "the example in the image input")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipelines.train.mesh_library import catalog, load_parts
-from pipelines.train.procedural_furniture import COUNT, KINDS, _Builder, procedural_catalog, procedural_parts
+from pipelines.train.procedural_furniture import COUNT, KINDS, _Builder, procedural_mesh
 from pipelines.train.shape_builds import spread
 
 
@@ -25,23 +25,22 @@ def test_primitives_are_closed_forms():
 
 
 def test_catalog_reaches_every_kind_and_ids_are_unique():
-    shapes = procedural_catalog()
+    shapes = catalog("procedural")
     assert len(shapes) == COUNT and len({s.id for s in shapes}) == COUNT
     assert {s.category for s in spread(shapes, 20)} == set(KINDS)  # a small --limit build still mixes kinds
     assert all(s.license == "CC0" and s.source == "procedural" for s in shapes)
-    assert {s.id for s in catalog("procedural")} == {s.id for s in shapes}
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_is_a_sound_shape_and_the_id_fixes_it(kind):
-    shapes = [s for s in procedural_catalog() if s.category == kind][:3]
-    a, again, other = procedural_parts(shapes[0].id), procedural_parts(shapes[0].id), procedural_parts(shapes[1].id)
-    assert np.array_equal(a.verts, again.verts) and np.array_equal(a.colors, again.colors)
-    assert a.verts.shape != other.verts.shape or not np.allclose(a.verts, other.verts)
-    assert a.verts[:, 2].min() == pytest.approx(0.0)  # stands on the floor, z up
-    assert a.faces.max() < len(a.verts) and len(a.face_part) == len(a.faces) and set(a.face_part) <= {0, 1}
-    assert (_areas(a.verts, a.faces) > 0).all()
-    ext = a.verts.max(0) - a.verts.min(0)
+    shapes = [s for s in catalog("procedural") if s.category == kind][:3]
+    (v, f, mat, col), again, other = (procedural_mesh(s.id) for s in (shapes[0], shapes[0], shapes[1]))
+    assert np.array_equal(v, again[0]) and np.array_equal(col, again[3])
+    assert v.shape != other[0].shape or not np.allclose(v, other[0])
+    assert v[:, 2].min() == pytest.approx(0.0)  # stands on the floor, z up
+    assert f.max() < len(v) and len(mat) == len(f) and set(mat) <= {0, 1} and col.shape == (2, 3)
+    assert (_areas(v, f) > 0).all()
+    ext = v.max(0) - v.min(0)
     assert 0.2 < ext.max() < 3.0  # metres: furniture-sized
     canon = load_parts(shapes[0])  # through the builders' loader: centred, longest side 1
     lo, hi = canon.verts.min(0), canon.verts.max(0)
@@ -50,4 +49,4 @@ def test_every_kind_is_a_sound_shape_and_the_id_fixes_it(kind):
 
 def test_an_unknown_id_is_refused():
     with pytest.raises(ValueError, match="not a procedural shape"):
-        procedural_parts("procedural-throne-0001")
+        procedural_mesh("procedural-throne-0001")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .procedural_furniture import procedural_ids, procedural_mesh
+
 FURNITURE_DIR = Path("/usr/share/sweethome3d/furniture")
 PYBULLET_OBJECTS = ("bunny.obj", "soccerball.obj", "objects/mug.obj", "table/table.obj", "torus/torus_textured.obj",
                     "jenga/jenga.obj", "domino/domino.obj", "tray/tray_textured.obj", "sphere_smooth.obj",
@@ -135,9 +137,8 @@ def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR,
     if "pybullet" in names:
         out += pybullet_catalog(random_limit)
     if "procedural" in names:
-        from .procedural_furniture import procedural_catalog
-
-        out += procedural_catalog()
+        out += [ShapeSource(id=i, name=i.split("-")[1], source="procedural", license="CC0",
+                            creator="gen3d (generated)", category=i.split("-")[1]) for i in procedural_ids()]
     if mesh_dir:
         out += folder_catalog(Path(mesh_dir))
     seen: set[str] = set()
@@ -216,9 +217,8 @@ def load_parts(src: ShapeSource) -> Parts:
     digest = int(hashlib.sha1(src.base_id.encode()).hexdigest()[:6], 16)  # a copy keeps its colours
     fallback = np.array([(digest >> 16) & 255, (digest >> 8) & 255, digest & 255], np.float32) / 255 * 0.6 + 0.3
     if src.source == "procedural":
-        from .procedural_furniture import procedural_parts
-
-        parts, y_up = procedural_parts(src.base_id), False
+        verts, faces, material, colors = procedural_mesh(src.base_id)
+        parts, y_up = Parts(verts, faces, np.zeros((len(verts), 2)), material, colors, [None, None]), False
     elif src.source == "sh3d":
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(src.path) as zf:
             folder = src.member.rsplit("/", 1)[0] + "/"

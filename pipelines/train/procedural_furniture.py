@@ -5,8 +5,9 @@ the one source of more shapes this offline machine has (bench/RESULTS.md, issue 
 learning curve had not flattened at 704 furniture shapes, and 902 procedural pybullet blocks beside them raised
 voxel IoU by 0.024).
 
-Contract: ``procedural_catalog(count) -> list[ShapeSource]`` (source "procedural"); ``procedural_parts(shape_id)
--> Parts`` in metres, z up, the floor at z = 0 (``mesh_library.load_parts`` centres and scales it like any shape).
+Contract: ``procedural_ids(count) -> list[str]``; ``procedural_mesh(shape_id) -> (verts, faces, face_material,
+colors)`` in metres, z up, the floor at z = 0 (``mesh_library`` makes the catalog and the ``Parts``, centred and
+scaled like any shape).
 """
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ COUNT = 2000
 """Shapes in the catalog (``--limit`` builds fewer, spread over the kinds)."""
 
 
-def procedural_catalog(count: int = COUNT) -> list:
-    from .mesh_library import ShapeSource
-
-    per_kind = -(-count // len(KINDS))  # kind after kind, so ``--limit``'s even spread takes every kind
-    return [ShapeSource(id=f"procedural-{kind}-{i:04d}", name=kind, source="procedural", license="CC0",
-                        creator="gen3d (generated)", category=kind)
-            for kind in KINDS for i in range(per_kind)][:count]
+def procedural_ids(count: int = COUNT) -> list[str]:
+    """The catalog's shape ids, ``procedural-<kind>-<k>``, kind after kind, so ``--limit``'s even spread takes every
+    kind (``mesh_library.catalog`` makes them ``ShapeSource``s)."""
+    per_kind = -(-count // len(KINDS))
+    return [f"procedural-{kind}-{i:04d}" for kind in KINDS for i in range(per_kind)][:count]
 
 
 class _Builder:
@@ -245,17 +244,15 @@ _MAKERS = {"table": _table, "chair": _chair, "stool": _stool, "shelf": _shelf, "
            "cabinet": _cabinet, "desk": lambda b, rng: _table(b, rng, desk=True), "bench": _bench, "lamp": _lamp}
 
 
-def procedural_parts(shape_id: str):
-    """The shape named by a ``procedural_catalog`` id, as ``Parts`` with two materials (frame, cushion/panel)."""
-    from .mesh_library import Parts
-
-    kind = shape_id.split("-")[1]
+def procedural_mesh(shape_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The shape named by a ``procedural_ids`` id: (verts (V, 3) in metres, faces (F, 3), each face's material
+    (F,) in {0, 1}, the two materials' colours (2, 3): frame, and cushion or panel)."""
+    kind = shape_id.split("-")[1] if shape_id.count("-") >= 2 else ""
     if kind not in _MAKERS:
         raise ValueError(f"{shape_id}: not a procedural shape id (kinds: {', '.join(KINDS)})")
     rng = np.random.default_rng(int(hashlib.sha1(shape_id.encode()).hexdigest()[:12], 16))
     b = _Builder()
     _MAKERS[kind](b, rng)
     colors = np.stack([rng.uniform(0.15, 0.9, 3), rng.uniform(0.1, 0.95, 3)]).astype(np.float32)
-    verts = np.concatenate(b.verts)
-    return Parts(verts=verts, faces=np.concatenate(b.faces).astype(np.int64), uv=np.zeros((len(verts), 2)),
-                 face_part=np.concatenate(b.material).astype(np.int64), colors=colors, textures=[None, None])
+    return (np.concatenate(b.verts), np.concatenate(b.faces).astype(np.int64),
+            np.concatenate(b.material).astype(np.int64), colors)
