@@ -20,6 +20,7 @@ PREVIEW_KEYS = ("input", "voxels", "points", "mesh")
 TINY = dict(steps=6, batch_size=4, image_size=32, width=8, hidden=32, n_points=128, ico_level=2, gt_points=256,
             preview_every=3, mixed_precision=False)
 """GEN3D_TINY=1 caps for train runs (steps is a maximum): seconds on a CPU, for the browser test."""
+STATUS_SCORES = (("voxels_iou", "voxel IoU"), ("points_f1@0.05", "points F1@5 %"), ("mesh_f1@0.05", "mesh F1@5 %"))
 
 
 def model_status() -> str:
@@ -34,8 +35,7 @@ def model_status() -> str:
     # option carries them measured since under scores_as_predicted; a newer one was scored that way in training.
     shown = m.get("scores_as_predicted") or m
     d, met, mirror = m.get("data", {}), shown.get("metrics", {}), shown.get("inference", {}).get("mirror_heads")
-    scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in (("voxels_iou", "voxel IoU"), ("points_f1@0.05", "points "
-                       "F1@5 %"), ("mesh_f1@0.05", "mesh F1@5 %")) if k in met) or "see manifest.json"
+    scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in STATUS_SCORES if k in met) or "see manifest.json"
     on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's") if x)
     return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "
             f"{m.get('created', '')}. Held-out scores: {scores}" + (f" ({on})." if on else "."))

@@ -1,6 +1,7 @@
 """Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0),
 pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``) or any folder of meshes,
-their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view and the embedded-priors data builders.
+their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view
+and the embedded-priors data builders.
 
 Contract: ``catalog(sources, ...) -> list[ShapeSource]`` (with license, creator and a train/test split by a
 hash of the id); ``stretched_copies(shapes, copies)``: more training shapes, each a training shape stretched
