@@ -138,8 +138,9 @@ def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR,
     if "pybullet" in names:
         out += pybullet_catalog(random_limit)
     if "procedural" in names:
-        out += [ShapeSource(id=i, name=i.split("-")[1], source="procedural", license="CC0",
-                            creator="gen3d (generated)", category=i.split("-")[1]) for i in procedural_ids()]
+        kinds = {i: i.split("-")[1] for i in procedural_ids()}
+        out += [ShapeSource(id=i, name=k, source="procedural", license="CC0", creator="gen3d (generated)", category=k)
+                for i, k in kinds.items()]
     if mesh_dir:
         out += folder_catalog(Path(mesh_dir))
     seen: set[str] = set()
