@@ -194,7 +194,8 @@ SOURCES_NOTE = (
     "Sources: Sweet Home 3D furniture libraries as packaged by Debian (`sweethome3d-furniture`; Blend Swap models "
     "cleaned and converted by Emmanuel Puybaret / eTeks; Kator Legaz CC-BY 3.0 US; Reallusion CC-BY 3.0 US; "
     "Scopia CC-BY 3.0; Blend Swap CC0 and CC-BY 3.0 models by the authors named above), and pybullet_data "
-    "(bullet3, zlib license). Renders, occupancy grids and samples here were made from those models by this "
+    "(bullet3, zlib license); the 'gen3d (generated)' shapes are this project's procedural furniture "
+    "(`pipelines/train/procedural_furniture.py`, CC0). Renders, occupancy grids and samples here were made from those models by this "
     "project's code (`python -m pipelines single_view data build`).")
 
 
