@@ -114,6 +114,22 @@ def test_tiny_training_lowers_the_loss_resumes_and_exports(pack, tmp_path):
     assert config["condition"] == "scorer" and config["weights_dtype"] == "int8"
 
 
+def test_init_starts_from_an_exported_folder_and_refuses_another_architecture(pack, tmp_path):
+    from pipelines.core.priors.point_e_embedded import load_model_folder
+
+    _train("base", pack, tmp_path / "a", 3, prediction="eps")
+    folder = tmp_path / "a" / "pointe" / "base"
+    exported, _ = load_model_folder(folder, "cpu")
+    # zero steps from the folder: the EMA exported again is the folder's (dequantised) weights, not a fresh net
+    torch.manual_seed(1)  # another random start than the folder's
+    _train("base", pack, tmp_path / "b", 0, prediction="eps", init=str(folder))
+    again, _ = load_model_folder(tmp_path / "b" / "pointe" / "base", "cpu")
+    for (name, a), b in zip(exported.state_dict().items(), again.state_dict().values()):
+        assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()) + 1e-6), name  # int8 twice
+    with pytest.raises(ValueError, match="another model config"):
+        _train("base", pack, tmp_path / "c", 0, prediction="v", init=str(folder))
+
+
 def test_exported_folder_loads_and_samples_through_the_core_loader(pack, tmp_path):
     from pipelines.core.point_sampler import Stage, sample
     from pipelines.core.priors.point_e import load_models

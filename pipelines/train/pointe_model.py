@@ -87,6 +87,9 @@ class TrainOptions:
     (``EmbeddedGridPointDiffusionTransformer.grid_add``; 'fmap': 4096 values, 0.8M parameters at width 192): on
     the CPU a tiny base read grid tokens alone only slowly."""
     tiny: bool = False
+    init: str = ""
+    """Start from an exported model folder (e.g. ``assets/pointe/base``; its int8 weights dequantised) instead of
+    random weights: to adapt a base when the features it reads change (a new single-view model behind 'sv')."""
     export: str = ""
     """Also write the EMA weights, int8, to this folder when done."""
     command: str = ""

@@ -126,6 +126,9 @@ def train(opts: TrainOptions, log=print) -> dict:
         optim.load_state_dict(state["optim"])
         start = state["step"]
         log(f"resumed {out / 'checkpoint.pt'} at step {start}")
+    elif opts.init:
+        start_from(opts.init, model, ema, cfg)
+        log(f"started from {opts.init}")
     ab = (torch.tensor(alphas_cumprod(SCHEDULES[opts.model]), dtype=torch.float32, device=dev)
           if opts.model in SCHEDULES else None)
     train_idx = torch.as_tensor(data.train, device=dev)
@@ -232,6 +235,17 @@ def true_conditions(data: PointEData, shapes: torch.Tensor, cfg: dict, view: int
         c = {"embeddings": data.grid[shapes, view].float(), "vec": c["embeddings"]}
     return {"true": c, "shuffled": {k: v.roll(1, 0) for k, v in c.items()},
             "null": {k: torch.zeros_like(v) for k, v in c.items()}}
+
+
+def start_from(folder: str, model, ema, cfg: dict) -> None:
+    """Loads an exported model folder's weights into ``model`` and ``ema``; its architecture must be ``cfg``."""
+    from ..core.priors.point_e_embedded import load_model_folder
+
+    init, config = load_model_folder(Path(folder), "cpu")
+    if config["model"] != cfg:
+        raise ValueError(f"{folder} is of another model config ({config['model']}); train with its options")
+    model.load_state_dict(init.state_dict())
+    ema.load_state_dict(init.state_dict())
 
 
 # -------------------------------------------------------------------------------------------------- export
