@@ -86,7 +86,7 @@ def single_view_pybullet() -> Path:
 
 
 def single_view_procedural() -> Path:
-    # 900 of the catalog's 1776 training shapes, spread over the kinds: as many as pybullet's, and with the default
+    # 900 of the catalog's 2501 training shapes, spread over the 14 kinds: as many as pybullet's, and with the default
     # pack under the 64 MiB a GPU call carries
     run("single_view", "data", "build", "--sources", "procedural", "--split", "train", "--limit", "900",
         "--workers", "2", "--root", ".data/single_view_procedural")

@@ -24,6 +24,26 @@ def test_primitives_are_closed_forms():
     assert (np.unique(edges, axis=0, return_counts=True)[1] == 2).all()  # closed: every edge in two faces
 
 
+def test_lathe_and_ellipsoid_are_closed_and_measure_right():
+    b = _Builder()
+    b.lathe(0, 0, [(1.0, 0.0), (1.0, 1.0), (0.5, 2.0)], segments=512)  # a cylinder under a frustum
+    v, f = b.verts[0], b.faces[0]
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
+    assert (np.unique(edges, axis=0, return_counts=True)[1] == 2).all()
+    frustum_side = np.pi * (1.0 + 0.5) * np.hypot(0.5, 1.0)
+    assert _areas(v, f).sum() == pytest.approx(2 * np.pi + frustum_side + np.pi + np.pi * 0.25, rel=1e-3)
+    assert _volume(v, f) == pytest.approx(np.pi + np.pi / 3 * (1 + 0.5 + 0.25), rel=1e-3)  # outward faces
+    b.ellipsoid((1, 2, 3), (0.5, 1.0, 2.0), rings=200, segments=400)
+    v, f = b.verts[1], b.faces[1] - b.faces[1].min()
+    assert _volume(v, f) == pytest.approx(4 / 3 * np.pi * 0.5 * 1.0 * 2.0, rel=2e-2)  # the poles' caps cut a little
+    assert np.allclose(v.mean(0), (1, 2, 3), atol=1e-2)
+
+
+def _volume(v, f):
+    """Signed volume of a closed triangle mesh (divergence theorem): positive when its faces point outwards."""
+    return float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6)
+
+
 def test_catalog_reaches_every_kind_and_ids_are_unique():
     shapes = catalog("procedural")
     assert len(shapes) == COUNT and len({s.id for s in shapes}) == COUNT
@@ -41,7 +61,7 @@ def test_every_kind_is_a_sound_shape_and_the_id_fixes_it(kind):
     assert f.max() < len(v) and len(mat) == len(f) and set(mat) <= {0, 1} and col.shape == (2, 3)
     assert (_areas(v, f) > 0).all()
     ext = v.max(0) - v.min(0)
-    assert 0.2 < ext.max() < 3.0  # metres: furniture-sized
+    assert 0.1 < ext.max() < 3.0  # metres: from a glass to a bed
     canon = load_parts(shapes[0])  # through the builders' loader: centred, longest side 1
     lo, hi = canon.verts.min(0), canon.verts.max(0)
     assert (hi - lo).max() == pytest.approx(1.0) and np.allclose((hi + lo) / 2, 0, atol=1e-9)
