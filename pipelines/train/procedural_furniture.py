@@ -255,7 +255,7 @@ def _lamp(b, rng):
     b.cylinder(0, 0, h * 0.7, h, r0, r1, material=1, segments=20)
 
 
-def _profile(rng, heights, radii, rings: int = 14):
+def _profile(heights, radii, rings: int = 14):
     """A smooth lathe profile through control radii at the given heights (cosine-eased between them)."""
     z = np.linspace(heights[0], heights[-1], rings)
     k = np.clip(np.searchsorted(heights, z, side="right") - 1, 0, len(heights) - 2)
@@ -272,7 +272,7 @@ def _vase(b, rng):
     if rng.random() < 0.25:  # a wide, low bowl or planter
         h *= rng.uniform(0.3, 0.6)
     radii = [rb * rng.uniform(0.5, 1.0), rb * rng.uniform(0.9, 1.4), rb * rng.uniform(0.4, 1.3), rb * rng.uniform(0.5, 1.2)]
-    b.lathe(0, 0, _profile(rng, [0, h * rng.uniform(0.2, 0.5), h * rng.uniform(0.6, 0.85), h], radii), 0, 24)
+    b.lathe(0, 0, _profile([0, h * rng.uniform(0.2, 0.5), h * rng.uniform(0.6, 0.85), h], radii), 0, 24)
 
 
 def _bottle(b, rng):
@@ -283,12 +283,12 @@ def _bottle(b, rng):
     if form == 0:  # bottle: body, shoulder, neck
         zs = h * rng.uniform(0.5, 0.7)
         rn = r * rng.uniform(0.2, 0.4)
-        b.lathe(0, 0, _profile(rng, [0, zs, zs + h * 0.12, h], [r, r, rn, rn]), 0, 20)
+        b.lathe(0, 0, _profile([0, zs, zs + h * 0.12, h], [r, r, rn, rn]), 0, 20)
     elif form == 1:  # stemmed glass: foot, stem, bowl
         zb = h * rng.uniform(0.3, 0.55)
         b.cylinder(0, 0, 0, h * 0.03, r * rng.uniform(0.7, 1.0), material=0, segments=20)
         b.cylinder(0, 0, h * 0.03, zb, r * 0.08, material=0, segments=8)
-        b.lathe(0, 0, _profile(rng, [zb, zb + (h - zb) * 0.4, h], [r * 0.2, r * rng.uniform(0.8, 1.1), r]), 1, 20)
+        b.lathe(0, 0, _profile([zb, zb + (h - zb) * 0.4, h], [r * 0.2, r * rng.uniform(0.8, 1.1), r]), 1, 20)
     elif form == 2:  # cup or mug with a handle
         b.cylinder(0, 0, 0, h * 0.6, r * rng.uniform(0.7, 0.9), r, material=0, segments=20)
         hz, t = h * 0.3, r * 0.15
