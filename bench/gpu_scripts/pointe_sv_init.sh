@@ -2,7 +2,8 @@
 # A new single-view model changes the 'sv' grid the embedded Point-E base reads: the shipped base (v5) adapted to the
 # new encoder's features (`--init assets/pointe/base`, MINUTES of v5's recipe), then scored as v5 was
 # (results/pointe_quality_h200_sv.json) beside the new single-view model's point head. Needs the new model in
-# assets/single_view/model and `python bench/prepare_data.py pointe` (carry .data/pointe/pointe_2048_renders.npz).
+# assets/single_view/model and `python bench/prepare_data.py pointe` (carry .data/pointe/pointe_2048_renders.npz and
+# .whl; move assets/priors out for the call: the tree then travels at about 55 MB).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit
 export PYTHONUNBUFFERED=1
 S=$(date +%s)
