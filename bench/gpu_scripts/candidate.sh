@@ -9,10 +9,8 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader; python3 -c "import torch; print(torch.__version__)"; nproc
 S=$(date +%s)
 P=/tmp/single_view_procedural_augment
-timeout ${BUILD_SECONDS:-200} python3 -m pipelines single_view data build --sources procedural --split train \
-  --workers $(( $(nproc) - 1 )) --render augment --render-seed 0 --root $P > $OUT/log_build.txt 2>&1
-[ -f $P/pack/procedural.npz ] || python3 -m pipelines single_view data pack --root $P >> $OUT/log_build.txt 2>&1
-tail -2 $OUT/log_build.txt; echo "built at $(( $(date +%s) - S )) s"
+source bench/gpu_scripts/build_procedural.sh; build_procedural $P --render augment --render-seed 0
+echo "built at $(( $(date +%s) - S )) s"
 python3 -m pipelines single_view --preset gpu --data .data/single_view/pack,.data/single_view_augment/pack,$P/pack \
   --sources sh3d,procedural --eval-sources sh3d --steps ${STEPS:-6000} --max-seconds ${TRAIN_SECONDS:-230} \
   --mesh-reg-end 0.1 --mesh-recall-weight 3 --eval-views 2 --preview-every 1000000000 --out-dir runs/candidate \
