@@ -107,10 +107,11 @@ def train_variants(args) -> None:
 
 
 def inference(args) -> dict:
-    """The prediction's test-time settings (``SingleViewConfig.mirror_heads`` and ``mesh_fit_*``) from the
-    command line."""
+    """The prediction's test-time settings (``SingleViewConfig.mirror_heads``, ``mesh_fit_*`` and
+    ``voxel_threshold``) from the command line."""
     return dict(mirror_heads=args.mirror_heads, mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg,
-                mesh_fit_recall=args.mesh_fit_recall, mesh_fit_lr=args.mesh_fit_lr)
+                mesh_fit_recall=args.mesh_fit_recall, mesh_fit_lr=args.mesh_fit_lr,
+                voxel_threshold=args.voxel_threshold)
 
 
 def add_inference_args(parser) -> None:
@@ -124,6 +125,8 @@ def add_inference_args(parser) -> None:
     parser.add_argument("--mesh-fit-recall", type=float, default=SingleViewConfig.mesh_fit_recall,
                         help="its weight on the Chamfer's cloud-to-mesh half")
     parser.add_argument("--mesh-fit-lr", type=float, default=SingleViewConfig.mesh_fit_lr, help="its Adam step size")
+    parser.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
+                        help="occupancy probability above which a voxel is solid")
 
 
 def score(args) -> None:
@@ -135,8 +138,7 @@ def score(args) -> None:
 
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views,
-                           voxel_threshold=args.voxel_threshold, **inference(args))
+    cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views, **inference(args))
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
@@ -198,7 +200,7 @@ def pictures(args) -> None:
     for path in examples:
         x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
         pred = predict(model, x, model.trained_heads, SingleViewConfig(**inference(args)))
-        views = preview_images(x[0], pred, model, size=args.size)
+        views = preview_images(x[0], pred, model, args.voxel_threshold, size=args.size)
         mesh = prediction_geometry(pred, model)["mesh"]
         c, s_ = 0.0, 1.0  # 90 degrees about z: the object's right side faces the camera
         mesh.verts = mesh.verts @ torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]]).T
@@ -291,8 +293,6 @@ def main() -> None:
     s.add_argument("--max-shapes", type=int, default=0, help="score only the first N held-out shapes (0: all)")
     s.add_argument("--split", choices=("test", "train"), default="test",
                    help="train: score N training shapes (drawn at random) instead, for the generalisation gap")
-    s.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
-                   help="occupancy probability above which a voxel is solid")
     add_inference_args(s)
     s.add_argument("--variant", default="checkpoint", help="the row's name in the table")
     s.add_argument("--json", default="")

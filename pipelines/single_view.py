@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
-from .core.single_view_outputs import (HEADS, checkpoint_manifest, evaluate, export_prediction, parse_heads,
-                                      parse_mirror_heads, predict)
+from .core.single_view_outputs import (HEADS, checkpoint_inference, checkpoint_manifest, evaluate, export_prediction,
+                                      parse_heads, parse_mirror_heads, predict)
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +140,10 @@ class SingleViewConfig(PipelineConfig):
     """Distance (share of the object's longest side) beyond which predicted points do not repel."""
     voxel_threshold: float = 0.5
     """Occupancy probability above which a voxel is solid (IoU, exported voxels)."""
+    checkpoint_inference: bool = True
+    """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold) left at their defaults take the
+    values the checkpoint's held-out scores were measured with (its manifest.json 'inference'): they belong to the
+    model. Off: this config's values as they are."""
     pretrained: str = ""
     """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
     flip: bool = True
@@ -391,9 +395,12 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if not cfg.image:
         raise UserInputError("give an image to reconstruct (--image PATH)")
     model, info = load_checkpoint(folder, ctx.device)
+    cfg, notes = checkpoint_inference(cfg, model.manifest)
     image = prepare_image(cfg.image, model.image_size)
     heads = tuple(h for h in HEADS if h in model.trained_heads)
     yield Log(f"checkpoint: {info}")
+    for note in notes:
+        yield Log(note)
     x = image.permute(2, 0, 1)[None].to(ctx.device)
     pred = predict(model, x, heads, cfg)
     if cfg.mirror_heads:

@@ -93,6 +93,9 @@ def test_single_view_viewers_stay_drawn(server, browser):  # noqa: F811
     wait_for(lambda: not all(drawn(d, v) for v in viewers) or time.monotonic() > watch_until, 20, "5 s of watching")
     assert all(drawn(d, v) for v in viewers), [drawn(d, v) for v in viewers]
     assert "/work" not in find("#single_view-metrics").text and str(REPO) not in find("#single_view-metrics").text
+    assert "mesh fitted to the points" in find("#single_view-model-status").text  # the model's own settings, named
+    if os.environ.get("GEN3D_SCREENSHOTS"):
+        d.save_screenshot(str(Path(os.environ["GEN3D_SCREENSHOTS"]) / "browser_single_view.png"))
 
 
 def test_nerf_run_after_stop_starts_and_shows_its_stages_and_result(server, browser):  # noqa: F811

@@ -79,5 +79,8 @@ def test_the_tab_shows_the_scores_of_the_prediction_it_makes(tmp_path, monkeypat
     (folder / "manifest.json").write_text(json.dumps(manifest))
     status = tab.model_status()
     assert "points F1@5 % 0.726" in status and "83 shapes x 2 views" in status and "points with the mirrored" in status
+    manifest["scores_as_predicted"]["inference"].update(mesh_fit_steps=100, voxel_threshold=0.7)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "mesh fitted to the points (100 steps), voxels solid above 0.7" in tab.model_status()
     shipped = json.loads((SHIPPED / "manifest.json").read_text())  # the shipped manifest says how it was scored
     assert shipped["scores_as_predicted"]["inference"]["mirror_heads"] == SingleViewConfig.mirror_heads

@@ -34,9 +34,12 @@ def model_status() -> str:
     # Scores of the prediction as this tab makes it (test-time mirroring): a manifest that predates an inference
     # option carries them measured since under scores_as_predicted; a newer one was scored that way in training.
     shown = m.get("scores_as_predicted") or m
-    d, met, mirror = m.get("data", {}), shown.get("metrics", {}), shown.get("inference", {}).get("mirror_heads")
+    d, met, inf = m.get("data", {}), shown.get("metrics", {}), shown.get("inference", {})
     scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in STATUS_SCORES if k in met) or "see manifest.json"
-    on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's") if x)
+    mirror, fit, threshold = inf.get("mirror_heads"), inf.get("mesh_fit_steps"), inf.get("voxel_threshold")
+    on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's",
+                               fit and f"mesh fitted to the points ({fit} steps)",
+                               threshold and f"voxels solid above {threshold:g}") if x)
     return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "
             f"{m.get('created', '')}. Held-out scores: {scores}" + (f" ({on})." if on else "."))
 

@@ -114,6 +114,7 @@ class SingleViewModel(nn.Module):
         self.image_size = image_size
         self.mesh_coarse_level = mesh_coarse_level
         self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
+        self.manifest: dict = {}  # a loaded checkpoint's manifest.json
         self.encoder = ResNet18(width)
         f = self.encoder.out_features
         self.voxel_head = VoxelDecoder(f, hidden, resolution)
@@ -247,17 +248,18 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[SingleViewModel, 
             state.update({k: _decode(e) for k, e in torch.load(folder / name, map_location="cpu",
                                                                 weights_only=True).items()})
         model.load_state_dict(state)
+        manifest = folder / "manifest.json"  # data, scores and the test-time settings they were measured with
+        model.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
     except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise UserInputError(f"cannot load the checkpoint in {folder}: {e}") from e
     model.trained_heads = tuple(config.get("heads", model.trained_heads))
     repo = Path(__file__).resolve().parents[2]  # the shipped model is named from the repo; others by folder name
     where = folder.resolve().relative_to(repo) if folder.resolve().is_relative_to(repo) else folder.name
     desc = f"{where} ({config['weights_format']}, heads {', '.join(model.trained_heads)})"
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        d = m.get("data", {})
-        desc += f", trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}) on {m.get('created', '?')}"
+    if model.manifest:
+        d = model.manifest.get("data", {})
+        desc += (f", trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}) on "
+                 f"{model.manifest.get('created', '?')}")
     return model.to(device).eval(), desc
 
 

@@ -44,12 +44,35 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
     return dict(data={**data_info, "built_by": "python -m pipelines single_view data build"},
                 command=command_line(cfg), device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
                 metrics=metrics, scored_on=f"{n_scored} {scored}",
-                inference=dict(mirror_heads=cfg.mirror_heads, mesh_fit_steps=cfg.mesh_fit_steps),
+                inference={k: getattr(cfg, k) for k in INFERENCE},
                 metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
                              "bench/single_view_eval.py score re-scores the files")
 
 
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
+
+
+INFERENCE = ("mirror_heads", "mesh_fit_steps", "voxel_threshold")
+"""Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
+
+
+def checkpoint_inference(cfg, manifest: dict) -> tuple:
+    """(cfg, notes): ``cfg`` with the test-time settings its scores were predicted with (the manifest's
+    'scores_as_predicted' inference, else its own) where ``cfg`` left them at their defaults: they belong to the
+    model (one trained with an IoU loss wants a higher voxel threshold). Off with ``cfg.checkpoint_inference``."""
+    import dataclasses
+
+    want = (manifest.get("scores_as_predicted") or manifest).get("inference", {})
+    if not cfg.checkpoint_inference:
+        return cfg, []
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    take = {k: type(defaults[k])(want[k]) for k in INFERENCE
+            if k in want and getattr(cfg, k) == defaults[k] and want[k] != defaults[k]}
+    kept = [f"{k} {getattr(cfg, k)} (the checkpoint's: {want[k]})" for k in INFERENCE
+            if k in want and getattr(cfg, k) != defaults[k] and getattr(cfg, k) != want[k]]
+    notes = ([f"the checkpoint's test-time settings: {', '.join(f'{k} {v}' for k, v in take.items())}"] if take else [])
+    notes += [f"kept as given: {', '.join(kept)}"] if kept else []
+    return dataclasses.replace(cfg, **take), notes
 
 
 def parse_heads(text: str, allowed=HEADS, field: str = "heads", empty_ok: bool = False) -> tuple[str, ...]:

@@ -1,0 +1,47 @@
+"""A checkpoint's test-time settings travel with it (issue 21): predict takes the voxel threshold, mesh fitting and
+mirroring its manifest's scores were measured with, wherever the config left them at their defaults."""
+import dataclasses
+import json
+
+from pipelines.core.single_view_outputs import checkpoint_inference
+from pipelines.events import Done, Log
+from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
+
+AS_PREDICTED = {"metrics": {"voxels_iou": 0.46}, "scored_on": "83 shapes x 2 views",
+                "inference": {"mirror_heads": "points", "mesh_fit_steps": 100, "voxel_threshold": 0.7}}
+
+
+def test_defaults_take_the_checkpoints_settings_and_given_values_stay():
+    cfg, notes = checkpoint_inference(SingleViewConfig(), {"scores_as_predicted": AS_PREDICTED})
+    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mirror_heads) == (0.7, 100, "points")
+    assert notes == ["the checkpoint's test-time settings: mesh_fit_steps 100, voxel_threshold 0.7"]
+    given = SingleViewConfig(voxel_threshold=0.6, mirror_heads="")
+    cfg, notes = checkpoint_inference(given, {"scores_as_predicted": AS_PREDICTED})
+    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mirror_heads) == (0.6, 100, "")
+    assert "kept as given: mirror_heads  (the checkpoint's: points), voxel_threshold 0.6" in notes[1]
+    off = SingleViewConfig(checkpoint_inference=False)
+    assert checkpoint_inference(off, {"scores_as_predicted": AS_PREDICTED}) == (off, [])
+    # a manifest written by training says how its own scores were predicted; none: the config as it is
+    cfg, _ = checkpoint_inference(SingleViewConfig(), {"inference": {"mesh_fit_steps": 20}})
+    assert cfg.mesh_fit_steps == 20 and cfg.voxel_threshold == SingleViewConfig.voxel_threshold
+    assert checkpoint_inference(SingleViewConfig(), {}) == (SingleViewConfig(), [])
+
+
+def test_predict_uses_the_shipped_models_settings(tmp_path):
+    """The shipped manifest's settings reach the prediction: its voxel threshold changes the solid count, and
+    predict says which settings it took."""
+    want = json.loads((SHIPPED_MODEL / "manifest.json").read_text())["scores_as_predicted"]["inference"]
+    image = sorted((SHIPPED_MODEL.parent / "examples").glob("*.png"))[0]
+    base = SingleViewConfig(mode="predict", image=str(image), device="cpu")
+    done, logs = {}, {}
+    for on in (True, False):
+        events = list(run(dataclasses.replace(base, checkpoint_inference=on, out_dir=str(tmp_path / str(on)))))
+        done[on] = next(e for e in events if isinstance(e, Done))
+        logs[on] = " ".join(e.message for e in events if isinstance(e, Log))
+    assert f"voxel_threshold {want['voxel_threshold']}" in logs[True] and "test-time settings" not in logs[False]
+    assert (f"mesh fitted to the point cloud: {want['mesh_fit_steps']} steps" in logs[True]) == (
+        want["mesh_fit_steps"] > 0)
+    higher = want["voxel_threshold"] > SingleViewConfig.voxel_threshold
+    assert (done[True].metrics["voxels_solid"] < done[False].metrics["voxels_solid"]) == higher
+    meshes = [(tmp_path / str(on) / "mesh.glb").read_bytes() for on in (True, False)]
+    assert (meshes[0] != meshes[1]) == (want["mesh_fit_steps"] > 0)
