@@ -302,7 +302,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         model.trained_heads = heads
         folder = ctx.out_dir / "model"
         data_info = dict(packs=[p.name for p in packs], sources=cfg.sources, train_fraction=cfg.train_fraction,
-                         train_shapes=len(train), heldout_shapes=0 if note else len(test), views=V)
+                         train_shapes=len(set(train.ids)), train_entries=len(train),  # a shape in two render sets
+                         heldout_shapes=0 if note else len(test), views=V)
         manifest = checkpoint_manifest(cfg, dev, data_info, metrics, len(test), scored)
         save_checkpoint(model, folder, cfg.weights_format, manifest, credits_meta=train.meta)
         yield ctx.artifact("checkpoint", folder / "config.json", "checkpoint (folder)")

@@ -134,6 +134,7 @@ def test_training_steps_lower_the_loss(tmp_path):
     assert manifest["command"].startswith("python -m pipelines single_view") and "--steps 40" in manifest["command"]
     assert manifest["metrics"]["steps"] == 40 and "CC" in (tmp_path / "model" / "CREDITS.md").read_text()
     assert manifest["scored_on"] == "6 held-out shapes" and manifest["data"]["heldout_shapes"] == 6
+    assert manifest["data"]["train_shapes"] == manifest["data"]["train_entries"] == 16
     assert manifest["inference"] == {"mirror_heads": "points", "mesh_fit_steps": 0,  # how the scores were predicted
                                      "voxel_threshold": 0.5}
 

@@ -45,3 +45,15 @@ def test_predict_uses_the_shipped_models_settings(tmp_path):
     assert (done[True].metrics["voxels_solid"] < done[False].metrics["voxels_solid"]) == higher
     meshes = [(tmp_path / str(on) / "mesh.glb").read_bytes() for on in (True, False)]
     assert (meshes[0] != meshes[1]) == (want["mesh_fit_steps"] > 0)
+
+
+def test_a_shape_in_two_render_sets_counts_once(tmp_path):
+    """The manifest's train_shapes counts shapes, train_entries what training drew from (the same pack twice: 2x)."""
+    mini = SHIPPED_MODEL.parent / "mini.npz"
+    cfg = SingleViewConfig(data=f"{mini},{mini}", sources="all", steps=1, batch_size=2, image_size=32, width=8,
+                           hidden=32, n_points=64, ico_level=2, gt_points=128, eval_views=1, mixed_precision=False,
+                           device="cpu", out_dir=str(tmp_path))
+    events = list(run(cfg))
+    assert isinstance(events[-1], Done), events[-1]
+    data = json.loads((tmp_path / "model" / "manifest.json").read_text())["data"]
+    assert (data["train_shapes"], data["train_entries"]) == (16, 32)
