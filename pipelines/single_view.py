@@ -112,8 +112,9 @@ class SingleViewConfig(PipelineConfig):
     head's cloud under the mesh regularisers at ``mesh_fit_reg`` of the weights above (0: the mesh as the head
     predicts it). Off by default: it helps a smooth mesh head (100 steps, the defaults below, 83 held-out shapes x 2
     views: F1@1 % 0.056 -> 0.064, F1@5 % 0.657 -> 0.676, mesh CD 0.0102 -> 0.0098, self-intersecting faces 0.069 ->
-    0.055) but lowered the shipped model's crumpled mesh's F1@5 % (0.668 -> 0.646 on 40 shapes, recall weight 1),
-    and takes about 1.3-2.2 s an image on a 2-core CPU (bench/RESULTS.md, issue 21)."""
+    0.055) but lowered an earlier model's crumpled mesh's F1@5 % (0.668 -> 0.646 on 40 shapes, recall weight 1),
+    and takes about 1.3-2.2 s an image on a 2-core CPU (bench/RESULTS.md, issue 21). So it belongs to the model:
+    the shipped one's manifest sets 100 (``checkpoint_inference``)."""
     mesh_fit_reg: float = 0.3
     """Test-time fitting: the mesh regularisers' weights as a share of w_laplacian, w_edge and w_normal."""
     mesh_fit_recall: float = 3.0
@@ -139,7 +140,8 @@ class SingleViewConfig(PipelineConfig):
     repulsion_radius: float = 0.02
     """Distance (share of the object's longest side) beyond which predicted points do not repel."""
     voxel_threshold: float = 0.5
-    """Occupancy probability above which a voxel is solid (IoU, exported voxels)."""
+    """Occupancy probability above which a voxel is solid (IoU, exported voxels). A model trained with the soft-IoU
+    loss has a fuller grid: the shipped one's manifest sets 0.7 (read on training shapes; ``checkpoint_inference``)."""
     checkpoint_inference: bool = True
     """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold) left at their defaults take the
     values the checkpoint's held-out scores were measured with (its manifest.json 'inference'): they belong to the

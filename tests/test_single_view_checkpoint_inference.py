@@ -18,7 +18,7 @@ def test_defaults_take_the_checkpoints_settings_and_given_values_stay():
     given = SingleViewConfig(voxel_threshold=0.6, mirror_heads="")
     cfg, notes = checkpoint_inference(given, {"scores_as_predicted": AS_PREDICTED})
     assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mirror_heads) == (0.6, 100, "")
-    assert "kept as given: mirror_heads  (the checkpoint's: points), voxel_threshold 0.6" in notes[1]
+    assert "kept as given: mirror_heads '' (the checkpoint's: 'points'), voxel_threshold 0.6 (the checkpoint's: 0.7)" in notes[1]
     off = SingleViewConfig(checkpoint_inference=False)
     assert checkpoint_inference(off, {"scores_as_predicted": AS_PREDICTED}) == (off, [])
     # a manifest written by training says how its own scores were predicted; none: the config as it is

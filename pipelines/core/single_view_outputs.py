@@ -62,13 +62,13 @@ def checkpoint_inference(cfg, manifest: dict) -> tuple:
     model (one trained with an IoU loss wants a higher voxel threshold). Off with ``cfg.checkpoint_inference``."""
     import dataclasses
 
-    want = (manifest.get("scores_as_predicted") or manifest).get("inference", {})
     if not cfg.checkpoint_inference:
         return cfg, []
+    want = (manifest.get("scores_as_predicted") or manifest).get("inference", {})
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     take = {k: type(defaults[k])(want[k]) for k in INFERENCE
             if k in want and getattr(cfg, k) == defaults[k] and want[k] != defaults[k]}
-    kept = [f"{k} {getattr(cfg, k)} (the checkpoint's: {want[k]})" for k in INFERENCE
+    kept = [f"{k} {getattr(cfg, k)!r} (the checkpoint's: {want[k]!r})" for k in INFERENCE
             if k in want and getattr(cfg, k) != defaults[k] and getattr(cfg, k) != want[k]]
     notes = ([f"the checkpoint's test-time settings: {', '.join(f'{k} {v}' for k, v in take.items())}"] if take else [])
     notes += [f"kept as given: {', '.join(kept)}"] if kept else []
