@@ -85,12 +85,13 @@ class SingleViewConfig(PipelineConfig):
     gt_points: int = 2048
     """Target surface points per image (and samples on the predicted mesh) for the Chamfer losses."""
     w_laplacian: float = 1.0
-    """Weight of the mesh's Laplacian smoothing (mean length of the uniform Laplacian). The shipped model was
-    trained with 0.1, where its gradient was a sixth of the Chamfer's and the meshes came out crumpled."""
+    """Weight of the mesh's Laplacian smoothing (mean length of the uniform Laplacian). The first shipped model
+    (2026-11-21) was trained with 0.1, where its gradient was a sixth of the Chamfer's and the meshes came out crumpled."""
     w_edge: float = 1.0
-    """Weight of the mesh's squared edge length (PyTorch3D's mesh-fitting tutorial: 1.0; shipped model: 0)."""
+    """Weight of the mesh's squared edge length (PyTorch3D's mesh-fitting tutorial: 1.0; the first shipped
+    model: 0)."""
     w_normal: float = 0.01
-    """Weight of the normal consistency of adjacent faces (the tutorial: 0.01; shipped model: 0)."""
+    """Weight of the normal consistency of adjacent faces (the tutorial: 0.01; the first shipped model: 0)."""
     mesh_recall_weight: float = 1.0
     """Training: weight of the mesh Chamfer's target-to-mesh half (recall) against its mesh-to-target half. A
     smooth mesh's F1 deficit is recall (bench/RESULTS.md, issue 21): above 1 the sphere is pulled onto parts it
@@ -103,7 +104,7 @@ class SingleViewConfig(PipelineConfig):
     """predict and scoring: heads whose prediction is combined with the prediction for the image mirrored
     left-right (comma list of voxels, points; empty: off): points keep both clouds, voxels average their
     probabilities; the mesh is the image's own. Training mirrors half the images, so the model knows both. The
-    shipped model's points gain F1 at every threshold and Chamfer distance on all three render sets (83 held-out
+    first shipped model's points gain F1 at every threshold and Chamfer distance on all three render sets (83 held-out
     shapes x 2 default views: F1@5 % 0.682 -> 0.726, CD 0.0081 -> 0.0070; the stray share moves by -0.002 to
     +0.003); its voxels trade (IoU +0.003, CD 0.0177 -> 0.0196), so they are off by default (bench/RESULTS.md,
     issue 21)."""
@@ -125,18 +126,18 @@ class SingleViewConfig(PipelineConfig):
     """Test-time fitting: Adam's step size on the vertices (the mesh spans about 1)."""
     voxel_pos_power: float = 0.5
     """Voxel loss: weight of each grid's solid cells in its cross-entropy, ((1 - f) / f) ** power with f the
-    occupied fraction (0: plain BCE, the shipped model; 1: solid and empty cells weigh the same in total)."""
+    occupied fraction (0: plain BCE, the first shipped model; 1: solid and empty cells weigh the same in total)."""
     w_voxel_iou: float = 1.0
     """Weight of the soft-IoU loss (1 - IoU with probabilities) on the voxels, which gives empty space no
-    credit (shipped model: 0)."""
+    credit (the first shipped model: 0)."""
     w_dcd: float = 0.02
-    """Point loss: weight of the density-aware Chamfer distance (Wu et al. 2021), bounded per point (shipped: 0;
-    0.02 puts its gradient at about 1.5x the Chamfer's at the shipped model's predictions)."""
+    """Point loss: weight of the density-aware Chamfer distance (Wu et al. 2021), bounded per point (the first shipped
+    model: 0; 0.02 puts its gradient at about 1.5x the Chamfer's at that model's predictions)."""
     dcd_alpha: float = 1000.0
     """DCD's distance scale: a point d away keeps exp(-alpha d^2) of its credit (1000: exp(-0.9) at 3 %)."""
     w_repulsion: float = 0.0
     """Point loss: weight of the repulsion between predicted points closer than ``repulsion_radius``
-    (PU-Net's, compactly supported; shipped: 0)."""
+    (PU-Net's, compactly supported; off for both shipped models)."""
     repulsion_radius: float = 0.02
     """Distance (share of the object's longest side) beyond which predicted points do not repel."""
     voxel_threshold: float = 0.5
@@ -172,9 +173,10 @@ class SingleViewConfig(PipelineConfig):
         return {"laplacian": self.w_laplacian, "edge": self.w_edge, "normal": self.w_normal}
 
     PRESETS: ClassVar[dict] = {
-        # One GPU, a few minutes. The shipped model (2026-11-21) was trained with it and the mesh weights of
+        # One GPU, a few minutes. The first shipped model (2026-11-21) was trained with it and the mesh weights of
         # that day (w_laplacian 0.1, w_edge 0, w_normal 0), plain voxel BCE and plain point Chamfer
-        # (voxel_pos_power 0, w_voxel_iou 0, w_dcd 0, w_repulsion 0); the defaults now differ (issue 21).
+        # (voxel_pos_power 0, w_voxel_iou 0, w_dcd 0, w_repulsion 0); the one shipped on 2026-12-03 with today's
+        # defaults, mesh_recall_weight 3, mesh_reg_end 0.1 and 6000 steps (assets/single_view/README.md).
         "gpu": dict(steps=4000, batch_size=64),
         # Minutes on a 2-core CPU with the shipped mini set: a small network, small images.
         "cpu": dict(steps=300, batch_size=16, image_size=64, width=16, hidden=128, n_points=512, ico_level=3,
@@ -295,7 +297,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     model.eval()
     yield Log(f"scoring {len(test)} {scored}")
     metrics = evaluate(model, test, heads, cfg, dev)
-    metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(train)),
+    metrics.update(train_seconds=train_seconds, steps=float(step), train_shapes=float(len(set(train.ids))),
                    schedule_end=progress)  # 1: the lr and regularisers reached their ends
     if dev.type == "cuda":
         metrics["peak_gpu_gb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30

@@ -3,7 +3,10 @@ mirroring its manifest's scores were measured with, wherever the config left the
 import dataclasses
 import json
 
-from pipelines.core.single_view_outputs import checkpoint_inference
+import pytest
+
+from pipelines import UserInputError
+from pipelines.core.single_view_outputs import checkpoint_inference, manifest_inference
 from pipelines.events import Done, Log
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 
@@ -25,6 +28,36 @@ def test_defaults_take_the_checkpoints_settings_and_given_values_stay():
     cfg, _ = checkpoint_inference(SingleViewConfig(), {"inference": {"mesh_fit_steps": 20}})
     assert cfg.mesh_fit_steps == 20 and cfg.voxel_threshold == SingleViewConfig.voxel_threshold
     assert checkpoint_inference(SingleViewConfig(), {}) == (SingleViewConfig(), [])
+
+
+@pytest.mark.parametrize("inference", [None, [], {"voxel_threshold": None}, {"mesh_fit_steps": 100.7},
+                                       {"mirror_heads": None}, {"voxel_threshold": "0.7"}, {"mesh_fit_steps": True}])
+def test_a_broken_manifest_says_so_and_the_status_line_survives_it(inference):
+    """Hand-edited or foreign manifests: predict stops with what to fix; the tab's status reads what it can."""
+    manifest = {"inference": inference}
+    settings, problems = manifest_inference(manifest)
+    if inference is None:  # no settings recorded: nothing to take, nothing wrong
+        assert (settings, problems) == ({}, [])
+        return
+    assert settings == {} and problems
+    with pytest.raises(UserInputError, match="--no-checkpoint-inference"):
+        checkpoint_inference(SingleViewConfig(), manifest)
+    assert checkpoint_inference(SingleViewConfig(checkpoint_inference=False), manifest)[1] == []
+    for odd in ([], "text", {"scores_as_predicted": "x", "inference": {"voxel_threshold": 0.6}}):
+        assert manifest_inference(odd)[0] == ({"voxel_threshold": 0.6} if isinstance(odd, dict) else {})
+
+
+def test_the_status_line_names_the_settings_and_skips_a_broken_one(tmp_path, monkeypatch):
+    from gen3d_app.tabs import single_view as tab
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    monkeypatch.setattr(tab, "ASSETS", tmp_path)
+    for manifest, said in (({"inference": {"voxel_threshold": "high", "mesh_fit_steps": 50}}, "(50 steps)"),
+                           ([1, 2], "see manifest.json")):
+        (tmp_path / "model" / "manifest.json").write_text(json.dumps(manifest))
+        status = tab.model_status()
+        assert said in status and "high" not in status
 
 
 def test_predict_uses_the_shipped_models_settings(tmp_path):
@@ -57,3 +90,14 @@ def test_a_shape_in_two_render_sets_counts_once(tmp_path):
     assert isinstance(events[-1], Done), events[-1]
     data = json.loads((tmp_path / "model" / "manifest.json").read_text())["data"]
     assert (data["train_shapes"], data["train_entries"]) == (16, 32)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused_on_load(tmp_path):
+    from pipelines.core.single_view_net import SingleViewModel, load_checkpoint, save_checkpoint
+
+    save_checkpoint(SingleViewModel(image_size=32, width=8, hidden=32, n_points=64, ico_level=2, resolution=8),
+                    tmp_path, "float16", {"data": {}})
+    assert "data" in load_checkpoint(tmp_path)[0].manifest
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match="not a JSON object"):
+        load_checkpoint(tmp_path)

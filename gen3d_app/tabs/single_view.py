@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import UserInputError
+from pipelines.core.single_view_outputs import manifest_inference
 
 from .. import runner, widgets
 
@@ -31,15 +32,16 @@ def model_status() -> str:
                 "one is trained. Use *Train* below to watch a model learn from the shipped mini set, or train the "
                 "real model on a GPU: `python -m pipelines single_view --preset gpu` (see the README).")
     m = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    # Scores of the prediction as this tab makes it (test-time mirroring): a manifest that predates an inference
-    # option carries them measured since under scores_as_predicted; a newer one was scored that way in training.
-    shown = m.get("scores_as_predicted") or m
-    d, met, inf = m.get("data", {}), shown.get("metrics", {}), shown.get("inference", {})
+    m = m if isinstance(m, dict) else {}
+    # Scores of the prediction as this tab makes it (the checkpoint's test-time settings): a manifest that predates
+    # a setting carries them measured since under scores_as_predicted; a newer one was scored that way in training.
+    shown = m.get("scores_as_predicted") if isinstance(m.get("scores_as_predicted"), dict) else m
+    d, met, (inf, _) = m.get("data", {}), shown.get("metrics", {}), manifest_inference(m)
     scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in STATUS_SCORES if k in met) or "see manifest.json"
     mirror, fit, threshold = inf.get("mirror_heads"), inf.get("mesh_fit_steps"), inf.get("voxel_threshold")
     on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's",
                                fit and f"mesh fitted to the points ({fit} steps)",
-                               threshold and f"voxels solid above {threshold:g}") if x)
+                               threshold is not None and f"voxels solid above {threshold:g}") if x)
     return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "
             f"{m.get('created', '')}. Held-out scores: {scores}" + (f" ({on})." if on else "."))
 

@@ -250,6 +250,8 @@ def load_checkpoint(folder: str | Path, device="cpu") -> tuple[SingleViewModel, 
         model.load_state_dict(state)
         manifest = folder / "manifest.json"  # data, scores and the test-time settings they were measured with
         model.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        if not isinstance(model.manifest, dict):
+            raise ValueError("its manifest.json is not a JSON object")
     except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise UserInputError(f"cannot load the checkpoint in {folder}: {e}") from e
     model.trained_heads = tuple(config.get("heads", model.trained_heads))

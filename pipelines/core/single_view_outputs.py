@@ -44,7 +44,7 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
     return dict(data={**data_info, "built_by": "python -m pipelines single_view data build"},
                 command=command_line(cfg), device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev),
                 metrics=metrics, scored_on=f"{n_scored} {scored}",
-                inference={k: getattr(cfg, k) for k in INFERENCE},
+                inference={k: getattr(cfg, k) for k in INFERENCE},  # how the scores were predicted
                 metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
                              "bench/single_view_eval.py score re-scores the files")
 
@@ -52,24 +52,38 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-INFERENCE = ("mirror_heads", "mesh_fit_steps", "voxel_threshold")
+INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float}
 """Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
 
 
-def checkpoint_inference(cfg, manifest: dict) -> tuple:
-    """(cfg, notes): ``cfg`` with the test-time settings its scores were predicted with (the manifest's
-    'scores_as_predicted' inference, else its own) where ``cfg`` left them at their defaults: they belong to the
-    model (one trained with an IoU loss wants a higher voxel threshold). Off with ``cfg.checkpoint_inference``."""
+def manifest_inference(manifest) -> tuple[dict, list[str]]:
+    """(settings, problems): the test-time settings a manifest's scores were predicted with (its
+    'scores_as_predicted' inference, else its own), and what in them is not a setting of the right type."""
+    shown = manifest.get("scores_as_predicted") if isinstance(manifest, dict) else None
+    want = (shown if isinstance(shown, dict) else manifest if isinstance(manifest, dict) else {}).get("inference")
+    if not isinstance(want, dict):
+        return {}, [] if want is None else [f"'inference' is {want!r}, not a mapping"]
+    good = {k: v for k, v in want.items() if k in INFERENCE and not isinstance(v, bool) and (
+        isinstance(v, INFERENCE[k]) or INFERENCE[k] is float and isinstance(v, int))}
+    return good, [f"{k} {v!r}" for k, v in want.items() if k in INFERENCE and k not in good]
+
+
+def checkpoint_inference(cfg, manifest) -> tuple:
+    """(cfg, notes): ``cfg`` with the test-time settings the checkpoint's scores were predicted with
+    (``manifest_inference``) where ``cfg`` left them at their defaults: they belong to the model (one trained with
+    an IoU loss wants a higher voxel threshold). Off with ``cfg.checkpoint_inference``."""
     import dataclasses
 
     if not cfg.checkpoint_inference:
         return cfg, []
-    want = (manifest.get("scores_as_predicted") or manifest).get("inference", {})
+    want, problems = manifest_inference(manifest)
+    if problems:
+        raise UserInputError(f"the checkpoint's manifest.json has unusable test-time settings ({', '.join(problems)}): "
+                             "fix them there, or predict with --no-checkpoint-inference")
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    take = {k: type(defaults[k])(want[k]) for k in INFERENCE
-            if k in want and getattr(cfg, k) == defaults[k] and want[k] != defaults[k]}
-    kept = [f"{k} {getattr(cfg, k)!r} (the checkpoint's: {want[k]!r})" for k in INFERENCE
-            if k in want and getattr(cfg, k) != defaults[k] and getattr(cfg, k) != want[k]]
+    take = {k: INFERENCE[k](v) for k, v in want.items() if getattr(cfg, k) == defaults[k] and v != defaults[k]}
+    kept = [f"{k} {getattr(cfg, k)!r} (the checkpoint's: {v!r})" for k, v in want.items()
+            if getattr(cfg, k) != defaults[k] and getattr(cfg, k) != v]
     notes = ([f"the checkpoint's test-time settings: {', '.join(f'{k} {v}' for k, v in take.items())}"] if take else [])
     notes += [f"kept as given: {', '.join(kept)}"] if kept else []
     return dataclasses.replace(cfg, **take), notes
