@@ -114,6 +114,21 @@ def inference(args) -> dict:
                 voxel_threshold=args.voxel_threshold)
 
 
+def settings(args, model, **fields):
+    """The prediction's config: the command line's test-time settings, and with ``--as-predicted`` the checkpoint's
+    own for those left at their defaults (``checkpoint_inference``, as the app's predict does)."""
+    from pipelines.core.single_view_outputs import checkpoint_inference
+
+    cfg = SingleViewConfig(**fields, **inference(args), checkpoint_inference=args.as_predicted)
+    return checkpoint_inference(cfg, model.manifest)[0]
+
+
+def used(cfg) -> dict:
+    """The test-time settings a result JSON records: those the prediction ran with."""
+    return {k: getattr(cfg, k) for k in ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall",
+                                         "mesh_fit_lr", "voxel_threshold")}
+
+
 def add_inference_args(parser) -> None:
     parser.add_argument("--mirror-heads", default=SingleViewConfig.mirror_heads,
                         help="heads combined with the mirrored image's prediction (comma list of voxels, points; "
@@ -127,6 +142,9 @@ def add_inference_args(parser) -> None:
     parser.add_argument("--mesh-fit-lr", type=float, default=SingleViewConfig.mesh_fit_lr, help="its Adam step size")
     parser.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
                         help="occupancy probability above which a voxel is solid")
+    parser.add_argument("--as-predicted", action="store_true",
+                        help="the checkpoint's test-time settings (its manifest.json) for those left at their "
+                             "defaults here, as the app predicts")
 
 
 def score(args) -> None:
@@ -138,7 +156,7 @@ def score(args) -> None:
 
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(sources="all", eval_sources="sh3d", eval_views=args.eval_views, **inference(args))
+    cfg = settings(args, model, sources="all", eval_sources="sh3d", eval_views=args.eval_views)
     data = load_packs(resolve_packs(args.data), dev, model.image_size)
     train_idx, test_idx, note = split_shapes(data, cfg.sources, cfg.eval_sources, cfg.train_fraction)
     if args.split == "train":  # the same scoring on shapes the model learned from: the generalisation gap
@@ -149,7 +167,7 @@ def score(args) -> None:
     metrics = evaluate(model, data.select(test_idx), model.trained_heads, cfg, dev,
                        on_batch=lambda k, n: print(f"scored {k}/{n} views, {time.perf_counter() - t0:.0f} s",
                                                    flush=True))
-    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split, **inference(args),
+    result = dict(variant=args.variant, checkpoint=info, metrics=metrics, split=args.split, **used(cfg),
                   heldout_shapes=0 if note or args.split == "train" else len(test_idx),
                   views_per_shape=args.eval_views or data.images.shape[1],
                   scored_on=scored_on(note),
@@ -199,8 +217,9 @@ def pictures(args) -> None:
     rows = []
     for path in examples:
         x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
-        pred = predict(model, x, model.trained_heads, SingleViewConfig(**inference(args)))
-        views = preview_images(x[0], pred, model, args.voxel_threshold, size=args.size)
+        cfg = settings(args, model)
+        pred = predict(model, x, model.trained_heads, cfg)
+        views = preview_images(x[0], pred, model, cfg.voxel_threshold, size=args.size)
         mesh = prediction_geometry(pred, model)["mesh"]
         c, s_ = 0.0, 1.0  # 90 degrees about z: the object's right side faces the camera
         mesh.verts = mesh.verts @ torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]]).T
@@ -234,7 +253,7 @@ def robustness(args) -> None:
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, dev)
-    cfg = SingleViewConfig(eval_views=args.eval_views, **inference(args))
+    cfg = settings(args, model, eval_views=args.eval_views)
     named = []
     for spec in args.packs:
         name, _, path = spec.rpartition("=")
@@ -250,7 +269,7 @@ def robustness(args) -> None:
         metrics = evaluate(model, sub, model.trained_heads, cfg, dev)
         rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
-    out = dict(checkpoint=info, **inference(args), heldout_shapes=len(common), shape_ids=common,
+    out = dict(checkpoint=info, **used(cfg), heldout_shapes=len(common), shape_ids=common,
                views_per_shape=min(args.eval_views or 10 ** 9, *(d.images.shape[1] for _, d in named)),
                packs=dict(zip([n for n, _ in named], args.packs)), rows=rows, device=device_name(),
                threads=args.threads, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))

@@ -31,3 +31,13 @@ def test_score_voxel_threshold_reaches_the_voxels(tmp_path):
     high = _score(tmp_path, "test", "--voxel-threshold", "0.5")
     assert low["metrics"]["voxels_stray"] > high["metrics"]["voxels_stray"]
     assert low["metrics"]["points_cd"] == high["metrics"]["points_cd"]
+
+
+def test_score_as_predicted_takes_the_checkpoints_settings(tmp_path):
+    """--as-predicted scores as the app predicts: the shipped manifest's settings, recorded in the result."""
+    manifest = json.loads((REPO / "assets" / "single_view" / "model" / "manifest.json").read_text())
+    want = manifest["scores_as_predicted"]["inference"]
+    plain, as_app = _score(tmp_path, "test"), _score(tmp_path, "test", "--as-predicted")
+    assert {k: as_app[k] for k in want} == want and plain["voxel_threshold"] == 0.5 and plain["mesh_fit_steps"] == 0
+    assert as_app["metrics"]["points_cd"] == plain["metrics"]["points_cd"]  # mirroring is the default in both
+    assert as_app["metrics"]["mesh_cd"] != plain["metrics"]["mesh_cd"]  # the mesh was fitted

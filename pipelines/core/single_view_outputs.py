@@ -46,7 +46,7 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
                 metrics=metrics, scored_on=f"{n_scored} {scored}",
                 inference={k: getattr(cfg, k) for k in INFERENCE},  # how the scores were predicted
                 metrics_note=f"scores on {scored} of the float32 model, before it was stored as {cfg.weights_format}; "
-                             "bench/single_view_eval.py score re-scores the files")
+                             "bench/single_view_eval.py score --as-predicted re-scores the files")
 
 
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
