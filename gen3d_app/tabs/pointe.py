@@ -46,7 +46,7 @@ def models_note() -> str:
         return ("**Models:** the project's own embedded Point-E models (`assets/pointe/`), offline: 7 M parameters "
                 "trained for minutes on one GPU on 715 furniture shapes and a stretched copy of each; an image is "
                 "read through the single-view tab's encoder. Expect coarse clouds of about the right size and "
-                "colours, not detailed shapes (held-out F1@5 % 0.54 from an image, 0.43 from a caption, against "
+                "colours, not detailed shapes (held-out F1@5 % 0.55 from an image, 0.43 from a caption, against "
                 "the nearest training shape's 0.50; bench/RESULTS.md). A "
                 "prompt goes straight to their base model (no synthetic view). Give a folder of the official "
                 "checkpoints to use the released ones.")
