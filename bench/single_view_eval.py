@@ -214,10 +214,9 @@ def pictures(args) -> None:
 
     model, _ = load_checkpoint(args.checkpoint, "cpu")
     examples = sorted((ASSETS / "examples").glob("*.png"))[:6]
-    rows = []
+    rows, cfg = [], settings(args, model)
     for path in examples:
         x = prepare_image(path, model.image_size).permute(2, 0, 1)[None]
-        cfg = settings(args, model)
         pred = predict(model, x, model.trained_heads, cfg)
         views = preview_images(x[0], pred, model, cfg.voxel_threshold, size=args.size)
         mesh = prediction_geometry(pred, model)["mesh"]
