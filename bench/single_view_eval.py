@@ -106,12 +106,13 @@ def train_variants(args) -> None:
               flush=True)
 
 
+TEST_TIME = ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall", "mesh_fit_lr", "voxel_threshold")
+"""``SingleViewConfig``'s test-time settings: the flags of ``add_inference_args`` and what a result JSON records."""
+
+
 def inference(args) -> dict:
-    """The prediction's test-time settings (``SingleViewConfig.mirror_heads``, ``mesh_fit_*`` and
-    ``voxel_threshold``) from the command line."""
-    return dict(mirror_heads=args.mirror_heads, mesh_fit_steps=args.mesh_fit_steps, mesh_fit_reg=args.mesh_fit_reg,
-                mesh_fit_recall=args.mesh_fit_recall, mesh_fit_lr=args.mesh_fit_lr,
-                voxel_threshold=args.voxel_threshold)
+    """The prediction's test-time settings from the command line."""
+    return {k: getattr(args, k) for k in TEST_TIME}
 
 
 def settings(args, model, **fields):
@@ -125,8 +126,7 @@ def settings(args, model, **fields):
 
 def used(cfg) -> dict:
     """The test-time settings a result JSON records: those the prediction ran with."""
-    return {k: getattr(cfg, k) for k in ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall",
-                                         "mesh_fit_lr", "voxel_threshold")}
+    return {k: getattr(cfg, k) for k in TEST_TIME}
 
 
 def add_inference_args(parser) -> None:
