@@ -14,6 +14,7 @@ prediction's files and the checkpoint's manifest in ``core/single_view_outputs.p
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import ClassVar, Iterator, Literal
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
 from .core.single_view_outputs import (HEADS, checkpoint_inference, checkpoint_manifest, evaluate, export_prediction,
                                       parse_heads, parse_mirror_heads, predict)
+from .core.training import ema_update
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +159,9 @@ class SingleViewConfig(PipelineConfig):
     0.5 it changed nothing beyond run-to-run noise (bench/RESULTS.md, issue 21), so it is off."""
     mixed_precision: bool = True
     """On CUDA, run the networks in bfloat16 autocast (losses in float32)."""
+    ema_decay: float = 0.0
+    """train: score and export an exponential moving average of the weights (Polyak averaging) with this decay per
+    step, e.g. 0.999 (0: the last step's weights)."""
     eval_views: int = 0
     """Views per held-out shape to score (0: all)."""
     max_seconds: float = 0.0
@@ -229,6 +234,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         raise UserInputError("mesh_decoder 'folding' works on one template: set mesh_coarse_level to 0")
     if not cfg.mesh_recall_weight > 0:
         raise UserInputError(f"mesh_recall_weight must be above 0 (got {cfg.mesh_recall_weight})")
+    if not 0 <= cfg.ema_decay < 1:
+        raise UserInputError(f"ema_decay is 0 (off) or below 1, e.g. 0.999 (got {cfg.ema_decay})")
     if not 0 <= cfg.photometric <= 1:
         raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
     check_mesh_fit(cfg)
@@ -258,6 +265,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     gen = torch.Generator(dev).manual_seed(cfg.seed)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay else None
     preview_in = test.images[0, 0:1].float() / 255.0
     sums: dict[str, torch.Tensor] = {}
     tick, step = time.perf_counter(), 0
@@ -273,6 +281,8 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema_decay, step - 1)
         for k, v in losses.items():
             sums[k] = sums.get(k, torch.zeros((), device=dev)) + v.detach()
 
@@ -293,6 +303,9 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
             yield Log(f"stopped training at the {cfg.max_seconds:g}s budget after {step} steps")
             break
     train_seconds = time.perf_counter() - tick
+    if ema is not None:
+        model.load_state_dict(ema.state_dict())
+        yield Log(f"scored and exported: the weights' moving average (decay {cfg.ema_decay:g})")
 
     model.eval()
     yield Log(f"scoring {len(test)} {scored}")

@@ -1,5 +1,6 @@
 """Single-view reconstruction on CPU: the data builder on two tiny meshes, the ResNet, training steps, the
 checkpoint round trip and inference on an example image, the CLI, the tab's wiring and bad inputs."""
+import copy
 import json
 import os
 import subprocess
@@ -150,6 +151,41 @@ def test_weight_decay_shrinks_the_weights(tmp_path):
         model = load_checkpoint(out / "model")[0]
         norms.append(sum(float(p.detach().float().norm()) for n, p in model.named_parameters() if n.endswith("weight")))
     assert norms[1] < 0.9 * norms[0], norms  # Adam alone moves them by far less at this warm-up rate
+
+
+def test_ema_update_is_polyak_averaging_after_a_warm_up():
+    from pipelines.core.training import ema_update
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+        for p in ema.parameters():
+            p.fill_(0.0)
+        model[1].running_mean.fill_(2.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema_update(ema, model, 0.99, step=0)  # warm-up: decay 1/10, not 0.99
+    assert all(torch.allclose(p, torch.full_like(p, 0.9)) for p in ema.parameters())
+    assert torch.allclose(ema[1].running_mean, torch.full((2,), 1.8)) and int(ema[1].num_batches_tracked) == 7
+    ema_update(ema, model, 0.99, step=10_000)  # past the warm-up: the decay asked for
+    assert all(torch.allclose(p, torch.full_like(p, 0.99 * 0.9 + 0.01)) for p in ema.parameters())
+
+
+def test_ema_decay_scores_and_exports_the_averaged_weights(tmp_path):
+    weights = {}
+    for decay in (0.0, 0.9):
+        out = tmp_path / str(decay)
+        events = list(run(SingleViewConfig(data=str(MINI), sources="all", steps=3, batch_size=4, lr=1e-2,
+                                           ema_decay=decay, weights_format="float32", preview_every=100, device="cpu",
+                                           out_dir=str(out), eval_views=1, **TINY_NET)))
+        averaged = any(isinstance(e, Log) and "moving average (decay 0.9)" in e.message for e in events)
+        assert averaged == bool(decay)
+        weights[decay] = load_checkpoint(out / "model")[0].state_dict()
+    # the same seed trains the same weights; the export differs only by the averaging
+    assert any(not torch.equal(weights[0.0][k], weights[0.9][k]) for k in weights[0.0])
+    with pytest.raises(UserInputError, match="ema_decay"):
+        run_to_completion(run(SingleViewConfig(ema_decay=1.0, data=str(MINI), device="cpu", out_dir=str(tmp_path))))
 
 
 def test_scores_on_training_shapes_say_so(tmp_path):

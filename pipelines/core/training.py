@@ -9,8 +9,9 @@ held-out view previews show; ``TrainClock(steps, max_seconds, eval_at_seconds)``
 only (wrap previews and scoring in ``with clock.paused():``), its ``progress(step)`` in [0, 1] drives
 learning-rate schedules, ``checkpoint_due()`` returns the next ``eval_at_seconds`` time once training has
 reached it (each one once) and ``out_of_time()`` says when the budget is spent; ``heldout_scores`` renders
-every view of a ``core.datasets`` posed-image set and averages PSNR and SSIM. Nothing here imports torch at
-import time (the app imports the configs).
+every view of a ``core.datasets`` posed-image set and averages PSNR and SSIM. ``ema_update`` keeps a moving
+average of a model's weights (the single-view, Point-E and prior trainers). Nothing here imports torch at import
+time (the app imports the configs).
 """
 from __future__ import annotations
 
@@ -279,6 +280,19 @@ class TrainClock:
 def at_seconds(t: float, **values: float) -> dict[str, float]:
     """Checkpoint metrics named as the benchmarks read them: ``at_seconds(30, psnr=p)`` -> {"psnr@30s": p}."""
     return {f"{k}@{t:g}s": float(v) for k, v in values.items()}
+
+
+def ema_update(ema, model, decay: float, step: int) -> None:
+    """Polyak averaging after optimiser step ``step`` (0-based): ema <- d * ema + (1 - d) * model with d = ``decay``
+    after a short warm-up (early averages would keep the random start), every parameter in one launch. Floating
+    buffers (BatchNorm statistics) are averaged alike, others (batch counts) copied."""
+    import torch
+
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
+        for e, b in zip(ema.buffers(), model.buffers()):
+            e.lerp_(b, 1 - d) if e.is_floating_point() else e.copy_(b)
 
 
 def peak_memory(dev) -> dict[str, float]:

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from ..core.point_diffusion import build_model
 from ..core.point_sampler import TIMESTEPS, alphas_cumprod
+from ..core.training import ema_update
 from .pointe_batches import attach_grid, make_batch
 from .pointe_data import PointEData, load_pack
 from .pointe_model import LOSS_WEIGHTS, MODELS, SCHEDULES, TrainOptions, model_config, points_needed
@@ -112,8 +113,7 @@ def train(opts: TrainOptions, log=print) -> dict:
         opts = dataclasses.replace(opts, queries=min(opts.queries, 256))
     model = build_model(cfg).to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    model_params, ema_params = list(model.parameters()), list(ema.parameters())
-    optim = torch.optim.AdamW(model_params, lr=opts.lr, weight_decay=0.0, fused=dev.type == "cuda")
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0, fused=dev.type == "cuda")
     start = 0
     if (out / "checkpoint.pt").is_file():
         state = torch.load(out / "checkpoint.pt", map_location=dev, weights_only=False)
@@ -158,9 +158,7 @@ def train(opts: TrainOptions, log=print) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        decay = min(opts.ema, (1 + step) / (10 + step))  # a short warm-up: early EMAs would average noise
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, model_params, 1 - decay)
+        ema_update(ema, model, opts.ema, step)
         running = loss.detach() if running is None else 0.98 * running + 0.02 * loss.detach()
         done = step + 1
         if done % opts.log_every == 0:

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.training import ema_update
 from ..events import Done, Log, Progress, run_to_completion
 from .priors_dataset import encode_captions, load_data, sample_batch
 from .priors_model import TrainOptions, evaluate, make_model
@@ -64,14 +65,6 @@ def contrastive_loss(model, images, pooled, caps, shapes):
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def ema_update(ema, model, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, all parameters in one launch."""
-    import torch
-
-    with torch.no_grad():
-        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-
-
 def _resume(ckpt: Path, opts: TrainOptions, model, ema, optim, gen, noise_gen, data_sha256: str):
     """(step, loss history, a line for the log): a run's state from ``ckpt`` when there is one, else a fresh start."""
     import torch
@@ -185,7 +178,7 @@ def train(opts: TrainOptions):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
-            ema_update(ema, model, min(opts.ema, (1 + step) / (10 + step)))
+            ema_update(ema, model, opts.ema, step)
             step += 1
             if step % opts.log_every == 0 and opts.max_seconds and should_stop(time.perf_counter() - t0 > opts.max_seconds,
                                                                                dist, dev):
