@@ -292,7 +292,10 @@ def ema_update(ema, model, decay: float, step: int) -> None:
     with torch.no_grad():
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
         for e, b in zip(ema.buffers(), model.buffers()):
-            e.lerp_(b, 1 - d) if e.is_floating_point() else e.copy_(b)
+            if e.is_floating_point():
+                e.lerp_(b, 1 - d)
+            else:
+                e.copy_(b)
 
 
 def peak_memory(dev) -> dict[str, float]:
