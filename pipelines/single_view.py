@@ -84,6 +84,15 @@ class SingleViewConfig(PipelineConfig):
     """'folding' decoder: octaves of the vertex position's Fourier features (pi to 2^(n-1) pi)."""
     mesh_fine_reg: float = 0.1
     """Coarse to fine: the mesh regularisers' weights on the fine mesh as a share of those on the coarse one."""
+    voxel_decoder: Literal["global", "lifted"] = "global"
+    """The voxel head: 'global', transposed 3D convolutions from the pooled image feature (3D-R2N2's decoder);
+    'lifted', the same with the encoder's last three feature maps lifted into the grid at 4^3, 8^3 and 16^3 (each
+    pixel's features spread along its depth column by a 1x1 convolution; skip connections from 2D to 3D), so the
+    picture places thin parts directly (issue 21)."""
+    point_decoder: Literal["mlp", "two-branch"] = "mlp"
+    """The point head: 'mlp', every point from the pooled feature; 'two-branch', half of them instead from the
+    third ResNet stage's feature map, a few points per cell as offsets from where the cell lies in the picture
+    (PSGN's two-branch decoder, Fan et al. 2017)."""
     gt_points: int = 2048
     """Target surface points per image (and samples on the predicted mesh) for the Chamfer losses."""
     w_laplacian: float = 1.0
@@ -347,7 +356,8 @@ def _start_model(cfg: SingleViewConfig, dev):
         return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
     model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
                             mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder,
-                            mesh_folding_octaves=cfg.mesh_folding_octaves)
+                            mesh_folding_octaves=cfg.mesh_folding_octaves, voxel_decoder=cfg.voxel_decoder,
+                            point_decoder=cfg.point_decoder)
     if not cfg.pretrained:
         return model.to(dev), ""
     from .core.resnet import load_torchvision_weights

@@ -5,6 +5,8 @@
 # carry), the recall-weighted recipe (weight 3, regularisers decayed to 0.1x), STEPS steps (several values train side
 # by side on the one GPU); scored by training itself on the furniture's held-out views of both render sets; each int8
 # model comes back as a tar in 15 MiB parts (model_STEPS.tar.*: `cat` them and untar).
+# ARMS: one arm a line, "NAME STEPS [more single_view flags]", side by side (model_NAME.tar.*); STEPS alone is
+# the same with each step count its own arm.
 # PROC=.data/... builds into a git-ignored folder of the tree, which the machine keeps while it stays warm: then
 # BUILD_ONLY=1 in one call and the training in the next gives the build its own 600 s (it is rebuilt if gone).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit
@@ -15,16 +17,17 @@ P=${PROC:-/tmp/single_view_procedural_augment}
 if [ -f $P/pack/procedural.npz ]; then echo "procedural pack kept from the last call: $(du -sh $P/pack)"
 else source bench/gpu_scripts/build_procedural.sh; build_procedural $P --render augment --render-seed 0; fi
 echo "built at $(( $(date +%s) - S )) s"; [ -n "$BUILD_ONLY" ] && exit
-STEPS=${STEPS:-6000}
-for steps in $STEPS; do
-  OMP_NUM_THREADS=$(( $(nproc) / $(echo $STEPS | wc -w) )) python3 -m pipelines single_view --preset gpu \
+[ -n "$ARMS" ] || ARMS=$(for s in ${STEPS:-6000}; do echo "$s $s"; done)
+N=$(echo "$ARMS" | grep -c .)
+while read -r name steps flags; do
+  OMP_NUM_THREADS=$(( $(nproc) / N )) python3 -m pipelines single_view --preset gpu \
     --data .data/single_view/pack,.data/single_view_augment/pack,$P/pack --sources sh3d,procedural --eval-sources sh3d \
     --steps $steps --max-seconds ${TRAIN_SECONDS:-230} --mesh-reg-end 0.1 --mesh-recall-weight 3 --eval-views 2 \
-    --preview-every 1000000000 --out-dir runs/candidate_$steps > $OUT/log_train_$steps.txt 2>&1 &
-done
+    --preview-every 1000000000 $flags --out-dir runs/candidate_$name > $OUT/log_train_$name.txt 2>&1 &
+done <<< "$ARMS"
 wait
-for steps in $STEPS; do
-  echo "== $steps steps"; grep -E "training shapes|stopped|voxels_iou|Error|error" $OUT/log_train_$steps.txt | tail -4
-  tar -C runs/candidate_$steps -cf - model | split -b 15M - $OUT/model_$steps.tar.
+for name in $(echo "$ARMS" | cut -d' ' -f1); do
+  echo "== $name"; grep -E "training shapes|stopped|voxels_iou|points_f1@0.05|mesh_f1@0.05|Error|error" $OUT/log_train_$name.txt | tail -6
+  tar -C runs/candidate_$name -cf - model | split -b 15M - $OUT/model_$name.tar.
 done
 ls -la $OUT; echo "done at $(( $(date +%s) - S )) s"

@@ -63,13 +63,25 @@ class ResNet18(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stages' outputs: (B, width * 2^i, H / 2^(i+2), W / 2^(i+2)) for i = 0..3."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        maps = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            maps.append(x)
+        return maps
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 8 width, H / 32, W / 32): the last block's output, before the pool."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.feature_maps(x)[-1]
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The (B, 8 width) feature of the last block's output."""
+        return torch.flatten(self.avgpool(fmap), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.avgpool(self.feature_map(x)), 1)
+        return self.pool(self.feature_map(x))
 
 
 def load_torchvision_weights(model: ResNet18, path: str | Path) -> list[str]:

@@ -36,10 +36,30 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
                          nn.ReLU(inplace=True), nn.Linear(hidden, cout))
 
 
-class VoxelDecoder(nn.Module):
-    """(B, F) -> (B, R, R, R) logits: a linear layer to a 2^3 grid, then stride-2 transposed convolutions."""
+def lift_to_view_grid(fmap: torch.Tensor, conv: nn.Module, resolution: int) -> torch.Tensor:
+    """(B, C, H, W) image features -> (B, K, r, r, r) indexed [x, y, z] in the view frame (x: the image's columns, y:
+    depth away from the camera, z: its rows bottom-up), r = ``resolution``: the map resized to r x r, then a 1x1
+    ``conv`` to K * r channels gives every pixel a column of K features at r depths."""
+    import torch.nn.functional as F
 
-    def __init__(self, features: int, hidden: int, resolution: int = 32):
+    if fmap.shape[-1] != resolution or fmap.shape[-2] != resolution:
+        fmap = F.interpolate(fmap, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                             antialias=fmap.shape[-1] > resolution)
+    col = conv(fmap)
+    b, _, h, w = col.shape
+    return col.view(b, -1, resolution, h, w).permute(0, 1, 4, 2, 3).flip(-1)
+
+
+class VoxelDecoder(nn.Module):
+    """(B, F) -> (B, R, R, R) logits: a linear layer to a 2^3 grid, then stride-2 transposed convolutions.
+
+    ``lift_channels`` (the encoder's stage widths, deepest first; empty: off): the 'lifted' decoder. Each of those
+    feature maps is lifted into the view frame's grid at one of the first stages' resolutions (``lift_to_view_grid``;
+    at 128 px the ResNet's last three stages give 4^3, 8^3 and 16^3) and added there, skip connections from 2D to 3D:
+    where the picture shows a part (a leg, a tube) then places it in the grid directly, which the pooled feature alone
+    must encode in 512 numbers (issue 21: thin parts dropped)."""
+
+    def __init__(self, features: int, hidden: int, resolution: int = 32, lift_channels: tuple[int, ...] = ()):
         super().__init__()
         n_up = int(round(math.log2(resolution // 2)))
         chans = [max(4, hidden // 2 >> i) for i in range(n_up)]
@@ -50,10 +70,21 @@ class VoxelDecoder(nn.Module):
             layers += [nn.ConvTranspose3d(cin, cout, 4, 2, 1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
         layers.append(nn.ConvTranspose3d(chans[-1], 1, 4, 2, 1))
         self.net = nn.Sequential(*layers)
+        if len(lift_channels) > n_up - 1:
+            raise ValueError(f"at most {n_up - 1} feature maps can be lifted (got {len(lift_channels)})")
+        # stage i (after the (i+1)-th transposed convolution) has chans[i + 1] channels at 2^(i+2) cells a side
+        self.lift = nn.ModuleList(nn.Conv2d(c, chans[i + 1] * 2 ** (i + 2), 1) for i, c in enumerate(lift_channels))
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``maps``: the encoder's feature maps for the lifted decoder, deepest first (as ``lift_channels``)."""
         x = torch.relu(self.fc(f)).view(-1, self.c0, 2, 2, 2)
-        return self.net(x)[:, 0]
+        if not len(self.lift):
+            return self.net(x)[:, 0]
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i % 3 == 0 and i // 3 < len(self.lift):  # after a transposed convolution, before its BatchNorm
+                x = x + lift_to_view_grid(maps[i // 3], self.lift[i // 3], x.shape[-1])
+        return x[:, 0]
 
 
 def graph_unpool(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -92,14 +123,51 @@ class FoldingDecoder(nn.Module):
         return self.mlp(self.from_feature(f)[:, None] + self.from_position(self.position)[None])
 
 
+class PixelPointBranch(nn.Module):
+    """PSGN's convolutional branch (Fan et al. 2017, the two-branch version): ``per_cell`` points from each cell of
+    a ``cells`` x ``cells`` feature map, each an offset from its cell's centre on the image plane (the view frame's
+    x, z; depth y 0), so a point starts where the picture shows its part and the branch need not learn positions."""
+
+    def __init__(self, cin: int, hidden: int, cells: int, per_cell: int):
+        super().__init__()
+        self.cells, self.per_cell = cells, per_cell
+        self.net = nn.Sequential(nn.Conv2d(cin, hidden, 3, 1, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, per_cell * 3, 1))
+        with torch.no_grad():  # small offsets, each point its own (identical points would get identical gradients)
+            self.net[-1].weight.mul_(0.1)
+            nn.init.uniform_(self.net[-1].bias, -0.1, 0.1)
+        c = (torch.arange(cells) + 0.5) / cells - 0.5
+        row, col = torch.meshgrid(c, c, indexing="ij")
+        anchors = torch.stack([col, torch.zeros_like(col), -row], -1).reshape(-1, 3)
+        self.register_buffer("anchors", anchors.repeat_interleave(per_cell, 0), persistent=False)
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, cells^2 per_cell, 3)."""
+        import torch.nn.functional as F
+
+        if fmap.shape[-1] != self.cells:
+            fmap = F.interpolate(fmap, size=(self.cells, self.cells), mode="bilinear", align_corners=False,
+                                 antialias=fmap.shape[-1] > self.cells)
+        o = self.net(fmap)
+        b, _, s, _ = o.shape
+        return o.view(b, self.per_cell, 3, s, s).permute(0, 3, 4, 1, 2).reshape(b, -1, 3) + self.anchors
+
+
 class SingleViewModel(nn.Module):
     def __init__(self, width: int = 64, hidden: int = 512, n_points: int = 1024, ico_level: int = 4,
                  resolution: int = 32, image_size: int = 128, mesh_coarse_level: int = 0,
-                 mesh_decoder: str = "mlp", mesh_folding_octaves: int = 6):
+                 mesh_decoder: str = "mlp", mesh_folding_octaves: int = 6, voxel_decoder: str = "global",
+                 point_decoder: str = "mlp"):
         """``mesh_coarse_level`` 0: one mesh head, offsets of the level-``ico_level`` icosphere. Otherwise coarse to
         fine (Pixel2Mesh): ``mesh_head`` offsets a level-``mesh_coarse_level`` icosphere, which is graph-unpooled
-        (midpoint subdivision) to ``ico_level``, and ``mesh_fine_head`` adds residual offsets there."""
+        (midpoint subdivision) to ``ico_level``, and ``mesh_fine_head`` adds residual offsets there.
+        ``voxel_decoder`` 'lifted': the encoder's last three feature maps lifted into the grid (``VoxelDecoder``).
+        ``point_decoder`` 'two-branch': half the points from an MLP of the pooled feature, half from the third
+        stage's feature map (``PixelPointBranch``), as PSGN."""
         super().__init__()
+        if voxel_decoder not in ("global", "lifted") or point_decoder not in ("mlp", "two-branch"):
+            raise ValueError(f"voxel_decoder is 'global' or 'lifted' (got {voxel_decoder!r}), point_decoder 'mlp' "
+                             f"or 'two-branch' (got {point_decoder!r})")
         if mesh_coarse_level and not 0 < mesh_coarse_level < ico_level:
             raise ValueError(f"mesh_coarse_level must be 0 (off) or in 1..{ico_level - 1} (got {mesh_coarse_level})")
         self.hparams = dict(width=width, hidden=hidden, n_points=n_points, ico_level=ico_level,
@@ -111,13 +179,23 @@ class SingleViewModel(nn.Module):
             self.hparams["mesh_coarse_level"] = mesh_coarse_level
         if mesh_decoder != "mlp":
             self.hparams.update(mesh_decoder=mesh_decoder, mesh_folding_octaves=mesh_folding_octaves)
+        if voxel_decoder != "global":
+            self.hparams["voxel_decoder"] = voxel_decoder
+        if point_decoder != "mlp":
+            self.hparams["point_decoder"] = point_decoder
         self.image_size = image_size
         self.mesh_coarse_level = mesh_coarse_level
         self.trained_heads: tuple[str, ...] = ("voxels", "points", "mesh")
         self.manifest: dict = {}  # a loaded checkpoint's manifest.json
         self.encoder = ResNet18(width)
         f = self.encoder.out_features
-        self.voxel_head = VoxelDecoder(f, hidden, resolution)
+        lifted = (8 * width, 4 * width, 2 * width) if voxel_decoder == "lifted" else ()
+        self.voxel_head = VoxelDecoder(f, hidden, resolution, lifted)
+        self.point_pixel_head = None
+        if point_decoder == "two-branch":
+            cells = max(1, image_size // 16)  # the third stage's map at the training size
+            self.point_pixel_head = PixelPointBranch(4 * width, hidden // 2, cells, max(1, n_points // 2 // cells ** 2))
+            n_points -= cells ** 2 * self.point_pixel_head.per_cell
         self.point_head = _mlp(f, hidden, n_points * 3)
         nn.init.uniform_(self.point_head[-1].bias, -0.3, 0.3)  # start as a cloud, not a point
         sphere = icosphere(ico_level, TEMPLATE_RADIUS)
@@ -163,12 +241,15 @@ class SingleViewModel(nn.Module):
     def forward(self, images: torch.Tensor, heads=("voxels", "points", "mesh")) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) in [0, 1] -> {voxels: (B, R, R, R) logits, points: (B, N, 3), mesh: (B, V, 3)}
         (coarse to fine: also mesh_coarse, (B, Vc, 3), for the losses)."""
-        f = self.encoder(normalize(images))
+        maps = self.encoder.feature_maps(normalize(images))
+        f = self.encoder.pool(maps[-1])
         out = {}
         if "voxels" in heads:
-            out["voxels"] = self.voxel_head(f)
+            out["voxels"] = self.voxel_head(f, maps[::-1])
         if "points" in heads:
             out["points"] = self.point_head(f).view(len(f), -1, 3)
+            if self.point_pixel_head is not None:
+                out["points"] = torch.cat([out["points"], self.point_pixel_head(maps[2])], 1)
         if "mesh" in heads:
             out.update(self.mesh_from_features(f))
         return out
