@@ -46,6 +46,7 @@ VARIANTS = {
     "plus-pybullet": dict(sources="sh3d,pybullet"),
     "plus-procedural": dict(sources="sh3d,procedural"),  # procedural furniture (train/procedural_furniture.py)
     "plus-both": dict(sources="sh3d,pybullet,procedural"),
+    "plus-zeroad": dict(sources="sh3d,zeroad"),  # 0 A.D.'s props (mesh_library.zeroad_catalog)
     # One decoder at a time (each with its own encoder) against the joint model ("full").
     "voxels-only": dict(sources="sh3d", heads="voxels"),
     "points-only": dict(sources="sh3d", heads="points"),

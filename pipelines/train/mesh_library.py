@@ -1,5 +1,6 @@
 """Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0),
-pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``) or any folder of meshes,
+pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``), the props of the game 0 A.D.
+(Debian's ``0ad-data``, CC-BY-SA 3.0, Wildfire Games) or any folder of meshes,
 their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view
 and the embedded-priors data builders.
 
@@ -28,6 +29,12 @@ PYBULLET_OBJECTS = ("bunny.obj", "soccerball.obj", "objects/mug.obj", "table/tab
                     "lego/lego.obj", "toys/concave_box.obj", "toys/cylinder.obj", "toys/prism.obj",
                     "toys/shape_sorter.obj", "cube.obj")
 """Whole objects from pybullet_data (robot parts, planes and convex hulls left out), plus random_urdfs/*."""
+ZEROAD_ZIP = Path("/usr/share/games/0ad/mods/public/public.zip")
+"""0 A.D.'s game data (``apt-get install 0ad-data``: a 1.4 GB download): its props are ``art/meshes/props/*.pmd``."""
+ZEROAD_FILTER = dict(min_faces=60, size=(0.3, 6.0), min_thickness=0.1)
+"""Which 0 A.D. props count as objects: at least ``min_faces`` triangles, a longest side in ``size`` game units (a
+soldier is about 2; larger props are parts of buildings), the shortest side at least ``min_thickness`` of the longest
+(flat cards, decals and banners left out)."""
 TEST_EVERY = 10
 """About 1 shape in TEST_EVERY is held out (chosen by a hash of the shape id)."""
 STRETCH_RANGE = (0.7, 1.4)
@@ -39,7 +46,7 @@ scaled back to 1): a wider table, a taller chair, still furniture."""
 class ShapeSource:
     id: str
     name: str
-    source: str  # sh3d | pybullet | procedural | folder
+    source: str  # sh3d | pybullet | procedural | zeroad | folder
     license: str
     creator: str = ""
     category: str = ""
@@ -121,6 +128,59 @@ def pybullet_catalog(random_limit: int = 1000) -> list[ShapeSource]:
                         category="random" if "random_urdfs" in str(f) else "object", path=str(f)) for f in files]
 
 
+def read_pmd(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(verts (V, 3), uv (V, 2), faces (F, 3)) of a 0 A.D. PMD mesh (version 3 or 4: a header, the vertices with
+    position, normal, UV sets and bone weights, then 16-bit triangles; bones and prop points after are not read).
+    Raises ValueError for anything else."""
+    import struct
+
+    if len(data) < 20 or data[:4] != b"PSMD":
+        raise ValueError("not a PMD mesh")
+    version, _, n_verts = struct.unpack_from("<III", data, 4)
+    offset, n_uv = 16, 1
+    if version >= 4:
+        (n_uv,), offset = struct.unpack_from("<I", data, offset), offset + 4
+    if version not in (3, 4) or n_uv < 1:
+        raise ValueError(f"unsupported PMD version {version} ({n_uv} UV sets)")
+    stride = 24 + 8 * n_uv + 20  # position, normal, UVs, 4 bone indices (bytes) and 4 weights
+    end = offset + n_verts * stride + 4
+    if end > len(data):
+        raise ValueError("truncated PMD mesh")
+    rows = np.frombuffer(data, np.uint8, n_verts * stride, offset).reshape(n_verts, stride)
+    verts = rows[:, :12].copy().view("<f4").astype(np.float64)
+    uv = rows[:, 24:32].copy().view("<f4").astype(np.float64)
+    (n_faces,) = struct.unpack_from("<I", data, end - 4)
+    if end + 6 * n_faces > len(data):
+        raise ValueError("truncated PMD mesh")
+    faces = np.frombuffer(data, "<u2", 3 * n_faces, end).reshape(-1, 3).astype(np.int64)
+    if n_faces and faces.max() >= n_verts:
+        raise ValueError("PMD face indices out of range")
+    return verts, uv, faces
+
+
+def zeroad_catalog(path: Path = ZEROAD_ZIP, min_faces: int = ZEROAD_FILTER["min_faces"],
+                   size: tuple[float, float] = ZEROAD_FILTER["size"],
+                   min_thickness: float = ZEROAD_FILTER["min_thickness"]) -> list[ShapeSource]:
+    """0 A.D.'s props that look like objects (``ZEROAD_FILTER``; every mesh is read, about a second for 2144)."""
+    if not Path(path).is_file():
+        return []
+    out = []
+    with zipfile.ZipFile(path) as zf:
+        for name in sorted(n for n in zf.namelist() if n.startswith("art/meshes/props/") and n.endswith(".pmd")):
+            try:
+                verts, _, faces = read_pmd(zf.read(name))
+            except ValueError:
+                continue
+            ext = verts.max(0) - verts.min(0) if len(verts) else np.zeros(3)
+            if len(faces) < min_faces or not size[0] <= ext.max() <= size[1] or ext.min() < min_thickness * ext.max():
+                continue
+            stem = name.rsplit("/", 1)[1].split(".", 1)[0]
+            out.append(ShapeSource(id="zeroad-" + re.sub(r"[^\w\-]+", "-", stem).lower(), name=stem, source="zeroad",
+                                   license="CC-BY-SA 3.0", creator="Wildfire Games (0 A.D.)", category="prop",
+                                   path=str(path), member=name))
+    return out
+
+
 def folder_catalog(folder: Path) -> list[ShapeSource]:
     exts = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
     return [ShapeSource(id="mesh-" + re.sub(r"[^\w\-]+", "-", f.stem).lower(), name=f.stem, source="folder",
@@ -129,7 +189,7 @@ def folder_catalog(folder: Path) -> list[ShapeSource]:
 
 
 def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "",
-            random_limit: int = 1000, include_doors: bool = False) -> list[ShapeSource]:
+            random_limit: int = 1000, include_doors: bool = False, zeroad_zip: Path = ZEROAD_ZIP) -> list[ShapeSource]:
     names = {s.strip() for s in sources.split(",") if s.strip()}
     out: list[ShapeSource] = []
     if "sh3d" in names:
@@ -141,6 +201,8 @@ def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR,
         kinds = {i: i.split("-")[1] for i in procedural_ids()}
         out += [ShapeSource(id=i, name=k, source="procedural", license="CC0", creator="gen3d (generated)", category=k)
                 for i, k in kinds.items()]
+    if "zeroad" in names:
+        out += zeroad_catalog(zeroad_zip)
     if mesh_dir:
         out += folder_catalog(Path(mesh_dir))
     seen: set[str] = set()
@@ -239,6 +301,10 @@ def load_parts(src: ShapeSource) -> Parts:
             v = v * np.array([w, h, d]) / ext
         parts.verts = v
         y_up = True
+    elif src.source == "zeroad":  # untextured (its textures are chosen per actor), y up
+        with zipfile.ZipFile(src.path) as zf:
+            verts, uv, faces = read_pmd(zf.read(src.member))
+        parts, y_up = Parts(verts, faces, uv, np.zeros(len(faces), np.int64), fallback[None], [None]), True
     else:
         parts = _scene_parts(Path(src.path), fallback)
         y_up = src.source == "folder" and Path(src.path).suffix.lower() in (".glb", ".gltf")
