@@ -10,9 +10,11 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
     python bench/prepare_data.py single-view-robust    # under a minute: the held-out shapes out of the render ranges
     python bench/prepare_data.py single-view-pybullet  # about 5 min: pybullet_data's training shapes (30.1 MiB)
     python bench/prepare_data.py single-view-procedural  # about 6 min: 900 procedural furniture shapes
+    python bench/prepare_data.py single-view-zeroad  # about 4 min: 555 props of 0 A.D. (needs 0ad-data; 19.1 MiB)
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
-shape sets. Prints each set's folder, size and seconds.
+shape sets (and `apt-get install 0ad-data`, a 1.4 GB download, for single-view-zeroad). Prints each set's folder,
+size and seconds.
 """
 from __future__ import annotations
 
@@ -93,12 +95,19 @@ def single_view_procedural() -> Path:
     return DATA / "single_view_procedural" / "pack"
 
 
+def single_view_zeroad() -> Path:
+    run("single_view", "data", "build", "--sources", "zeroad", "--split", "train", "--workers", "2",
+        "--root", ".data/single_view_zeroad")
+    return DATA / "single_view_zeroad" / "pack"
+
+
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
         "single-view": (single_view, DATA / "single_view_test" / "pack"),
         "single-view-default": (single_view_default, DATA / "single_view" / "pack"),
         "single-view-robust": (single_view_robust, DATA / "single_view_robust_out-of-range" / "pack"),
         "single-view-pybullet": (single_view_pybullet, DATA / "single_view_pybullet" / "pack"),
-        "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack")}
+        "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack"),
+        "single-view-zeroad": (single_view_zeroad, DATA / "single_view_zeroad" / "pack")}
 
 
 def size_mb(path: Path) -> float:
