@@ -88,11 +88,13 @@ class SingleViewConfig(PipelineConfig):
     """The voxel head: 'global', transposed 3D convolutions from the pooled image feature (3D-R2N2's decoder);
     'lifted', the same with the encoder's last three feature maps lifted into the grid at 4^3, 8^3 and 16^3 (each
     pixel's features spread along its depth column by a 1x1 convolution; skip connections from 2D to 3D), so the
-    picture places thin parts directly (issue 21)."""
+    picture places thin parts directly (issue 21). Off: at about 7100 steps of the candidate recipe it gained voxel IoU
+    0.006-0.012 over the 7920-step global decoder (0.479 / 0.485), about the run-to-run noise (bench/RESULTS.md)."""
     point_decoder: Literal["mlp", "two-branch"] = "mlp"
     """The point head: 'mlp', every point from the pooled feature; 'two-branch', half of them instead from the
     third ResNet stage's feature map, a few points per cell as offsets from where the cell lies in the picture
-    (PSGN's two-branch decoder, Fan et al. 2017)."""
+    (PSGN's two-branch decoder, Fan et al. 2017). Off: with it points F1@5 % fell 0.758 -> 0.736 (recall up,
+    precision down: the image-plane points also cover hidden parts; bench/RESULTS.md)."""
     gt_points: int = 2048
     """Target surface points per image (and samples on the predicted mesh) for the Chamfer losses."""
     w_laplacian: float = 1.0
