@@ -11,8 +11,8 @@ import torch
 from pipelines import UserInputError
 from pipelines.core.resnet import normalize
 from pipelines.core.shapes import icosphere, mesh_edges
-from pipelines.core.single_view_net import (TEMPLATE_RADIUS, SingleViewModel, graph_unpool, load_checkpoint,
-                                            save_checkpoint)
+from pipelines.core.single_view_decoders import graph_unpool
+from pipelines.core.single_view_net import TEMPLATE_RADIUS, SingleViewModel, load_checkpoint, save_checkpoint
 from pipelines.events import Progress
 from pipelines.core.single_view_losses import training_losses as _losses
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run

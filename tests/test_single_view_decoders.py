@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from pipelines.core.single_view_net import (PixelPointBranch, SingleViewModel, VoxelDecoder, lift_to_view_grid,
-                                            load_checkpoint, save_checkpoint)
+from pipelines.core.single_view_decoders import PixelPointBranch, VoxelDecoder, lift_to_view_grid
+from pipelines.core.single_view_net import SingleViewModel, load_checkpoint, save_checkpoint
 from pipelines.events import Progress
 from pipelines.single_view import MINI_PACK, SingleViewConfig, run
 
