@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
@@ -20,8 +21,6 @@ def lift_to_view_grid(fmap: torch.Tensor, conv: nn.Module, resolution: int) -> t
     """(B, C, H, W) image features -> (B, K, r, r, r) indexed [x, y, z] in the view frame (x: the image's columns, y:
     depth away from the camera, z: its rows bottom-up), r = ``resolution``: the map resized to r x r, then a 1x1
     ``conv`` to K * r channels gives every pixel a column of K features at r depths."""
-    import torch.nn.functional as F
-
     if fmap.shape[-1] != resolution or fmap.shape[-2] != resolution:
         fmap = F.interpolate(fmap, size=(resolution, resolution), mode="bilinear", align_corners=False,
                              antialias=fmap.shape[-1] > resolution)
@@ -123,8 +122,6 @@ class PixelPointBranch(nn.Module):
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> (B, cells^2 per_cell, 3)."""
-        import torch.nn.functional as F
-
         if fmap.shape[-1] != self.cells:
             fmap = F.interpolate(fmap, size=(self.cells, self.cells), mode="bilinear", align_corners=False,
                                  antialias=fmap.shape[-1] > self.cells)
