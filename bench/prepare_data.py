@@ -11,6 +11,7 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
     python bench/prepare_data.py single-view-pybullet  # about 5 min: pybullet_data's training shapes (30.1 MiB)
     python bench/prepare_data.py single-view-procedural  # about 6 min: 900 procedural furniture shapes
     python bench/prepare_data.py single-view-zeroad  # about 4 min: 555 props of 0 A.D. (needs 0ad-data; 19.1 MiB)
+    python bench/prepare_data.py zeroad-props  # seconds: the props the catalog keeps, as a 3.6 MiB zip to carry
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
 shape sets (and `apt-get install 0ad-data`, a 1.4 GB download, for single-view-zeroad). Prints each set's folder,
@@ -101,13 +102,34 @@ def single_view_zeroad() -> Path:
     return DATA / "single_view_zeroad" / "pack"
 
 
+def zeroad_props() -> Path:
+    """The 0 A.D. props ``zeroad_catalog`` keeps, in a zip of the same layout as the game's ``public.zip`` (3.6 MiB
+    where the game data is 3.2 GB): what a GPU machine, which reaches no registry, builds them from
+    (``bench/gpu_scripts/candidate.sh`` links it at the Debian path)."""
+    import zipfile
+
+    sys.path.insert(0, str(REPO))  # the other sets run `python -m pipelines`; this one reads the catalog itself
+    from pipelines.train.mesh_library import ZEROAD_ZIP, zeroad_catalog
+
+    out = DATA / "zeroad_props.zip"
+    members = sorted({s.member for s in zeroad_catalog()})
+    if not members:
+        raise SystemExit(f"no 0 A.D. props at {ZEROAD_ZIP}: apt-get install 0ad-data")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(ZEROAD_ZIP) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in members:
+            dst.writestr(name, src.read(name))
+    return out
+
+
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
         "single-view": (single_view, DATA / "single_view_test" / "pack"),
         "single-view-default": (single_view_default, DATA / "single_view" / "pack"),
         "single-view-robust": (single_view_robust, DATA / "single_view_robust_out-of-range" / "pack"),
         "single-view-pybullet": (single_view_pybullet, DATA / "single_view_pybullet" / "pack"),
         "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack"),
-        "single-view-zeroad": (single_view_zeroad, DATA / "single_view_zeroad" / "pack")}
+        "single-view-zeroad": (single_view_zeroad, DATA / "single_view_zeroad" / "pack"),
+        "zeroad-props": (zeroad_props, DATA / "zeroad_props.zip")}
 
 
 def size_mb(path: Path) -> float:

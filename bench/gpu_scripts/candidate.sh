@@ -14,14 +14,19 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader; python3 -c "import torch; print(torch.__version__)"; nproc
 S=$(date +%s)
 P=${PROC:-/tmp/single_view_procedural_augment}
-if [ -f $P/pack/procedural.npz ]; then echo "procedural pack kept from the last call: $(du -sh $P/pack)"
+SOURCES=sh3d,procedural
+if [ -f .data/zeroad_props.zip ]; then  # carried (bench/prepare_data.py zeroad-props): 0 A.D.'s props built here too
+  mkdir -p /usr/share/games/0ad/mods/public && ln -sf $PWD/.data/zeroad_props.zip /usr/share/games/0ad/mods/public/public.zip
+  export BUILD_SOURCES=procedural,zeroad; SOURCES=sh3d,procedural,zeroad
+fi
+if [ -f $P/pack/procedural.npz ] && { [ -z "$BUILD_SOURCES" ] || [ -f $P/pack/zeroad.npz ]; }; then echo "procedural pack kept from the last call: $(du -sh $P/pack)"
 else source bench/gpu_scripts/build_procedural.sh; build_procedural $P --render augment --render-seed 0; fi
 echo "built at $(( $(date +%s) - S )) s"; [ -n "$BUILD_ONLY" ] && exit
 [ -n "$ARMS" ] || ARMS=$(for s in ${STEPS:-6000}; do echo "$s $s"; done)
 N=$(echo "$ARMS" | grep -c .)
 while read -r name steps flags; do
   OMP_NUM_THREADS=$(( $(nproc) / N )) python3 -m pipelines single_view --preset gpu \
-    --data .data/single_view/pack,.data/single_view_augment/pack,$P/pack --sources sh3d,procedural --eval-sources sh3d \
+    --data .data/single_view/pack,.data/single_view_augment/pack,$P/pack --sources $SOURCES --eval-sources sh3d \
     --steps $steps --max-seconds ${TRAIN_SECONDS:-230} --mesh-reg-end 0.1 --mesh-recall-weight 3 --eval-views 2 \
     --preview-every 1000000000 $flags --out-dir runs/candidate_$name > $OUT/log_train_$name.txt 2>&1 &
 done <<< "$ARMS"
