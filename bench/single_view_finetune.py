@@ -29,6 +29,10 @@ def _frozen_encoder_data(args):
 
     torch.manual_seed(0)
     base, info = load_checkpoint(args.checkpoint, "cpu")
+    if {"voxel_decoder", "point_decoder"} & set(base.hparams):  # they read feature maps, not the pooled feature
+        raise SystemExit(f"{args.checkpoint}: these checks feed the decoders pooled features only; its "
+                         f"{base.hparams.get('voxel_decoder', '')} {base.hparams.get('point_decoder', '')} decoder "
+                         "reads the encoder's feature maps")
     train = load_packs(resolve_packs(args.data), "cpu", base.image_size)
     train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
     S, V = len(train), train.images.shape[1]

@@ -44,8 +44,9 @@ def test_lifted_decoder_with_zero_lifts_is_the_global_decoder():
             conv.weight.zero_()
             conv.bias.zero_()
         assert torch.allclose(lifted(f, maps), plain(f), atol=1e-6)
-    with pytest.raises(ValueError, match="at most 3"):
-        VoxelDecoder(16, 32, 32, lift_channels=(16, 8, 4, 2))
+    assert len(VoxelDecoder(16, 32, 32, lift_channels=(16, 8, 4, 2)).lift) == 3  # one a stage before the last
+    small = VoxelDecoder(16, 32, 16, lift_channels=(16, 8, 4)).eval()  # 16^3: two stages before the last
+    assert len(small.lift) == 2 and small(f, maps).shape == (2, 16, 16, 16)
 
 
 def test_pixel_point_branch_starts_near_its_cells_and_places_them_on_the_image_plane():
@@ -85,6 +86,8 @@ def test_lifted_two_branch_checkpoint_round_trip(fmt, tmp_path):
     assert not {"voxel_decoder", "point_decoder"} & set(SingleViewModel(**NET).hparams)
     with pytest.raises(ValueError, match="voxel_decoder"):
         SingleViewModel(**NET, voxel_decoder="lifting")
+    with pytest.raises(ValueError, match="n_points >= 8"):  # 32 px: a 2x2 map
+        SingleViewModel(**dict(NET, n_points=6), point_decoder="two-branch")
 
 
 def test_training_with_the_feature_map_decoders_runs(tmp_path):

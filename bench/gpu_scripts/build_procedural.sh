@@ -5,6 +5,7 @@ build_procedural() {
   local root=$1; shift
   timeout ${BUILD_SECONDS:-200} python3 -m pipelines single_view data build --sources ${BUILD_SOURCES:-procedural} --split train \
     --workers $(( $(nproc) - 1 )) --root $root "$@" > $OUT/log_build.txt 2>&1
-  [ -f $root/pack/procedural.npz ] || python3 -m pipelines single_view data pack --root $root >> $OUT/log_build.txt 2>&1
+  # a finished build packs itself; one cut by the timeout is packed here (every source, what was built)
+  [ $? -eq 0 ] || python3 -m pipelines single_view data pack --root $root >> $OUT/log_build.txt 2>&1
   tail -2 $OUT/log_build.txt
 }

@@ -25,13 +25,14 @@ echo "built at $(( $(date +%s) - S )) s"; [ -n "$BUILD_ONLY" ] && exit
 [ -n "$ARMS" ] || ARMS=$(for s in ${STEPS:-6000}; do echo "$s $s"; done)
 N=$(echo "$ARMS" | grep -c .)
 while read -r name steps flags; do
+  [ -n "$name" ] || continue  # a blank line of ARMS
   OMP_NUM_THREADS=$(( $(nproc) / N )) python3 -m pipelines single_view --preset gpu \
     --data .data/single_view/pack,.data/single_view_augment/pack,$P/pack --sources $SOURCES --eval-sources sh3d \
     --steps $steps --max-seconds ${TRAIN_SECONDS:-230} --mesh-reg-end 0.1 --mesh-recall-weight 3 --eval-views 2 \
     --preview-every 1000000000 $flags --out-dir runs/candidate_$name > $OUT/log_train_$name.txt 2>&1 &
 done <<< "$ARMS"
 wait
-for name in $(echo "$ARMS" | cut -d' ' -f1); do
+for name in $(echo "$ARMS" | awk 'NF {print $1}'); do
   echo "== $name"; grep -E "training shapes|stopped|voxels_iou|points_f1@0.05|mesh_f1@0.05|Error|error" $OUT/log_train_$name.txt | tail -6
   tar -C runs/candidate_$name -cf - model | split -b 15M - $OUT/model_$name.tar.
 done

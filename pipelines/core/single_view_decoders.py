@@ -33,7 +33,7 @@ class VoxelDecoder(nn.Module):
     """(B, F) -> (B, R, R, R) logits: a linear layer to a 2^3 grid, then stride-2 transposed convolutions.
 
     ``lift_channels`` (the encoder's stage widths, deepest first; empty: off): the 'lifted' decoder. Each of those
-    feature maps is lifted into the view frame's grid at one of the first stages' resolutions (``lift_to_view_grid``;
+    feature maps (as many as there are stages before the last: 3 at 32^3) is lifted into the view frame's grid at one of the first stages' resolutions (``lift_to_view_grid``;
     at 128 px the ResNet's last three stages give 4^3, 8^3 and 16^3) and added there, skip connections from 2D to 3D:
     where the picture shows a part (a leg, a tube) then places it in the grid directly, which the pooled feature alone
     must encode in 512 numbers (issue 21: thin parts dropped)."""
@@ -49,8 +49,7 @@ class VoxelDecoder(nn.Module):
             layers += [nn.ConvTranspose3d(cin, cout, 4, 2, 1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
         layers.append(nn.ConvTranspose3d(chans[-1], 1, 4, 2, 1))
         self.net = nn.Sequential(*layers)
-        if len(lift_channels) > n_up - 1:
-            raise ValueError(f"at most {n_up - 1} feature maps can be lifted (got {len(lift_channels)})")
+        lift_channels = lift_channels[:n_up - 1]  # the deepest maps, one a stage before the last
         # stage i (after the (i+1)-th transposed convolution) has chans[i + 1] channels at 2^(i+2) cells a side
         self.lift = nn.ModuleList(nn.Conv2d(c, chans[i + 1] * 2 ** (i + 2), 1) for i, c in enumerate(lift_channels))
 

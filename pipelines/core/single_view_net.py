@@ -73,6 +73,9 @@ class SingleViewModel(nn.Module):
         self.point_pixel_head = None
         if point_decoder == "two-branch":
             cells = max(1, image_size // 16)  # the third stage's map at the training size
+            if n_points < 2 * cells ** 2:
+                raise ValueError(f"point_decoder 'two-branch' needs n_points >= {2 * cells ** 2} at {image_size} px "
+                                 f"(a point per cell of its {cells}x{cells} map, as many from the MLP; got {n_points})")
             self.point_pixel_head = PixelPointBranch(4 * width, hidden // 2, cells, max(1, n_points // 2 // cells ** 2))
             n_points -= cells ** 2 * self.point_pixel_head.per_cell
         self.point_head = mlp(f, hidden, n_points * 3)
