@@ -42,9 +42,14 @@ def run_dir(session_hash: str | None, pipeline: str, base: Path | None = None) -
     """A fresh folder for one run of ``pipeline`` in this browser session."""
     session = re.sub(r"[^\w\-]", "", session_hash or "")[:40] or "anonymous"
     folder = (base or root()) / session
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(tempfile.mkdtemp(prefix=f"{pipeline}-{stamp}-", dir=folder))
+    for attempt in range(3):  # another run's sweep() may remove the session folder between the two calls
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{pipeline}-{stamp}-", dir=folder))
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
 
 
 def sweep(base: Path | None = None, max_age_s: float | None = None, now: float | None = None) -> int:

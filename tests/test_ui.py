@@ -5,6 +5,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from dataclasses import dataclass
@@ -306,6 +307,22 @@ def test_sweep_deletes_only_old_runs(tmp_path):
     os.utime(old, (past, past))
     assert outputs.sweep(tmp_path, max_age_s=24 * 3600) == 1
     assert not old.exists() and not (tmp_path / "s1").exists() and new.exists()
+
+
+def test_run_dir_survives_a_sweep_that_removes_the_empty_session_folder(tmp_path, monkeypatch):
+    """Two runs of one session at once: one's sweep() can remove the session folder (still empty) between the
+    other's mkdir and mkdtemp; the run folder is made all the same (a full-suite run once failed here)."""
+    real, calls = tempfile.mkdtemp, []
+
+    def racing_mkdtemp(**kw):
+        calls.append(kw["dir"])
+        if len(calls) == 1:
+            assert outputs.sweep(tmp_path, max_age_s=24 * 3600) == 0 and not (tmp_path / "s1").exists()
+        return real(**kw)
+
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", racing_mkdtemp)
+    run = outputs.run_dir("s1", "nerf", base=tmp_path)
+    assert run.is_dir() and run.parent == tmp_path / "s1" and len(calls) == 2
 
 
 # ------------------------------------------------------------------------------------- a served demo
