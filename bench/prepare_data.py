@@ -11,10 +11,12 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
     python bench/prepare_data.py single-view-pybullet  # about 5 min: pybullet_data's training shapes (30.1 MiB)
     python bench/prepare_data.py single-view-procedural  # about 6 min: 900 procedural furniture shapes
     python bench/prepare_data.py single-view-zeroad  # about 4 min: 555 props of 0 A.D. (needs 0ad-data; 19.1 MiB)
+    python bench/prepare_data.py single-view-sh3d-default  # under a minute: 61 models of Sweet Home 3D's own catalog
     python bench/prepare_data.py zeroad-props  # seconds: the props the catalog keeps, as a 3.6 MiB zip to carry
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
-shape sets (and `apt-get install 0ad-data`, a 1.4 GB download, for single-view-zeroad). Prints each set's folder,
+shape sets (`apt-get install 0ad-data`, a 1.4 GB download, for single-view-zeroad; `apt-get install sweethome3d`, the
+program, for single-view-sh3d-default). Prints each set's folder,
 size and seconds.
 """
 from __future__ import annotations
@@ -102,6 +104,12 @@ def single_view_zeroad() -> Path:
     return DATA / "single_view_zeroad" / "pack"
 
 
+def single_view_sh3d_default() -> Path:
+    run("single_view", "data", "build", "--sources", "sh3d-default", "--split", "train", "--workers", "2",
+        "--root", ".data/single_view_sh3d_default")
+    return DATA / "single_view_sh3d_default" / "pack"
+
+
 def zeroad_props() -> Path:
     """The 0 A.D. props ``zeroad_catalog`` keeps, in a zip of the same layout as the game's ``public.zip`` (3.6 MiB
     where the game data is 3.2 GB): what a GPU machine, which reaches no registry, builds them from
@@ -129,7 +137,8 @@ SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" 
         "single-view-pybullet": (single_view_pybullet, DATA / "single_view_pybullet" / "pack"),
         "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack"),
         "single-view-zeroad": (single_view_zeroad, DATA / "single_view_zeroad" / "pack"),
-        "zeroad-props": (zeroad_props, DATA / "zeroad_props.zip")}
+        "zeroad-props": (zeroad_props, DATA / "zeroad_props.zip"),
+        "single-view-sh3d-default": (single_view_sh3d_default, DATA / "single_view_sh3d_default" / "pack")}
 
 
 def size_mb(path: Path) -> float:

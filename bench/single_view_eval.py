@@ -47,6 +47,7 @@ VARIANTS = {
     "plus-procedural": dict(sources="sh3d,procedural"),  # procedural furniture (train/procedural_furniture.py)
     "plus-both": dict(sources="sh3d,pybullet,procedural"),
     "plus-zeroad": dict(sources="sh3d,zeroad"),  # 0 A.D.'s props (mesh_library.zeroad_catalog)
+    "plus-sh3d-default": dict(sources="sh3d,sh3d-default"),  # Sweet Home 3D's own default catalog (its jar)
     # One decoder at a time (each with its own encoder) against the joint model ("full").
     "voxels-only": dict(sources="sh3d", heads="voxels"),
     "points-only": dict(sources="sh3d", heads="points"),

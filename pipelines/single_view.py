@@ -46,7 +46,7 @@ class SingleViewConfig(PipelineConfig):
     """train: pack files (comma-separated) or a folder of them; empty: .data/single_view/pack if built,
     else the shipped mini set (assets/single_view/mini.npz)."""
     sources: str = "sh3d"
-    """train: train on shapes from these sources (comma list of sh3d, pybullet, procedural, zeroad, folder; 'all')."""
+    """train: train on shapes from these sources (comma list of sh3d, sh3d-default, pybullet, procedural, zeroad, folder; 'all')."""
     eval_sources: str = ""
     """Score on held-out shapes from these sources (empty: the same as ``sources``)."""
     train_fraction: float = 1.0

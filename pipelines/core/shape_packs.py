@@ -193,7 +193,8 @@ def credits_markdown(meta: dict, title: str) -> str:
 SOURCES_NOTE = (
     "Sources: Sweet Home 3D furniture libraries as packaged by Debian (`sweethome3d-furniture`; Blend Swap models "
     "cleaned and converted by Emmanuel Puybaret / eTeks; Kator Legaz CC-BY 3.0 US; Reallusion CC-BY 3.0 US; "
-    "Scopia CC-BY 3.0; Blend Swap CC0 and CC-BY 3.0 models by the authors named above), pybullet_data (bullet3, "
+    "Scopia CC-BY 3.0; Blend Swap CC0 and CC-BY 3.0 models by the authors named above), Sweet Home 3D's own default "
+    "catalog (`sweethome3d`'s jar; models by eTeks, CC-BY 3.0), pybullet_data (bullet3, "
     "zlib license), and this project's procedural furniture ('gen3d (generated)'; "
     "`pipelines/train/procedural_furniture.py`, CC0). Renders, occupancy grids and samples here were made from "
     "those models by this project's code (`python -m pipelines single_view data build`).")

@@ -1,5 +1,5 @@
-"""Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0),
-pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``), the props of the game 0 A.D.
+"""Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0; the
+libraries of ``sweethome3d-furniture`` and the default catalog inside the program's own jar), pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``), the props of the game 0 A.D.
 (Debian's ``0ad-data``, CC-BY-SA 3.0, Wildfire Games) or any folder of meshes,
 their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view
 and the embedded-priors data builders.
@@ -29,6 +29,13 @@ PYBULLET_OBJECTS = ("bunny.obj", "soccerball.obj", "objects/mug.obj", "table/tab
                     "lego/lego.obj", "toys/concave_box.obj", "toys/cylinder.obj", "toys/prism.obj",
                     "toys/shape_sorter.obj", "cube.obj")
 """Whole objects from pybullet_data (robot parts, planes and convex hulls left out), plus random_urdfs/*."""
+SH3D_JAR = Path("/usr/share/sweethome3d/sweethome3d.jar")
+"""Sweet Home 3D itself (``apt-get install sweethome3d``): its default catalog, 100 models by eTeks (each OBJ says
+CC-BY 3.0 or GPL), none of them in the ``sweethome3d-furniture`` libraries. Source ``sh3d-default``."""
+SH3D_JAR_CATALOG = "com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties"
+SH3D_JAR_MATERIALS = "com/eteks/sweethome3d/j3d/OBJLoader.class"
+"""Its OBJ files name materials (``usemtl white``) without an MTL file: the loader's built-in library is a string
+constant of this class."""
 ZEROAD_ZIP = Path("/usr/share/games/0ad/mods/public/public.zip")
 """0 A.D.'s game data (``apt-get install 0ad-data``: a 1.4 GB download): its props are ``art/meshes/props/*.pmd``."""
 ZEROAD_FILTER = dict(min_faces=60, size=(0.3, 6.0), min_thickness=0.1)
@@ -46,11 +53,11 @@ scaled back to 1): a wider table, a taller chair, still furniture."""
 class ShapeSource:
     id: str
     name: str
-    source: str  # sh3d | pybullet | procedural | zeroad | folder
+    source: str  # sh3d | sh3d-default | pybullet | procedural | zeroad | folder
     license: str
     creator: str = ""
     category: str = ""
-    path: str = ""  # a file, or the .sh3f archive for sh3d
+    path: str = ""  # a file, or the archive (.sh3f, the jar, 0 A.D.'s zip)
     member: str = ""  # the model's path inside the archive
     rotation: list[float] = field(default_factory=list)  # sh3d modelRotation (row-major 3x3)
     size: list[float] = field(default_factory=list)  # sh3d width, depth, height (cm)
@@ -89,14 +96,9 @@ def read_properties(text: str) -> dict[str, str]:
     return out
 
 
-def sh3d_catalog(path: Path, include_doors: bool = False) -> list[ShapeSource]:
-    """The models of one Sweet Home 3D furniture library (``.sh3f``: a zip with a catalog and OBJ files)."""
-    with zipfile.ZipFile(path) as zf:
-        props = read_properties(zf.read("PluginFurnitureCatalog.properties").decode("latin-1"))
-    library = props.get("name", path.stem)
-    lic = props.get("license", "")
-    us = " US" if "United States" in lic else ""
-    lic = "CC0" if "CC-0" in path.name or "CC-0" in library else f"CC-BY 3.0{us}"
+def _furniture_entries(props: dict, path: Path, source: str, license: str, include_doors: bool,
+                       slug_of) -> list[ShapeSource]:
+    """The models of a Sweet Home 3D catalog (``model#N``, ``name#N``, ``modelRotation#N``... keys)."""
     out = []
     for key, model in props.items():
         m = re.fullmatch(r"model#(\d+)", key)
@@ -105,14 +107,66 @@ def sh3d_catalog(path: Path, include_doors: bool = False) -> list[ShapeSource]:
         n = m.group(1)
         if props.get(f"doorOrWindow#{n}") == "true" and not include_doors:
             continue
-        folder = model.strip("/").rsplit("/", 1)[0]
         rot = [float(x) for x in props.get(f"modelRotation#{n}", "").split()] or []
         size = [float(props.get(f"{k}#{n}", 0) or 0) for k in ("width", "depth", "height")]
-        slug = re.sub(r"[^\w\-]+", "-", folder).strip("-").lower()
-        out.append(ShapeSource(id=f"sh3d-{slug}", name=props.get(f"name#{n}", slug), source="sh3d", license=lic,
-                               creator=props.get(f"creator#{n}", ""), category=props.get(f"category#{n}", ""),
-                               path=str(path), member=model.strip("/"), rotation=rot, size=size))
+        slug = re.sub(r"[^\w\-]+", "-", slug_of(model.strip("/"))).strip("-").lower()
+        out.append(ShapeSource(id=f"{source}-{slug}", name=props.get(f"name#{n}", slug), source=source,
+                               license=license, creator=props.get(f"creator#{n}", ""),
+                               category=props.get(f"category#{n}", ""), path=str(path), member=model.strip("/"),
+                               rotation=rot, size=size))
     return out
+
+
+def sh3d_catalog(path: Path, include_doors: bool = False) -> list[ShapeSource]:
+    """The models of one Sweet Home 3D furniture library (``.sh3f``: a zip with a catalog and OBJ files)."""
+    with zipfile.ZipFile(path) as zf:
+        props = read_properties(zf.read("PluginFurnitureCatalog.properties").decode("latin-1"))
+    library = props.get("name", path.stem)
+    lic = props.get("license", "")
+    us = " US" if "United States" in lic else ""
+    lic = "CC0" if "CC-0" in path.name or "CC-0" in library else f"CC-BY 3.0{us}"
+    # each model has a folder of its own, named after it
+    return _furniture_entries(props, path, "sh3d", lic, include_doors, lambda m: m.rsplit("/", 1)[0])
+
+
+def sh3d_default_catalog(jar: Path = SH3D_JAR, include_doors: bool = False) -> list[ShapeSource]:
+    """Sweet Home 3D's default catalog, from the program's jar (``SH3D_JAR``; [] without it)."""
+    if not Path(jar).is_file():
+        return []
+    with zipfile.ZipFile(jar) as zf:
+        props = read_properties(zf.read(SH3D_JAR_CATALOG).decode("latin-1"))
+    # most models share one folder: the file's name is the model's
+    return _furniture_entries(props, jar, "sh3d-default", "CC-BY 3.0", include_doors,
+                              lambda m: m.rsplit("/", 1)[1].rsplit(".", 1)[0])
+
+
+def class_strings(data: bytes) -> list[str]:
+    """The text constants (CONSTANT_Utf8) of a Java class file's constant pool."""
+    import struct
+
+    if data[:4] != b"\xca\xfe\xba\xbe":
+        raise ValueError("not a Java class file")
+    sizes = {3: 4, 4: 4, 5: 8, 6: 8, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 4, 15: 3, 16: 2, 17: 4, 18: 4, 19: 2, 20: 2}
+    (count,), i, k, out = struct.unpack_from(">H", data, 8), 10, 1, []
+    while k < count:
+        tag = data[i]
+        if tag == 1:
+            (n,) = struct.unpack_from(">H", data, i + 1)
+            out.append(data[i + 3:i + 3 + n].decode("utf-8", "replace"))
+            i += 3 + n
+        elif tag in sizes:
+            i += 1 + sizes[tag]
+            k += tag in (5, 6)  # longs and doubles take two slots
+        else:
+            raise ValueError(f"unknown constant tag {tag}")
+        k += 1
+    return out
+
+
+def sh3d_default_materials(jar: Path = SH3D_JAR) -> str:
+    """The MTL text of the materials Sweet Home 3D's OBJ loader knows without a file (``SH3D_JAR_MATERIALS``)."""
+    with zipfile.ZipFile(jar) as zf:
+        return "\n".join(t for t in class_strings(zf.read(SH3D_JAR_MATERIALS)) if "newmtl " in t)
 
 
 def pybullet_catalog(random_limit: int = 1000) -> list[ShapeSource]:
@@ -189,12 +243,15 @@ def folder_catalog(folder: Path) -> list[ShapeSource]:
 
 
 def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "",
-            random_limit: int = 1000, include_doors: bool = False, zeroad_zip: Path = ZEROAD_ZIP) -> list[ShapeSource]:
+            random_limit: int = 1000, include_doors: bool = False, zeroad_zip: Path = ZEROAD_ZIP,
+            sh3d_jar: Path = SH3D_JAR) -> list[ShapeSource]:
     names = {s.strip() for s in sources.split(",") if s.strip()}
     out: list[ShapeSource] = []
     if "sh3d" in names:
         for f in sorted(Path(furniture_dir).glob("*.sh3f")):
             out += sh3d_catalog(f, include_doors)
+    if "sh3d-default" in names:
+        out += sh3d_default_catalog(sh3d_jar, include_doors)
     if "pybullet" in names:
         out += pybullet_catalog(random_limit)
     if "procedural" in names:
@@ -283,15 +340,28 @@ def load_parts(src: ShapeSource) -> Parts:
     if src.source == "procedural":
         verts, faces, material, colors = procedural_mesh(src.base_id)
         parts, y_up = Parts(verts, faces, np.zeros((len(verts), 2)), material, colors, [None, None]), False
-    elif src.source == "sh3d":
+    elif src.source in ("sh3d", "sh3d-default"):
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(src.path) as zf:
             folder = src.member.rsplit("/", 1)[0] + "/"
-            for name in zf.namelist():  # the model's folder: OBJ, MTL and textures
-                if name.startswith(folder) and not name.endswith("/"):
-                    dest = Path(tmp) / name[len(folder):]
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(zf.read(name))
-            parts = _scene_parts(Path(tmp) / src.member[len(folder):], fallback)
+            obj = Path(tmp) / src.member[len(folder):]
+            if src.source == "sh3d":
+                for name in zf.namelist():  # the model's folder: OBJ, MTL and textures
+                    if name.startswith(folder) and not name.endswith("/"):
+                        dest = Path(tmp) / name[len(folder):]
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.write_bytes(zf.read(name))
+            else:  # one folder holds them all: the OBJ, and the loader's materials where it names no MTL file
+                text = zf.read(src.member).decode("latin-1")
+                if not re.search(r"^mtllib ", text, re.M):
+                    (Path(tmp) / "sh3d_default.mtl").write_text(sh3d_default_materials(Path(src.path)))
+                    text = "mtllib sh3d_default.mtl\n" + text
+                else:
+                    for name in zf.namelist():  # its folder's MTL and textures (a model of its own folder)
+                        rest = name[len(folder):]
+                        if name.startswith(folder) and rest and "/" not in rest and not rest.endswith(".obj"):
+                            (Path(tmp) / rest).write_bytes(zf.read(name))
+                obj.write_text(text, encoding="latin-1")
+            parts = _scene_parts(obj, fallback)
         v = parts.verts
         if len(src.rotation) == 9:
             v = v @ np.asarray(src.rotation, np.float64).reshape(3, 3).T

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .mesh_library import FURNITURE_DIR, ZEROAD_ZIP
+from .mesh_library import FURNITURE_DIR, SH3D_JAR, ZEROAD_ZIP
 
 
 def add_build_arguments(parser, default_root: Path) -> None:
     """The options every builder's ``build`` command takes: the output folder, the shape sources, how many."""
     parser.add_argument("--root", type=Path, default=default_root, help="output folder (default: %(default)s)")
     parser.add_argument("--sources", default="sh3d,pybullet",
-                        help="comma list of sh3d, pybullet, procedural, zeroad (default: %(default)s)")
+                        help="comma list of sh3d, sh3d-default, pybullet, procedural, zeroad (default: %(default)s)")
     parser.add_argument("--mesh-dir", default="", help="also every mesh file in this folder (.obj .glb .ply .off .stl)")
     parser.add_argument("--furniture-dir", type=Path, default=FURNITURE_DIR, help="where the .sh3f libraries are")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one per core)")
@@ -33,9 +33,12 @@ def add_build_arguments(parser, default_root: Path) -> None:
 
 def sources_problem(args) -> str:
     """Why the sources named by ``add_build_arguments``' options cannot be built, or "" when they can."""
-    if "sh3d" in args.sources and not any(Path(args.furniture_dir).glob("*.sh3f")):
+    names = {s.strip() for s in args.sources.split(",")}
+    if "sh3d" in names and not any(Path(args.furniture_dir).glob("*.sh3f")):
         return f"no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture"
-    if "zeroad" in args.sources and not ZEROAD_ZIP.is_file():
+    if "sh3d-default" in names and not SH3D_JAR.is_file():
+        return f"no Sweet Home 3D program at {SH3D_JAR}: apt-get install sweethome3d (its default catalog)"
+    if "zeroad" in names and not ZEROAD_ZIP.is_file():
         return f"no 0 A.D. game data at {ZEROAD_ZIP}: apt-get install 0ad-data (a 1.4 GB download)"
     return ""
 
