@@ -13,6 +13,7 @@ way RESULTS says it was made (its commands, in one place), and skips a set that 
     python bench/prepare_data.py single-view-zeroad  # about 4 min: 555 props of 0 A.D. (needs 0ad-data; 19.1 MiB)
     python bench/prepare_data.py single-view-sh3d-default  # under a minute: 61 models of Sweet Home 3D's own catalog
     python bench/prepare_data.py zeroad-props  # seconds: the props the catalog keeps, as a 3.6 MiB zip to carry
+    python bench/prepare_data.py sh3d-default-jar  # seconds: the jar cut to its default catalog, to carry
 
 Needs ../shared/data (lego) and Debian's sweethome3d-furniture (`apt-get install sweethome3d-furniture`) for the
 shape sets (`apt-get install 0ad-data`, a 1.4 GB download, for single-view-zeroad; `apt-get install sweethome3d`, the
@@ -110,24 +111,48 @@ def single_view_sh3d_default() -> Path:
     return DATA / "single_view_sh3d_default" / "pack"
 
 
-def zeroad_props() -> Path:
-    """The 0 A.D. props ``zeroad_catalog`` keeps, in a zip of the same layout as the game's ``public.zip`` (3.6 MiB
-    where the game data is 3.2 GB): what a GPU machine, which reaches no registry, builds them from
-    (``bench/gpu_scripts/candidate.sh`` links it at the Debian path)."""
+def trimmed_copy(src: Path, members: list[str], out: Path) -> Path:
+    """``members`` of the archive ``src`` in a zip of the same layout at ``out``: what a GPU machine, which reaches no
+    registry, builds shapes from (``bench/gpu_scripts/candidate.sh`` links it at the Debian path)."""
     import zipfile
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in members:
+            dst.writestr(name, zin.read(name))
+    return out
+
+
+def zeroad_props() -> Path:
+    """The 0 A.D. props ``zeroad_catalog`` keeps (3.6 MiB where the game data is 3.2 GB)."""
     sys.path.insert(0, str(REPO))  # the other sets run `python -m pipelines`; this one reads the catalog itself
     from pipelines.train.mesh_library import ZEROAD_ZIP, zeroad_catalog
 
-    out = DATA / "zeroad_props.zip"
     members = sorted({s.member for s in zeroad_catalog()})
     if not members:
         raise SystemExit(f"no 0 A.D. props at {ZEROAD_ZIP}: apt-get install 0ad-data")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(ZEROAD_ZIP) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for name in members:
-            dst.writestr(name, src.read(name))
-    return out
+    return trimmed_copy(ZEROAD_ZIP, members, DATA / "zeroad_props.zip")
+
+
+def sh3d_default_jar(jar: Path | None = None, out: Path | None = None) -> Path:
+    """Sweet Home 3D's jar cut to its default catalog: the catalog, the models with their own folders' materials and
+    textures (the catalog's icons left out) and the OBJ loader's class (1 MiB where the jar is 17)."""
+    import zipfile
+    from collections import Counter
+
+    sys.path.insert(0, str(REPO))
+    from pipelines.train.mesh_library import SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, sh3d_default_catalog
+
+    jar = jar or SH3D_JAR
+    shapes = sh3d_default_catalog(jar)
+    if not shapes:
+        raise SystemExit(f"no Sweet Home 3D program at {jar}: apt-get install sweethome3d")
+    count = Counter(s.member.rsplit("/", 1)[0] + "/" for s in shapes)
+    folders = {f for f, n in count.items() if n == 1}  # a model's own folder: its materials and textures
+    with zipfile.ZipFile(jar) as zf:
+        inside = sorted(n for n in zf.namelist() if any(n.startswith(f) and n != f for f in folders))
+    members = sorted({SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, *(s.member for s in shapes), *inside})
+    return trimmed_copy(jar, members, out or DATA / "sh3d_default.jar")
 
 
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),
@@ -138,7 +163,8 @@ SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" 
         "single-view-procedural": (single_view_procedural, DATA / "single_view_procedural" / "pack"),
         "single-view-zeroad": (single_view_zeroad, DATA / "single_view_zeroad" / "pack"),
         "zeroad-props": (zeroad_props, DATA / "zeroad_props.zip"),
-        "single-view-sh3d-default": (single_view_sh3d_default, DATA / "single_view_sh3d_default" / "pack")}
+        "single-view-sh3d-default": (single_view_sh3d_default, DATA / "single_view_sh3d_default" / "pack"),
+        "sh3d-default-jar": (sh3d_default_jar, DATA / "sh3d_default.jar")}
 
 
 def size_mb(path: Path) -> float:

@@ -77,3 +77,34 @@ def test_models_load_with_the_loaders_materials_and_their_catalog_size(tmp_path:
     # stretched to width 100 x depth 50 x height 80 (y up in the catalog, z up here), longest side 1
     assert np.allclose(ext, [1.0, 0.5, 0.8], atol=1e-6)
     assert len(load_parts(plain).faces) == 12  # no usemtl for most faces: the fallback colour, still loaded
+
+
+def test_the_jar_cut_for_the_gpu_machine_builds_the_same_shapes(tmp_path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_prepare_data",
+                                                  Path(__file__).resolve().parents[1] / "bench" / "prepare_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    jar = write_jar(tmp_path / "sweethome3d.jar")
+    with zipfile.ZipFile(jar, "a") as zf:  # a model of its own folder, with its MTL beside it
+        zf.writestr("com/eteks/sweethome3d/io/resources/frame/frame.obj", "mtllib frame.mtl\nusemtl gold\n" + BOX)
+        zf.writestr("com/eteks/sweethome3d/io/resources/frame/frame.mtl", "newmtl gold\nKd 1.0 0.8 0.0\n")
+        props = zf.read(SH3D_JAR_CATALOG).decode() + "\nmodel#4=/com/eteks/sweethome3d/io/resources/frame/frame.obj\n"
+    with zipfile.ZipFile(jar) as zf:
+        files = {n: zf.read(n) for n in zf.namelist() if n != SH3D_JAR_CATALOG}
+    with zipfile.ZipFile(jar, "w") as zf:
+        zf.writestr(SH3D_JAR_CATALOG, props)
+        for n, b in files.items():
+            zf.writestr(n, b)
+    cut = bench.sh3d_default_jar(jar, tmp_path / "cut.jar")
+    with zipfile.ZipFile(cut) as zf:
+        names = set(zf.namelist())
+    assert "com/eteks/sweethome3d/io/resources/chest.png" not in names  # the catalog's icon
+    whole, small = sh3d_default_catalog(jar), sh3d_default_catalog(cut)
+    assert [s.id for s in whole] == [s.id for s in small] == ["sh3d-default-chest", "sh3d-default-chest2",
+                                                               "sh3d-default-frame"]
+    for a, b in zip(whole, small):
+        pa, pb = load_parts(a), load_parts(b)
+        assert np.array_equal(pa.verts, pb.verts) and np.array_equal(pa.colors, pb.colors)
+    assert any(np.allclose(c, [1.0, 0.8, 0.0]) for c in load_parts(small[2]).colors)  # from its own MTL

@@ -7,6 +7,8 @@
 # model comes back as a tar in 15 MiB parts (model_STEPS.tar.*: `cat` them and untar).
 # ARMS: one arm a line, "NAME STEPS [more single_view flags]", side by side (model_NAME.tar.*); STEPS alone is
 # the same with each step count its own arm.
+# Carried .data/zeroad_props.zip and .data/sh3d_default.jar (bench/prepare_data.py) add 0 A.D.'s props and Sweet
+# Home 3D's own catalog, built here beside the procedural shapes (a `touch`ed placeholder keeps a kept pack's source).
 # PROC=.data/... builds into a git-ignored folder of the tree, which the machine keeps while it stays warm: then
 # BUILD_ONLY=1 in one call and the training in the next gives the build its own 600 s (it is rebuilt if gone).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit
@@ -14,12 +16,18 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader; python3 -c "import torch; print(torch.__version__)"; nproc
 S=$(date +%s)
 P=${PROC:-/tmp/single_view_procedural_augment}
-SOURCES=sh3d,procedural
-if [ -f .data/zeroad_props.zip ]; then  # carried (bench/prepare_data.py zeroad-props): 0 A.D.'s props built here too
+# carried archives (bench/prepare_data.py zeroad-props, sh3d-default-jar): their shapes built here too
+BUILD=procedural
+if [ -f .data/zeroad_props.zip ]; then  # 0 A.D.'s props
   mkdir -p /usr/share/games/0ad/mods/public && ln -sf $PWD/.data/zeroad_props.zip /usr/share/games/0ad/mods/public/public.zip
-  export BUILD_SOURCES=procedural,zeroad; SOURCES=sh3d,procedural,zeroad
+  BUILD=$BUILD,zeroad
 fi
-if [ -f $P/pack/procedural.npz ] && { [ -z "$BUILD_SOURCES" ] || [ -f $P/pack/zeroad.npz ]; }; then echo "procedural pack kept from the last call: $(du -sh $P/pack)"
+if [ -f .data/sh3d_default.jar ]; then  # Sweet Home 3D's own catalog
+  mkdir -p /usr/share/sweethome3d && ln -sf $PWD/.data/sh3d_default.jar /usr/share/sweethome3d/sweethome3d.jar
+  BUILD=$BUILD,sh3d-default
+fi
+export BUILD_SOURCES=$BUILD; SOURCES=sh3d,$BUILD
+if [ -z "$(for s in ${BUILD//,/ }; do [ -f $P/pack/$s.npz ] || echo missing; done)" ]; then echo "packs kept from the last call: $(du -sh $P/pack)"
 else source bench/gpu_scripts/build_procedural.sh; build_procedural $P --render augment --render-seed 0; fi
 echo "built at $(( $(date +%s) - S )) s"; [ -n "$BUILD_ONLY" ] && exit
 [ -n "$ARMS" ] || ARMS=$(for s in ${STEPS:-6000}; do echo "$s $s"; done)
