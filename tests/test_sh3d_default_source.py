@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.train.mesh_library import (SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, catalog, class_strings, load_parts,
-                                          sh3d_default_catalog, sh3d_default_materials)
+from pipelines.train.mesh_library import (SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, catalog, class_strings,
+                                          load_parts, sh3d_default_catalog, sh3d_default_materials)
 
 MTL = "newmtl red\nKa 0.2 0 0\nKd 1.0 0.0 0.0\nillum 1\n\nnewmtl blue\nKd 0.0 0.0 1.0\nillum 1\n"
 BOX = "".join(f"v {x} {y} {z}\n" for x in (0, 2) for y in (0, 1) for z in (0, 4)) + (
@@ -52,6 +52,56 @@ def test_class_strings_reads_the_constant_pool():
     assert class_strings(class_file("a", "b c", "")) == ["a", "b c", ""]
     with pytest.raises(ValueError, match="not a Java class"):
         class_strings(b"PK\x03\x04" + b"\x00" * 20)
+    whole = class_file("a long enough text")
+    with pytest.raises(ValueError, match="truncated"):
+        class_strings(whole[:30])
+    with pytest.raises(ValueError, match="unknown constant tag 2"):
+        class_strings(whole[:10] + b"\x02" + whole[11:])
+
+
+def test_sources_problem_names_each_missing_source(tmp_path: Path, monkeypatch):
+    import argparse
+
+    from pipelines.train import shape_builds
+
+    monkeypatch.setattr(shape_builds, "SH3D_JAR", tmp_path / "missing.jar")
+    args = lambda sources: argparse.Namespace(sources=sources, furniture_dir=tmp_path)  # noqa: E731
+    # sh3d-default does not need the furniture libraries (the names are parsed, not searched for "sh3d")
+    assert "apt-get install sweethome3d " in shape_builds.sources_problem(args("sh3d-default"))
+    assert "sweethome3d-furniture" in shape_builds.sources_problem(args("sh3d, procedural"))
+    assert shape_builds.sources_problem(args("procedural")) == ""
+    monkeypatch.setattr(shape_builds, "SH3D_JAR", write_jar(tmp_path / "sweethome3d.jar"))
+    assert shape_builds.sources_problem(args("procedural,sh3d-default")) == ""
+
+
+@pytest.mark.skipif(not SH3D_JAR.is_file(), reason="needs Debian's sweethome3d (apt-get install sweethome3d)")
+def test_the_real_catalog_has_distinct_furniture_with_the_loaders_colours():
+    shapes = sh3d_default_catalog()
+    ids = [s.id for s in shapes]
+    assert len(ids) == len(set(ids)) >= 60  # 72 distinct models of 79 entries without doors and windows
+    assert "newmtl flltgrey" in sh3d_default_materials()
+    chair = load_parts(next(s for s in shapes if s.id == "sh3d-default-chair"))
+    assert len(chair.faces) > 50 and (chair.verts.max(0) - chair.verts.min(0)).max() == pytest.approx(1.0)
+
+
+def test_a_library_member_outside_its_model_folder_is_not_written(tmp_path: Path):
+    """A hostile .sh3f (``--furniture-dir`` takes any folder): a ``../`` member of the model's folder stays unread."""
+    import uuid
+
+    from pipelines.train.mesh_library import sh3d_catalog
+
+    escape = Path("/") / f"gen3d_escape_{uuid.uuid4().hex}.txt"
+    lib = tmp_path / "lib.sh3f"
+    with zipfile.ZipFile(lib, "w") as zf:
+        zf.writestr("PluginFurnitureCatalog.properties", "name=lib\nid#1=x\nname#1=Box\nmodel#1=/box/box.obj\n")
+        zf.writestr("box/box.obj", BOX)
+        zf.writestr("box/" + "../" * 40 + escape.name, "escaped")
+    try:
+        (src,) = sh3d_catalog(lib)
+        assert len(load_parts(src).faces) == 12
+        assert not escape.exists()
+    finally:
+        escape.unlink(missing_ok=True)
 
 
 def test_catalog_names_each_model_after_its_file_and_leaves_doors_out(tmp_path: Path):
@@ -76,7 +126,9 @@ def test_models_load_with_the_loaders_materials_and_their_catalog_size(tmp_path:
     ext = parts.verts.max(0) - parts.verts.min(0)
     # stretched to width 100 x depth 50 x height 80 (y up in the catalog, z up here), longest side 1
     assert np.allclose(ext, [1.0, 0.5, 0.8], atol=1e-6)
-    assert len(load_parts(plain).faces) == 12  # no usemtl for most faces: the fallback colour, still loaded
+    plain_parts = load_parts(plain)  # no usemtl for most faces: the shape's fallback colour, and blue for one
+    assert len(plain_parts.faces) == 12
+    assert len(plain_parts.colors) == 2 and any(np.allclose(c, [0.0, 0.0, 1.0]) for c in plain_parts.colors)
 
 
 def test_the_jar_cut_for_the_gpu_machine_builds_the_same_shapes(tmp_path: Path):

@@ -8,7 +8,7 @@
 # ARMS: one arm a line, "NAME STEPS [more single_view flags]", side by side (model_NAME.tar.*); STEPS alone is
 # the same with each step count its own arm.
 # Carried .data/zeroad_props.zip and .data/sh3d_default.jar (bench/prepare_data.py) add 0 A.D.'s props and Sweet
-# Home 3D's own catalog, built here beside the procedural shapes (a `touch`ed placeholder keeps a kept pack's source).
+# Home 3D's own catalog, built here beside the procedural shapes.
 # PROC=.data/... builds into a git-ignored folder of the tree, which the machine keeps while it stays warm: then
 # BUILD_ONLY=1 in one call and the training in the next gives the build its own 600 s (it is rebuilt if gone).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit
@@ -16,17 +16,16 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader; python3 -c "import torch; print(torch.__version__)"; nproc
 S=$(date +%s)
 P=${PROC:-/tmp/single_view_procedural_augment}
-# carried archives (bench/prepare_data.py zeroad-props, sh3d-default-jar): their shapes built here too
-BUILD=procedural
-if [ -f .data/zeroad_props.zip ]; then  # 0 A.D.'s props
-  mkdir -p /usr/share/games/0ad/mods/public && ln -sf $PWD/.data/zeroad_props.zip /usr/share/games/0ad/mods/public/public.zip
-  BUILD=$BUILD,zeroad
-fi
-if [ -f .data/sh3d_default.jar ]; then  # Sweet Home 3D's own catalog
-  mkdir -p /usr/share/sweethome3d && ln -sf $PWD/.data/sh3d_default.jar /usr/share/sweethome3d/sweethome3d.jar
-  BUILD=$BUILD,sh3d-default
-fi
-export BUILD_SOURCES=$BUILD; SOURCES=sh3d,$BUILD
+# carried archives (bench/prepare_data.py zeroad-props, sh3d-default-jar): their shapes built here too; without the
+# archive, a pack the last call built is still trained on
+BUILD=procedural; SOURCES=sh3d,procedural
+carried() {  # SOURCE ARCHIVE DEBIAN_PATH
+  if [ -s "$2" ]; then mkdir -p "$(dirname "$3")" && ln -sf "$PWD/$2" "$3"; BUILD=$BUILD,$1; SOURCES=$SOURCES,$1
+  elif [ -f "$P/pack/$1.npz" ]; then SOURCES=$SOURCES,$1; fi
+}
+carried zeroad .data/zeroad_props.zip /usr/share/games/0ad/mods/public/public.zip  # 0 A.D.'s props
+carried sh3d-default .data/sh3d_default.jar /usr/share/sweethome3d/sweethome3d.jar  # Sweet Home 3D's own catalog
+export BUILD_SOURCES=$BUILD; echo "sources $SOURCES (built here: $BUILD)"
 if [ -z "$(for s in ${BUILD//,/ }; do [ -f $P/pack/$s.npz ] || echo missing; done)" ]; then echo "packs kept from the last call: $(du -sh $P/pack)"
 else source bench/gpu_scripts/build_procedural.sh; build_procedural $P --render augment --render-seed 0; fi
 echo "built at $(( $(date +%s) - S )) s"; [ -n "$BUILD_ONLY" ] && exit

@@ -12,6 +12,7 @@ RGBA.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tempfile
@@ -135,22 +136,25 @@ def sh3d_default_catalog(jar: Path = SH3D_JAR, include_doors: bool = False) -> l
         return []
     with zipfile.ZipFile(jar) as zf:
         props = read_properties(zf.read(SH3D_JAR_CATALOG).decode("latin-1"))
-    # most models share one folder: the file's name is the model's
-    return _furniture_entries(props, jar, "sh3d-default", "CC-BY 3.0", include_doors,
-                              lambda m: m.rsplit("/", 1)[1].rsplit(".", 1)[0])
+    # most models share one folder: the file's name is the model's (its eight light sources share one empty model)
+    shapes = _furniture_entries(props, jar, "sh3d-default", "CC-BY 3.0", include_doors,
+                                lambda m: m.rsplit("/", 1)[1].rsplit(".", 1)[0])
+    seen: set[str] = set()
+    return [s for s in shapes if not (s.id in seen or seen.add(s.id))]
 
 
 def class_strings(data: bytes) -> list[str]:
-    """The text constants (CONSTANT_Utf8) of a Java class file's constant pool."""
+    """The text constants (CONSTANT_Utf8) of a Java class file's constant pool. Raises ValueError for anything
+    else (Java's modified UTF-8 is read as UTF-8: an encoded NUL or surrogate pair becomes U+FFFD)."""
     import struct
 
-    if data[:4] != b"\xca\xfe\xba\xbe":
+    if data[:4] != b"\xca\xfe\xba\xbe" or len(data) < 10:
         raise ValueError("not a Java class file")
     sizes = {3: 4, 4: 4, 5: 8, 6: 8, 7: 2, 8: 2, 9: 4, 10: 4, 11: 4, 12: 4, 15: 3, 16: 2, 17: 4, 18: 4, 19: 2, 20: 2}
     (count,), i, k, out = struct.unpack_from(">H", data, 8), 10, 1, []
     while k < count:
-        tag = data[i]
-        if tag == 1:
+        tag = data[i] if i < len(data) else None
+        if tag == 1 and i + 3 <= len(data):
             (n,) = struct.unpack_from(">H", data, i + 1)
             out.append(data[i + 3:i + 3 + n].decode("utf-8", "replace"))
             i += 3 + n
@@ -158,13 +162,22 @@ def class_strings(data: bytes) -> list[str]:
             i += 1 + sizes[tag]
             k += tag in (5, 6)  # longs and doubles take two slots
         else:
-            raise ValueError(f"unknown constant tag {tag}")
+            raise ValueError("truncated class file" if tag is None or tag == 1 else f"unknown constant tag {tag}")
+        if i > len(data):
+            raise ValueError("truncated class file")
         k += 1
     return out
 
 
 def sh3d_default_materials(jar: Path = SH3D_JAR) -> str:
-    """The MTL text of the materials Sweet Home 3D's OBJ loader knows without a file (``SH3D_JAR_MATERIALS``)."""
+    """The MTL text of the materials Sweet Home 3D's OBJ loader knows without a file (``SH3D_JAR_MATERIALS``; read
+    once per jar file)."""
+    st = Path(jar).stat()
+    return _jar_materials(str(jar), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _jar_materials(jar: str, mtime_ns: int, size: int) -> str:  # keyed by the file's state: a rewritten jar is read
     with zipfile.ZipFile(jar) as zf:
         return "\n".join(t for t in class_strings(zf.read(SH3D_JAR_MATERIALS)) if "newmtl " in t)
 
@@ -242,10 +255,15 @@ def folder_catalog(folder: Path) -> list[ShapeSource]:
             for f in sorted(folder.iterdir()) if f.suffix.lower() in exts]
 
 
+def source_names(sources: str) -> set[str]:
+    """The names in a comma list of shape sources."""
+    return {s.strip() for s in sources.split(",") if s.strip()}
+
+
 def catalog(sources: str = "sh3d,pybullet", furniture_dir: Path = FURNITURE_DIR, mesh_dir: str = "",
             random_limit: int = 1000, include_doors: bool = False, zeroad_zip: Path = ZEROAD_ZIP,
             sh3d_jar: Path = SH3D_JAR) -> list[ShapeSource]:
-    names = {s.strip() for s in sources.split(",") if s.strip()}
+    names = source_names(sources)
     out: list[ShapeSource] = []
     if "sh3d" in names:
         for f in sorted(Path(furniture_dir).glob("*.sh3f")):
@@ -345,10 +363,11 @@ def load_parts(src: ShapeSource) -> Parts:
             folder = src.member.rsplit("/", 1)[0] + "/"
             obj = Path(tmp) / src.member[len(folder):]
             if src.source == "sh3d":
+                root = Path(tmp).resolve()
                 for name in zf.namelist():  # the model's folder: OBJ, MTL and textures
-                    if name.startswith(folder) and not name.endswith("/"):
-                        dest = Path(tmp) / name[len(folder):]
-                        dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest = (root / name[len(folder):]).resolve()
+                    if name.startswith(folder) and not name.endswith("/") and dest.is_relative_to(root):
+                        dest.parent.mkdir(parents=True, exist_ok=True)  # (a ../ or absolute member is skipped)
                         dest.write_bytes(zf.read(name))
             else:  # one folder holds them all: the OBJ, and the loader's materials where it names no MTL file
                 text = zf.read(src.member).decode("latin-1")

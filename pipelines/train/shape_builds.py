@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .mesh_library import FURNITURE_DIR, SH3D_JAR, ZEROAD_ZIP
+from .mesh_library import FURNITURE_DIR, SH3D_JAR, ZEROAD_ZIP, source_names
 
 
 def add_build_arguments(parser, default_root: Path) -> None:
@@ -33,7 +33,7 @@ def add_build_arguments(parser, default_root: Path) -> None:
 
 def sources_problem(args) -> str:
     """Why the sources named by ``add_build_arguments``' options cannot be built, or "" when they can."""
-    names = {s.strip() for s in args.sources.split(",")}
+    names = source_names(args.sources)
     if "sh3d" in names and not any(Path(args.furniture_dir).glob("*.sh3f")):
         return f"no Sweet Home 3D libraries in {args.furniture_dir}: apt-get install sweethome3d-furniture"
     if "sh3d-default" in names and not SH3D_JAR.is_file():
