@@ -1,6 +1,7 @@
 """Open 3D models for the data builders: catalogs of Debian's Sweet Home 3D furniture (CC0 / CC-BY 3.0; the
-libraries of ``sweethome3d-furniture`` and the default catalog inside the program's own jar), pybullet_data's objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``), the props of the game 0 A.D.
-(Debian's ``0ad-data``, CC-BY-SA 3.0, Wildfire Games) or any folder of meshes,
+libraries of ``sweethome3d-furniture`` and the default catalog inside the program's own jar), pybullet_data's
+objects (zlib), procedural furniture (CC0; ``procedural_furniture.py``), the props of the game 0 A.D. (Debian's
+``0ad-data``, CC-BY-SA 3.0, Wildfire Games) or any folder of meshes,
 their loading into coloured/textured parts, and rendering with the project rasterizer. Shared by the single-view
 and the embedded-priors data builders.
 
