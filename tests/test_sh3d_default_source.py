@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.train.mesh_library import (SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, catalog, class_strings,
-                                          load_parts, sh3d_default_catalog, sh3d_default_materials)
+from pipelines.train.mesh_formats import class_strings
+from pipelines.train.mesh_library import (SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, catalog, load_parts,
+                                          sh3d_default_catalog, sh3d_default_materials)
 
 MTL = "newmtl red\nKa 0.2 0 0\nKd 1.0 0.0 0.0\nillum 1\n\nnewmtl blue\nKd 0.0 0.0 1.0\nillum 1\n"
 BOX = "".join(f"v {x} {y} {z}\n" for x in (0, 2) for y in (0, 1) for z in (0, 4)) + (

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.train.mesh_library import ShapeSource, catalog, load_parts, read_pmd, zeroad_catalog
+from pipelines.train.mesh_formats import read_pmd
+from pipelines.train.mesh_library import ShapeSource, catalog, load_parts, zeroad_catalog
 
 
 def pmd_bytes(verts, faces, version: int = 4, n_uv: int = 1) -> bytes:
