@@ -135,24 +135,22 @@ def zeroad_props() -> Path:
 
 
 def sh3d_default_jar(jar: Path | None = None, out: Path | None = None) -> Path:
-    """Sweet Home 3D's jar cut to its default catalog: the catalog, the models with their own folders' materials and
-    textures (the catalog's icons left out) and the OBJ loader's class (1 MiB where the jar is 17)."""
+    """Sweet Home 3D's jar cut to its default catalog: the catalog, the files each model reads
+    (``mesh_library.sh3d_default_files``: the catalog's icons left out) and the OBJ loader's class (1 MiB where the
+    jar is 17)."""
     import zipfile
-    from collections import Counter
 
     sys.path.insert(0, str(REPO))
-    from pipelines.train.mesh_library import SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, sh3d_default_catalog
+    from pipelines.train.mesh_library import (SH3D_JAR, SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, sh3d_default_catalog,
+                                              sh3d_default_files)
 
     jar = jar or SH3D_JAR
     shapes = sh3d_default_catalog(jar)
     if not shapes:
         raise SystemExit(f"no Sweet Home 3D program at {jar}: apt-get install sweethome3d")
-    count = Counter(s.member.rsplit("/", 1)[0] + "/" for s in shapes)
-    folders = {f for f, n in count.items() if n == 1}  # a model's own folder: its materials and textures
     with zipfile.ZipFile(jar) as zf:
-        inside = sorted(n for n in zf.namelist() if any(n.startswith(f) and n != f for f in folders))
-    members = sorted({SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, *(s.member for s in shapes), *inside})
-    return trimmed_copy(jar, members, out or DATA / "sh3d_default.jar")
+        read = {n for s in shapes for n in sh3d_default_files(zf, s.member)}
+    return trimmed_copy(jar, sorted({SH3D_JAR_CATALOG, SH3D_JAR_MATERIALS, *read}), out or DATA / "sh3d_default.jar")
 
 
 SETS = {"lego20": (lego20, DATA / "lego20"), "pointe": (pointe, DATA / "pointe" / "pointe_2048_renders.npz"),

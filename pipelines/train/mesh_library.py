@@ -123,6 +123,16 @@ def sh3d_default_catalog(jar: Path = SH3D_JAR, include_doors: bool = False) -> l
     return [s for s in shapes if not (s.id in seen or seen.add(s.id))]
 
 
+def sh3d_default_files(zf: zipfile.ZipFile, member: str) -> list[str]:
+    """The jar's files a default-catalog model reads: its OBJ, then, where the OBJ names an MTL file (a model of its
+    own folder), every other file directly in its folder (MTL and textures; the shared folder's icons are not read)."""
+    if not re.search(r"^mtllib ", zf.read(member).decode("latin-1"), re.M):
+        return [member]
+    folder = member.rsplit("/", 1)[0] + "/"
+    return [member] + [n for n in zf.namelist() if n.startswith(folder) and n != member and n != folder
+                       and "/" not in n[len(folder):] and not n.endswith(".obj")]
+
+
 def sh3d_default_materials(jar: Path = SH3D_JAR) -> str:
     """The MTL text of the materials Sweet Home 3D's OBJ loader knows without a file (``SH3D_JAR_MATERIALS``; read
     once per jar file)."""
@@ -295,14 +305,11 @@ def load_parts(src: ShapeSource) -> Parts:
                         dest.write_bytes(zf.read(name))
             else:  # one folder holds them all: the OBJ, and the loader's materials where it names no MTL file
                 text = zf.read(src.member).decode("latin-1")
+                for name in sh3d_default_files(zf, src.member)[1:]:  # its own MTL and textures
+                    (Path(tmp) / name[len(folder):]).write_bytes(zf.read(name))
                 if not re.search(r"^mtllib ", text, re.M):
                     (Path(tmp) / "sh3d_default.mtl").write_text(sh3d_default_materials(Path(src.path)))
                     text = "mtllib sh3d_default.mtl\n" + text
-                else:
-                    for name in zf.namelist():  # its folder's MTL and textures (a model of its own folder)
-                        rest = name[len(folder):]
-                        if name.startswith(folder) and rest and "/" not in rest and not rest.endswith(".obj"):
-                            (Path(tmp) / rest).write_bytes(zf.read(name))
                 obj.write_text(text, encoding="latin-1")
             parts = _scene_parts(obj, fallback)
         v = parts.verts
