@@ -108,7 +108,8 @@ def train_variants(args) -> None:
               flush=True)
 
 
-TEST_TIME = ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall", "mesh_fit_lr", "voxel_threshold")
+TEST_TIME = ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall", "mesh_fit_lr", "voxel_threshold",
+             "voxel_point_threshold")
 """``SingleViewConfig``'s test-time settings: the flags of ``add_inference_args`` and what a result JSON records."""
 
 
@@ -144,6 +145,8 @@ def add_inference_args(parser) -> None:
     parser.add_argument("--mesh-fit-lr", type=float, default=SingleViewConfig.mesh_fit_lr, help="its Adam step size")
     parser.add_argument("--voxel-threshold", type=float, default=SingleViewConfig.voxel_threshold,
                         help="occupancy probability above which a voxel is solid")
+    parser.add_argument("--voxel-point-threshold", type=float, default=SingleViewConfig.voxel_point_threshold,
+                        help="the same for the cells that hold a point of the point head's cloud (0: off)")
     parser.add_argument("--as-predicted", action="store_true",
                         help="the checkpoint's test-time settings (its manifest.json) for those left at their "
                              "defaults here, as the app predicts")

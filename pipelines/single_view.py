@@ -23,7 +23,7 @@ from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
 from .core.single_view_outputs import (HEADS, checkpoint_inference, checkpoint_manifest, evaluate, export_prediction,
-                                      parse_heads, parse_mirror_heads, predict)
+                                      check_voxel_thresholds, parse_heads, parse_mirror_heads, predict)
 from .core.training import ema_update
 from .events import Done, Event, Log, Preview, Progress
 
@@ -156,10 +156,14 @@ class SingleViewConfig(PipelineConfig):
     voxel_threshold: float = 0.5
     """Occupancy probability above which a voxel is solid (IoU, exported voxels). A model trained with the soft-IoU
     loss has a fuller grid: the shipped one's manifest sets 0.7 (read on training shapes; ``checkpoint_inference``)."""
+    voxel_point_threshold: float = 0.0
+    """predict and scoring: cells that hold a point of the point head's cloud are solid above this occupancy
+    probability, the others above ``voxel_threshold`` (0: off). A hysteresis threshold: where the voxel head is
+    unsure, the point head's surface decides, which keeps thin parts that a high threshold drops (issue 21)."""
     checkpoint_inference: bool = True
-    """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold) left at their defaults take the
-    values the checkpoint's held-out scores were measured with (its manifest.json 'inference'): they belong to the
-    model. Off: this config's values as they are."""
+    """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold, voxel_point_threshold) left at
+    their defaults take the values the checkpoint's held-out scores were measured with (its manifest.json
+    'inference'): they belong to the model. Off: this config's values as they are."""
     pretrained: str = ""
     """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
     flip: bool = True
@@ -250,6 +254,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if not 0 <= cfg.photometric <= 1:
         raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
     check_mesh_fit(cfg)
+    check_voxel_thresholds(cfg)
     parse_mirror_heads(cfg.mirror_heads)
     dev = ctx.device
     started = time.perf_counter()

@@ -52,7 +52,7 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float}
+INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float, "voxel_point_threshold": float}
 """Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
 
 
@@ -121,19 +121,49 @@ def mirror_average(pred: dict, mirrored: dict) -> dict:
     return out
 
 
+def check_voxel_thresholds(cfg) -> None:
+    """The voxels' test-time thresholds, checked before any work (NaN fails too)."""
+    if not (0 <= cfg.voxel_threshold < 1 and 0 <= cfg.voxel_point_threshold < 1):
+        raise UserInputError("voxel_threshold and voxel_point_threshold are occupancy probabilities from 0 to below 1 "
+                             f"(got {cfg.voxel_threshold}, {cfg.voxel_point_threshold}; 0 turns the second off)")
+
+
+def point_supported_voxels(pred: dict, threshold: float, point_threshold: float) -> dict:
+    """Hysteresis thresholding of the voxel grid: a cell holding a point of ``pred``'s cloud (the grid spans the
+    points' [-0.5, 0.5]^3, indexed [x, y, z]) is solid above ``point_threshold``, the others above ``threshold``.
+    The supported cells' logits are raised to just above ``threshold``'s, so every later reader of the grid (scores,
+    export, previews) thresholds one grid the same way."""
+    import torch
+
+    voxels, points = pred["voxels"].float(), pred["points"].float()
+    B, R = voxels.shape[0], voxels.shape[-1]
+    idx = torch.floor((points + 0.5) * R).long()
+    inside = ((idx >= 0) & (idx < R)).all(-1)
+    flat = ((torch.arange(B, device=idx.device)[:, None] * R + idx[..., 0]) * R + idx[..., 1]) * R + idx[..., 2]
+    held = torch.zeros(B * R ** 3, dtype=torch.bool, device=voxels.device)
+    held[flat[inside]] = True
+    weak = held.view_as(voxels) & (torch.sigmoid(voxels) > point_threshold)
+    above = torch.logit(torch.tensor(threshold), eps=1e-6).item() + 1e-3
+    return dict(pred, voxels=torch.where(weak, voxels.clamp(min=above), voxels))
+
+
 def predict(model, images, heads, cfg) -> dict:
     """The reconstruction of images (B, 3, H, W) in [0, 1] that the app, the CLI and ``evaluate`` share: the
     network's prediction, combined for ``cfg.mirror_heads`` with its prediction for the mirrored images
-    (``mirror_average``), and with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud."""
+    (``mirror_average``), with ``cfg.voxel_point_threshold`` the cells holding a point solid above it
+    (``point_supported_voxels``), and with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud."""
     import torch
 
     from .single_view_losses import fit_mesh_to_points
 
+    check_voxel_thresholds(cfg)
     mirror = [h for h in parse_mirror_heads(cfg.mirror_heads) if h in heads]
     with torch.no_grad():
         pred = model(images, heads)
         if mirror:
             pred = mirror_average(pred, model(images.flip(-1), mirror))
+        if cfg.voxel_point_threshold and "voxels" in pred and "points" in pred:
+            pred = point_supported_voxels(pred, cfg.voxel_threshold, cfg.voxel_point_threshold)
     return fit_mesh_to_points(model, pred, cfg)
 
 
