@@ -82,5 +82,9 @@ def test_the_tab_shows_the_scores_of_the_prediction_it_makes(tmp_path, monkeypat
     manifest["scores_as_predicted"]["inference"].update(mesh_fit_steps=100, voxel_threshold=0.7)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert "mesh fitted to the points (100 steps), voxels solid above 0.7" in tab.model_status()
+    assert "where the points are" not in tab.model_status()
+    manifest["scores_as_predicted"]["inference"].update(voxel_point_threshold=0.3)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "voxels solid above 0.7 (0.3 where the points are)" in tab.model_status()
     shipped = json.loads((SHIPPED / "manifest.json").read_text())  # the shipped manifest says how it was scored
     assert shipped["scores_as_predicted"]["inference"]["mirror_heads"] == SingleViewConfig.mirror_heads
