@@ -135,14 +135,11 @@ def point_supported_voxels(pred: dict, threshold: float, point_threshold: float)
     export, previews) thresholds one grid the same way."""
     import torch
 
-    voxels, points = pred["voxels"].float(), pred["points"].float()
-    B, R = voxels.shape[0], voxels.shape[-1]
-    idx = torch.floor((points + 0.5) * R).long()
-    inside = ((idx >= 0) & (idx < R)).all(-1)
-    flat = ((torch.arange(B, device=idx.device)[:, None] * R + idx[..., 0]) * R + idx[..., 1]) * R + idx[..., 2]
-    held = torch.zeros(B * R ** 3, dtype=torch.bool, device=voxels.device)
-    held[flat[inside]] = True
-    weak = held.view_as(voxels) & (torch.sigmoid(voxels) > point_threshold)
+    from .shapes import voxelize_points
+
+    voxels = pred["voxels"].float()
+    held = torch.stack([voxelize_points(p, voxels.shape[-1]) for p in pred["points"].float()])
+    weak = held & (torch.sigmoid(voxels) > point_threshold)
     above = torch.logit(torch.tensor(threshold), eps=1e-6).item() + 1e-3
     return dict(pred, voxels=torch.where(weak, voxels.clamp(min=above), voxels))
 
