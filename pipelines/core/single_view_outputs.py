@@ -133,6 +133,8 @@ def point_supported_voxels(pred: dict, threshold: float, point_threshold: float)
     points' [-0.5, 0.5]^3, indexed [x, y, z]) is solid above ``point_threshold``, the others above ``threshold``.
     The supported cells' logits are raised to just above ``threshold``'s, so every later reader of the grid (scores,
     export, previews) thresholds one grid the same way."""
+    import math
+
     import torch
 
     from .shapes import voxelize_points
@@ -140,7 +142,7 @@ def point_supported_voxels(pred: dict, threshold: float, point_threshold: float)
     voxels = pred["voxels"].float()
     held = torch.stack([voxelize_points(p, voxels.shape[-1]) for p in pred["points"].float()])
     weak = held & (torch.sigmoid(voxels) > point_threshold)
-    above = torch.logit(torch.tensor(threshold), eps=1e-6).item() + 1e-3
+    above = math.log(max(threshold, 1e-6) / (1 - threshold)) + 1e-3  # the logit of threshold, a little above
     return dict(pred, voxels=torch.where(weak, voxels.clamp(min=above), voxels))
 
 
