@@ -109,7 +109,7 @@ def train_variants(args) -> None:
 
 
 TEST_TIME = ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall", "mesh_fit_lr", "voxel_threshold",
-             "voxel_point_threshold")
+             "voxel_point_threshold", "point_jitters")
 """``SingleViewConfig``'s test-time settings: the flags of ``add_inference_args`` and what a result JSON records."""
 
 
@@ -147,6 +147,8 @@ def add_inference_args(parser) -> None:
                         help="occupancy probability above which a voxel is solid")
     parser.add_argument("--voxel-point-threshold", type=float, default=SingleViewConfig.voxel_point_threshold,
                         help="the same for the cells that hold a point of the point head's cloud (0: off)")
+    parser.add_argument("--point-jitters", type=int, default=SingleViewConfig.point_jitters,
+                        help="the point head's clouds for this many jittered copies of the image added (0: off)")
     parser.add_argument("--as-predicted", action="store_true",
                         help="the checkpoint's test-time settings (its manifest.json) for those left at their "
                              "defaults here, as the app predicts")

@@ -23,7 +23,7 @@ from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
 from .core.single_view_outputs import (HEADS, checkpoint_inference, checkpoint_manifest, evaluate, export_prediction,
-                                      check_voxel_thresholds, parse_heads, parse_mirror_heads, predict)
+                                      check_inference_settings, parse_heads, parse_mirror_heads, predict)
 from .core.training import ema_update
 from .events import Done, Event, Log, Preview, Progress
 
@@ -162,10 +162,16 @@ class SingleViewConfig(PipelineConfig):
     unsure, the point head's surface decides, which keeps thin parts that a high threshold drops. A trade, so off:
     for the shipped model at 0.7 / 0.3 (83 held-out shapes x 2 views) IoU 0.458 -> 0.462, voxels CD 0.0104 ->
     0.0097, but voxels F1 at 1-4 % and precision lower and more stray voxels (bench/RESULTS.md, issue 21)."""
+    point_jitters: int = 0
+    """predict and scoring: the point cloud also takes the point head's clouds for this many jittered copies of the
+    image (zoomed 0.9-1.1x, shifted 3 % of its side: ``JITTERS``; each with its mirror when ``mirror_heads`` has
+    points), up to 10 (0: off). A test-time augmentation: the union covers more of the surface (recall) at the same
+    precision, 1024 more points per copy and one more pass of the network (two mirrored). The voxels and the mesh's
+    fitting keep the image's own cloud (bench/RESULTS.md, issue 21)."""
     checkpoint_inference: bool = True
-    """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold, voxel_point_threshold) left at
-    their defaults take the values the checkpoint's held-out scores were measured with (its manifest.json
-    'inference'): they belong to the model. Off: this config's values as they are."""
+    """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold, voxel_point_threshold,
+    point_jitters) left at their defaults take the values the checkpoint's held-out scores were measured with (its
+    manifest.json 'inference'): they belong to the model. Off: this config's values as they are."""
     pretrained: str = ""
     """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
     flip: bool = True
@@ -256,7 +262,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if not 0 <= cfg.photometric <= 1:
         raise UserInputError(f"photometric is the share of images recoloured, 0 to 1 (got {cfg.photometric})")
     check_mesh_fit(cfg)
-    check_voxel_thresholds(cfg)
+    check_inference_settings(cfg)
     parse_mirror_heads(cfg.mirror_heads)
     dev = ctx.device
     started = time.perf_counter()
@@ -442,6 +448,8 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     pred = predict(model, x, heads, cfg)
     if cfg.mirror_heads:
         yield Log(f"{cfg.mirror_heads} combined with the prediction for the mirrored image (mirror_heads)")
+    if cfg.point_jitters and "points" in pred:
+        yield Log(f"points: the clouds of {cfg.point_jitters} jittered copies of the image added (point_jitters)")
     if cfg.mesh_fit_steps and "mesh" in pred and "points" in pred:
         yield Log(f"mesh fitted to the point cloud: {cfg.mesh_fit_steps} steps, regularisers at {cfg.mesh_fit_reg:g}x")
     elif cfg.mesh_fit_steps:

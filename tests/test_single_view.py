@@ -137,7 +137,7 @@ def test_training_steps_lower_the_loss(tmp_path):
     assert manifest["scored_on"] == "6 held-out shapes" and manifest["data"]["heldout_shapes"] == 6
     assert manifest["data"]["train_shapes"] == manifest["data"]["train_entries"] == 16
     assert manifest["inference"] == {"mirror_heads": "points", "mesh_fit_steps": 0,  # how the scores were predicted
-                                     "voxel_threshold": 0.5, "voxel_point_threshold": 0.0}
+                                     "voxel_threshold": 0.5, "voxel_point_threshold": 0.0, "point_jitters": 0}
 
 
 def test_weight_decay_shrinks_the_weights(tmp_path):

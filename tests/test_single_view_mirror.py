@@ -86,5 +86,9 @@ def test_the_tab_shows_the_scores_of_the_prediction_it_makes(tmp_path, monkeypat
     manifest["scores_as_predicted"]["inference"].update(voxel_point_threshold=0.3)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert "voxels solid above 0.7 (0.3 where the points are)" in tab.model_status()
+    assert "jittered" not in tab.model_status()
+    manifest["scores_as_predicted"]["inference"].update(point_jitters=10)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "points with the mirrored image's, points with 10 jittered copies'" in tab.model_status()
     shipped = json.loads((SHIPPED / "manifest.json").read_text())  # the shipped manifest says how it was scored
     assert shipped["scores_as_predicted"]["inference"]["mirror_heads"] == SingleViewConfig.mirror_heads

@@ -52,7 +52,8 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float, "voxel_point_threshold": float}
+INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float, "voxel_point_threshold": float,
+             "point_jitters": int}
 """Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
 
 
@@ -121,11 +122,44 @@ def mirror_average(pred: dict, mirrored: dict) -> dict:
     return out
 
 
-def check_voxel_thresholds(cfg) -> None:
-    """The voxels' test-time thresholds, checked before any work (NaN fails too)."""
+# Test-time jitters of the input for the point head (``point_jitters``): (zoom, shift right, shift down), the shifts
+# as a share of the image's side; the first ones the gentlest. Within what training's renders and crops vary.
+JITTERS = ((0.95, 0, 0), (1.05, 0, 0), (1, 0.03, 0), (1, -0.03, 0), (1, 0, 0.03), (1, 0, -0.03), (0.9, 0, 0),
+           (1.1, 0, 0), (1, 0.03, 0.03), (1, -0.03, -0.03))
+
+
+def jitter_images(images, zoom: float, dx: float, dy: float):
+    """Images (B, 3, H, W) in [0, 1] on white, zoomed about their centre (above 1: the object larger) and shifted
+    by ``dx``, ``dy`` of their side; what comes in from outside is white, as the crop's margin."""
+    import torch.nn.functional as F
+
+    theta = images.new_tensor([[1 / zoom, 0, -2 * dx], [0, 1 / zoom, -2 * dy]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return 1 - F.grid_sample(1 - images, grid, align_corners=False, padding_mode="zeros")
+
+
+def jittered_points(model, images, n: int, mirror: bool):
+    """(B, k, 3): the point head's clouds for the first ``n`` of ``JITTERS`` of the images (each with its mirror when
+    ``mirror``), one after another: a test-time augmentation whose union covers more of the surface (issue 21)."""
+    import torch
+
+    clouds = []
+    for zoom, dx, dy in JITTERS[:n]:
+        x = jitter_images(images, zoom, dx, dy)
+        pred = model(x, ("points",))
+        if mirror:
+            pred = mirror_average(pred, model(x.flip(-1), ("points",)))
+        clouds.append(pred["points"].float())
+    return torch.cat(clouds, 1)
+
+
+def check_inference_settings(cfg) -> None:
+    """The test-time settings that take numbers, checked before any work (NaN fails too)."""
     if not (0 <= cfg.voxel_threshold < 1 and 0 <= cfg.voxel_point_threshold < 1):
         raise UserInputError("voxel_threshold and voxel_point_threshold are occupancy probabilities from 0 to below 1 "
                              f"(got {cfg.voxel_threshold}, {cfg.voxel_point_threshold}; 0 turns the second off)")
+    if not 0 <= cfg.point_jitters <= len(JITTERS):
+        raise UserInputError(f"point_jitters is 0 (off) to {len(JITTERS)} (got {cfg.point_jitters})")
 
 
 def point_supported_voxels(pred: dict, threshold: float, point_threshold: float) -> dict:
@@ -150,12 +184,14 @@ def predict(model, images, heads, cfg) -> dict:
     """The reconstruction of images (B, 3, H, W) in [0, 1] that the app, the CLI and ``evaluate`` share: the
     network's prediction, combined for ``cfg.mirror_heads`` with its prediction for the mirrored images
     (``mirror_average``), with ``cfg.voxel_point_threshold`` the cells holding a point solid above it
-    (``point_supported_voxels``), and with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud."""
+    (``point_supported_voxels``), with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud, and with
+    ``cfg.point_jitters`` the clouds of jittered copies of the images added to the points (after the two steps
+    before, which keep the image's own cloud: fitting to the union would cost 11x per step)."""
     import torch
 
     from .single_view_losses import fit_mesh_to_points
 
-    check_voxel_thresholds(cfg)
+    check_inference_settings(cfg)
     mirror = [h for h in parse_mirror_heads(cfg.mirror_heads) if h in heads]
     with torch.no_grad():
         pred = model(images, heads)
@@ -163,7 +199,12 @@ def predict(model, images, heads, cfg) -> dict:
             pred = mirror_average(pred, model(images.flip(-1), mirror))
         if cfg.voxel_point_threshold and "voxels" in pred and "points" in pred:
             pred = point_supported_voxels(pred, cfg.voxel_threshold, cfg.voxel_point_threshold)
-    return fit_mesh_to_points(model, pred, cfg)
+    pred = fit_mesh_to_points(model, pred, cfg)
+    if cfg.point_jitters and "points" in pred:
+        with torch.no_grad():
+            more = jittered_points(model, images, cfg.point_jitters, "points" in mirror)
+        pred = dict(pred, points=torch.cat([pred["points"].float(), more], 1))
+    return pred
 
 
 def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) -> dict[str, float]:
