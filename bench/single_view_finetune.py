@@ -82,11 +82,12 @@ def _mesh_model(base, cfg: SingleViewConfig, scratch: bool):
 
 def mesh_finetune(args) -> None:
     """The shipped encoder frozen (features computed once), only the mesh decoder fine-tuned from the shipped
-    weights (``--scratch``: trained from new ones) with the training loss of ``single_view._losses`` under each
-    arm's settings (``mesh_coarse_level=L`` or another ``mesh_decoder``: new decoders, always), then scored."""
+    weights (``--scratch``: trained from new ones) with the training loss (``single_view_losses.training_losses``)
+    under each arm's settings (``mesh_coarse_level=L`` or another ``mesh_decoder``: new decoders, always), then
+    scored."""
     import torch
 
-    from pipelines.single_view import _losses
+    from pipelines.core.single_view_losses import training_losses
 
     base, info, feats, _, pts, S, evaluation, test = _frozen_encoder_data(args)
     results = []
@@ -100,7 +101,7 @@ def mesh_finetune(args) -> None:
         for i in range(steps):
             b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
             out = model.mesh_from_features(feats[b])
-            loss = _losses(out, pts[b], pts[b], model, cfg, gen, i / steps)["loss"]  # (mesh_reg_end)
+            loss = training_losses(out, pts[b], pts[b], model, cfg, gen, i / steps)["loss"]  # (mesh_reg_end)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -136,12 +137,12 @@ HEAD_COLUMNS = {
 def head_finetune(args) -> None:
     """The voxel and point losses' CPU check (issue 21): the shipped encoder frozen (features computed once),
     only one decoder (``--head``) fine-tuned from the shipped weights with the training loss of
-    ``single_view._losses`` under each arm's settings, then scored on held-out shapes."""
+    ``single_view_losses.training_losses`` under each arm's settings, then scored on held-out shapes."""
     import copy
 
     import torch
 
-    from pipelines.single_view import _losses
+    from pipelines.core.single_view_losses import training_losses
 
     base, info, feats, occ, pts, S, evaluation, test = _frozen_encoder_data(args)
     decoder = {"voxels": "voxel_head", "points": "point_head"}[args.head]
@@ -164,7 +165,7 @@ def head_finetune(args) -> None:
             b = torch.randint(0, len(feats), (args.batch_size,), generator=gen)
             p = pts[b][:, torch.randperm(pts.shape[1], generator=gen)[:cfg.gt_points]]
             out = {"voxels": head(feats[b])} if args.head == "voxels" else {"points": head(feats[b]).view(len(b), -1, 3)}
-            loss = _losses(out, occ[b], p, model, cfg, gen)["loss"]
+            loss = training_losses(out, occ[b], p, model, cfg, gen)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -10,7 +10,8 @@ optional edge-length and normal-consistency terms). Targets live in the input vi
 ``mode="train"`` trains on packed data (``python -m pipelines single_view data build``) and evaluates on
 held-out shapes; ``mode="predict"`` reconstructs one image with a checkpoint (default: the shipped one).
 Model, checkpoint files and rendering helpers are in ``core/single_view_net.py``; the held-out scores, the
-prediction's files and the checkpoint's manifest in ``core/single_view_outputs.py``.
+prediction's files and the checkpoint's manifest in ``core/single_view_outputs.py``; the training batches in
+``core/single_view_batches.py``.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
 from .config import PipelineConfig, RunContext, UserInputError, run_guarded
+from .core.single_view_batches import training_batch
 from .core.single_view_outputs import (HEADS, checkpoint_inference, checkpoint_manifest, evaluate, export_prediction,
                                       check_inference_settings, parse_heads, parse_mirror_heads, predict)
-from .core.training import ema_update
+from .core.training import ema_update, schedule_progress
 from .events import Done, Event, Log, Preview, Progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +248,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
 
     from .core.shape_packs import load_packs, scored_on, split_shapes
     from .core.single_view_losses import check_mesh_fit, training_losses
-    from .core.single_view_net import preview_images, save_checkpoint
+    from .core.single_view_net import preview_images, save_checkpoint, start_model
 
     heads = parse_heads(cfg.heads)
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 < cfg.train_fraction <= 1:
@@ -267,7 +269,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     dev = ctx.device
     started = time.perf_counter()
     packs = resolve_packs(cfg.data)
-    model, start = _start_model(cfg, dev)
+    model, start = start_model(cfg, dev)
     if start:
         yield Log(start)
     data = load_packs(packs, dev, model.image_size)
@@ -298,7 +300,7 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         progress = schedule_progress(step, cfg.steps, time.perf_counter() - tick, cfg.max_seconds)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        images, occ, pts = _batch(train, cfg, gen)
+        images, occ, pts = training_batch(train, cfg, gen)
         with torch.autocast(**amp):
             out = model(images, heads)
         losses = training_losses(out, occ, pts, model, cfg, gen, progress)
@@ -355,73 +357,6 @@ def _train(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         except ImportError as e:  # a bare GPU machine without trimesh: the checkpoint is what matters there
             yield Log(f"prediction files not written ({e})", "warning")
     yield Done(list(ctx.artifacts), metrics, time.perf_counter() - started)
-
-
-def schedule_progress(step: int, steps: int, seconds: float, max_seconds: float) -> float:
-    """Training progress in [0, 1] for the learning-rate and regulariser schedules: the share of whichever budget,
-    steps or seconds (0: none), is nearer its end, so a generous time cap still ends the schedules at the last step."""
-    return min(1.0, max(step / steps, seconds / max_seconds if max_seconds else 0.0))
-
-
-def _start_model(cfg: SingleViewConfig, dev):
-    """(model on ``dev``, a line for the log): from ``cfg.checkpoint``, or new (encoder from ImageNet weights)."""
-    from .core.single_view_net import SingleViewModel, load_checkpoint
-
-    if cfg.checkpoint:
-        return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
-    model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
-                            mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder,
-                            mesh_folding_octaves=cfg.mesh_folding_octaves, voxel_decoder=cfg.voxel_decoder,
-                            point_decoder=cfg.point_decoder)
-    if not cfg.pretrained:
-        return model.to(dev), ""
-    from .core.resnet import load_torchvision_weights
-
-    try:
-        load_torchvision_weights(model.encoder, cfg.pretrained)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise UserInputError(f"could not load ImageNet weights: {e}") from e
-    return model.to(dev), f"encoder starts from ImageNet weights {cfg.pretrained}"
-
-
-def _batch(train, cfg: SingleViewConfig, gen):
-    """A random training batch: images (B, 3, H, W) in [0, 1], occupancy (B, R, R, R) and ``gt_points``
-    surface points (B, gt_points, 3) in each image's view frame; with ``flip``, half mirrored in x."""
-    import torch
-
-    dev, B = train.images.device, cfg.batch_size
-    si = torch.randint(0, len(train), (B,), device=dev, generator=gen)
-    vi = torch.randint(0, train.images.shape[1], (B,), device=dev, generator=gen)
-    images = train.images[si, vi].float() / 255.0
-    occ, pts = train.targets(si, vi)
-    pts = pts[:, torch.randperm(pts.shape[1], device=dev, generator=gen)[:cfg.gt_points]]
-    if cfg.flip:  # mirror x: the image's columns, the grid's first axis, the points' x
-        f = torch.rand(B, device=dev, generator=gen) < 0.5
-        images = torch.where(f[:, None, None, None], images.flip(-1), images)
-        occ = torch.where(f[:, None, None, None], occ.flip(1), occ)
-        pts = torch.where(f[:, None, None], pts * pts.new_tensor([-1.0, 1.0, 1.0]), pts)
-    if cfg.photometric:
-        images = photometric_jitter(images, cfg.photometric, gen)
-    return images, occ, pts
-
-
-def photometric_jitter(images, share: float, gen):
-    """Recolour ``share`` of the images (B, 3, H, W) in [0, 1]: a random channel order, saturation scaled by
-    0-1.3 about each pixel's grey, and a gamma of 0.7-1.4 (log-uniform). Each maps white to white, so the plain
-    backgrounds stay as rendered."""
-    import itertools
-
-    import torch
-
-    B, dev = images.shape[0], images.device
-    rand = lambda *shape: torch.rand(*shape, device=dev, generator=gen)  # noqa: E731
-    perms = torch.tensor(list(itertools.permutations(range(3))), device=dev)  # 6 x 3: a tiny copy a step
-    order = perms[torch.randint(0, len(perms), (B,), device=dev, generator=gen)]
-    x = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
-    grey = x.mean(1, keepdim=True)
-    x = (grey + 1.3 * rand(B, 1, 1, 1) * (x - grey)).clamp(0.0, 1.0)
-    x = x ** (0.7 * 2.0 ** rand(B, 1, 1, 1))
-    return torch.where((rand(B) < share)[:, None, None, None], x, images)
 
 
 def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:

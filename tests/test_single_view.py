@@ -13,7 +13,8 @@ import torch
 
 from pipelines import PIPELINES, UserInputError
 from pipelines.events import Done, Log, Preview, Progress, run_to_completion
-from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run, schedule_progress
+from pipelines.core.training import schedule_progress
+from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 from pipelines.train.single_view_data import build, built_records
 from pipelines.core.shape_packs import from_view, load_packs, to_view
 from pipelines.core.single_view_net import SingleViewModel, load_checkpoint, prepare_image, save_checkpoint
@@ -408,7 +409,7 @@ def test_sweet_home_3d_catalog_and_one_model():
 def test_photometric_jitter_recolours_a_share_and_keeps_white_and_shape():
     import torch
 
-    from pipelines.single_view import photometric_jitter
+    from pipelines.core.single_view_batches import photometric_jitter
 
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     images = torch.ones(64, 3, 8, 8)

@@ -356,3 +356,23 @@ def preview_images(image: torch.Tensor, pred: dict, model: SingleViewModel, thre
     if "points" in geo:
         out["points"] = render_points(geo["points"].xyz, size)
     return out
+
+
+def start_model(cfg, dev):
+    """(model on ``dev``, a line for the log) to train: from ``cfg.checkpoint`` (a ``SingleViewConfig``), or new
+    (the encoder from ImageNet weights with ``cfg.pretrained``)."""
+    if cfg.checkpoint:
+        return load_checkpoint(cfg.checkpoint, dev)[0], f"starting from checkpoint {cfg.checkpoint}"
+    model = SingleViewModel(cfg.width, cfg.hidden, cfg.n_points, cfg.ico_level, image_size=cfg.image_size,
+                            mesh_coarse_level=cfg.mesh_coarse_level, mesh_decoder=cfg.mesh_decoder,
+                            mesh_folding_octaves=cfg.mesh_folding_octaves, voxel_decoder=cfg.voxel_decoder,
+                            point_decoder=cfg.point_decoder)
+    if not cfg.pretrained:
+        return model.to(dev), ""
+    from .resnet import load_torchvision_weights
+
+    try:
+        load_torchvision_weights(model.encoder, cfg.pretrained)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserInputError(f"could not load ImageNet weights: {e}") from e
+    return model.to(dev), f"encoder starts from ImageNet weights {cfg.pretrained}"

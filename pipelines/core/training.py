@@ -282,6 +282,12 @@ def at_seconds(t: float, **values: float) -> dict[str, float]:
     return {f"{k}@{t:g}s": float(v) for k, v in values.items()}
 
 
+def schedule_progress(step: int, steps: int, seconds: float, max_seconds: float) -> float:
+    """Training progress in [0, 1] for the learning-rate and regulariser schedules: the share of whichever budget,
+    steps or seconds (0: none), is nearer its end, so a generous time cap still ends the schedules at the last step."""
+    return min(1.0, max(step / steps, seconds / max_seconds if max_seconds else 0.0))
+
+
 def ema_update(ema, model, decay: float, step: int) -> None:
     """Polyak averaging after optimiser step ``step`` (0-based): ema <- d * ema + (1 - d) * model with d = ``decay``
     after a short warm-up (early averages would keep the random start), every parameter in one launch. Floating
