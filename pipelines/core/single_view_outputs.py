@@ -185,8 +185,8 @@ def predict(model, images, heads, cfg) -> dict:
     network's prediction, combined for ``cfg.mirror_heads`` with its prediction for the mirrored images
     (``mirror_average``), with ``cfg.voxel_point_threshold`` the cells holding a point solid above it
     (``point_supported_voxels``), with ``cfg.mesh_fit_steps`` the mesh fitted to the point cloud, and with
-    ``cfg.point_jitters`` the clouds of jittered copies of the images added to the points (after the two steps
-    before, which keep the image's own cloud: fitting to the union would cost 11x per step)."""
+    ``cfg.point_jitters`` the clouds of jittered copies of the images added to the points last (the voxels and the
+    fitting read the image's own cloud: fitting to the union would cost up to 11x a step)."""
     import torch
 
     from .single_view_losses import fit_mesh_to_points
