@@ -18,6 +18,8 @@
     # robustness (issue 21): the same held-out shapes rendered as in training, in the augmented ranges, outside them
     python bench/single_view_eval.py robustness --packs default=.data/single_view_test/pack \
         augment=.data/single_view_robust_augment/pack out-of-range=.data/single_view_robust_out-of-range/pack
+    # two robustness results number by number, each change with its 95 % interval over the held-out shapes
+    python bench/single_view_eval.py compare BASE.json CANDIDATE.json --split default
 
 Scores: voxel IoU (probability > 0.5), Chamfer distance (squared, both directions, as PyTorch3D's) and
 F-score at 1-5% of the object's size, on every view of the held-out Sweet Home 3D shapes; voxels are scored
@@ -32,6 +34,8 @@ import time
 from pathlib import Path
 
 from common import device_name
+from single_view_compare import add_parser as add_compare_parser
+from single_view_compare import compare
 from single_view_finetune import HEAD_COLUMNS, MESH_COLUMNS, head_finetune, mesh_finetune
 
 from pipelines.events import Log, run_to_completion
@@ -248,7 +252,8 @@ def robustness(args) -> None:
     renders it was trained on, the builder's ``--render augment`` ranges and its ``--render out-of-range`` split.
     Each pack is scored on the held-out shapes every pack has (the first pack's order, ``--max-shapes`` of them)
     and its first ``--eval-views`` views (the builder draws the same azimuths, so the same targets, in every
-    mode); then the change of each score against the first pack."""
+    mode); then the change of each score against the first pack. Each row keeps its per-image scores too, which
+    ``compare`` reads."""
     import torch
 
     from pipelines.core.shape_packs import load_packs
@@ -272,9 +277,11 @@ def robustness(args) -> None:
     for name, data in named:
         t0 = time.perf_counter()
         sub = data.select([data.ids.index(i) for i in common])
-        metrics = evaluate(model, sub, model.trained_heads, cfg, dev)
+        images = evaluate(model, sub, model.trained_heads, cfg, dev, per_image=True)
+        metrics = {k: sum(v) / len(v) for k, v in images.items()}
         rows.append(dict(split=name, metrics=metrics, seconds=time.perf_counter() - t0))
         print(json.dumps(rows[-1]), flush=True)
+        rows[-1]["per_image"] = {k: [float(f"{x:.6g}") for x in v] for k, v in images.items()}  # for ``compare``
     out = dict(checkpoint=info, **used(cfg), heldout_shapes=len(common), shape_ids=common,
                views_per_shape=min(args.eval_views or 10 ** 9, *(d.images.shape[1] for _, d in named)),
                packs=dict(zip([n for n, _ in named], args.packs)), rows=rows, device=device_name(),
@@ -371,9 +378,11 @@ def main() -> None:
     r.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_inference_args(r)
     r.add_argument("--json", default="")
+    add_compare_parser(sub)
     args = ap.parse_args()
     {"train": train_variants, "score": score, "table": table, "pictures": pictures,
-     "mesh-finetune": mesh_finetune, "head-finetune": head_finetune, "robustness": robustness}[args.cmd](args)
+     "mesh-finetune": mesh_finetune, "head-finetune": head_finetune, "robustness": robustness,
+     "compare": compare}[args.cmd](args)
 
 
 if __name__ == "__main__":

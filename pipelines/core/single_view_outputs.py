@@ -207,11 +207,12 @@ def predict(model, images, heads, cfg) -> dict:
     return pred
 
 
-def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) -> dict[str, float]:
+def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None, per_image: bool = False) -> dict:
     """Mean IoU (voxels), Chamfer distance and F-score at 1-5% of the object's size (its precision and recall apart
     at ``PR_THRESHOLDS``) over held-out views, the share of stray predicted points (``*_stray``: farther than 5 %
     of the object's size from the truth), and the mesh's quality (``MESH_QUALITY``; normal consistency only where
-    the data has true normals)."""
+    the data has true normals). With ``per_image`` each score's list over the images instead of its mean, shape by
+    shape and view by view (for paired comparisons of two models: ``bench/single_view_eval.py compare``)."""
     import torch
 
     from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
@@ -266,6 +267,8 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None) ->
     order = (["voxels_iou"] + [f"{h}_f1@{t:g}" for h in HEADS for t in THRESHOLDS] + [f"{h}_cd" for h in HEADS]
              + [f"{h}_stray" for h in HEADS] + list(MESH_QUALITY)
              + [f"{h}_{m}@{t:g}" for h in HEADS for m in ("precision", "recall") for t in PR_THRESHOLDS])
+    if per_image:
+        return {k: torch.cat(scores[k]).tolist() for k in order if k in scores}
     return {k: float(torch.cat(scores[k]).mean()) for k in order if k in scores}
 
 
