@@ -39,7 +39,7 @@ from single_view_compare import compare
 from single_view_finetune import HEAD_COLUMNS, MESH_COLUMNS, head_finetune, mesh_finetune
 
 from pipelines.events import Log, run_to_completion
-from pipelines.core.single_view_outputs import evaluate, predict
+from pipelines.core.single_view_outputs import INFERENCE, evaluate, predict
 from pipelines.single_view import SingleViewConfig, resolve_packs, run
 
 VARIANTS = {
@@ -112,8 +112,7 @@ def train_variants(args) -> None:
               flush=True)
 
 
-TEST_TIME = ("mirror_heads", "mesh_fit_steps", "mesh_fit_reg", "mesh_fit_recall", "mesh_fit_lr", "voxel_threshold",
-             "voxel_point_threshold", "point_jitters")
+TEST_TIME = tuple(INFERENCE)
 """``SingleViewConfig``'s test-time settings: the flags of ``add_inference_args`` and what a result JSON records."""
 
 

@@ -1,6 +1,8 @@
-"""The decoder fine-tune checks of ``single_view_eval.py`` (``mesh-finetune``, ``head-finetune``): the shipped
-encoder frozen (features computed once), one decoder fine-tuned from the shipped weights under each arm's loss
-settings on CPU, then scored on held-out shapes; each arm a JSON line, all of them a Markdown table."""
+"""The decoder fine-tune checks of ``single_view_eval.py`` (``mesh-finetune``, ``head-finetune``): a checkpoint's
+encoder frozen (features computed once), one decoder fine-tuned from its weights under each arm's loss settings on
+CPU, then scored on held-out shapes; each arm a JSON line, all of them a Markdown table. Only for checkpoints whose
+decoders read the pooled feature (the models shipped until 2026-12-04; the one shipped since has the lifted voxel
+decoder, which reads the encoder's feature maps, and is refused with that said)."""
 from __future__ import annotations
 
 import json

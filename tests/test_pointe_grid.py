@@ -241,19 +241,23 @@ def test_single_view_grid_reads_the_views_as_the_single_view_tab_and_records_its
     assert torch.allclose(enc.grid([rgba[2, 1]])[0], grid[2, 1], atol=1e-4)
     assert float((grid[0, 0] - grid[1, 0]).abs().mean()) > 1e-3  # different views, different tokens
     # the app's image path (pointe.py: an upload cropped to a 256 px view with the embedded margin, then a PIL image
-    # resized to 64 px) gives tokens nearest the pack's grid of the same render, up to resampling
+    # resized to 64 px) gives tokens nearest the pack's grid of the same render, up to resampling: the six example
+    # objects at the pack's 64 px (the discs above differ only in colour, which the encoder is trained to discount)
     from PIL import Image
 
     from pipelines.core.images import to_uint8
     from pipelines.core.single_view_net import prepare_image
     from pipelines.pointe import EMBEDDED_VIEW_MARGIN
+    from pipelines.single_view import ASSETS
 
-    for s, v in ((2, 1), (0, 0)):
-        Image.fromarray(rgba[s, v]).save(tmp_path / "upload.png")
+    renders = [np.asarray(Image.open(p).convert("RGBA").resize((64, 64), Image.BILINEAR))
+               for p in sorted((ASSETS / "examples").glob("*.png"))]
+    packed = torch.stack([enc.grid([r])[0].flatten() for r in renders])
+    for i, r in enumerate(renders):
+        Image.fromarray(r).save(tmp_path / "upload.png")
         view = to_uint8(prepare_image(tmp_path / "upload.png", 256, EMBEDDED_VIEW_MARGIN))
-        g = enc.grid([Image.fromarray(view)])[0]
-        cos = torch.nn.functional.cosine_similarity(g.flatten()[None], grid.reshape(8, -1)).view(4, 2)
-        assert float(cos[s, v]) > 0.95 and int(cos.flatten().argmax()) == 2 * s + v
+        cos = torch.nn.functional.cosine_similarity(enc.grid([Image.fromarray(view)])[0].flatten()[None], packed)
+        assert float(cos[i]) > 0.9 and int(cos.argmax()) == i, (i, cos)  # thin parts resample least alike: 0.95
 
     opts = pointe_model.TrainOptions(model="base", data=str(pack), out=str(tmp_path / "runs" / "base"), steps=2,
                                      tiny=True, device="cpu", warmup=1, log_every=1, batch=4, cond="grid",

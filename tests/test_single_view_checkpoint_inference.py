@@ -11,16 +11,17 @@ from pipelines.events import Done, Log
 from pipelines.single_view import SHIPPED_MODEL, SingleViewConfig, run
 
 AS_PREDICTED = {"metrics": {"voxels_iou": 0.46}, "scored_on": "83 shapes x 2 views",
-                "inference": {"mirror_heads": "points", "mesh_fit_steps": 100, "voxel_threshold": 0.7}}
+                "inference": {"mirror_heads": "points", "mesh_fit_steps": 100, "mesh_fit_recall": 4.0,
+                              "voxel_threshold": 0.7}}
 
 
 def test_defaults_take_the_checkpoints_settings_and_given_values_stay():
     cfg, notes = checkpoint_inference(SingleViewConfig(), {"scores_as_predicted": AS_PREDICTED})
-    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mirror_heads) == (0.7, 100, "points")
-    assert notes == ["the checkpoint's test-time settings: mesh_fit_steps 100, voxel_threshold 0.7"]
+    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mesh_fit_recall, cfg.mirror_heads) == (0.7, 100, 4.0, "points")
+    assert notes == ["the checkpoint's test-time settings: mesh_fit_steps 100, mesh_fit_recall 4.0, voxel_threshold 0.7"]
     given = SingleViewConfig(voxel_threshold=0.6, mirror_heads="")
     cfg, notes = checkpoint_inference(given, {"scores_as_predicted": AS_PREDICTED})
-    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mirror_heads) == (0.6, 100, "")
+    assert (cfg.voxel_threshold, cfg.mesh_fit_steps, cfg.mesh_fit_recall, cfg.mirror_heads) == (0.6, 100, 4.0, "")
     assert "kept as given: mirror_heads '' (the checkpoint's: 'points'), voxel_threshold 0.6 (the checkpoint's: 0.7)" in notes[1]
     off = SingleViewConfig(checkpoint_inference=False)
     assert checkpoint_inference(off, {"scores_as_predicted": AS_PREDICTED}) == (off, [])

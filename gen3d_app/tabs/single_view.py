@@ -39,10 +39,11 @@ def model_status() -> str:
     d, met, (inf, _) = m.get("data", {}), shown.get("metrics", {}), manifest_inference(m)
     scores = ", ".join(f"{name} {met[k]:.3f}" for k, name in STATUS_SCORES if k in met) or "see manifest.json"
     mirror, fit, threshold = inf.get("mirror_heads"), inf.get("mesh_fit_steps"), inf.get("voxel_threshold")
-    weak, jitters = inf.get("voxel_point_threshold"), inf.get("point_jitters")
+    weak, jitters, recall = inf.get("voxel_point_threshold"), inf.get("point_jitters"), inf.get("mesh_fit_recall")
     on = ", ".join(x for x in (shown.get("scored_on", ""), mirror and f"{mirror} with the mirrored image's",
                                jitters and f"points with {jitters} jittered copies'",
-                               fit and f"mesh fitted to the points ({fit} steps)",
+                               fit and f"mesh fitted to the points ({fit} steps"
+                               + (f", recall weighted {recall:g})" if recall else ")"),
                                threshold is not None and f"voxels solid above {threshold:g}"
                                + (f" ({weak:g} where the points are)" if weak else "")) if x)
     return (f"**Shipped model**: trained on {d.get('train_shapes', '?')} shapes ({d.get('sources', '?')}), "

@@ -52,8 +52,8 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "voxel_threshold": float, "voxel_point_threshold": float,
-             "point_jitters": int}
+INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "mesh_fit_reg": float, "mesh_fit_recall": float,
+             "mesh_fit_lr": float, "voxel_threshold": float, "voxel_point_threshold": float, "point_jitters": int}
 """Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
 
 
