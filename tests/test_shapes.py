@@ -175,3 +175,11 @@ def test_carving_a_sphere_and_open_boxes():
     quad_f = torch.tensor([[0, 1, 2], [0, 2, 3]])
     occ = occupancy_grid(quad_v, quad_f, 16)
     assert occ[:, :, 8].sum() >= 12 * 12 and occ.sum() == occ[:, :, 8].sum()
+
+
+def test_nearest_on_a_cpu_in_cache_sized_blocks_finds_the_same_neighbours():
+    """The CPU default splits 2048 x 4096 points (2^23 distances) into blocks of 2^20: the same indices as one
+    block (ties, if any, resolve alike: each block keeps every y)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1, 2048, 3, generator=g), torch.rand(1, 4096, 3, generator=g)
+    assert torch.equal(nearest(x, y), nearest(x, y, 1 << 26))
