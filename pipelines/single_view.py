@@ -137,7 +137,7 @@ class SingleViewConfig(PipelineConfig):
     """Test-time fitting: weight of the Chamfer's cloud-to-mesh half (recall) against its mesh-to-cloud half; the
     smooth mesh's F1 deficit is recall (1: F1@5 % 0.660 on the held-out shapes, 3: 0.676, 6 on 40 of them: more
     folds). The shipped 2048-point model's manifest sets 4: on training shapes its recall at 5 % rises at no cost in
-    F1, where 5 costs F1 and folds (bench/RESULTS.md, issue 21)."""
+    F1, where 5 adds folds and no F1 (bench/RESULTS.md, issue 21)."""
     mesh_fit_lr: float = 0.002
     """Test-time fitting: Adam's step size on the vertices (the mesh spans about 1)."""
     voxel_pos_power: float = 0.5

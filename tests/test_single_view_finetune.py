@@ -38,12 +38,11 @@ def test_frozen_features_are_the_encoders_in_target_order(global_checkpoint):
 
     from pipelines.core.resnet import normalize
 
-    mini = MINI
-    args = SimpleNamespace(checkpoint=global_checkpoint, data=mini, eval_data=mini, max_shapes=2)
+    args = SimpleNamespace(checkpoint=global_checkpoint, data=MINI, eval_data=MINI, max_shapes=2)
     base, _, feats, occ, pts, S, _, test = _frozen_encoder_data(args)
     from pipelines.core.shape_packs import load_packs
 
-    train = load_packs([Path(mini)], "cpu", base.image_size)
+    train = load_packs([Path(MINI)], "cpu", base.image_size)
     train = train.select([i for i, s in enumerate(train.splits) if s == "train"])
     n = S * train.images.shape[1]
     assert feats.shape[0] == pts.shape[0] == occ.shape[0] == 2 * n and len(test) == 2
@@ -63,8 +62,7 @@ def test_both_finetunes_train_with_the_pipelines_loss(tmp_path, global_checkpoin
 
     from pipelines.core.single_view_net import load_checkpoint
 
-    mini = MINI
-    common = dict(checkpoint=global_checkpoint, data=mini, eval_data=mini,
+    common = dict(checkpoint=global_checkpoint, data=MINI, eval_data=MINI,
                   max_shapes=2, steps=2, batch_size=4, lr=1e-3, eval_views=1)
     head_finetune(SimpleNamespace(**common, head="points", arms=["shipped"], json=str(tmp_path / "h.json"),
                                   save_dir=str(tmp_path)))

