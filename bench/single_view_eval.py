@@ -139,6 +139,8 @@ def add_inference_args(parser) -> None:
     parser.add_argument("--mirror-heads", default=SingleViewConfig.mirror_heads,
                         help="heads combined with the mirrored image's prediction (comma list of voxels, points; "
                              "'': the network's prediction alone)")
+    parser.add_argument("--mesh-from", default=SingleViewConfig.mesh_from, choices=("icosphere", "voxels"),
+                        help="the mesh: the mesh head's icosphere, or the voxels cubified (Mesh R-CNN)")
     parser.add_argument("--mesh-fit-steps", type=int, default=0,
                         help="test-time fitting of the mesh to the point head's cloud, Adam steps (0: off)")
     parser.add_argument("--mesh-fit-reg", type=float, default=SingleViewConfig.mesh_fit_reg,

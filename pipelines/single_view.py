@@ -131,6 +131,12 @@ class SingleViewConfig(PipelineConfig):
     0.055) but lowered an earlier model's crumpled mesh's F1@5 % (0.668 -> 0.646 on 40 shapes, recall weight 1),
     and takes about 1.3-2.2 s an image on a 2-core CPU (bench/RESULTS.md, issue 21). So it belongs to the model:
     the shipped one's manifest sets 100 (``checkpoint_inference``)."""
+    mesh_from: Literal["icosphere", "voxels"] = "icosphere"
+    """predict and scoring: where the mesh comes from. 'icosphere': the mesh head's deformed icosphere (Pixel2Mesh;
+    one closed sphere-like surface, so a chair's legs and the holes between them are folds and spikes); 'voxels':
+    Mesh R-CNN's (Gkioxari et al. 2019), the voxel head's solid cells cubified into a surface of the grid's own
+    topology, then fitted to the point cloud by the same test-time fitting (``mesh_fit_*``; the mesh head is not
+    needed). Slower on a CPU for a large grid (a few thousand faces)."""
     mesh_fit_reg: float = 0.3
     """Test-time fitting: the mesh regularisers' weights as a share of w_laplacian, w_edge and w_normal."""
     mesh_fit_recall: float = 3.0
@@ -387,6 +393,9 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
         yield Log(f"{cfg.mirror_heads} combined with the prediction for the mirrored image (mirror_heads)")
     if cfg.point_jitters and "points" in pred:
         yield Log(f"points: the clouds of {cfg.point_jitters} jittered copies of the image added (point_jitters)")
+    if cfg.mesh_from == "voxels":
+        yield Log("mesh: the voxels above the threshold cubified (Mesh R-CNN, mesh_from voxels)"
+                  + (f", fitted to the point cloud: {cfg.mesh_fit_steps} steps" if cfg.mesh_fit_steps else ""))
     if cfg.mesh_fit_steps and "mesh" in pred and "points" in pred:
         yield Log(f"mesh fitted to the point cloud: {cfg.mesh_fit_steps} steps, recall weight {cfg.mesh_fit_recall:g}, "
                   f"regularisers at {cfg.mesh_fit_reg:g}x")

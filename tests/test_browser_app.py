@@ -96,6 +96,19 @@ def test_single_view_viewers_stay_drawn(server, browser):  # noqa: F811
     assert "mesh fitted to the points" in find("#single_view-model-status").text  # the model's own settings, named
     if os.environ.get("GEN3D_SCREENSHOTS"):
         d.save_screenshot(str(Path(os.environ["GEN3D_SCREENSHOTS"]) / "browser_single_view.png"))
+    # the mesh from the voxels (Mesh R-CNN, issue 21): picked, predicted, drawn, and a new mesh file
+    before = find("#single_view-files").text
+    next(e for e in d.find_elements(By.CSS_SELECTOR, "#single_view-mesh-from label") if "voxels" in e.text).click()
+    find("#single_view-run").click()
+    wait_for(lambda: "Done" not in find("#single_view-status").text, 20, "the third prediction to start",
+             check=no_error)
+    wait_for(lambda: "Done" in find("#single_view-status").text, RUN_DEADLINE_S, "the third prediction",
+             check=no_error)
+    wait_for(lambda: all(drawn(d, v) for v in viewers), 30, "all three viewers drawn again", check=no_error)
+    files = find("#single_view-files").text
+    assert "mesh\n.glb" in files and files != before  # the same four files, the mesh another size
+    if os.environ.get("GEN3D_SCREENSHOTS"):
+        d.save_screenshot(str(Path(os.environ["GEN3D_SCREENSHOTS"]) / "browser_single_view_voxel_mesh.png"))
 
 
 def test_nerf_run_after_stop_starts_and_shows_its_stages_and_result(server, browser):  # noqa: F811

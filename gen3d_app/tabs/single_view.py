@@ -21,6 +21,8 @@ PREVIEW_KEYS = ("input", "voxels", "points", "mesh")
 TINY = dict(steps=6, batch_size=4, image_size=32, width=8, hidden=32, n_points=128, ico_level=2, gt_points=256,
             preview_every=3, mixed_precision=False)
 """GEN3D_TINY=1 caps for train runs (steps is a maximum): seconds on a CPU, for the browser test."""
+MESH_FROM = {"icosphere (the mesh head)": "icosphere", "voxels (Mesh R-CNN: the grid cubified, then fitted)": "voxels"}
+"""The predict mode's mesh choices (label -> ``SingleViewConfig.mesh_from``)."""
 STATUS_SCORES = (("voxels_iou", "voxel IoU"), ("points_f1@0.05", "points F1@5 %"), ("mesh_f1@0.05", "mesh F1@5 %"))
 
 
@@ -50,12 +52,15 @@ def model_status() -> str:
             f"{m.get('created', '')}. Held-out scores: {scores}" + (f" ({on})." if on else "."))
 
 
-def make_config(cls, mode, image, preset, steps, heads, seed):
+def make_config(cls, mode, image, preset, steps, heads, seed, mesh_from=None):
     """Inputs arrive unprocessed (the run event skips Gradio's preprocessing, whose error for a non-image shows
     internals): the image as Gradio's file dict, checked here."""
     cfg = widgets.preset_config(cls, preset)
     if mode == "predict":
-        return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image))
+        if mesh_from is not None and mesh_from not in MESH_FROM:
+            raise UserInputError(f"pick the mesh from {' or '.join(MESH_FROM)}")
+        return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image),
+                                   mesh_from=MESH_FROM.get(mesh_from, cfg.mesh_from))
     if not heads:
         raise UserInputError("pick at least one decoder to train")
     cfg = dataclasses.replace(cfg, mode="train", steps=int(steps), heads=",".join(heads), seed=int(seed or 0))
@@ -95,6 +100,10 @@ def build() -> None:
                             info="predict: reconstruct the image with the trained model; train: watch a model learn")
             image = gr.Image(type="filepath", label="Image (a PNG with transparency, or one object on a plain "
                              "background)", height=240, elem_id="single_view-image", sources=["upload", "clipboard"])
+            mesh_from = gr.Radio(list(MESH_FROM), value=next(iter(MESH_FROM)), label="Mesh from",
+                                 elem_id="single_view-mesh-from",
+                                 info="predict: the icosphere is one closed sphere-like shell; the voxels keep a "
+                                      "chair's legs and holes (Mesh R-CNN)")
             if examples:
                 gr.Examples(examples, inputs=[image], elem_id="single_view-examples", cache_examples=False,
                             label="Held-out renders (shapes the model never saw)")
@@ -136,7 +145,7 @@ def build() -> None:
                         update[viewer] = points_figure(path) if viewer is points else path
             yield update  # make_handler ends with a status-only update: Model3D stays blank when last
 
-    inputs = dict(mode=mode, image=image, preset=preset, steps=steps, heads=heads, seed=seed)
+    inputs = dict(mode=mode, image=image, preset=preset, steps=steps, heads=heads, seed=seed, mesh_from=mesh_from)
     event = run.run.click(run_handler, inputs=None, inputs_kwargs=inputs,
                           outputs=list(comps.values()) + [voxels, points, mesh], concurrency_limit=runner.gpu_slots(),
                           concurrency_id=runner.GPU_QUEUE, show_progress="minimal", show_progress_on=[run.status],

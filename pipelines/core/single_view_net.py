@@ -330,8 +330,11 @@ def prediction_geometry(pred: dict, model: SingleViewModel, threshold: float = 0
         xyz = pred["points"][0].float().cpu()
         out["points"] = PointCloud(xyz, height_colors(xyz))
     if "mesh" in pred:
-        v = pred["mesh"][0].float().cpu()
-        out["mesh"] = Mesh(v, model.template_faces.cpu(), torch.tensor([0.85, 0.75, 0.6]).expand(len(v), 3).clone())
+        from .single_view_outputs import mesh_items
+
+        m = mesh_items(pred, model)[0]
+        v = m.verts.float().cpu()
+        out["mesh"] = Mesh(v, m.faces.cpu(), torch.tensor([0.85, 0.75, 0.6]).expand(len(v), 3).clone())
     return out
 
 

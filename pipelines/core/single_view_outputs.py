@@ -52,8 +52,9 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
-INFERENCE = {"mirror_heads": str, "mesh_fit_steps": int, "mesh_fit_reg": float, "mesh_fit_recall": float,
-             "mesh_fit_lr": float, "voxel_threshold": float, "voxel_point_threshold": float, "point_jitters": int}
+INFERENCE = {"mirror_heads": str, "mesh_from": str, "mesh_fit_steps": int, "mesh_fit_reg": float,
+             "mesh_fit_recall": float, "mesh_fit_lr": float, "voxel_threshold": float, "voxel_point_threshold": float,
+             "point_jitters": int}
 """Test-time settings a checkpoint's manifest records with its scores ('inference': how they were predicted)."""
 
 
@@ -160,6 +161,28 @@ def check_inference_settings(cfg) -> None:
                              f"(got {cfg.voxel_threshold}, {cfg.voxel_point_threshold}; 0 turns the second off)")
     if not 0 <= cfg.point_jitters <= len(JITTERS):
         raise UserInputError(f"point_jitters is 0 (off) to {len(JITTERS)} (got {cfg.point_jitters})")
+    if cfg.mesh_from not in MESH_FROM:
+        raise UserInputError(f"mesh_from is one of {', '.join(MESH_FROM)} (got {cfg.mesh_from!r})")
+
+
+MESH_FROM = ("icosphere", "voxels")
+
+
+def check_heads_for(cfg, heads) -> None:
+    """A mesh from the voxels needs the voxel and point heads (the grid to cubify, the cloud to fit it to)."""
+    if cfg.mesh_from == "voxels" and not {"voxels", "points"} <= set(heads):
+        raise UserInputError("mesh_from 'voxels' needs a checkpoint with the voxel and point heads (this one has "
+                             f"{', '.join(heads)}): use mesh_from 'icosphere'")
+
+
+def mesh_items(pred: dict, model) -> list:
+    """The prediction's meshes as one ``Mesh`` each: the icosphere's vertices with the template's faces, or the
+    cubified meshes as they are (``mesh_from`` voxels)."""
+    from .geometry import Mesh
+
+    if isinstance(pred["mesh"], list):
+        return pred["mesh"]
+    return [Mesh(v, model.template_faces) for v in pred["mesh"].float()]
 
 
 def point_supported_voxels(pred: dict, threshold: float, point_threshold: float) -> dict:
@@ -191,7 +214,12 @@ def predict(model, images, heads, cfg) -> dict:
 
     from .single_view_losses import fit_mesh_to_points
 
+    from .single_view_losses import meshes_from_voxels
+
     check_inference_settings(cfg)
+    check_heads_for(cfg, heads)
+    if cfg.mesh_from == "voxels":  # the mesh head's sphere is not needed
+        heads = tuple(h for h in heads if h != "mesh")
     mirror = [h for h in parse_mirror_heads(cfg.mirror_heads) if h in heads]
     with torch.no_grad():
         pred = model(images, heads)
@@ -199,7 +227,10 @@ def predict(model, images, heads, cfg) -> dict:
             pred = mirror_average(pred, model(images.flip(-1), mirror))
         if cfg.voxel_point_threshold and "voxels" in pred and "points" in pred:
             pred = point_supported_voxels(pred, cfg.voxel_threshold, cfg.voxel_point_threshold)
-    pred = fit_mesh_to_points(model, pred, cfg)
+    if cfg.mesh_from == "voxels":
+        pred = meshes_from_voxels(pred, cfg)  # fitted as the icosphere would be
+    else:
+        pred = fit_mesh_to_points(model, pred, cfg)
     if cfg.point_jitters and "points" in pred:
         with torch.no_grad():
             more = jittered_points(model, images, cfg.point_jitters, "points" in mirror)
@@ -217,7 +248,7 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None, pe
 
     from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
                                self_intersection_fraction, stray_fraction, surface_normal_consistency, voxel_iou)
-    from .shapes import cubify, sample_surface
+    from .shapes import cubify, mesh_edges, sample_surface
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
     pairs = [(s, v) for s in range(len(data)) for v in range(V)]
@@ -246,14 +277,26 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None, pe
             if "points" in out:
                 clouds["points"] = out["points"].float()
             if "mesh" in out:
-                verts = out["mesh"].float()
-                clouds["mesh"], normals = sample_surface(verts, model.template_faces, gt.shape[1], gen,
-                                                         return_normals=True)
+                samples, normals, quality = [], [], {k: [] for k in MESH_QUALITY if k != "mesh_normal_consistency"}
+                for m in mesh_items(out, model):  # one at a time: a cubified mesh has its own faces
+                    if not m.num_faces:
+                        samples.append(torch.zeros(gt.shape[1], 3, device=device))
+                        normals.append(torch.zeros(gt.shape[1], 3, device=device))
+                        quality["mesh_self_intersection"].append(torch.zeros(1, device=device))
+                        quality["mesh_edge_spread"].append(torch.zeros(1, device=device))
+                        continue
+                    pc, n = sample_surface(m.verts[None].float(), m.faces, gt.shape[1], gen, return_normals=True)
+                    samples.append(pc[0])
+                    normals.append(n[0])
+                    edges = model.template_edges if m.faces is model.template_faces else mesh_edges(m.faces)
+                    quality["mesh_self_intersection"].append(self_intersection_fraction(m.verts[None], m.faces))
+                    quality["mesh_edge_spread"].append(edge_length_spread(m.verts[None], edges))
+                clouds["mesh"], normals = torch.stack(samples), torch.stack(normals)
                 gt_normals = data.target_normals(si, vi)
                 if gt_normals is not None:
                     add("mesh_normal_consistency", surface_normal_consistency(clouds["mesh"], normals, gt, gt_normals))
-                add("mesh_self_intersection", self_intersection_fraction(verts, model.template_faces))
-                add("mesh_edge_spread", edge_length_spread(verts, model.template_edges))
+                for k, v in quality.items():
+                    add(k, torch.cat(v))
             for name, pc in clouds.items():
                 add(f"{name}_cd", chamfer_distance(pc, gt))
                 add(f"{name}_stray", stray_fraction(pc, gt, 0.05))
