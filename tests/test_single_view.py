@@ -137,7 +137,8 @@ def test_training_steps_lower_the_loss(tmp_path):
     assert manifest["metrics"]["steps"] == 40 and "CC" in (tmp_path / "model" / "CREDITS.md").read_text()
     assert manifest["scored_on"] == "6 held-out shapes" and manifest["data"]["heldout_shapes"] == 6
     assert manifest["data"]["train_shapes"] == manifest["data"]["train_entries"] == 16
-    assert manifest["inference"] == {"mirror_heads": "points", "mesh_fit_steps": 0,  # how the scores were predicted
+    assert manifest["inference"] == {"mirror_heads": "points", "mesh_from": "icosphere",  # how scores were predicted
+                                     "mesh_fit_steps": 0,
                                      "mesh_fit_reg": 0.3, "mesh_fit_recall": 3.0, "mesh_fit_lr": 0.002,
                                      "voxel_threshold": 0.5, "voxel_point_threshold": 0.0, "point_jitters": 0}
 

@@ -319,6 +319,14 @@ def render_points(xyz: torch.Tensor, size: int = 128, radius: int = 1) -> np.nda
     return img
 
 
+def mesh_items(pred: dict, model) -> list:
+    """The prediction's meshes as one ``Mesh`` each: the icosphere's vertices with the template's faces, or the
+    cubified meshes as they are (``mesh_from`` voxels)."""
+    if isinstance(pred["mesh"], list):
+        return pred["mesh"]
+    return [Mesh(v, model.template_faces) for v in pred["mesh"].float()]
+
+
 def prediction_geometry(pred: dict, model: SingleViewModel, threshold: float = 0.5) -> dict:
     """{voxels: Mesh of the solid cells, points: PointCloud, mesh: Mesh} of the first item of a prediction."""
     out = {}
@@ -330,8 +338,6 @@ def prediction_geometry(pred: dict, model: SingleViewModel, threshold: float = 0
         xyz = pred["points"][0].float().cpu()
         out["points"] = PointCloud(xyz, height_colors(xyz))
     if "mesh" in pred:
-        from .single_view_outputs import mesh_items
-
         m = mesh_items(pred, model)[0]
         v = m.verts.float().cpu()
         out["mesh"] = Mesh(v, m.faces.cpu(), torch.tensor([0.85, 0.75, 0.6]).expand(len(v), 3).clone())

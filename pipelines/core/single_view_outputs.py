@@ -175,16 +175,6 @@ def check_heads_for(cfg, heads) -> None:
                              f"{', '.join(heads)}): use mesh_from 'icosphere'")
 
 
-def mesh_items(pred: dict, model) -> list:
-    """The prediction's meshes as one ``Mesh`` each: the icosphere's vertices with the template's faces, or the
-    cubified meshes as they are (``mesh_from`` voxels)."""
-    from .geometry import Mesh
-
-    if isinstance(pred["mesh"], list):
-        return pred["mesh"]
-    return [Mesh(v, model.template_faces) for v in pred["mesh"].float()]
-
-
 def point_supported_voxels(pred: dict, threshold: float, point_threshold: float) -> dict:
     """Hysteresis thresholding of the voxel grid: a cell holding a point of ``pred``'s cloud (the grid spans the
     points' [-0.5, 0.5]^3, indexed [x, y, z]) is solid above ``point_threshold``, the others above ``threshold``.
@@ -249,6 +239,7 @@ def evaluate(model, data, heads, cfg, device, batch: int = 32, on_batch=None, pe
     from .shape_losses import (chamfer_distance, edge_length_spread, f1, precision_recall,
                                self_intersection_fraction, stray_fraction, surface_normal_consistency, voxel_iou)
     from .shapes import cubify, mesh_edges, sample_surface
+    from .single_view_net import mesh_items
 
     V = data.images.shape[1] if not cfg.eval_views else min(cfg.eval_views, data.images.shape[1])
     pairs = [(s, v) for s in range(len(data)) for v in range(V)]
