@@ -397,8 +397,7 @@ def _predict(cfg: SingleViewConfig, ctx: RunContext) -> Iterator[Event]:
     if cfg.point_jitters and "points" in pred:
         yield Log(f"points: the clouds of {cfg.point_jitters} jittered copies of the image added (point_jitters)")
     if cfg.mesh_from == "voxels":
-        yield Log("mesh: the voxels above the threshold cubified (Mesh R-CNN, mesh_from voxels)"
-                  + (f", fitted to the point cloud: {cfg.mesh_fit_steps} steps" if cfg.mesh_fit_steps else ""))
+        yield Log(f"mesh: the voxels above {cfg.voxel_threshold:g} cubified (Mesh R-CNN, mesh_from voxels)")
     if cfg.mesh_fit_steps and "mesh" in pred and "points" in pred:
         yield Log(f"mesh fitted to the point cloud: {cfg.mesh_fit_steps} steps, recall weight {cfg.mesh_fit_recall:g}, "
                   f"regularisers at {cfg.mesh_fit_reg:g}x")

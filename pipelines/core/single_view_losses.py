@@ -143,8 +143,7 @@ def meshes_from_voxels(pred: dict, cfg) -> dict:
     ``cfg.voxel_threshold``: the grid the app shows) cubified into a closed surface of whatever topology the grid
     has (a chair's legs and the holes between them), then fitted to the point head's cloud near it
     (``CUBIFIED_REACH``) as the icosphere is to all of it (``fit_surface``; Mesh R-CNN refines with a learned graph
-    network instead). Returns ``pred`` with "mesh" a list
-    of one ``Mesh`` per image (empty where no cell is solid)."""
+    network instead). Returns ``pred`` with "mesh" a list of one ``Mesh`` per image (empty where no cell is solid)."""
     from .dmtet import face_pairs
     from .shapes import cubify, mesh_edges
 

@@ -49,6 +49,7 @@ def checkpoint_manifest(cfg, dev, data_info: dict, metrics: dict, n_scored: int,
                              "bench/single_view_eval.py score --as-predicted re-scores the files")
 
 
+MESH_FROM = ("icosphere", "voxels")  # the mesh head's sphere, or the voxels cubified (``meshes_from_voxels``)
 MIRRORED = ("voxels", "points")  # heads a mirrored pass can be combined with; the mesh's vertex slots do not follow
 
 
@@ -165,9 +166,6 @@ def check_inference_settings(cfg) -> None:
         raise UserInputError(f"mesh_from is one of {', '.join(MESH_FROM)} (got {cfg.mesh_from!r})")
 
 
-MESH_FROM = ("icosphere", "voxels")
-
-
 def check_heads_for(cfg, heads) -> None:
     """A mesh from the voxels needs the voxel and point heads (the grid to cubify, the cloud to fit it to)."""
     if cfg.mesh_from == "voxels" and not {"voxels", "points"} <= set(heads):
@@ -202,9 +200,7 @@ def predict(model, images, heads, cfg) -> dict:
     fitting read the image's own cloud: fitting to the union would cost up to 11x a step)."""
     import torch
 
-    from .single_view_losses import fit_mesh_to_points
-
-    from .single_view_losses import meshes_from_voxels
+    from .single_view_losses import fit_mesh_to_points, meshes_from_voxels
 
     check_inference_settings(cfg)
     check_heads_for(cfg, heads)
