@@ -314,11 +314,12 @@ def _fine(cfg: Magic3DConfig, metrics: dict, student, background, dmtet, ctx: Ru
     import torch
 
     from .core.cameras import Camera, look_at, spherical_to_cartesian
-    from .core.dmtet import face_pairs, mesh_edges, render_surface, surface_view
+    from .core.dmtet import face_pairs, render_surface, surface_view
     from .core.images import to_uint8
     from .core.magic3d_mesh import colour_fn, fine_view, texture_radius
     from .core.priors.guidance import TextEmbeddings, residual_image
     from .core.shape_losses import laplacian_smoothing, normal_consistency
+    from .core.shapes import mesh_edges
     from .core.text3d import Views, pick_shading, random_lights, view_backgrounds
 
     dev = ctx.device

@@ -103,7 +103,8 @@ def build() -> None:
             mesh_from = gr.Radio(list(MESH_FROM), value=next(iter(MESH_FROM)), label="Mesh from",
                                  elem_id="single_view-mesh-from",
                                  info="predict: the icosphere is one closed sphere-like shell; the voxels keep a "
-                                      "chair's legs and holes (Mesh R-CNN)")
+                                      "chair's legs and holes (Mesh R-CNN) but also miss whatever the voxel grid "
+                                      "misses, more so on unusual pictures")
             if examples:
                 gr.Examples(examples, inputs=[image], elem_id="single_view-examples", cache_examples=False,
                             label="Held-out renders (shapes the model never saw)")

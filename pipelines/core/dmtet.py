@@ -6,8 +6,8 @@ threestudio); ``surface_box(points, density, tau)`` the box around everything de
 when nothing is); ``DMTet.from_density(density_fn, lo, hi, n, tau)`` makes the grid over that box with
 SDF = clamp(-(density - tau), -1, 1) (negative inside) and zero offsets; ``dmtet()`` -> (verts (M, 3),
 faces (F, 3)), differentiable w.r.t. both. Offsets move a vertex at most half a cell (tanh(offset) / n in the
-grid's [-1, 1]^3 units). ``face_pairs`` and ``mesh_edges`` feed the normal-consistency and Laplacian terms of
-``core.shape_losses``, on meshes that may be open where the surface leaves the grid.
+grid's [-1, 1]^3 units). ``face_pairs`` (with ``shapes.mesh_edges``) feeds the normal-consistency and Laplacian
+terms of ``core.shape_losses``, on meshes that may be open where the surface leaves the grid.
 """
 from __future__ import annotations
 
@@ -80,12 +80,6 @@ class DMTet(nn.Module):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The surface: (verts (M, 3), faces (F, 3) int64), outward winding; empty when the SDF has one sign."""
         return marching_tets(self.grid_verts(), self.sdf, self.tets)
-
-
-def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
-    """(E, 2) the unique edges of a triangle mesh, lower vertex id first."""
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
-    return torch.unique(e, dim=0)
 
 
 def face_pairs(faces: torch.Tensor) -> torch.Tensor:
