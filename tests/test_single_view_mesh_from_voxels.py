@@ -3,18 +3,21 @@ then fitted to the point cloud. A ball's surface comes out smooth, unfolded and 
 cubes; two blocks stay two pieces (a topology the icosphere cannot have); the predictions, scores and files carry
 the per-image meshes; settings a checkpoint cannot use are refused."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from pipelines import UserInputError
 from pipelines.core.dmtet import face_pairs
 from pipelines.core.shape_losses import chamfer_distance, self_intersection_fraction, surface_normal_consistency
 from pipelines.core.shapes import cubify, mesh_edges, sample_surface
 from pipelines.core.single_view_losses import meshes_from_voxels
-from pipelines.core.single_view_net import SingleViewModel, prediction_geometry
+from pipelines.core.single_view_net import SingleViewModel, prediction_geometry, save_checkpoint
 from pipelines.core.single_view_outputs import checkpoint_inference, evaluate, predict
-from pipelines.single_view import SingleViewConfig
+from pipelines.events import Log, run_to_completion
+from pipelines.single_view import SingleViewConfig, run
 
 R = 16
 
@@ -152,3 +155,19 @@ def test_the_tab_passes_the_mesh_choice_and_refuses_an_unknown_one():
     assert tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0).mesh_from == "icosphere"
     with pytest.raises(UserInputError, match="mesh from"):
         tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0, "marching cubes")
+
+
+def test_no_solid_voxel_writes_no_mesh_and_says_why(tmp_path):
+    save_checkpoint(_tiny_model(), tmp_path / "ckpt", "float32")
+    image = tmp_path / "square.png"
+    canvas = Image.new("RGB", (64, 64), "white")
+    canvas.paste((90, 60, 40), (20, 16, 44, 48))  # one object on a plain background
+    canvas.save(image)
+    logs = []
+    cfg = SingleViewConfig(mode="predict", image=str(image), checkpoint=str(tmp_path / "ckpt"), device="cpu",
+                           out_dir=str(tmp_path / "out"), mesh_from="voxels", voxel_threshold=0.99)
+    done = run_to_completion(run(cfg), lambda ev: logs.append(ev.message) if isinstance(ev, Log) else None)
+    assert done.metrics["voxels_solid"] == 0  # an untrained grid lies near 0.5
+    names = {Path(a.path).name for a in done.artifacts}
+    assert "mesh.glb" not in names and "voxels.glb" not in names and "points.ply" in names
+    assert any("no mesh from the voxels" in m and "icosphere" in m for m in logs)

@@ -317,5 +317,7 @@ def export_prediction(ctx: RunContext, model, image, pred, threshold: float) -> 
             yield Log(f"no voxel above probability {threshold}: no voxel mesh written", "warning")
     if "points" in geo:
         yield ctx.artifact("points", save_point_cloud(geo["points"], ctx.path("points.ply")), "point cloud (.ply)")
-    if "mesh" in geo:
+    if "mesh" in geo and geo["mesh"].num_faces:
         yield ctx.artifact("mesh", save_mesh(geo["mesh"], ctx.path("mesh.glb")), "mesh (.glb)")
+    elif "mesh" in geo:  # the mesh from the voxels, with no voxel solid
+        yield Log(f"no voxel above probability {threshold}, so no mesh from the voxels: pick the icosphere", "warning")
