@@ -82,3 +82,19 @@ def test_cpu_takes_the_reference_path():
     enc = HashGridEncoding(3, 2, 8, 4, 16)
     x = torch.rand(50, 3)
     assert torch.equal(enc(x), enc.reference(x))
+
+
+def test_the_benchmark_times_the_pytorch_path_where_the_kernels_cannot_run(tmp_path):
+    """bench/hash_encoding.py --tiny on the CPU: a row per point count for the PyTorch path, its own speed-up 1,
+    no difference from itself; the Triton rows need CUDA, so none here."""
+    import json
+
+    out = tmp_path / "hash.json"
+    res = subprocess.run([sys.executable, "bench/hash_encoding.py", "--tiny", "--device", "cpu", "--repeats", "1",
+                          "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["path"], r["points"]) for r in rows] == [("pytorch", 2 ** k) for k in (12, 13, 14)]
+    assert all(r["speedup_train"] == 1.0 and r["max_rel_diff"] == 0.0 and r["train_ms"] > 0 for r in rows)
+    assert "fwd+bwd ms" in res.stdout
