@@ -5,20 +5,18 @@
     python bench/hash_encoding.py --tiny --device cpu    # the PyTorch path only, small (the kernels need CUDA)
 
 For each path and point count: the median time of a forward (as a preview or scoring runs it) and of a forward +
-backward into the table (a training step's share), over ``--repeats`` runs after warm-up; the peak memory of the
-training call; and the largest difference from the PyTorch path (outputs and table gradients, relative to their
-scale). Prints a table and writes JSON (bench/results/hash_encoding.json; hash_encoding_tiny_<device>.json).
+backward into the table (a training step's share), over ``--repeats`` runs after warm-up; the peak memory the
+training call adds (its table gradient included, the table itself not); and the largest difference from the
+PyTorch path (outputs and table gradients, relative to their scale). Prints a table and writes JSON (``--json``;
+default bench/results/hash_encoding_<device>.json, hash_encoding_tiny_<device>.json with --tiny).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from pathlib import Path
 
-from common import device_name, print_table, write_json
-
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, print_table, write_json
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -47,9 +45,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     size = dict(n_levels=8, log2_size=15) if args.tiny else dict(n_levels=16, log2_size=19)
     counts = [2 ** k for k in ((12, 13, 14) if args.tiny else (16, 18, 19, 20))]
+    torch.manual_seed(0)
     enc = HashGridEncoding(n_features=2, base_res=16, max_res=2048, **size).to(dev)
     with torch.no_grad():  # a trained table's spread, not the initial 1e-4
         enc.table.uniform_(-1, 1)
@@ -74,6 +73,7 @@ def main() -> None:
 
             fwd_s = timed(forward, args.repeats, sync)
             train_s = timed(train, args.repeats, sync)
+            enc.table.grad = None  # so that the peak counts the gradient the call makes
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)
@@ -97,8 +97,8 @@ def main() -> None:
                        ("train_ms", "fwd+bwd ms", 11), ("speedup_forward", "fwd x", 7),
                        ("speedup_train", "fwd+bwd x", 10), ("peak_gb_train", "peak GB", 8),
                        ("max_rel_diff", "max rel diff", 13)])
-    default = f"hash_encoding_tiny_{dev.type}.json" if args.tiny else "hash_encoding.json"
-    write_json(args.json or REPO / "bench" / "results" / default, rows, device_name=device_name(),
+    default = f"hash_encoding{'_tiny' if args.tiny else ''}_{dev.type}.json"
+    write_json(args.json or REPO / "bench" / "results" / default, rows,
                command="python bench/hash_encoding.py" + (" --tiny" if args.tiny else ""))
 
 

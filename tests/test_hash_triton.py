@@ -85,8 +85,8 @@ def test_cpu_takes_the_reference_path():
 
 
 def test_the_benchmark_times_the_pytorch_path_where_the_kernels_cannot_run(tmp_path):
-    """bench/hash_encoding.py --tiny on the CPU: a row per point count for the PyTorch path, its own speed-up 1,
-    no difference from itself; the Triton rows need CUDA, so none here."""
+    """bench/hash_encoding.py --tiny on the CPU runs and writes its JSON: a timed row per point count for the
+    PyTorch path, no GPU memory column; the Triton rows need CUDA, so none here."""
     import json
 
     out = tmp_path / "hash.json"
@@ -96,5 +96,5 @@ def test_the_benchmark_times_the_pytorch_path_where_the_kernels_cannot_run(tmp_p
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(r["path"], r["points"]) for r in rows] == [("pytorch", 2 ** k) for k in (12, 13, 14)]
-    assert all(r["speedup_train"] == 1.0 and r["max_rel_diff"] == 0.0 and r["train_ms"] > 0 for r in rows)
+    assert all(r["train_ms"] > 0 and r["forward_ms"] > 0 and r["peak_gb_train"] is None for r in rows)
     assert "fwd+bwd ms" in res.stdout

@@ -170,4 +170,4 @@ def test_no_solid_voxel_writes_no_mesh_and_says_why(tmp_path):
     assert done.metrics["voxels_solid"] == 0  # an untrained grid lies near 0.5
     names = {Path(a.path).name for a in done.artifacts}
     assert "mesh.glb" not in names and "voxels.glb" not in names and "points.ply" in names
-    assert any("no mesh from the voxels" in m and "icosphere" in m for m in logs)
+    assert any("no voxel mesh and mesh from the voxels written" in m and "icosphere" in m for m in logs)

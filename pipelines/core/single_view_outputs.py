@@ -310,14 +310,14 @@ def export_prediction(ctx: RunContext, model, image, pred, threshold: float) -> 
 
     yield ctx.artifact("image", save_image(to_uint8(image.permute(1, 2, 0)), ctx.path("input.png")), "input (cropped)")
     geo = prediction_geometry(pred, model, threshold)
-    if "voxels" in geo:
-        if geo["voxels"].num_faces:
-            yield ctx.artifact("voxels", save_mesh(geo["voxels"], ctx.path("voxels.glb")), "voxels (.glb)")
-        else:
-            yield Log(f"no voxel above probability {threshold}: no voxel mesh written", "warning")
+    empty = [k for k in ("voxels", "mesh") if k in geo and not geo[k].num_faces]  # an empty mesh: from the voxels
+    if empty:
+        files = " and ".join({"voxels": "voxel mesh", "mesh": "mesh from the voxels"}[k] for k in empty)
+        yield Log(f"no voxel above probability {threshold}: no {files} written"
+                  + ("; pick the icosphere for a mesh" if "mesh" in empty else ""), "warning")
+    if "voxels" in geo and "voxels" not in empty:
+        yield ctx.artifact("voxels", save_mesh(geo["voxels"], ctx.path("voxels.glb")), "voxels (.glb)")
     if "points" in geo:
         yield ctx.artifact("points", save_point_cloud(geo["points"], ctx.path("points.ply")), "point cloud (.ply)")
-    if "mesh" in geo and geo["mesh"].num_faces:
+    if "mesh" in geo and "mesh" not in empty:
         yield ctx.artifact("mesh", save_mesh(geo["mesh"], ctx.path("mesh.glb")), "mesh (.glb)")
-    elif "mesh" in geo:  # the mesh from the voxels, with no voxel solid
-        yield Log(f"no voxel above probability {threshold}, so no mesh from the voxels: pick the icosphere", "warning")
