@@ -41,6 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from .priors_data import priors_catalog
 from .shape_builds import add_build_arguments, build_shapes, built_records, sources_problem, spread, with_copies
 from ..core.priors.prior_folder import sha256_file
 from ..core.shape_packs import credits_markdown
+
+if TYPE_CHECKING:  # the annotations only: functions import torch where they use it
+    import torch
 
 DEFAULT_ROOT = Path(".data/pointe")
 RESOLUTION = 32
