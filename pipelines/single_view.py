@@ -185,6 +185,9 @@ class SingleViewConfig(PipelineConfig):
     """predict: test-time settings (mirror_heads, mesh_fit_steps, voxel_threshold, voxel_point_threshold,
     point_jitters) left at their defaults take the values the checkpoint's held-out scores were measured with (its
     manifest.json 'inference'): they belong to the model. Off: this config's values as they are."""
+    inference_given: str = ""
+    """predict: test-time settings (comma list, e.g. mesh_from) chosen on purpose: the checkpoint's never replace
+    them, even where they equal the defaults (the tab names the mesh choice it passes)."""
     pretrained: str = ""
     """Optional local torchvision ResNet-18 ImageNet weights (.pth) to start the encoder from."""
     flip: bool = True

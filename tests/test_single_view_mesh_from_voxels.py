@@ -144,6 +144,13 @@ def test_settings_a_checkpoint_cannot_use_are_refused_and_the_manifest_carries_t
         predict(model, x, ("voxels", "points", "mesh"), SingleViewConfig(mesh_from="marching"))
     cfg, notes = checkpoint_inference(SingleViewConfig(), {"inference": {"mesh_from": "voxels"}})
     assert cfg.mesh_from == "voxels" and "mesh_from voxels" in notes[0]
+    # a choice made on purpose stays, even the default one (the tab's icosphere against such a manifest)
+    cfg, notes = checkpoint_inference(SingleViewConfig(inference_given="mesh_from"),
+                                      {"inference": {"mesh_from": "voxels", "voxel_threshold": 0.7}})
+    assert cfg.mesh_from == "icosphere" and cfg.voxel_threshold == 0.7
+    assert "kept as given: mesh_from 'icosphere'" in notes[-1]
+    with pytest.raises(UserInputError, match="inference_given"):
+        checkpoint_inference(SingleViewConfig(inference_given="mesh"), {"inference": {"mesh_from": "voxels"}})
 
 
 def test_the_tab_passes_the_mesh_choice_and_refuses_an_unknown_one():
@@ -153,6 +160,9 @@ def test_the_tab_passes_the_mesh_choice_and_refuses_an_unknown_one():
     label = next(k for k, v in tab.MESH_FROM.items() if v == "voxels")
     assert tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0, label).mesh_from == "voxels"
     assert tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0).mesh_from == "icosphere"
+    sphere = next(k for k, v in tab.MESH_FROM.items() if v == "icosphere")
+    picked = tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0, sphere)
+    assert picked.mesh_from == "icosphere" and picked.inference_given == "mesh_from"  # a manifest cannot undo it
     with pytest.raises(UserInputError, match="mesh from"):
         tab.make_config(SingleViewConfig, "predict", example, "cpu", 10, ["voxels"], 0, "marching cubes")
 

@@ -73,8 +73,9 @@ def manifest_inference(manifest) -> tuple[dict, list[str]]:
 
 def checkpoint_inference(cfg, manifest) -> tuple:
     """(cfg, notes): ``cfg`` with the test-time settings the checkpoint's scores were predicted with
-    (``manifest_inference``) where ``cfg`` left them at their defaults: they belong to the model (one trained with
-    an IoU loss wants a higher voxel threshold). Off with ``cfg.checkpoint_inference``."""
+    (``manifest_inference``) where ``cfg`` left them at their defaults and did not name them in
+    ``inference_given``: they belong to the model (one trained with an IoU loss wants a higher voxel threshold). Off
+    with ``cfg.checkpoint_inference``."""
     import dataclasses
 
     if not cfg.checkpoint_inference:
@@ -83,10 +84,12 @@ def checkpoint_inference(cfg, manifest) -> tuple:
     if problems:
         raise UserInputError(f"the checkpoint's manifest.json has unusable test-time settings ({', '.join(problems)}): "
                              "fix them there, or predict with --no-checkpoint-inference")
+    given = set(parse_heads(cfg.inference_given, tuple(INFERENCE), "inference_given", empty_ok=True))
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    take = {k: INFERENCE[k](v) for k, v in want.items() if getattr(cfg, k) == defaults[k] and v != defaults[k]}
+    chosen = {k for k in want if k in given or getattr(cfg, k) != defaults[k]}
+    take = {k: INFERENCE[k](v) for k, v in want.items() if k not in chosen and v != defaults[k]}
     kept = [f"{k} {getattr(cfg, k)!r} (the checkpoint's: {v!r})" for k, v in want.items()
-            if getattr(cfg, k) != defaults[k] and getattr(cfg, k) != v]
+            if k in chosen and getattr(cfg, k) != v]
     notes = ([f"the checkpoint's test-time settings: {', '.join(f'{k} {v}' for k, v in take.items())}"] if take else [])
     notes += [f"kept as given: {', '.join(kept)}"] if kept else []
     return dataclasses.replace(cfg, **take), notes
