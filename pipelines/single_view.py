@@ -136,10 +136,11 @@ class SingleViewConfig(PipelineConfig):
     one closed sphere-like surface, so a chair's legs and the holes between them are folds and spikes); 'voxels':
     Mesh R-CNN's (Gkioxari et al. 2019), the voxel head's solid cells cubified into a surface of the grid's own
     topology, then fitted to the points of the cloud near it by the same test-time fitting (``mesh_fit_*``; the mesh
-    head is not needed). A trade, so off: for the shipped model as the app predicts (83 held-out shapes x 2 views,
-    without ``CUBIFIED_REACH``) mesh F1@5 % 0.703 -> 0.713, CD 0.0081 -> 0.0078, self-intersecting faces 0.076 ->
-    0.003, but normal consistency 0.679 -> 0.668 and recall at 2 % lower; chairs keep their legs, round shapes come
-    out wrinkled; about 10 s an image on a 2-core CPU (bench/RESULTS.md, issue 21)."""
+    head is not needed). A trade, so off: for the shipped model as the app predicts (83 held-out shapes x 2 views)
+    mesh F1@5 % 0.703 -> 0.718, self-intersecting faces 0.076 -> 0.003, normal consistency level, but recall at 5 %
+    0.767 -> 0.746, and on renders outside the training ranges worse on 8 numbers (F1@5 % 0.448 -> 0.424); chairs
+    keep their legs, round shapes come out wrinkled; about 10 s an image on a 2-core CPU (bench/RESULTS.md, issue
+    21)."""
     mesh_fit_reg: float = 0.3
     """Test-time fitting: the mesh regularisers' weights as a share of w_laplacian, w_edge and w_normal."""
     mesh_fit_recall: float = 3.0

@@ -59,10 +59,9 @@ def make_config(cls, mode, image, preset, steps, heads, seed, mesh_from=None):
     if mode == "predict":
         if mesh_from is not None and mesh_from not in MESH_FROM:
             raise UserInputError(f"pick the mesh from {' or '.join(MESH_FROM)}")
-        if mesh_from is None:
-            return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image))
-        return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image),
-                                   mesh_from=MESH_FROM[mesh_from], inference_given="mesh_from")  # the user's pick
+        # the user's pick, which the checkpoint's own setting must not replace
+        picked = {} if mesh_from is None else dict(mesh_from=MESH_FROM[mesh_from], inference_given="mesh_from")
+        return dataclasses.replace(cfg, mode="predict", image=widgets.image_file(image), **picked)
     if not heads:
         raise UserInputError("pick at least one decoder to train")
     cfg = dataclasses.replace(cfg, mode="train", steps=int(steps), heads=",".join(heads), seed=int(seed or 0))
